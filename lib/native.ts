@@ -1,0 +1,73 @@
+/**
+ * Loads the addon (a prebuild from prebuilds/ when one matches, else build/Release) and types its surface.
+ * Internal: the rest of lib/ goes through this module and never touches the binding directly.
+ * @internal
+ */
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { TcpPunchError } from './errors.js';
+
+/** `{ host, port }` as the addon reads and writes it: `host` is always a numeric IP. */
+export interface NativeEndpoint {
+  host: string;
+  port: number;
+}
+
+export interface NativeBound extends NativeEndpoint {
+  fd: number;
+}
+
+export interface NativePunchOptions {
+  local: NativeEndpoint;
+  listenFd?: number;
+  listen: boolean;
+  targets: NativeEndpoint[];
+  timeoutMs: number;
+  /** Pause before reconnecting after a retryable error; -1 makes the first failure final. */
+  retryMs: number;
+  firstTtl: number;
+}
+
+export interface NativePunchResult {
+  fd: number;
+  via: 'connect' | 'accept';
+  local: NativeEndpoint;
+  remote: NativeEndpoint;
+  attempts: number;
+  lastErrors: (string | null)[];
+  elapsedMs: number;
+}
+
+/** An Error from the addon: `code` is an errno name, `errno` the negative errno, `syscall` the failing call. */
+export interface NativeError extends Error {
+  code: string;
+  errno: number;
+  syscall: string;
+  attempts?: number;
+  lastErrors?: (string | null)[];
+}
+
+export interface Binding {
+  socketBind(local: NativeEndpoint, listen: boolean): NativeBound;
+  socketClose(fd: number): void;
+  punchStart(
+    options: NativePunchOptions,
+    callback: (err: NativeError | null, result: NativePunchResult) => void,
+  ): number;
+  punchAbort(id: number): void;
+}
+
+const require = createRequire(import.meta.url);
+const root = join(dirname(fileURLToPath(import.meta.url)), '..');
+const load = require('node-gyp-build') as (dir: string) => unknown;
+
+/** The loaded addon. */
+export const binding = load(root) as Binding;
+
+/** Converts an addon error (errno `code`) into a {@link TcpPunchError}; argument errors pass through unchanged. */
+export function fromNative(err: unknown): Error {
+  if (err instanceof TypeError || err instanceof RangeError || !(err instanceof Error)) return err as Error;
+  const { code, errno, syscall, attempts, lastErrors } = err as NativeError;
+  return new TcpPunchError(code ?? 'ERR_NATIVE', err.message, { errno, syscall, attempts, lastErrors });
+}

@@ -1,0 +1,192 @@
+/**
+ * punch(): TCP simultaneous open from one local port towards the peer's endpoint(s).
+ *
+ * The addon listens on the local port and connects from it to every target at once, reconnecting after a
+ * refusal until the deadline; the first connection to a target wins, through connect() or accept(). The winning
+ * descriptor becomes an ordinary `net.Socket`, so a punched connection is exactly as fast as any Node socket.
+ *
+ * Errors (all {@link TcpPunchError} unless an argument is invalid):
+ * - `ETIMEDOUT`: no connection within `timeoutMs`; `attempts` and `lastErrors` (per target) say what was seen.
+ * - `ABORT_ERR`: the signal fired.
+ * - an errno name from bind/listen (`EADDRINUSE`, `EACCES`...) or a non-retryable connect error.
+ * - `ERR_NO_USABLE_ADDRESS`: no remote address of the local address family.
+ */
+import { Socket } from 'node:net';
+import { AbortError, TcpPunchError, invalidArgType, invalidArgValue, throwIfAborted } from './errors.js';
+import {
+  type Endpoint,
+  type Family,
+  anyAddress,
+  familyOf,
+  formatEndpoint,
+  resolveEndpoints,
+  validateEndpoint,
+  validateInteger,
+  validatePort,
+} from './endpoint.js';
+import { binding, fromNative, type NativePunchOptions } from './native.js';
+import type { ReusablePort } from './reusable-port.js';
+
+/** Options of {@link punch}. */
+export interface PunchOptions {
+  /** A port held with {@link bindReusable}: the punch uses its listener and binds its connectors to it. */
+  port?: ReusablePort;
+  /** Local port when no `port` is given; 0 or absent picks one. */
+  localPort?: number;
+  /** Local numeric address when no `port` is given; defaults to the wildcard of the remotes' family. */
+  localAddress?: string;
+  /** The peer's endpoint, or several candidates (the first to connect wins). Host names are resolved. */
+  remote: Endpoint | Endpoint[];
+  /** Overall deadline in ms (default 10000). */
+  timeoutMs?: number;
+  /** Pause in ms before reconnecting to a target after ECONNREFUSED, EHOSTUNREACH and the like (default 200). */
+  retryDelayMs?: number;
+  /** Hop limit of each target's first SYN (1..255): it opens the local NAT mapping without reaching the peer's. */
+  ttl?: number;
+  signal?: AbortSignal;
+}
+
+/** Options of `ReusablePort.connect`. */
+export interface ConnectOptions {
+  /** Deadline in ms (default 10000). */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+/** What {@link punchDetailed} resolves to. */
+export interface PunchResult {
+  /** The connected socket, adopted by Node. */
+  socket: Socket;
+  /** How the connection arrived: our connect() completed, or the peer's SYN reached our listener first. */
+  via: 'connect' | 'accept';
+  local: Endpoint;
+  remote: Endpoint;
+  /** connect() calls made in all, across targets and retries. */
+  attempts: number;
+  elapsedMs: number;
+}
+
+const DEFAULT_TIMEOUT_MS = 10_000;
+const DEFAULT_RETRY_DELAY_MS = 200;
+const MAX_TARGETS = 16;
+
+/**
+ * Punches a direct TCP connection to `remote` and resolves the connected `net.Socket`.
+ * See {@link punchDetailed} for how it won.
+ */
+export async function punch(options: PunchOptions): Promise<Socket> {
+  return (await punchDetailed(options)).socket;
+}
+
+/** Like {@link punch}, with how the connection was made. */
+export async function punchDetailed(options: PunchOptions): Promise<PunchResult> {
+  if (typeof options !== 'object' || options === null) throw invalidArgType('options', 'an object', options);
+  const { port, localPort = 0, localAddress, timeoutMs = DEFAULT_TIMEOUT_MS } = options;
+  const { retryDelayMs = DEFAULT_RETRY_DELAY_MS, ttl = 0, signal } = options;
+  const remotes = Array.isArray(options.remote) ? options.remote : [options.remote];
+  if (remotes.length === 0) throw invalidArgValue('options.remote', 'must hold at least one endpoint', remotes);
+  remotes.forEach((r, i) => validateEndpoint(r, Array.isArray(options.remote) ? `options.remote[${i}]` : 'options.remote'));
+  validateInteger(timeoutMs, 'options.timeoutMs', 1, 86_400_000);
+  validateInteger(retryDelayMs, 'options.retryDelayMs', 0, 60_000);
+  if (ttl !== 0) validateInteger(ttl, 'options.ttl', 1, 255);
+  validateSignal(signal);
+  if (port !== undefined) {
+    if (typeof port !== 'object' || port === null || typeof port.fd !== 'number') {
+      throw invalidArgType('options.port', 'a ReusablePort from bindReusable()', port);
+    }
+    if (options.localPort !== undefined || localAddress !== undefined) {
+      throw invalidArgValue('options.port', 'cannot be combined with localPort or localAddress', port);
+    }
+  } else {
+    validatePort(localPort, 'options.localPort');
+    if (localAddress !== undefined && (typeof localAddress !== 'string' || familyOf(localAddress) === 0)) {
+      throw invalidArgValue('options.localAddress', 'must be a numeric IPv4 or IPv6 address', localAddress);
+    }
+  }
+  throwIfAborted(signal);
+
+  const resolved = await resolveEndpoints(remotes);
+  const family: Family =
+    port?.family ?? (localAddress !== undefined ? (familyOf(localAddress) as Family) : familyOf(resolved[0]!.host) || 4);
+  const targets = resolved.filter((r) => familyOf(r.host) === family).slice(0, MAX_TARGETS);
+  if (targets.length === 0) {
+    throw new TcpPunchError('ERR_NO_USABLE_ADDRESS', `no IPv${family} address among ${remotes.map(formatEndpoint).join(', ')}`);
+  }
+  if (port?.closed) throw new TcpPunchError('ERR_PORT_CLOSED', 'the reusable port is closed');
+
+  return run(
+    {
+      local: port ? port.local : { host: localAddress ?? anyAddress(family), port: localPort },
+      listenFd: port?.listening ? port.fd : -1,
+      listen: port ? port.listening : true,
+      targets,
+      timeoutMs,
+      retryMs: retryDelayMs,
+      firstTtl: ttl,
+    },
+    signal,
+  );
+}
+
+/** @internal One connect from a reusable local endpoint, no listener, no retries (ReusablePort.connect). */
+export async function nativeConnect(local: Endpoint, remote: Endpoint, options: ConnectOptions): Promise<Socket> {
+  validateEndpoint(remote, 'remote');
+  const { timeoutMs = DEFAULT_TIMEOUT_MS, signal } = options;
+  validateInteger(timeoutMs, 'options.timeoutMs', 1, 86_400_000);
+  validateSignal(signal);
+  throwIfAborted(signal);
+  const targets = (await resolveEndpoints([remote])).filter((r) => familyOf(r.host) === familyOf(local.host));
+  if (targets.length === 0) throw new TcpPunchError('ERR_NO_USABLE_ADDRESS', `no usable address for ${formatEndpoint(remote)}`);
+  const result = await run({ local, listen: false, targets: targets.slice(0, 1), timeoutMs, retryMs: -1, firstTtl: 0 }, signal);
+  return result.socket;
+}
+
+function validateSignal(signal: unknown): asserts signal is AbortSignal | undefined {
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgType('options.signal', 'an AbortSignal', signal);
+}
+
+function run(options: NativePunchOptions, signal: AbortSignal | undefined): Promise<PunchResult> {
+  return new Promise((resolve, reject) => {
+    let id = 0;
+    const onAbort = (): void => binding.punchAbort(id);
+    try {
+      id = binding.punchStart(options, (err, res) => {
+        signal?.removeEventListener('abort', onAbort);
+        if (err) {
+          if (err.code === 'ECANCELED' && signal?.aborted) reject(new AbortError(undefined, signal.reason));
+          else reject(withTargets(fromNative(err), options.targets));
+          return;
+        }
+        let socket: Socket;
+        try {
+          socket = new Socket({ fd: res.fd, readable: true, writable: true });
+        } catch (adoptErr) {
+          binding.socketClose(res.fd);
+          reject(adoptErr);
+          return;
+        }
+        resolve({ socket, via: res.via, local: res.local, remote: res.remote, attempts: res.attempts, elapsedMs: res.elapsedMs });
+      });
+    } catch (err) {
+      reject(fromNative(err));
+      return;
+    }
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** Replaces the addon's per-index `lastErrors` with a `{ "host:port": code }` record and names the targets. */
+function withTargets(err: Error, targets: readonly Endpoint[]): Error {
+  const e = err as Error & { code?: string; lastErrors?: unknown; attempts?: number };
+  if (!Array.isArray(e.lastErrors)) return err;
+  const last: Record<string, string> = {};
+  e.lastErrors.forEach((code, i) => {
+    if (typeof code === 'string' && targets[i]) last[formatEndpoint(targets[i])] = code;
+  });
+  e.lastErrors = last;
+  if (e.code === 'ETIMEDOUT') {
+    const seen = Object.entries(last).map(([t, c]) => `${t} ${c}`).join(', ');
+    e.message = `punch timed out after ${e.attempts} attempt(s) to ${targets.map(formatEndpoint).join(', ')}${seen ? ` (last: ${seen})` : ''}`;
+  }
+  return err;
+}
