@@ -45,11 +45,26 @@ export function anyAddress(family: Family): string {
 
 /**
  * Resolves each endpoint's host to numeric addresses, in order and without duplicates.
- * Names resolve through the system resolver (`dns.lookup`), as `net.connect` does.
+ * Names resolve through the system resolver (`dns.lookup`), as `net.connect` does. When every host is already
+ * numeric the result comes back synchronously, so callers can start work in the same tick.
  */
-export async function resolveEndpoints(endpoints: readonly Endpoint[]): Promise<Endpoint[]> {
-  const out: Endpoint[] = [];
+export function resolveEndpoints(endpoints: readonly Endpoint[]): Endpoint[] | Promise<Endpoint[]> {
+  if (endpoints.every((e) => familyOf(e.host) !== 0)) return dedupe(endpoints);
+  return resolveNames(endpoints);
+}
+
+function dedupe(endpoints: readonly Endpoint[]): Endpoint[] {
   const seen = new Set<string>();
+  return endpoints.filter(({ host, port }) => {
+    const key = `${host}|${port}`;
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  }).map(({ host, port }) => ({ host, port }));
+}
+
+async function resolveNames(endpoints: readonly Endpoint[]): Promise<Endpoint[]> {
+  const out: Endpoint[] = [];
   for (const { host, port } of endpoints) {
     let hosts: string[];
     if (familyOf(host) !== 0) {
@@ -62,14 +77,9 @@ export async function resolveEndpoints(endpoints: readonly Endpoint[]): Promise<
         throw new TcpPunchError(code, `cannot resolve ${host}: ${(err as Error).message}`, { cause: err, host });
       }
     }
-    for (const h of hosts) {
-      const key = `${h}|${port}`;
-      if (seen.has(key)) continue;
-      seen.add(key);
-      out.push({ host: h, port });
-    }
+    for (const h of hosts) out.push({ host: h, port });
   }
-  return out;
+  return dedupe(out);
 }
 
 /** `host:port`, with brackets around IPv6 hosts. */

@@ -62,8 +62,11 @@ const require = createRequire(import.meta.url);
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const load = require('node-gyp-build') as (dir: string) => unknown;
 
-/** The loaded addon. */
-export const binding = load(root) as Binding;
+/**
+ * The loaded addon. `TCP_PUNCH_ADDON` names a specific build to load instead (the sanitizer run uses it to load
+ * build-asan/Release/tcp_punch.node).
+ */
+export const binding = (process.env.TCP_PUNCH_ADDON ? require(process.env.TCP_PUNCH_ADDON) : load(root)) as Binding;
 
 /** Converts an addon error (errno `code`) into a {@link TcpPunchError}; argument errors pass through unchanged. */
 export function fromNative(err: unknown): Error {

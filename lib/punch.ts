@@ -105,7 +105,9 @@ export async function punchDetailed(options: PunchOptions): Promise<PunchResult>
   }
   throwIfAborted(signal);
 
-  const resolved = await resolveEndpoints(remotes);
+  // Synchronous for numeric hosts: the punch then starts (and borrows `port`) before this call returns.
+  const pending = resolveEndpoints(remotes);
+  const resolved = Array.isArray(pending) ? pending : await pending;
   const family: Family =
     port?.family ?? (localAddress !== undefined ? (familyOf(localAddress) as Family) : familyOf(resolved[0]!.host) || 4);
   const targets = resolved.filter((r) => familyOf(r.host) === family).slice(0, MAX_TARGETS);

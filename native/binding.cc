@@ -56,14 +56,16 @@ static void tp_napi_read_endpoint(Napi::Env env, Napi::Value v, const char* name
     throw tp_napi_arg_error(env, false, std::string(name) + ".host must be a numeric IPv4 or IPv6 address");
 }
 
+// An integer option in min..max, or `fallback` when absent.
 static double tp_napi_read_number(Napi::Object o, const char* key, double fallback, double min, double max) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined()) return fallback;
   if (!v.IsNumber()) throw tp_napi_arg_error(o.Env(), true, std::string(key) + " must be a number");
   double d = v.As<Napi::Number>().DoubleValue();
-  if (!(d >= min && d <= max)) {
+  if (!(d >= min && d <= max) || d != static_cast<double>(static_cast<int64_t>(d))) {
     throw tp_napi_arg_error(o.Env(), false,
-                            std::string(key) + " must be in " + std::to_string(min) + ".." + std::to_string(max));
+                            std::string(key) + " must be an integer in " + std::to_string(static_cast<int64_t>(min)) + ".." +
+                                std::to_string(static_cast<int64_t>(max)));
   }
   return d;
 }
@@ -92,8 +94,10 @@ static Napi::Value tp_napi_socket_bind(const Napi::CallbackInfo& info) {
 static Napi::Value tp_napi_socket_close(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsNumber()) throw tp_napi_arg_error(env, true, "fd must be a number");
-  int32_t fd = info[0].As<Napi::Number>().Int32Value();
-  if (fd < 0) throw tp_napi_arg_error(env, false, "fd must be >= 0");
+  double d = info[0].As<Napi::Number>().DoubleValue();
+  if (!(d >= 0 && d <= INT32_MAX) || d != static_cast<int32_t>(d))
+    throw tp_napi_arg_error(env, false, "fd must be an integer >= 0");
+  int fd = static_cast<int>(d);
   tp_socket_close(fd);
   return env.Undefined();
 }
@@ -193,10 +197,11 @@ static Napi::Value tp_napi_punch_start(const Napi::CallbackInfo& info) {
   uint32_t id = state->next_id++;
   if (state->next_id == 0) state->next_id = 1;
   tp_napi_punch_t* js = new tp_napi_punch_t(env, info[1].As<Napi::Function>(), id);
-  int err = tp_punch_start(loop, &opts, tp_napi_punch_on_done, js, &js->punch);
+  const char* syscall = NULL;
+  int err = tp_punch_start(loop, &opts, tp_napi_punch_on_done, js, &js->punch, &syscall);
   if (err != 0) {
     delete js;
-    throw tp_napi_errno_error(env, err, opts.listen_fd >= 0 || opts.listen ? "listen" : "bind");
+    throw tp_napi_errno_error(env, err, syscall);
   }
   state->live[id] = js;
   return Napi::Number::New(env, id);

@@ -279,21 +279,25 @@ static void tp__punch_finish(tp_punch_t* p, int status, const char* syscall, tp_
   uv_close(reinterpret_cast<uv_handle_t*>(&p->timer), tp__timer_on_close);
 }
 
-static int tp__punch_open_listener(tp_punch_t* p) {
+static int tp__punch_open_listener(tp_punch_t* p, const char** syscall) {
   int fd;
   if (p->opts.listen_fd >= 0) {
     // Borrow the caller's listener through a duplicate, so the caller may close its own fd at any time.
+    *syscall = "dup";
     fd = fcntl(p->opts.listen_fd, F_DUPFD_CLOEXEC, 0);
     if (fd == -1) return -errno;
   } else {
+    *syscall = "bind";
     fd = tp_socket_reusable(reinterpret_cast<struct sockaddr*>(&p->local));
     if (fd < 0) return fd;
+    *syscall = "listen";
     int err = tp_socket_listen(fd, 64);
     if (err != 0) {
       tp_socket_close(fd);
       return err;
     }
   }
+  *syscall = "getsockname";
   int err = tp_socket_local(fd, &p->local);
   if (err == 0 && p->local.ss_family != p->family) err = -EAFNOSUPPORT;
   if (err != 0) {
@@ -310,7 +314,8 @@ static int tp__punch_open_listener(tp_punch_t* p) {
 
 // Without a listener, port 0 must still resolve to one port shared by every connector: reserve it with a bound
 // socket for the duration of the start-up.
-static int tp__punch_pick_port(tp_punch_t* p) {
+static int tp__punch_pick_port(tp_punch_t* p, const char** syscall) {
+  *syscall = "bind";
   int fd = tp_socket_reusable(reinterpret_cast<struct sockaddr*>(&p->local));
   if (fd < 0) return fd;
   int err = tp_socket_local(fd, &p->local);
@@ -318,7 +323,9 @@ static int tp__punch_pick_port(tp_punch_t* p) {
   return err;
 }
 
-int tp_punch_start(uv_loop_t* loop, const tp_punch_opts_t* opts, tp_punch_cb cb, void* data, tp_punch_t** out) {
+int tp_punch_start(uv_loop_t* loop, const tp_punch_opts_t* opts, tp_punch_cb cb, void* data, tp_punch_t** out,
+                   const char** syscall) {
+  *syscall = "punch";
   if (opts->target_count < 1 || opts->target_count > TP_PUNCH_MAX_TARGETS) return -EINVAL;
   int family = opts->local.ss_family;
   if (family != AF_INET && family != AF_INET6) return -EAFNOSUPPORT;
@@ -338,9 +345,9 @@ int tp_punch_start(uv_loop_t* loop, const tp_punch_opts_t* opts, tp_punch_cb cb,
 
   int err = 0;
   if (opts->listen_fd >= 0 || opts->listen) {
-    err = tp__punch_open_listener(p);
+    err = tp__punch_open_listener(p, syscall);
   } else {
-    err = tp__punch_pick_port(p);
+    err = tp__punch_pick_port(p, syscall);
   }
   if (err != 0) {  // nothing was opened: the listener is the last step and cleans up after itself
     free(p);

@@ -42,8 +42,10 @@ typedef struct {
 typedef void (*tp_punch_cb)(const tp_punch_result_t* result, void* data);
 
 // Starts a punch. On success stores the handle in `out` (valid until the callback runs) and returns 0;
-// on a failure detected up front (bad options, bind errors) returns a negative errno and calls nothing.
-int tp_punch_start(uv_loop_t* loop, const tp_punch_opts_t* opts, tp_punch_cb cb, void* data, tp_punch_t** out);
+// on a failure detected up front (bad options, bind errors) returns a negative errno, names the failing call in
+// `syscall` and calls nothing.
+int tp_punch_start(uv_loop_t* loop, const tp_punch_opts_t* opts, tp_punch_cb cb, void* data, tp_punch_t** out,
+                   const char** syscall);
 
 // Ends the punch early: the callback then reports -ECANCELED. Does nothing once the punch has finished.
 void tp_punch_abort(tp_punch_t* punch);

@@ -1,0 +1,285 @@
+/**
+ * Field codecs for message bodies: a small set of typed, bounded primitives from which every message schema in
+ * `messages.ts` is built, plus a {@link BodyReader} / {@link BodyWriter} that other modules (the relay) can use to
+ * define bodies of their own with the same strictness.
+ *
+ * All integers are big-endian. Strings are UTF-8 with a u16 byte-length prefix and must decode without
+ * replacement characters. Reading past the end of a body, a value out of its declared range, or trailing bytes
+ * are all `ERR_MALFORMED_FRAME`; nothing here throws anything but a {@link TcpPunchError}.
+ */
+import { isIP } from 'node:net';
+
+import { TcpPunchError } from '../errors.js';
+
+/** A network endpoint: a numeric IPv4/IPv6 address and a TCP port. */
+export interface Endpoint {
+  host: string;
+  port: number;
+}
+
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+const utf8Encoder = new TextEncoder();
+
+/** The error every body parser raises: code `ERR_MALFORMED_FRAME`. */
+export function malformed(message: string, details: Record<string, unknown> = {}): TcpPunchError {
+  return new TcpPunchError('ERR_MALFORMED_FRAME', message, details);
+}
+
+/** Reads typed fields from one frame body; every read is bounds-checked. */
+export class BodyReader {
+  private offset = 0;
+
+  constructor(private readonly body: Uint8Array) {}
+
+  /** Number of unread bytes. */
+  get remaining(): number {
+    return this.body.length - this.offset;
+  }
+
+  private take(n: number, what: string): Uint8Array {
+    if (n > this.remaining) throw malformed(`Body ends inside ${what}`, { field: what });
+    const out = this.body.subarray(this.offset, this.offset + n);
+    this.offset += n;
+    return out;
+  }
+
+  u8(what: string): number {
+    return this.take(1, what)[0]!;
+  }
+
+  u16(what: string): number {
+    const b = this.take(2, what);
+    return (b[0]! << 8) | b[1]!;
+  }
+
+  u32(what: string): number {
+    const b = this.take(4, what);
+    return ((b[0]! << 24) >>> 0) + ((b[1]! << 16) | (b[2]! << 8) | b[3]!);
+  }
+
+  /** A copy of exactly `n` bytes. */
+  bytes(n: number, what: string): Uint8Array {
+    return Uint8Array.from(this.take(n, what));
+  }
+
+  /** A u16-length-prefixed UTF-8 string of at most `max` bytes. */
+  string(max: number, what: string): string {
+    const len = this.u16(what);
+    if (len > max) throw malformed(`${what} is longer than ${max} bytes`, { field: what });
+    try {
+      return utf8.decode(this.take(len, what));
+    } catch (err) {
+      if (err instanceof TcpPunchError) throw err;
+      throw malformed(`${what} is not valid UTF-8`, { field: what });
+    }
+  }
+
+  /** Throws unless the whole body has been consumed. */
+  end(): void {
+    if (this.remaining !== 0) throw malformed(`${this.remaining} trailing bytes after the last field`);
+  }
+}
+
+/** Appends typed fields to a growing body. */
+export class BodyWriter {
+  private readonly parts: Uint8Array[] = [];
+  private size = 0;
+
+  private push(b: Uint8Array): void {
+    this.parts.push(b);
+    this.size += b.length;
+  }
+
+  u8(v: number): void {
+    this.push(Uint8Array.of(v & 0xff));
+  }
+
+  u16(v: number): void {
+    this.push(Uint8Array.of((v >>> 8) & 0xff, v & 0xff));
+  }
+
+  u32(v: number): void {
+    this.push(Uint8Array.of((v >>> 24) & 0xff, (v >>> 16) & 0xff, (v >>> 8) & 0xff, v & 0xff));
+  }
+
+  bytes(b: Uint8Array): void {
+    this.push(Uint8Array.from(b));
+  }
+
+  string(s: string): void {
+    const b = utf8Encoder.encode(s);
+    this.u16(b.length);
+    this.push(b);
+  }
+
+  /** The body written so far, as one Buffer. */
+  finish(): Buffer {
+    return Buffer.concat(this.parts, this.size);
+  }
+}
+
+/** One typed field of a message schema. */
+export type FieldSpec =
+  | { readonly kind: 'u8' | 'u16' | 'u32' }
+  | { readonly kind: 'bool' }
+  | { readonly kind: 'bytes'; readonly len: number }
+  | { readonly kind: 'varbytes'; readonly lens: readonly number[] }
+  | { readonly kind: 'string'; readonly max: number; readonly pattern?: RegExp }
+  | { readonly kind: 'enum'; readonly values: readonly string[] }
+  | { readonly kind: 'endpoint' }
+  | { readonly kind: 'endpoints'; readonly max: number };
+
+/** The JS value type a {@link FieldSpec} decodes to. */
+export type FieldValue<F extends FieldSpec> = F extends { kind: 'u8' | 'u16' | 'u32' }
+  ? number
+  : F extends { kind: 'bool' }
+    ? boolean
+    : F extends { kind: 'bytes' | 'varbytes' }
+      ? Uint8Array
+      : F extends { kind: 'string' }
+        ? string
+        : F extends { kind: 'enum'; values: readonly (infer V)[] }
+          ? V
+          : F extends { kind: 'endpoint' }
+            ? Endpoint
+            : F extends { kind: 'endpoints' }
+              ? Endpoint[]
+              : never;
+
+/** Field constructors used by the schemas. */
+export const f = {
+  u8: () => ({ kind: 'u8' }) as const,
+  u16: () => ({ kind: 'u16' }) as const,
+  u32: () => ({ kind: 'u32' }) as const,
+  bool: () => ({ kind: 'bool' }) as const,
+  /** Exactly `len` bytes, no length prefix. */
+  bytes: <N extends number>(len: N) => ({ kind: 'bytes', len }) as const,
+  /** A u8 length prefix, then one of the allowed lengths (e.g. 0 or 32 for an optional MAC). */
+  varbytes: <const L extends readonly number[]>(...lens: L) => ({ kind: 'varbytes', lens }) as const,
+  string: (max: number, pattern?: RegExp) => ({ kind: 'string', max, pattern }) as const,
+  /** A u8 index into `values`, exposed as the string. */
+  enum: <const V extends readonly string[]>(...values: V) => ({ kind: 'enum', values }) as const,
+  endpoint: () => ({ kind: 'endpoint' }) as const,
+  endpoints: (max: number) => ({ kind: 'endpoints', max }) as const,
+};
+
+const MAX_HOST = 45; // longest textual IPv6 address
+const LONE_SURROGATE = /\p{Cs}/u; // in a u-regex a well-formed pair is one code point, so this finds only lone halves
+
+function readEndpoint(r: BodyReader, what: string): Endpoint {
+  const host = r.string(MAX_HOST, `${what}.host`);
+  const port = r.u16(`${what}.port`);
+  if (isIP(host) === 0) throw malformed(`${what}.host is not a numeric IP address`, { field: what });
+  if (port === 0) throw malformed(`${what}.port must not be 0`, { field: what });
+  return { host, port };
+}
+
+function checkEndpoint(e: unknown, what: string): Endpoint {
+  if (typeof e !== 'object' || e === null) throw malformed(`${what} must be an endpoint`, { field: what });
+  const { host, port } = e as Partial<Endpoint>;
+  if (typeof host !== 'string' || host.length > MAX_HOST || isIP(host) === 0)
+    throw malformed(`${what}.host must be a numeric IP address`, { field: what });
+  if (typeof port !== 'number' || !Number.isInteger(port) || port < 1 || port > 65535)
+    throw malformed(`${what}.port must be an integer in 1..65535`, { field: what });
+  return { host, port };
+}
+
+/** Reads one field; throws `ERR_MALFORMED_FRAME` on any violation of the spec. */
+export function readField(r: BodyReader, spec: FieldSpec, what: string): unknown {
+  switch (spec.kind) {
+    case 'u8':
+      return r.u8(what);
+    case 'u16':
+      return r.u16(what);
+    case 'u32':
+      return r.u32(what);
+    case 'bool': {
+      const v = r.u8(what);
+      if (v > 1) throw malformed(`${what} must be 0 or 1`, { field: what });
+      return v === 1;
+    }
+    case 'bytes':
+      return r.bytes(spec.len, what);
+    case 'varbytes': {
+      const len = r.u8(what);
+      if (!spec.lens.includes(len)) throw malformed(`${what} has a length of ${len}`, { field: what });
+      return r.bytes(len, what);
+    }
+    case 'string': {
+      const s = r.string(spec.max, what);
+      if (spec.pattern && !spec.pattern.test(s)) throw malformed(`${what} has an invalid format`, { field: what });
+      return s;
+    }
+    case 'enum': {
+      const i = r.u8(what);
+      const v = spec.values[i];
+      if (v === undefined) throw malformed(`${what} has an unknown value ${i}`, { field: what });
+      return v;
+    }
+    case 'endpoint':
+      return readEndpoint(r, what);
+    case 'endpoints': {
+      const n = r.u8(what);
+      if (n > spec.max) throw malformed(`${what} lists more than ${spec.max} endpoints`, { field: what });
+      const out: Endpoint[] = [];
+      for (let i = 0; i < n; i++) out.push(readEndpoint(r, `${what}[${i}]`));
+      return out;
+    }
+  }
+}
+
+function checkInt(v: unknown, max: number, what: string): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max)
+    throw malformed(`${what} must be an integer in 0..${max}`, { field: what });
+  return v;
+}
+
+/** Validates a value against its spec and writes it; the writer refuses what the reader would refuse. */
+export function writeField(w: BodyWriter, spec: FieldSpec, value: unknown, what: string): void {
+  switch (spec.kind) {
+    case 'u8':
+      return w.u8(checkInt(value, 0xff, what));
+    case 'u16':
+      return w.u16(checkInt(value, 0xffff, what));
+    case 'u32':
+      return w.u32(checkInt(value, 0xffffffff, what));
+    case 'bool':
+      if (typeof value !== 'boolean') throw malformed(`${what} must be a boolean`, { field: what });
+      return w.u8(value ? 1 : 0);
+    case 'bytes':
+      if (!(value instanceof Uint8Array) || value.length !== spec.len)
+        throw malformed(`${what} must be ${spec.len} bytes`, { field: what });
+      return w.bytes(value);
+    case 'varbytes':
+      if (!(value instanceof Uint8Array) || !spec.lens.includes(value.length))
+        throw malformed(`${what} must be ${spec.lens.join(' or ')} bytes`, { field: what });
+      w.u8(value.length);
+      return w.bytes(value);
+    case 'string':
+      if (typeof value !== 'string' || Buffer.byteLength(value) > spec.max || LONE_SURROGATE.test(value))
+        throw malformed(`${what} must be a string of at most ${spec.max} bytes`, { field: what });
+      if (spec.pattern && !spec.pattern.test(value)) throw malformed(`${what} has an invalid format`, { field: what });
+      return w.string(value);
+    case 'enum': {
+      const i = typeof value === 'string' ? spec.values.indexOf(value) : -1;
+      if (i < 0) throw malformed(`${what} must be one of ${spec.values.join(', ')}`, { field: what });
+      return w.u8(i);
+    }
+    case 'endpoint': {
+      const e = checkEndpoint(value, what);
+      w.string(e.host);
+      return w.u16(e.port);
+    }
+    case 'endpoints': {
+      if (!Array.isArray(value) || value.length > spec.max)
+        throw malformed(`${what} must be an array of at most ${spec.max} endpoints`, { field: what });
+      w.u8(value.length);
+      value.forEach((e, i) => {
+        const ep = checkEndpoint(e, `${what}[${i}]`);
+        w.string(ep.host);
+        w.u16(ep.port);
+      });
+      return;
+    }
+  }
+}

@@ -1,0 +1,201 @@
+/**
+ * The message catalogue: one schema per frame type, from which both the encoder and the strict decoder work,
+ * and the TypeScript type of every message is inferred. docs/PROTOCOL.md describes each message in prose.
+ *
+ * Decoding a body that does not match its schema exactly (a field out of range, a bad enum value, invalid UTF-8,
+ * a short body, trailing bytes) throws `ERR_MALFORMED_FRAME`; an unassigned type byte throws `ERR_UNKNOWN_TYPE`.
+ * Type bytes 0x40..0x4f belong to the relay: their bodies are passed through undecoded (`body`), for the relay
+ * module to parse with {@link BodyReader}.
+ */
+import { TcpPunchError } from '../errors.js';
+import { BodyReader, BodyWriter, f, malformed, readField, writeField } from './fields.js';
+import type { FieldSpec, FieldValue } from './fields.js';
+import { encodeFrame } from './frame.js';
+import type { RawFrame } from './frame.js';
+
+/** Peer ids: 1..64 printable ASCII characters, no spaces. */
+export const PEER_ID_PATTERN = /^[\x21-\x7e]{1,64}$/;
+/** Error codes on the wire: an errno name or an ERR_* code. */
+export const CODE_PATTERN = /^[A-Z][A-Z0-9_]{1,47}$/;
+
+const id = () => f.string(64, PEER_ID_PATTERN);
+const code = () => f.string(48, CODE_PATTERN);
+const text = () => f.string(256);
+const coordId = () => f.bytes(16);
+const attempt = () => f.u8();
+
+/** Why one punch attempt ended, as reported by a peer and surfaced in `attempt` events. */
+export const ATTEMPT_OUTCOMES = ['ok', 'timeout', 'rst', 'refused', 'auth-failed', 'error', 'aborted'] as const;
+/** Dial paths. Only `direct` is coordinated by this server; `relay` is reserved for the relay fallback. */
+export const PATHS = ['direct', 'relay'] as const;
+/** Roles, always assigned by the server: the dialing side is the initiator. */
+export const ROLES = ['initiator', 'responder'] as const;
+
+/** Schemas by message name: `type` is the frame type byte; `fields` are written in this order. */
+export const SCHEMAS = {
+  // Control connection: handshake and liveness.
+  hello: { type: 0x01, fields: { id: id(), nonce: f.bytes(16), software: f.string(64) } },
+  challenge: { type: 0x02, fields: { nonce: f.bytes(32), auth: f.enum('none', 'secret', 'token') } },
+  auth: { type: 0x03, fields: { proof: f.varbytes(0, 32) } },
+  welcome: {
+    type: 0x04,
+    fields: {
+      proof: f.bytes(32),
+      token: f.varbytes(0, 32),
+      observed: f.endpoint(),
+      keepaliveMs: f.u32(),
+      maxPending: f.u16(),
+    },
+  },
+  ping: { type: 0x05, fields: { seq: f.u32() } },
+  pong: { type: 0x06, fields: { seq: f.u32() } },
+  error: { type: 0x07, fields: { code: code(), message: text() } },
+  goaway: { type: 0x08, fields: { code: code(), message: text() } },
+  // Control connection: coordination of one dial.
+  connect: { type: 0x10, fields: { reqId: f.u32(), target: id(), path: f.enum(...PATHS), timeoutMs: f.u32() } },
+  reject: { type: 0x11, fields: { reqId: f.u32(), code: code(), message: text() } },
+  coord: {
+    type: 0x12,
+    fields: {
+      reqId: f.u32(),
+      coordId: coordId(),
+      peer: id(),
+      role: f.enum(...ROLES),
+      path: f.enum(...PATHS),
+      pairKey: f.bytes(32),
+      timeoutMs: f.u32(),
+    },
+  },
+  cancel: { type: 0x13, fields: { coordId: coordId(), code: code(), message: text() } },
+  prepare: { type: 0x14, fields: { coordId: coordId(), attempt: attempt(), token: f.bytes(16), nonce: f.bytes(16) } },
+  sync: { type: 0x15, fields: { coordId: coordId(), attempt: attempt(), seq: f.u32() } },
+  'sync-ack': { type: 0x16, fields: { coordId: coordId(), attempt: attempt(), seq: f.u32() } },
+  punch: {
+    type: 0x17,
+    fields: {
+      coordId: coordId(),
+      attempt: attempt(),
+      mode: f.enum('sync', 'reverse'),
+      route: f.enum('public', 'private', 'hairpin'),
+      remote: f.endpoint(),
+      delayMs: f.u32(),
+      timeoutMs: f.u32(),
+    },
+  },
+  result: {
+    type: 0x18,
+    fields: { coordId: coordId(), attempt: attempt(), outcome: f.enum(...ATTEMPT_OUTCOMES), detail: text() },
+  },
+  end: {
+    type: 0x19,
+    fields: { coordId: coordId(), outcome: f.enum('ok', 'failed', 'cancelled'), code: code(), message: text() },
+  },
+  // Observe connection, opened from the port that will punch.
+  observe: {
+    type: 0x20,
+    fields: { coordId: coordId(), attempt: attempt(), token: f.bytes(16), private: f.endpoints(4) },
+  },
+  observed: { type: 0x21, fields: { endpoint: f.endpoint() } },
+  // The punched socket itself.
+  'direct-auth': {
+    type: 0x30,
+    fields: { coordId: coordId(), attempt: attempt(), role: f.enum(...ROLES), mac: f.bytes(32) },
+  },
+} as const;
+
+/** Relay message types (0x40..0x4f); their bodies are defined by the relay module. */
+export const RELAY_TYPES = {
+  'relay-join': 0x40,
+  'relay-paired': 0x41,
+  'relay-token-request': 0x42,
+  'relay-token': 0x43,
+} as const;
+
+/** Lowest and highest type byte of the range reserved for the relay. */
+export const RELAY_TYPE_RANGE = [0x40, 0x4f] as const;
+
+type Schemas = typeof SCHEMAS;
+/** Name of a message with a schema. */
+export type SchemaName = keyof Schemas;
+/** Name of a relay message (opaque body). */
+export type RelayName = keyof typeof RELAY_TYPES;
+
+type FieldsOf<S extends { fields: Record<string, FieldSpec> }> = {
+  -readonly [K in keyof S['fields']]: FieldValue<S['fields'][K]>;
+};
+
+/** A decoded message with a schema, e.g. `Msg<'hello'>` is `{ type: 'hello'; id: string; nonce: Uint8Array; ... }`. */
+export type Msg<N extends SchemaName> = N extends SchemaName ? { type: N } & FieldsOf<Schemas[N]> : never;
+
+/** A relay-range message: the body is left to the relay module. */
+export interface RelayMsg {
+  type: RelayName | 'relay-other';
+  /** The raw type byte, 0x40..0x4f. */
+  typeByte: number;
+  body: Uint8Array;
+}
+
+/** Any protocol message. */
+export type Message = { [N in SchemaName]: Msg<N> }[SchemaName] | RelayMsg;
+
+const BY_TYPE = new Map<number, SchemaName>();
+for (const name of Object.keys(SCHEMAS) as SchemaName[]) BY_TYPE.set(SCHEMAS[name].type, name);
+const RELAY_BY_TYPE = new Map<number, RelayName>();
+for (const name of Object.keys(RELAY_TYPES) as RelayName[]) RELAY_BY_TYPE.set(RELAY_TYPES[name], name);
+
+/** The type byte of a named message. */
+export function typeByteOf(name: SchemaName | RelayName): number {
+  return name in SCHEMAS ? SCHEMAS[name as SchemaName].type : RELAY_TYPES[name as RelayName];
+}
+
+/** The message name of a type byte, if it is assigned. */
+export function nameOfType(type: number): SchemaName | RelayName | undefined {
+  return BY_TYPE.get(type) ?? RELAY_BY_TYPE.get(type);
+}
+
+/** Encodes a message body (no frame header). Throws `ERR_MALFORMED_FRAME` if a field violates its schema. */
+export function encodeBody(msg: Message): Buffer {
+  if (isRelayMsg(msg)) return Buffer.from(msg.body);
+  const schema = SCHEMAS[msg.type] as { fields: Record<string, FieldSpec> } | undefined;
+  if (!schema) throw malformed(`Unknown message type ${String((msg as { type: unknown }).type)}`);
+  const w = new BodyWriter();
+  const values = msg as unknown as Record<string, unknown>;
+  for (const [name, spec] of Object.entries(schema.fields)) writeField(w, spec, values[name], name);
+  return w.finish();
+}
+
+/** Encodes a message as a complete frame. */
+export function encodeMessage(msg: Message): Buffer {
+  return encodeFrame(isRelayMsg(msg) ? msg.typeByte : SCHEMAS[msg.type].type, encodeBody(msg));
+}
+
+function isRelayMsg(msg: Message): msg is RelayMsg {
+  return msg.type.startsWith('relay-');
+}
+
+/**
+ * Decodes a frame into a message, validating every field.
+ * Throws `ERR_UNKNOWN_TYPE` for an unassigned type byte and `ERR_MALFORMED_FRAME` for a body that does not match.
+ */
+export function decodeMessage(frame: RawFrame): Message {
+  const name = BY_TYPE.get(frame.type);
+  if (name === undefined) {
+    if (frame.type >= RELAY_TYPE_RANGE[0] && frame.type <= RELAY_TYPE_RANGE[1]) {
+      return { type: RELAY_BY_TYPE.get(frame.type) ?? 'relay-other', typeByte: frame.type, body: frame.body };
+    }
+    throw new TcpPunchError('ERR_UNKNOWN_TYPE', `Unknown message type 0x${frame.type.toString(16)}`, {
+      typeByte: frame.type,
+    });
+  }
+  const r = new BodyReader(frame.body);
+  const out: Record<string, unknown> = { type: name };
+  const fields = SCHEMAS[name].fields as Record<string, FieldSpec>;
+  for (const [key, spec] of Object.entries(fields)) out[key] = readField(r, spec, key);
+  r.end();
+  return out as Message;
+}
+
+/** Type guard narrowing a decoded message to one name. */
+export function isMsg<N extends SchemaName>(msg: Message, name: N): msg is Msg<N> {
+  return msg.type === name;
+}

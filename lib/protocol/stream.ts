@@ -1,0 +1,224 @@
+/**
+ * Messages over a socket: {@link FramedSocket} for long-lived connections (control, observe) and
+ * {@link readMessage} for reading exactly one message and then giving the socket back untouched.
+ *
+ * Both read through the 'readable' event, so when they let go of a socket it is left in its initial mode: the
+ * next owner's 'data' listener or `read()` sees every byte that followed the last frame (those are unshifted).
+ */
+import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
+
+import { TcpPunchError, AbortError } from '../errors.js';
+import { FrameDecoder } from './frame.js';
+import { decodeMessage, encodeMessage } from './messages.js';
+import type { Message } from './messages.js';
+
+/** Options of a {@link FramedSocket}. */
+export interface FramedSocketOptions {
+  /** Largest accepted frame body; default 4096. */
+  maxFrameSize?: number;
+  /** How long a failed or ended connection may linger for the far side to read the last frame; default 1000 ms. */
+  lingerMs?: number;
+}
+
+/** Events of a {@link FramedSocket}. */
+export interface FramedSocketEvents {
+  /** A valid message arrived. */
+  message: [msg: Message];
+  /** Undecodable input arrived: an `error` frame with the error's code has been sent and the socket is closing. */
+  'protocol-error': [err: TcpPunchError];
+  /** The socket closed (emitted once; not emitted after `detach()`). */
+  close: [err: Error | undefined];
+}
+
+/**
+ * A socket speaking the frame protocol. Invalid input never throws: the far side gets an `error` frame carrying
+ * the decoder's code and the connection is closed, as the protocol requires.
+ */
+export class FramedSocket extends EventEmitter<FramedSocketEvents> {
+  readonly socket: Socket;
+  private readonly decoder: FrameDecoder;
+  private readonly lingerMs: number;
+  private state: 'open' | 'closing' | 'closed' | 'detached' = 'open';
+  private lastError: Error | undefined;
+  private lingerTimer: NodeJS.Timeout | undefined;
+  private readonly onReadable = (): void => this.pump();
+  private readonly onSocketError = (err: Error): void => {
+    this.lastError ??= err;
+  };
+  private readonly onSocketClose = (): void => this.closed();
+
+  constructor(socket: Socket, options: FramedSocketOptions = {}) {
+    super();
+    this.socket = socket;
+    this.decoder = new FrameDecoder({ maxFrameSize: options.maxFrameSize });
+    this.lingerMs = options.lingerMs ?? 1000;
+    socket.on('error', this.onSocketError);
+    socket.on('close', this.onSocketClose);
+    socket.on('readable', this.onReadable);
+    if (socket.destroyed) queueMicrotask(() => this.closed());
+  }
+
+  /** True until the connection starts closing. */
+  get open(): boolean {
+    return this.state === 'open';
+  }
+
+  /** Sends one message; returns false (and sends nothing) once the connection is closing. */
+  send(msg: Message): boolean {
+    if (this.state !== 'open') return false;
+    this.socket.write(encodeMessage(msg));
+    return true;
+  }
+
+  /** Sends an `error` frame with `code`, then closes the connection (ignoring further input). */
+  fail(code: string, message: string): void {
+    if (this.state !== 'open') return;
+    const frame = safeEncode({ type: 'error', code, message: message.slice(0, 200) });
+    this.state = 'closing';
+    this.lastError ??= new TcpPunchError(code, message);
+    this.finish(frame);
+  }
+
+  /** Ends the connection after flushing, optionally with a last message. */
+  end(last?: Message): void {
+    if (this.state !== 'open') return;
+    this.state = 'closing';
+    this.finish(last ? safeEncode(last) : undefined);
+  }
+
+  /** Destroys the socket at once. */
+  destroy(err?: Error): void {
+    if (this.state === 'detached') return;
+    if (err) this.lastError ??= err;
+    this.socket.destroy();
+  }
+
+  /**
+   * Stops reading and lets go of the socket without closing it: returns the bytes received after the last
+   * message (the caller decides whether to `unshift` them). No more events are emitted.
+   */
+  detach(): Buffer {
+    this.state = 'detached';
+    clearTimeout(this.lingerTimer);
+    this.socket.removeListener('readable', this.onReadable);
+    this.socket.removeListener('error', this.onSocketError);
+    this.socket.removeListener('close', this.onSocketClose);
+    return this.decoder.error ? Buffer.alloc(0) : this.decoder.takeRest();
+  }
+
+  private finish(frame: Buffer | undefined): void {
+    const s = this.socket;
+    if (frame && !s.destroyed) s.end(frame);
+    else s.end();
+    this.lingerTimer = setTimeout(() => s.destroy(), this.lingerMs);
+    this.lingerTimer.unref?.();
+  }
+
+  private pump(): void {
+    let chunk: Buffer | null;
+    while ((chunk = this.socket.read() as Buffer | null) !== null) {
+      if (this.state !== 'open') continue; // drain and discard while closing
+      try {
+        this.decoder.write(chunk);
+      } catch {
+        // already failed; discard
+      }
+    }
+    while (this.state === 'open') {
+      let msg: Message;
+      try {
+        const frame = this.decoder.read();
+        if (!frame) return;
+        msg = decodeMessage(frame);
+      } catch (err) {
+        const e = asCoded(err);
+        this.fail(e.code, e.message);
+        this.emit('protocol-error', e);
+        return;
+      }
+      this.emit('message', msg);
+    }
+  }
+
+  private closed(): void {
+    if (this.state === 'closed' || this.state === 'detached') return;
+    this.state = 'closed';
+    clearTimeout(this.lingerTimer);
+    this.emit('close', this.lastError);
+  }
+}
+
+function safeEncode(msg: Message): Buffer | undefined {
+  try {
+    return encodeMessage(msg);
+  } catch {
+    return undefined;
+  }
+}
+
+function asCoded(err: unknown): TcpPunchError {
+  if (err instanceof TcpPunchError) return err;
+  return new TcpPunchError('ERR_MALFORMED_FRAME', 'Malformed frame', { cause: err });
+}
+
+/** Options of {@link readMessage}. */
+export interface ReadMessageOptions {
+  maxFrameSize?: number;
+  /** Deadline for the whole message; rejects with code `ETIMEDOUT`. */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+}
+
+/**
+ * Reads exactly one message from a socket and returns; bytes that arrived after it are unshifted back into the
+ * socket. Rejects with the decoder's code on bad input, `ETIMEDOUT`, `ABORT_ERR`, or `ECONNRESET` if the socket
+ * closes first. It does not close the socket in any case.
+ */
+export function readMessage(socket: Socket, options: ReadMessageOptions = {}): Promise<Message> {
+  return new Promise((resolve, reject) => {
+    const decoder = new FrameDecoder({ maxFrameSize: options.maxFrameSize });
+    const { signal } = options;
+    let timer: NodeJS.Timeout | undefined;
+    const done = (err: Error | undefined, msg?: Message): void => {
+      clearTimeout(timer);
+      socket.removeListener('readable', onReadable);
+      socket.removeListener('close', onClose);
+      socket.removeListener('end', onClose);
+      socket.removeListener('error', onError);
+      signal?.removeEventListener('abort', onAbort);
+      if (err) reject(err);
+      else resolve(msg!);
+    };
+    const onReadable = (): void => {
+      try {
+        let chunk: Buffer | null;
+        let frame;
+        while (!(frame = decoder.read()) && (chunk = socket.read() as Buffer | null) !== null) decoder.write(chunk);
+        if (!frame) return;
+        const rest = decoder.takeRest();
+        if (rest.length > 0) socket.unshift(rest);
+        done(undefined, decodeMessage(frame));
+      } catch (err) {
+        done(asCoded(err));
+      }
+    };
+    const onClose = (): void =>
+      done(new TcpPunchError('ECONNRESET', 'The connection closed before a complete message arrived'));
+    const onError = (err: Error): void => done(err);
+    const onAbort = (): void => done(new AbortError(undefined, signal?.reason));
+    if (signal?.aborted) return onAbort();
+    if (socket.destroyed || socket.readableEnded) return onClose();
+    if (options.timeoutMs !== undefined) {
+      timer = setTimeout(
+        () => done(new TcpPunchError('ETIMEDOUT', `No complete message within ${options.timeoutMs} ms`)),
+        options.timeoutMs,
+      );
+    }
+    signal?.addEventListener('abort', onAbort, { once: true });
+    socket.on('readable', onReadable);
+    socket.on('close', onClose);
+    socket.on('end', onClose);
+    socket.on('error', onError);
+  });
+}
