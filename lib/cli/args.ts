@@ -1,0 +1,139 @@
+/**
+ * Argument parsing shared by the commands: node:util parseArgs in strict mode, plus the value parsers whose
+ * mistakes become usage errors (exit code 2) that name the flag and the expected form.
+ */
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { parseArgs, type ParseArgsConfig } from 'node:util';
+import { CliError, EXIT } from './errors.js';
+import { Logger, type Level } from './log.js';
+
+type Options = NonNullable<ParseArgsConfig['options']>;
+
+/** Flags every command takes. */
+export const COMMON_OPTIONS = {
+  help: { type: 'boolean', short: 'h' },
+  json: { type: 'boolean' },
+  quiet: { type: 'boolean', short: 'q' },
+  verbose: { type: 'boolean', short: 'v' },
+} as const satisfies Options;
+
+export const COMMON_HELP = `  -h, --help       show this help
+      --json       log JSON lines instead of text
+  -q, --quiet      log errors only
+  -v, --verbose    log debug events too`;
+
+/** Parses `argv` against `options` (plus the common flags); unknown flags and stray words are usage errors. */
+export function parse<O extends Options>(argv: string[], options: O, help: string) {
+  try {
+    return parseArgs({ args: argv, options: { ...COMMON_OPTIONS, ...options }, strict: true, allowPositionals: false })
+      .values;
+  } catch (err) {
+    throw new CliError(`${(err as Error).message}\n\n${help}`, EXIT.USAGE);
+  }
+}
+
+/** The logger the common flags ask for. */
+export function loggerFrom(values: { json?: boolean; quiet?: boolean; verbose?: boolean }): Logger {
+  if (values.quiet && values.verbose) throw new CliError('--quiet and --verbose exclude each other', EXIT.USAGE);
+  const level: Level = values.quiet ? 'error' : values.verbose ? 'debug' : 'info';
+  return new Logger({ json: values.json ?? false, level });
+}
+
+/** A `host:port` endpoint (`[v6]:port` for IPv6). `minPort` 0 allows "any port". */
+export interface HostPort {
+  host: string;
+  port: number;
+}
+
+export function parseHostPort(value: string | undefined, flag: string, { minPort = 1, defaultHost }: { minPort?: number; defaultHost?: string } = {}): HostPort {
+  if (value === undefined || value === '') throw new CliError(`${flag} is required (HOST:PORT)`, EXIT.USAGE);
+  let host: string;
+  let portText: string;
+  const v6 = /^\[([^\]]+)\]:(\d+)$/.exec(value);
+  if (v6) {
+    host = v6[1]!;
+    portText = v6[2]!;
+    if (isIP(host) !== 6) throw new CliError(`${flag}: "${host}" is not an IPv6 address`, EXIT.USAGE);
+  } else {
+    const i = value.lastIndexOf(':');
+    if (i < 0) {
+      if (defaultHost === undefined || !/^\d+$/.test(value)) throw new CliError(`${flag}: expected HOST:PORT, got "${value}"`, EXIT.USAGE);
+      host = defaultHost;
+      portText = value;
+    } else {
+      host = value.slice(0, i) || (defaultHost ?? '');
+      portText = value.slice(i + 1);
+      if (host.includes(':')) throw new CliError(`${flag}: write IPv6 addresses as [ADDR]:PORT, got "${value}"`, EXIT.USAGE);
+    }
+    if (host === '') throw new CliError(`${flag}: missing host in "${value}"`, EXIT.USAGE);
+    if (!/^[A-Za-z0-9.-]+$/.test(host)) throw new CliError(`${flag}: "${host}" is not a host name or address`, EXIT.USAGE);
+  }
+  const port = parsePortText(portText, flag, minPort);
+  return { host, port };
+}
+
+export function parsePort(value: string | undefined, flag: string, fallback: number, minPort = 1): number {
+  if (value === undefined) return fallback;
+  return parsePortText(value, flag, minPort);
+}
+
+function parsePortText(text: string, flag: string, minPort: number): number {
+  const port = /^\d{1,5}$/.test(text) ? Number(text) : Number.NaN;
+  if (!(port >= minPort && port <= 65535)) {
+    throw new CliError(`${flag}: port must be a number from ${minPort} to 65535, got "${text}"`, EXIT.USAGE);
+  }
+  return port;
+}
+
+/** A positive integer flag (limits, counts); `undefined` when absent. */
+export function parseCount(value: string | undefined, flag: string, { min = 0, max = Number.MAX_SAFE_INTEGER } = {}): number | undefined {
+  if (value === undefined) return undefined;
+  const n = /^\d+$/.test(value) ? Number(value) : Number.NaN;
+  if (!(n >= min && n <= max)) throw new CliError(`${flag}: expected an integer from ${min} to ${max}, got "${value}"`, EXIT.USAGE);
+  return n;
+}
+
+/** A byte size: 1000, 64k, 10M, 2G (powers of 1024). */
+export function parseBytes(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const m = /^(\d+)([kKmMgGtT]?)[bB]?$/.exec(value);
+  if (!m) throw new CliError(`${flag}: expected a size like 1048576, 64k, 10M or 2G, got "${value}"`, EXIT.USAGE);
+  const mult = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
+  return Number(m[1]) * mult;
+}
+
+/** A duration: 500ms, 30s, 5m, 2h, or a bare number of seconds. Returns ms. */
+export function parseDuration(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(value);
+  if (!m) throw new CliError(`${flag}: expected a duration like 500ms, 30s, 5m or 2h, got "${value}"`, EXIT.USAGE);
+  const mult = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
+  return Math.round(Number(m[1]) * mult);
+}
+
+/** The shared secret from `--secret`, `--secret-file` or `TCP_PUNCH_SECRET`; at most one of the flags. */
+export function readSecret(values: { secret?: string; 'secret-file'?: string }): string | undefined {
+  if (values.secret !== undefined && values['secret-file'] !== undefined) {
+    throw new CliError('give either --secret or --secret-file, not both', EXIT.USAGE);
+  }
+  let secret = values.secret;
+  if (values['secret-file'] !== undefined) {
+    try {
+      secret = readFileSync(values['secret-file'], 'utf8').trim();
+    } catch (err) {
+      throw new CliError(`--secret-file: cannot read ${values['secret-file']}: ${(err as Error).message}`, EXIT.USAGE);
+    }
+  }
+  secret ??= process.env.TCP_PUNCH_SECRET;
+  if (secret !== undefined && secret.length === 0) throw new CliError('the secret is empty', EXIT.USAGE);
+  return secret;
+}
+
+export const SECRET_OPTIONS = {
+  secret: { type: 'string' },
+  'secret-file': { type: 'string' },
+} as const satisfies Options;
+
+export const SECRET_HELP = `      --secret S       the server's shared secret (or set TCP_PUNCH_SECRET)
+      --secret-file F  read the secret from file F`;

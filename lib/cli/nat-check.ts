@@ -1,0 +1,57 @@
+/**
+ * `tcp-punch nat-check --server H:P`: measures the local NAT's TCP mapping behaviour against the server's two
+ * probe ports (by default the server port + 1 and + 2, which `tcp-punch serve` opens).
+ */
+import { checkNat } from '../nat-check/check.js';
+import { COMMON_HELP, loggerFrom, parse, parseCount, parseHostPort } from './args.js';
+import { CliError, EXIT, toCliError } from './errors.js';
+import type { Command } from './run.js';
+
+const HELP = `Usage: tcp-punch nat-check --server HOST:PORT [flags]
+
+Reports whether this network's NAT keeps one public mapping per local port (endpoint-independent, what TCP hole
+punching needs) or picks a new one per destination (symmetric), and whether it preserves port numbers.
+
+  --server H:P        the tcp-punch server
+  --probe-ports A,B   the server's probe ports (default PORT+1,PORT+2)
+  --rounds N          local ports to test (default 3)
+${COMMON_HELP}`;
+
+export const natCheck: Command = {
+  summary: "report this network's NAT mapping behaviour",
+  help: HELP,
+  async run(argv) {
+    const v = parse(argv, { server: { type: 'string' }, 'probe-ports': { type: 'string' }, rounds: { type: 'string' } }, HELP);
+    const log = loggerFrom(v);
+    const server = parseHostPort(v.server, '--server');
+    let probePorts: [number, number] = [server.port + 1, server.port + 2];
+    if (v['probe-ports'] !== undefined) {
+      const parts = v['probe-ports'].split(',');
+      if (parts.length !== 2) throw new CliError('--probe-ports: expected two ports, e.g. 7771,7772', EXIT.USAGE);
+      probePorts = parts.map((p) => parseHostPort(p, '--probe-ports', { defaultHost: server.host }).port) as [number, number];
+    }
+    if (probePorts.some((p) => p > 65535)) throw new CliError('--probe-ports: the default probe ports exceed 65535; pass --probe-ports', EXIT.USAGE);
+    const rounds = parseCount(v.rounds, '--rounds', { min: 1, max: 20 }) ?? 3;
+    let result;
+    try {
+      result = await checkNat({ host: server.host, probePorts, rounds });
+    } catch (err) {
+      throw toCliError(err, `probing ${server.host}:${probePorts.join(',')}`);
+    }
+    if (log.json) {
+      process.stdout.write(`${JSON.stringify(result)}\n`);
+    } else {
+      const lines = [
+        `NAT:             ${result.nat === 'none' ? 'none seen' : `present (public ${result.publicAddresses.join(', ')})`}`,
+        `mapping:         ${result.mapping}`,
+        `port preserving: ${result.portPreserving ? 'yes' : 'no'}`,
+        ...result.rounds.map(
+          (r, i) => `  round ${i + 1}: local ${r.local.host}:${r.local.port} → seen as ${r.observed.map((o) => `${o.host}:${o.port}`).join(' and ')}`,
+        ),
+        `verdict:         ${result.verdict}`,
+      ];
+      process.stdout.write(`${lines.join('\n')}\n`);
+    }
+    return EXIT.OK;
+  },
+};
