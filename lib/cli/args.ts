@@ -23,11 +23,16 @@ export const COMMON_HELP = `  -h, --help       show this help
   -q, --quiet      log errors only
   -v, --verbose    log debug events too`;
 
+/** The parsed flag values of a command whose own flags are `O`. */
+export type Values<O extends Options> = ReturnType<
+  typeof parseArgs<{ args: string[]; options: O & typeof COMMON_OPTIONS; strict: true; allowPositionals: false }>
+>['values'];
+
 /** Parses `argv` against `options` (plus the common flags); unknown flags and stray words are usage errors. */
-export function parse<O extends Options>(argv: string[], options: O, help: string) {
+export function parse<O extends Options>(argv: string[], options: O, help: string): Values<O> {
   try {
     return parseArgs({ args: argv, options: { ...COMMON_OPTIONS, ...options }, strict: true, allowPositionals: false })
-      .values;
+      .values as Values<O>;
   } catch (err) {
     throw new CliError(`${(err as Error).message}\n\n${help}`, EXIT.USAGE);
   }

@@ -1,0 +1,127 @@
+/**
+ * `tcp-punch serve`: the rendezvous + relay server on one port, the two mapping-probe ports nat-check uses, and
+ * optionally Prometheus metrics.
+ */
+import { createMetricsRegistry, startMetricsServer } from '../metrics.js';
+import { startProbeServer } from '../nat-check/probe-server.js';
+import { startServer, type ServerOptions } from '../server/index.js';
+import { COMMON_HELP, SECRET_HELP, SECRET_OPTIONS, loggerFrom, parse, parseCount, parseDuration, parsePort, readSecret } from './args.js';
+import { CliError, EXIT, toCliError } from './errors.js';
+import type { Command } from './run.js';
+import { untilSignal } from './signals.js';
+
+export const DEFAULT_PORT = 7770;
+
+const HELP = `Usage: tcp-punch serve [flags]
+
+Runs the rendezvous server (registration, coordination, relay) on one TCP port. With no flags it listens on
+all addresses, port ${DEFAULT_PORT}, as an open server (any peer may register a free name).
+
+  --host H                    address to listen on (default: all)
+  --port P                    port (default ${DEFAULT_PORT})
+${SECRET_HELP}
+  --probe-ports A,B           nat-check probe ports (default PORT+1,PORT+2); --no-probe to disable
+  --no-probe
+  --metrics-port M            serve Prometheus metrics on http://HOST:M/metrics
+  --metrics-host H            address for metrics (default 127.0.0.1)
+ limits (defaults suit a public server):
+  --max-connections N         connections at once (default 10000)
+  --max-connections-per-ip N  connections at once from one IP (default 256)
+  --handshake-timeout T       time to authenticate (default 5s)
+  --idle-timeout T            silence before a peer is dropped (default 60s)
+  --max-pending-per-peer N    dials one peer may take part in at once (default 64)
+${COMMON_HELP}`;
+
+const OPTIONS = {
+  host: { type: 'string' },
+  port: { type: 'string' },
+  ...SECRET_OPTIONS,
+  'probe-ports': { type: 'string' },
+  'no-probe': { type: 'boolean' },
+  'metrics-port': { type: 'string' },
+  'metrics-host': { type: 'string' },
+  'max-connections': { type: 'string' },
+  'max-connections-per-ip': { type: 'string' },
+  'handshake-timeout': { type: 'string' },
+  'idle-timeout': { type: 'string' },
+  'max-pending-per-peer': { type: 'string' },
+} as const;
+
+export const serve: Command = {
+  summary: 'run the rendezvous + relay server',
+  help: HELP,
+  async run(argv) {
+    const v = parse(argv, OPTIONS, HELP);
+    const log = loggerFrom(v);
+    const port = parsePort(v.port, '--port', DEFAULT_PORT, 0);
+    const secret = readSecret(v);
+    const limits: ServerOptions = {};
+    const set = <K extends keyof ServerOptions>(key: K, value: ServerOptions[K] | undefined): void => {
+      if (value !== undefined) limits[key] = value;
+    };
+    set('maxConnections', parseCount(v['max-connections'], '--max-connections', { min: 1 }));
+    set('maxConnectionsPerIp', parseCount(v['max-connections-per-ip'], '--max-connections-per-ip', { min: 1 }));
+    set('handshakeTimeoutMs', parseDuration(v['handshake-timeout'], '--handshake-timeout'));
+    set('idleTimeoutMs', parseDuration(v['idle-timeout'], '--idle-timeout'));
+    set('maxPendingPerPeer', parseCount(v['max-pending-per-peer'], '--max-pending-per-peer', { min: 1, max: 65535 }));
+    const metricsPort = v['metrics-port'] === undefined ? undefined : parsePort(v['metrics-port'], '--metrics-port', 0, 0);
+
+    let server;
+    try {
+      server = await startServer({ host: v.host, port, ...(secret ? { secret } : {}), ...limits });
+    } catch (err) {
+      throw toCliError(err, `listening on ${v.host ?? '*'}:${port}`);
+    }
+    const closers: (() => Promise<void>)[] = [() => server.close()];
+    const shutdown = async (): Promise<void> => {
+      for (const close of closers.reverse()) await close().catch(() => {});
+    };
+    try {
+      const addr = server.address();
+      let probeNote = 'nat-check probes off';
+      if (!v['no-probe']) {
+        const probePorts = parseProbePorts(v['probe-ports'], addr.port);
+        const probes = await startProbeServer({ host: v.host, ports: probePorts }).catch((err: unknown) => {
+          throw toCliError(err, `opening nat-check probe ports ${probePorts.join(',')} (use --probe-ports or --no-probe)`);
+        });
+        closers.push(() => probes.close());
+        probeNote = `nat-check probes on ports ${probes.ports.join(', ')}`;
+      }
+      if (metricsPort !== undefined) {
+        const registry = createMetricsRegistry({ server: () => server.stats() });
+        const metrics = await startMetricsServer(registry, metricsPort, v['metrics-host'] ?? '127.0.0.1').catch((err: unknown) => {
+          throw toCliError(err, `opening the metrics port ${metricsPort}`);
+        });
+        closers.push(() => metrics.close());
+        const m = metrics.address();
+        log.info('metrics', { address: m.address, port: m.port }, `metrics on http://${m.address}:${m.port}/metrics`);
+      }
+      const shown = addr.address === '::' || addr.address === '0.0.0.0' ? 'all addresses' : addr.address;
+      log.info(
+        'listening',
+        { address: addr.address, port: addr.port, auth: secret ? 'secret' : 'open' },
+        `tcp-punch server listening on ${shown}, port ${addr.port} (${secret ? 'shared secret required' : 'open: no secret'}); ${probeNote}\n` +
+          `  peers: tcp-punch expose --server <this-host>:${addr.port} --id NAME --to HOST:PORT${secret ? ' --secret ...' : ''}\n` +
+          `         tcp-punch connect --server <this-host>:${addr.port} --peer NAME --listen 127.0.0.1:PORT${secret ? ' --secret ...' : ''}`,
+      );
+    } catch (err) {
+      await shutdown();
+      throw err;
+    }
+    const signal = await untilSignal();
+    log.info('stopping', { signal }, `${signal}: closing (finishing dials in flight)`);
+    await shutdown();
+    log.info('stopped', {}, 'stopped');
+    return EXIT.OK;
+  },
+};
+
+function parseProbePorts(value: string | undefined, port: number): number[] {
+  if (value === undefined) {
+    if (port + 2 > 65535) throw new CliError('the default probe ports (PORT+1, PORT+2) exceed 65535: pass --probe-ports or --no-probe', EXIT.USAGE);
+    return [port + 1, port + 2];
+  }
+  const parts = value.split(',');
+  if (parts.length !== 2) throw new CliError(`--probe-ports: expected two ports like 7771,7772, got "${value}"`, EXIT.USAGE);
+  return parts.map((p) => parsePort(p, '--probe-ports', 0, 0));
+}
