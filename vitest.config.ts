@@ -3,6 +3,7 @@ import { defineConfig } from 'vitest/config';
 export default defineConfig({
   test: {
     include: ['test/**/*.test.ts'],
+    globalSetup: ['test/global-setup.ts'],
     // Network tests share two cores with their own servers: generous limits, never timing assertions.
     testTimeout: 60_000,
     hookTimeout: 120_000,

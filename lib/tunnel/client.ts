@@ -42,7 +42,22 @@ export async function startTunnelClient(peer: Peer, options: TunnelClientOptions
   const { peerId, listen, strategy, dialTimeoutMs = 15_000, poolSize = 2, answerTimeoutMs = 10_000 } = options;
   const { pump = defaultPump, onEvent = () => {} } = options;
   const dialOptions: DialOptions = { timeoutMs: dialTimeoutMs, ...(strategy ? { strategy } : {}) };
-  const pool = new ConnectionPool({ size: poolSize, dial: () => peer.dial(peerId, dialOptions) });
+  // Spares that keep failing for the same reason (peer offline, say) are reported once, not at every retry.
+  let lastRefillCode: string | undefined;
+  const pool = new ConnectionPool({
+    size: poolSize,
+    dial: async () => {
+      const result = await peer.dial(peerId, dialOptions);
+      lastRefillCode = undefined;
+      return result;
+    },
+    onRefillError: (err) => {
+      const code = (err as TcpPunchError).code ?? 'ERR_DIAL';
+      if (code === lastRefillCode) return;
+      lastRefillCode = code;
+      onEvent({ type: 'fail', peerId, code, message: `cannot open a spare connection: ${err.message}` });
+    },
+  });
   const locals = new Set<Socket>();
   let active = 0;
   let total = 0;

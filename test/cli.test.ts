@@ -1,0 +1,164 @@
+/**
+ * The real CLI processes: serve + expose (in front of a hashing echo service) + connect, a client through the
+ * local port, data integrity both ways, logs, clean shutdown; and the exit codes of user mistakes.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { connect, type AddressInfo, type Server } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli, runCliToEnd, type CliProcess } from './helpers/cli.js';
+import { closeServer, listen } from './helpers/net.js';
+
+/** Echo service: every byte comes back. */
+async function echoService(): Promise<Server> {
+  return listen((s) => s.pipe(s));
+}
+
+async function freePort(): Promise<number> {
+  const s = await listen();
+  const port = (s.address() as AddressInfo).port;
+  await closeServer(s);
+  return port;
+}
+
+/** Sends `bytes` random bytes through host:port and checks the echo; resolves the byte count seen. */
+async function roundTrip(port: number, bytes: number): Promise<void> {
+  const socket = connect({ host: '127.0.0.1', port });
+  await once(socket, 'connect');
+  const payload = randomBytes(bytes);
+  const got = createHash('sha256');
+  let n = 0;
+  socket.on('data', (d: Buffer) => {
+    got.update(d);
+    n += d.length;
+  });
+  const ended = once(socket, 'end');
+  socket.end(payload);
+  await ended;
+  expect(n).toBe(bytes);
+  expect(got.digest('hex')).toBe(createHash('sha256').update(payload).digest('hex'));
+  socket.destroy();
+}
+
+describe('tcp-punch serve / expose / connect', () => {
+  let echo: Server;
+  let server: CliProcess;
+  let exposer: CliProcess;
+  let connector: CliProcess;
+  let serverPort = 0;
+  let localPort = 0;
+
+  beforeAll(async () => {
+    echo = await echoService();
+    serverPort = await freePort();
+    server = runCli(['serve', '--json', '--host', '127.0.0.1', '--port', String(serverPort), '--no-probe', '--secret', 'hunter2']);
+    await server.waitFor('listening');
+    exposer = runCli([
+      'expose', '--json', '--server', `127.0.0.1:${serverPort}`, '--secret', 'hunter2', '--id', 'echo',
+      '--to', `127.0.0.1:${(echo.address() as AddressInfo).port}`,
+    ]);
+    await exposer.waitFor('exposing');
+    connector = runCli([
+      'connect', '--json', '--server', `127.0.0.1:${serverPort}`, '--secret', 'hunter2', '--peer', 'echo',
+      '--listen', '127.0.0.1:0', '--strategy', 'direct',
+    ]);
+    localPort = (await connector.waitFor('listening')).port as number;
+  });
+
+  afterAll(async () => {
+    await Promise.all([connector?.stop(), exposer?.stop()]);
+    await server?.stop();
+    await closeServer(echo);
+  });
+
+  it('carries a client through the tunnel, bytes intact both ways', async () => {
+    await roundTrip(localPort, 8 * 1024 * 1024);
+    const open = await connector.waitFor('tunnel-open');
+    expect(open).toMatchObject({ peerId: 'echo', path: 'direct' });
+    const closed = await connector.waitFor('tunnel-close');
+    expect(closed).toMatchObject({ peerId: 'echo', reason: 'eof', bytesAToB: 8 * 1024 * 1024, bytesBToA: 8 * 1024 * 1024 });
+    expect(await exposer.waitFor('tunnel-close')).toMatchObject({ reason: 'eof' });
+  });
+
+  it('carries several clients at once', async () => {
+    await Promise.all(Array.from({ length: 8 }, () => roundTrip(localPort, 256 * 1024)));
+  });
+
+  it('shuts down cleanly on SIGINT and SIGTERM with exit code 0', async () => {
+    expect(await connector.stop('SIGINT')).toBe(0);
+    expect(await exposer.stop('SIGTERM')).toBe(0);
+    expect(connector.events.some((e) => e.event === 'stopped')).toBe(true);
+  });
+});
+
+describe('tcp-punch user mistakes', () => {
+  it('exits 2 on a bad address, with the flag named', async () => {
+    const r = await runCliToEnd(['connect', '--server', 'nohost', '--peer', 'x', '--listen', '127.0.0.1:1']);
+    expect(r.code).toBe(2);
+    expect(r.output).toMatch(/--server: expected HOST:PORT/);
+  });
+
+  it('exits 2 on an unknown flag and on an unknown command', async () => {
+    expect((await runCliToEnd(['serve', '--bogus'])).code).toBe(2);
+    expect((await runCliToEnd(['frobnicate'])).code).toBe(2);
+  });
+
+  it('prints help with exit 0', async () => {
+    const r = await runCliToEnd(['expose', '--help']);
+    expect(r.code).toBe(0);
+    expect(r.output).toMatch(/Usage: tcp-punch expose/);
+  });
+
+  it('exits 3 when the server is unreachable', async () => {
+    const port = await freePort();
+    const r = await runCliToEnd(['expose', '--server', `127.0.0.1:${port}`, '--id', 'x', '--to', '127.0.0.1:1']);
+    expect(r.code).toBe(3);
+    expect(r.output).toMatch(/unreachable/);
+  });
+
+  it('exits 6 when the listen port is taken', async () => {
+    const busy = await listen();
+    const port = await freePort();
+    const server = runCli(['serve', '--json', '--host', '127.0.0.1', '--port', String(port), '--no-probe']);
+    await server.waitFor('listening');
+    const r = await runCliToEnd(['connect', '--server', `127.0.0.1:${port}`, '--peer', 'x', '--listen', `127.0.0.1:${(busy.address() as AddressInfo).port}`]);
+    expect(r.code).toBe(6);
+    expect(r.output).toMatch(/in use/);
+    await server.stop();
+    await closeServer(busy);
+  });
+
+  it('exits 4 on a wrong secret', async () => {
+    const port = await freePort();
+    const server = runCli(['serve', '--json', '--host', '127.0.0.1', '--port', String(port), '--no-probe', '--secret', 'right']);
+    await server.waitFor('listening');
+    const r = await runCliToEnd(['expose', '--server', `127.0.0.1:${port}`, '--secret', 'wrong', '--id', 'x', '--to', '127.0.0.1:1']);
+    expect(r.code).toBe(4);
+    expect(r.output).toMatch(/authentication refused/);
+    await server.stop();
+  });
+
+  it('exits 6 when serve cannot take its port', async () => {
+    const busy = await listen();
+    const r = await runCliToEnd(['serve', '--host', '127.0.0.1', '--port', String((busy.address() as AddressInfo).port), '--no-probe']);
+    expect(r.code).toBe(6);
+    await closeServer(busy);
+  });
+});
+
+describe('tcp-punch connect to an unknown peer', () => {
+  it('says the peer is offline, and a client through the port is closed', async () => {
+    const port = await freePort();
+    const server = runCli(['serve', '--json', '--host', '127.0.0.1', '--port', String(port), '--no-probe']);
+    await server.waitFor('listening');
+    const c = runCli(['connect', '--json', '--server', `127.0.0.1:${port}`, '--peer', 'nobody', '--listen', '127.0.0.1:0', '--strategy', 'direct']);
+    const local = (await c.waitFor('listening')).port as number;
+    const fail = await c.waitFor('tunnel-fail');
+    expect(fail).toMatchObject({ peerId: 'nobody', code: 'ERR_PEER_OFFLINE' });
+    const client = connect({ host: '127.0.0.1', port: local });
+    client.on('error', () => {});
+    await once(client, 'close');
+    expect(await c.stop()).toBe(0);
+    await server.stop();
+  });
+});
