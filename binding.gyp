@@ -6,7 +6,9 @@
         "native/binding.cc",
         "native/socket.cc",
         "native/punch.cc",
-        "native/pump.cc"
+        "native/pump.cc",
+        "native/pump_dir.cc",
+        "native/pipe_pool.cc"
       ],
       "dependencies": [
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except"

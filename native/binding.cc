@@ -225,13 +225,243 @@ static void tp_napi_env_cleanup(Napi::Env, tp_napi_state_t* state) {
   delete state;
 }
 
+// ---- The relay pump (pump.h) ----
+//
+// One pump engine per environment, made on first use. Completions come back from the engine's I/O thread through
+// ONE threadsafe function per environment, not one per session (9,000 sessions must not mean 9,000 uv_async
+// handles on Node's loop). It is unref'ed while no session runs, so an idle addon never keeps Node alive, and
+// ref'ed while any does, as an open socket would be.
+//
+// Teardown: the threadsafe function is made when the addon loads, so Node always closes it when the environment
+// goes away, and its finalizer is where the engine stops: tp_pump_engine_free() joins the I/O thread, after which
+// nothing can call the threadsafe function again. A completion pushed while it closes is refused (napi_closing)
+// and its record freed by that finalizer; call_js with a NULL env does nothing for the same reason.
+
+struct tp_napi_pump_env_t;
+
+// A session as JS sees it: from pumpStart until its callback has run.
+struct tp_napi_pump_t {
+  tp_napi_pump_env_t* penv;
+  uint32_t id;
+  Napi::FunctionReference callback;
+  Napi::AsyncContext context;
+  tp_pump_result_t result;  // written by the I/O thread before it hands the record over
+  tp_napi_pump_t(Napi::Env e, tp_napi_pump_env_t* p, Napi::Function cb)
+      : penv(p), id(0), callback(Napi::Persistent(cb)), context(e, "tcp-punch:pump") {
+    memset(&result, 0, sizeof(result));
+  }
+};
+
+struct tp_napi_pump_env_t {
+  napi_threadsafe_function tsfn = NULL;  // set once at load, before any I/O thread exists
+  tp_pump_engine_t* engine = NULL;
+  tp_pump_config_t config;
+  std::unordered_map<uint32_t, tp_napi_pump_t*> live;  // JS thread only
+};
+
+static tp_pump_engine_t* tp_napi_pump_engine(Napi::Env env, tp_napi_pump_env_t* penv) {
+  if (penv->engine != NULL) return penv->engine;
+  int err = tp_pump_engine_new(&penv->engine);
+  if (err != 0) throw tp_napi_errno_error(env, err, "uv_loop_init");
+  tp_pump_configure(penv->engine, &penv->config);  // no thread yet: applied in place, cannot fail
+  return penv->engine;
+}
+
+// On the I/O thread.
+static void tp_napi_pump_on_done(const tp_pump_result_t* r, void* data) {
+  tp_napi_pump_t* js = static_cast<tp_napi_pump_t*>(data);
+  js->result = *r;
+  napi_call_threadsafe_function(js->penv->tsfn, js, napi_tsfn_nonblocking);
+}
+
+static const char* tp_napi_pump_side(int side) {
+  return side == 0 ? "a" : "b";
+}
+
+// On the JS thread: delivers one completion.
+static void tp_napi_pump_call_js(napi_env raw_env, napi_value, void* context, void* data) {
+  if (raw_env == NULL) return;  // closing: the finalizer frees what is left
+  tp_napi_pump_env_t* penv = static_cast<tp_napi_pump_env_t*>(context);
+  tp_napi_pump_t* js = static_cast<tp_napi_pump_t*>(data);
+  penv->live.erase(js->id);
+  if (penv->live.empty()) napi_unref_threadsafe_function(raw_env, penv->tsfn);
+
+  Napi::Env env(raw_env);
+  Napi::HandleScope scope(env);
+  const tp_pump_result_t* r = &js->result;
+  Napi::Object res = Napi::Object::New(env);
+  res.Set("bytesAToB", Napi::Number::New(env, static_cast<double>(r->bytes_a_to_b)));
+  res.Set("bytesBToA", Napi::Number::New(env, static_cast<double>(r->bytes_b_to_a)));
+  res.Set("reason", Napi::String::New(env, tp_pump_reason_name(r->reason)));
+  if (r->error != 0) res.Set("error", Napi::String::New(env, uv_err_name(r->error)));
+  if (r->side >= 0) res.Set("side", Napi::String::New(env, tp_napi_pump_side(r->side)));
+  res.Set("durationMs", Napi::Number::New(env, static_cast<double>(r->duration_ms)));
+  try {
+    js->callback.MakeCallback(env.Global(), {res}, js->context);
+  } catch (const Napi::Error& e) {
+    napi_fatal_exception(env, e.Value());
+  }
+  delete js;
+}
+
+static void tp_napi_pump_finalize(napi_env, void* data, void*) {
+  tp_napi_pump_env_t* penv = static_cast<tp_napi_pump_env_t*>(data);
+  if (penv->engine != NULL) tp_pump_engine_free(penv->engine);
+  for (auto& entry : penv->live) delete entry.second;
+  delete penv;
+}
+
+static tp_napi_pump_env_t* tp_napi_pump_env(const Napi::CallbackInfo& info) {
+  return static_cast<tp_napi_pump_env_t*>(info.Data());
+}
+
+static int tp_napi_read_fd(Napi::Env env, Napi::Value v, const char* name) {
+  if (!v.IsNumber()) throw tp_napi_arg_error(env, true, std::string(name) + " must be a number");
+  double d = v.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0 && d <= INT32_MAX) || d != static_cast<int32_t>(d))
+    throw tp_napi_arg_error(env, false, std::string(name) + " must be an integer >= 0");
+  return static_cast<int>(d);
+}
+
+// A head: bytes the pump sends to one side before relaying (the relay's "paired" frame).
+static std::string tp_napi_read_head(Napi::Object o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (v.IsUndefined()) return std::string();
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
+    throw tp_napi_arg_error(o.Env(), true, std::string(key) + " must be a Buffer or Uint8Array");
+  Napi::Uint8Array a = v.As<Napi::Uint8Array>();
+  if (a.ByteLength() > 65536) throw tp_napi_arg_error(o.Env(), false, std::string(key) + " must be at most 64 KiB");
+  return std::string(reinterpret_cast<const char*>(a.Data()), a.ByteLength());
+}
+
+// pumpStart(fdA, fdB, { maxBytes, maxDurationMs, headA, headB, splice }, onDone) -> id
+// The pump works on duplicates: the caller closes its own fds (destroys its sockets) right after.
+static Napi::Value tp_napi_pump_start(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  tp_napi_pump_env_t* penv = tp_napi_pump_env(info);
+  tp_pump_opts_t opts;
+  memset(&opts, 0, sizeof(opts));
+  opts.fd_a = tp_napi_read_fd(env, info[0], "fdA");
+  opts.fd_b = tp_napi_read_fd(env, info[1], "fdB");
+  if (opts.fd_a == opts.fd_b) throw tp_napi_arg_error(env, false, "fdA and fdB must differ");
+  if (!info[2].IsObject()) throw tp_napi_arg_error(env, true, "options must be an object");
+  if (!info[3].IsFunction()) throw tp_napi_arg_error(env, true, "onDone must be a function");
+  Napi::Object o = info[2].As<Napi::Object>();
+  const double max_safe = 9007199254740991.0;
+  opts.max_bytes = static_cast<uint64_t>(tp_napi_read_number(o, "maxBytes", 0, 0, max_safe));
+  opts.max_duration_ms = static_cast<uint64_t>(tp_napi_read_number(o, "maxDurationMs", 0, 0, max_safe));
+  std::string head_a = tp_napi_read_head(o, "headA");
+  std::string head_b = tp_napi_read_head(o, "headB");
+  opts.head_a = head_a.data();
+  opts.head_a_len = head_a.size();
+  opts.head_b = head_b.data();
+  opts.head_b_len = head_b.size();
+  Napi::Value splice = o.Get("splice");
+  opts.no_splice = !splice.IsUndefined() && !splice.ToBoolean().Value();
+
+  tp_pump_engine_t* engine = tp_napi_pump_engine(env, penv);
+  tp_napi_pump_t* js = new tp_napi_pump_t(env, penv, info[3].As<Napi::Function>());
+  uint32_t id = 0;
+  int err = tp_pump_start(engine, &opts, tp_napi_pump_on_done, js, &id);
+  if (err != 0) {
+    delete js;
+    throw tp_napi_errno_error(env, err, "pumpStart");
+  }
+  js->id = id;
+  if (penv->live.empty()) napi_ref_threadsafe_function(env, penv->tsfn);
+  penv->live[id] = js;
+  return Napi::Number::New(env, id);
+}
+
+// pumpStop(id, reason = 'stopped'): the session ends with that reason; a no-op once it has ended.
+static Napi::Value tp_napi_pump_stop(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  tp_napi_pump_env_t* penv = tp_napi_pump_env(info);
+  if (!info[0].IsNumber()) throw tp_napi_arg_error(env, true, "id must be a number");
+  tp_pump_reason_t reason = TP_PUMP_STOPPED;
+  if (!info[1].IsUndefined()) {
+    std::string name = info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
+    if (name == "limit-bytes") reason = TP_PUMP_LIMIT_BYTES;
+    else if (name == "limit-duration") reason = TP_PUMP_LIMIT_DURATION;
+    else if (name != "stopped")
+      throw tp_napi_arg_error(env, false, "reason must be 'stopped', 'limit-bytes' or 'limit-duration'");
+  }
+  auto it = penv->live.find(info[0].As<Napi::Number>().Uint32Value());
+  if (it == penv->live.end()) return env.Undefined();
+  int err = tp_pump_stop(penv->engine, it->first, reason);
+  if (err != 0) throw tp_napi_errno_error(env, err, "pumpStop");
+  return env.Undefined();
+}
+
+// pumpStats() -> { sessions, waiting, pipesIdle, pipesInUse, buffersIdle, buffersInUse, started, completed, ... }
+static Napi::Value tp_napi_pump_stats(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  tp_napi_pump_env_t* penv = tp_napi_pump_env(info);
+  tp_pump_stats_t s;
+  memset(&s, 0, sizeof(s));
+  if (penv->engine != NULL) tp_pump_stats(penv->engine, &s);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("sessions", Napi::Number::New(env, static_cast<double>(s.sessions)));
+  o.Set("waiting", Napi::Number::New(env, static_cast<double>(s.waiting)));
+  o.Set("pipesIdle", Napi::Number::New(env, static_cast<double>(s.pipes_idle)));
+  o.Set("pipesInUse", Napi::Number::New(env, static_cast<double>(s.pipes_lent)));
+  o.Set("buffersIdle", Napi::Number::New(env, static_cast<double>(s.buffers_idle)));
+  o.Set("buffersInUse", Napi::Number::New(env, static_cast<double>(s.buffers_lent)));
+  o.Set("started", Napi::Number::New(env, static_cast<double>(s.started)));
+  o.Set("completed", Napi::Number::New(env, static_cast<double>(s.completed)));
+  o.Set("threadRunning", Napi::Boolean::New(env, s.thread_running != 0));
+  o.Set("maxPipes", Napi::Number::New(env, static_cast<double>(penv->config.max_pipes)));
+  o.Set("pipeSize", Napi::Number::New(env, static_cast<double>(penv->config.pipe_size)));
+  o.Set("maxBuffers", Napi::Number::New(env, static_cast<double>(penv->config.max_buffers)));
+  o.Set("bufferSize", Napi::Number::New(env, static_cast<double>(penv->config.buffer_size)));
+  return o;
+}
+
+// pumpConfigure({ maxPipes, pipeSize, maxBuffers, bufferSize, maxIdle }): pool sizes; absent keys keep theirs.
+static Napi::Value tp_napi_pump_configure(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  tp_napi_pump_env_t* penv = tp_napi_pump_env(info);
+  if (!info[0].IsObject()) throw tp_napi_arg_error(env, true, "config must be an object");
+  Napi::Object o = info[0].As<Napi::Object>();
+  tp_pump_config_t c = penv->config;
+  c.max_pipes = static_cast<size_t>(tp_napi_read_number(o, "maxPipes", static_cast<double>(c.max_pipes), 0, 4096));
+  c.pipe_size = static_cast<size_t>(tp_napi_read_number(o, "pipeSize", static_cast<double>(c.pipe_size), 4096, 1 << 24));
+  c.max_buffers = static_cast<size_t>(tp_napi_read_number(o, "maxBuffers", static_cast<double>(c.max_buffers), 1, 65536));
+  c.buffer_size =
+      static_cast<size_t>(tp_napi_read_number(o, "bufferSize", static_cast<double>(c.buffer_size), 1, 1 << 24));
+  c.max_idle = static_cast<size_t>(tp_napi_read_number(o, "maxIdle", static_cast<double>(c.max_idle), 0, 4096));
+  if (penv->engine != NULL) {
+    int err = tp_pump_configure(penv->engine, &c);
+    if (err != 0) throw tp_napi_errno_error(env, err, "pumpConfigure");
+  }
+  penv->config = c;
+  return env.Undefined();
+}
+
+static void tp_napi_pump_register(Napi::Env env, Napi::Object exports) {
+  tp_napi_pump_env_t* penv = new tp_napi_pump_env_t();
+  tp_pump_config_default(&penv->config);
+  napi_value name = Napi::String::New(env, "tcp-punch:pump");
+  napi_status st = napi_create_threadsafe_function(env, NULL, NULL, name, 0, 1, penv, tp_napi_pump_finalize, penv,
+                                                   tp_napi_pump_call_js, &penv->tsfn);
+  if (st != napi_ok) {
+    delete penv;
+    throw Napi::Error::New(env, "cannot create the pump's threadsafe function");
+  }
+  napi_unref_threadsafe_function(env, penv->tsfn);
+  exports.Set("pumpStart", Napi::Function::New(env, tp_napi_pump_start, "pumpStart", penv));
+  exports.Set("pumpStop", Napi::Function::New(env, tp_napi_pump_stop, "pumpStop", penv));
+  exports.Set("pumpStats", Napi::Function::New(env, tp_napi_pump_stats, "pumpStats", penv));
+  exports.Set("pumpConfigure", Napi::Function::New(env, tp_napi_pump_configure, "pumpConfigure", penv));
+}
+
 static Napi::Object tp_napi_init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData<tp_napi_state_t, tp_napi_env_cleanup>(new tp_napi_state_t());
   exports.Set("socketBind", Napi::Function::New(env, tp_napi_socket_bind, "socketBind"));
   exports.Set("socketClose", Napi::Function::New(env, tp_napi_socket_close, "socketClose"));
   exports.Set("punchStart", Napi::Function::New(env, tp_napi_punch_start, "punchStart"));
   exports.Set("punchAbort", Napi::Function::New(env, tp_napi_punch_abort, "punchAbort"));
-  tp_pump_napi_init(env, exports);
+  tp_napi_pump_register(env, exports);
   return exports;
 }
 

@@ -25,6 +25,26 @@ export function malformed(message: string, details: Record<string, unknown> = {}
   return new TcpPunchError('ERR_MALFORMED_FRAME', message, details);
 }
 
+/** Normalises an IPv4-mapped IPv6 address (`::ffff:1.2.3.4`) to plain IPv4; '' for undefined. */
+export function unmapAddress(address: string | undefined): string {
+  if (!address) return '';
+  return address.startsWith('::ffff:') && address.includes('.') ? address.slice(7) : address;
+}
+
+/** Cuts `s` to at most `maxBytes` of UTF-8 without splitting a character. */
+export function truncateUtf8(s: string, maxBytes: number): string {
+  if (Buffer.byteLength(s) <= maxBytes) return s;
+  let out = '';
+  let size = 0;
+  for (const ch of s) {
+    const n = Buffer.byteLength(ch);
+    if (size + n > maxBytes) break;
+    out += ch;
+    size += n;
+  }
+  return out;
+}
+
 /** Reads typed fields from one frame body; every read is bounds-checked. */
 export class BodyReader {
   private offset = 0;

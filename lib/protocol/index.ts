@@ -11,7 +11,7 @@ export {
   FrameDecoder,
 } from './frame.js';
 export type { RawFrame, FrameDecoderOptions } from './frame.js';
-export { BodyReader, BodyWriter, malformed } from './fields.js';
+export { BodyReader, BodyWriter, malformed, truncateUtf8 } from './fields.js';
 export type { Endpoint, FieldSpec, FieldValue } from './fields.js';
 export {
   SCHEMAS,
@@ -42,3 +42,4 @@ export {
 } from './crypto.js';
 export { FramedSocket, readMessage } from './stream.js';
 export type { FramedSocketOptions, FramedSocketEvents, ReadMessageOptions } from './stream.js';
+export { DIRECT_AUTH_TIMEOUT_MS, RESULT_GRACE_MS, MIN_ATTEMPT_MS } from './constants.js';

@@ -9,6 +9,7 @@ import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 
 import { TcpPunchError, AbortError } from '../errors.js';
+import { truncateUtf8 } from './fields.js';
 import { FrameDecoder } from './frame.js';
 import { decodeMessage, encodeMessage } from './messages.js';
 import type { Message } from './messages.js';
@@ -74,7 +75,7 @@ export class FramedSocket extends EventEmitter<FramedSocketEvents> {
   /** Sends an `error` frame with `code`, then closes the connection (ignoring further input). */
   fail(code: string, message: string): void {
     if (this.state !== 'open') return;
-    const frame = safeEncode({ type: 'error', code, message: message.slice(0, 200) });
+    const frame = safeEncode({ type: 'error', code, message: truncateUtf8(message, 256) });
     this.state = 'closing';
     this.lastError ??= new TcpPunchError(code, message);
     this.finish(frame);

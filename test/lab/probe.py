@@ -76,6 +76,17 @@ def reuse_socket(family, lport, bind_host=None):
     return s
 
 
+TCP_ESTABLISHED, TCP_SYN_SENT, TCP_SYN_RECV = 1, 2, 3
+
+
+def tcp_state(sock):
+    """tcpi_state from TCP_INFO (1 ESTABLISHED, 2 SYN_SENT, 3 SYN_RECV, 7 CLOSE, ...)."""
+    try:
+        return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 8)[0]
+    except OSError:
+        return 0
+
+
 def errname(e):
     return errno.errorcode.get(e, str(e))
 
@@ -171,12 +182,30 @@ def open_icmp(family):
 
 
 def parse_icmp(family, data, addr):
-    """Return (type, code, src) of an ICMP message read from a raw socket."""
-    if family == socket.AF_INET:
-        ihl = (data[0] & 0x0F) * 4
-        t, c = data[ihl], data[ihl + 1]
-        return t, c, addr[0]
-    return data[0], data[1], addr[0]  # IPv6 raw sockets get no IP header
+    """Return (type, code, src, (sport, dport) of the quoted TCP header or None) of an ICMP message
+    read from a raw socket (IPv4 raw sockets include the IP header, IPv6 ones do not)."""
+    off = (data[0] & 0x0F) * 4 if family == socket.AF_INET else 0
+    t, c = data[off], data[off + 1]
+    quoted = off + 8  # the offending packet's IP header starts after the 8-byte ICMP header
+    ports = None
+    try:
+        if family == socket.AF_INET:
+            qihl = (data[quoted] & 0x0F) * 4
+            if data[quoted + 9] == socket.IPPROTO_TCP:
+                ports = struct.unpack("!HH", data[quoted + qihl:quoted + qihl + 4])
+        elif data[quoted + 6] == socket.IPPROTO_TCP:
+            ports = struct.unpack("!HH", data[quoted + 40:quoted + 44])
+    except (IndexError, struct.error):
+        ports = None
+    return t, c, addr[0], ports
+
+
+def read_icmp(family, icmp, sport, sink):
+    """Read one ICMP message; keep it in sink when it is about our TCP source port."""
+    data, addr = icmp.recvfrom(2048)
+    t, c, src, ports = parse_icmp(family, data, addr)
+    if t in ICMP_INTERESTING[family] and ports is not None and ports[0] == sport:
+        sink.append({"type": t, "code": c, "from": src, "kind": ICMP_INTERESTING[family][t]})
 
 
 ICMP_INTERESTING = {
@@ -196,7 +225,8 @@ def cmd_synprobe(a):
     s.setblocking(False)
     t0 = time.monotonic()
     rc = s.connect_ex((host, port))
-    result = {"event": "synprobe", "to": fmt_ep(host, port), "sport": s.getsockname()[1]}
+    sport = s.getsockname()[1]
+    result = {"event": "synprobe", "to": fmt_ep(host, port), "sport": sport}
     icmps = []
     outcome = None
     deadline = t0 + a.timeout
@@ -207,10 +237,7 @@ def cmd_synprobe(a):
             break
         r, w, _ = select.select([icmp], [s], [], left)
         if icmp in r:
-            data, addr = icmp.recvfrom(2048)
-            t, c, src = parse_icmp(family, data, addr)
-            if t in ICMP_INTERESTING[family]:
-                icmps.append({"type": t, "code": c, "from": src, "kind": ICMP_INTERESTING[family][t]})
+            read_icmp(family, icmp, sport, icmps)
         if s in w:
             err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if err == 0:
@@ -220,10 +247,7 @@ def cmd_synprobe(a):
                 # let a just-arrived ICMP copy reach the raw socket
                 r2, _, _ = select.select([icmp], [], [], 0.05)
                 while r2:
-                    data, addr = icmp.recvfrom(2048)
-                    t, c, src = parse_icmp(family, data, addr)
-                    if t in ICMP_INTERESTING[family]:
-                        icmps.append({"type": t, "code": c, "from": src, "kind": ICMP_INTERESTING[family][t]})
+                    read_icmp(family, icmp, sport, icmps)
                     r2, _, _ = select.select([icmp], [], [], 0)
                 outcome = "icmp" if any(i["kind"] == "unreachable" for i in icmps) else (
                     "rst" if err == errno.ECONNREFUSED else "error")
@@ -244,6 +268,7 @@ def cmd_ttl(a):
         s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, a.ttl)
     s.setblocking(False)
     s.connect_ex((host, port))
+    sport = s.getsockname()[1]
     seen = []
     deadline = time.monotonic() + a.timeout
     while True:
@@ -253,10 +278,8 @@ def cmd_ttl(a):
         r, _, _ = select.select([icmp], [], [], left)
         if not r:
             break
-        data, addr = icmp.recvfrom(2048)
-        t, c, src = parse_icmp(family, data, addr)
-        if t in ICMP_INTERESTING[family]:
-            seen.append({"type": t, "code": c, "from": src, "kind": ICMP_INTERESTING[family][t]})
+        read_icmp(family, icmp, sport, seen)
+        if seen:
             break
     out({"event": "ttl", "to": fmt_ep(host, port), "ttl": a.ttl, "icmp": seen})
     s.close()
@@ -299,10 +322,27 @@ def cmd_punch(a):
         attempts += 1
         s = reuse_socket(family, a.lport)
         if a.ttl and attempts == 1:
-            s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, a.ttl)
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, a.ttl)
+            else:
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, a.ttl)
         s.setblocking(False)
         rc = s.connect_ex(peer)
-        attempt_end = min(deadline, time.monotonic() + a.attempt_timeout)
+        low_ttl = bool(a.ttl) and attempts == 1
+        watch = None
+        extended = False
+        if low_ttl:  # the SYN is out; retransmits and a SYN-ACK (simultaneous open) use the normal TTL
+            if family == socket.AF_INET6:
+                s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, -1)
+            else:
+                s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, -1)
+        # A low-TTL SYN only opens our own mapping (it expires before the peer's NAT, so no RST or
+        # ICMP comes from there). The socket is kept: the peer's SYN then passes our NAT and meets it
+        # (simultaneous open), or its own retransmission (normal TTL, ~1 s later) goes through.
+        # Replacing it by a new socket is risky: once the peer's SYN has been seen, conntrack holds
+        # a new ISN on the same 4-tuple to be INVALID (dropped, or sent out untranslated).
+        wait = a.ttl_wait if (low_ttl and a.ttl_wait > 0) else a.attempt_timeout
+        attempt_end = min(deadline, time.monotonic() + wait)
         done = False
         if rc not in (0, errno.EINPROGRESS):
             errors.append(errname(rc))
@@ -312,10 +352,28 @@ def cmd_punch(a):
         while not done:
             left = attempt_end - time.monotonic()
             if left <= 0:
-                if wlist:
-                    errors.append("attempt-timeout")
+                st = tcp_state(s) if (wlist or watch) else 0
+                if st == TCP_ESTABLISHED:
+                    conn, via = s, "connect"
+                elif st == TCP_SYN_RECV and not extended:
+                    # the peer's SYN met this socket (simultaneous open half-way): never close it now
+                    extended = True
+                    attempt_end = min(deadline + 1.0, time.monotonic() + 1.0)
+                    continue
+                elif wlist or watch:
+                    errors.append("low-ttl" if low_ttl else "attempt-timeout")
                 break
-            r, w, _ = select.select([lst], wlist, [], left)
+            r, w, _ = select.select([lst], wlist, [], min(left, 0.005) if watch else left)
+            if watch is not None:
+                st = tcp_state(watch)
+                if st == TCP_ESTABLISHED:
+                    conn, via = watch, "connect"
+                    done = True
+                    break
+                if st not in (TCP_SYN_SENT, TCP_SYN_RECV):
+                    errors.append("closed")
+                    watch = None
+                    attempt_end = min(attempt_end, time.monotonic() + a.retry_gap)
             if lst in r:
                 c, addr = lst.accept()
                 if addr[0] == peer_host:
@@ -325,13 +383,24 @@ def cmd_punch(a):
                 c.close()
             if s in w:
                 err = s.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-                if err == 0:
+                st = tcp_state(s)
+                if st == TCP_ESTABLISHED:
                     conn, via = s, "connect"
+                    if err:
+                        errors.append(errname(err) + "(soft)")
                     done = True
                     break
-                errors.append(errname(err))
+                if st in (TCP_SYN_SENT, TCP_SYN_RECV):
+                    # A soft error: recent Linux reports an ICMP error on a connecting socket
+                    # (SO_ERROR, EPOLLERR) but keeps it in SYN_SENT, retransmitting. Closing it now
+                    # could kill a simultaneous open in progress, so keep it and, since poll keeps
+                    # flagging it, watch its state every few ms instead.
+                    errors.append(errname(err) + "(soft)" if err else "wakeup")
+                    wlist, watch = [], s
+                    continue
+                errors.append(errname(err) if err else "closed")
                 wlist = []
-                # back off a little, still watching the listener
+                # hard failure (RST: the socket is closed): back off a little, still watching the listener
                 attempt_end = min(attempt_end, time.monotonic() + a.retry_gap)
         if conn is not s:
             s.close()
@@ -466,6 +535,8 @@ def main():
     o.add_argument("--retry-gap", type=float, default=0.2)
     o.add_argument("--max-attempts", type=int, default=20)
     o.add_argument("--ttl", type=int, default=0, help="IP TTL of the first attempt's SYN (0: default)")
+    o.add_argument("--ttl-wait", type=float, default=0,
+                   help="give up the low-TTL first attempt after this long (s); 0: a full attempt")
     o = sub.add_parser("rtt")
     o.add_argument("--to", required=True)
     o.add_argument("--count", type=int, default=5)

@@ -1,0 +1,192 @@
+// @ts-check
+/**
+ * The command line shared by bench/run.mjs and each bench/<question>.mjs run on its own.
+ *
+ *   node bench/run.mjs [--only throughput,connect,scale,micro] [--runs N] [--seconds S] [--full] ...
+ *
+ * Runs the chosen sections one after the other, prints each one's table, writes the run to
+ * bench/results/<date>-<commit>.json, merges it into bench/results/latest.json and redraws latest.svg.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { DIST, RESULTS_DIR, killChildren, log, machineInfo, writeResults } from './common.mjs';
+
+/** Section name → module (each exports run(opts), report(section), options(flags, full)). */
+export const SECTIONS = {
+  throughput: '../throughput.mjs',
+  connect: '../connect-time.mjs',
+  scale: '../scale.mjs',
+  micro: '../micro.mjs',
+};
+export const DEFAULT_SECTIONS = ['throughput', 'connect', 'scale', 'micro'];
+
+const HELP = `Usage: node bench/run.mjs [options]
+
+  --only LIST        sections to run, comma-separated: ${Object.keys(SECTIONS).join(', ')} (default: all)
+  --full             the long variant of every section (5 runs × 5 s throughput, 9,000 relay sessions,
+                     10,000 peers, the NAT lab when root): about 20–30 minutes
+  --runs N           throughput: runs per figure (default 3; --full 5)
+  --seconds S        throughput: seconds per run (default 2; --full 5)
+  --streams LIST     throughput: parallel stream counts (default 1,4)
+  --directions LIST  throughput: fwd (dialing side sends), rev (default fwd,rev)
+  --paths LIST       throughput: only these paths (node-plain, node-punched, direct, native, js, pipe, socat,
+                     haproxy-splice, haproxy-nosplice; native-copy only when named)
+  --no-pin           throughput: do not pin the two Node-socket ends to CPUs 0 and 1
+  --iterations N     connect: dials per figure (default 200; --full 500)
+  --lab              connect: also the NAT lab (root; default with --full)
+  --rtts LIST        connect: lab RTTs in ms (default 0,20,100)
+  --strategies LIST  connect: Peer.dial strategies (default direct,direct-first,relay,relay-first)
+  --sessions N       scale: idle relay sessions held at once (default 2000; --full 9000)
+  --peers N          scale: peers registered on one rendezvous server (default 2000; --full 10000)
+  --relays LIST      scale: relays to load (default native,js,pipe,haproxy-splice)
+  --max-time S       micro: seconds per micro-benchmark (default 1; --full 3)
+  --no-save          print only; do not write bench/results/
+  -h, --help
+`;
+
+/**
+ * @param {string[]} argv
+ */
+export async function main(argv) {
+  /** @type {any} */
+  let parsed;
+  try {
+    parsed = parseArgs({
+      args: argv,
+      allowPositionals: false,
+      options: {
+        only: { type: 'string', multiple: true },
+        full: { type: 'boolean', default: false },
+        runs: { type: 'string' },
+        seconds: { type: 'string' },
+        streams: { type: 'string' },
+        directions: { type: 'string' },
+        paths: { type: 'string' },
+        iterations: { type: 'string' },
+        lab: { type: 'boolean' },
+        'no-pin': { type: 'boolean', default: false },
+        rtts: { type: 'string' },
+        strategies: { type: 'string' },
+        sessions: { type: 'string' },
+        peers: { type: 'string' },
+        relays: { type: 'string' },
+        'max-time': { type: 'string' },
+        'no-save': { type: 'boolean', default: false },
+        help: { type: 'boolean', short: 'h', default: false },
+      },
+    });
+  } catch (e) {
+    log(`${/** @type {Error} */ (e).message}\n\n${HELP}`);
+    process.exitCode = 2;
+    return;
+  }
+  const flags = parsed.values;
+  if (flags.help) {
+    process.stdout.write(HELP);
+    return;
+  }
+  if (!fs.existsSync(path.join(DIST, 'index.js'))) {
+    log('dist/ is not built: run `npm run build:ts` (and `npm run build:native`) first');
+    process.exitCode = 2;
+    return;
+  }
+  const only = flags.only ? flags.only.flatMap((/** @type {string} */ s) => s.split(',')).filter(Boolean) : DEFAULT_SECTIONS;
+  for (const s of only) {
+    if (!(s in SECTIONS)) {
+      log(`unknown section "${s}"; choose from ${Object.keys(SECTIONS).join(', ')}`);
+      process.exitCode = 2;
+      return;
+    }
+  }
+
+  const machine = machineInfo();
+  log(`tcp-punch benchmarks on ${machine.cpuModel} × ${machine.cores}, Linux ${machine.kernel}, Node ${machine.node}`);
+  /** @type {Record<string, any>} */
+  const sections = {};
+  const started = Date.now();
+  for (const name of only) {
+    const mod = await import(/** @type {Record<string, string>} */ (SECTIONS)[name]);
+    const opts = mod.options(flags, flags.full);
+    log(`\n== ${name} ${JSON.stringify(opts)}`);
+    const t0 = Date.now();
+    const loadBefore = os.loadavg().map((x) => +x.toFixed(2));
+    if (loadBefore[0] > 0.5) {
+      log(`warning: load average ${loadBefore[0]} before ${name}: something else is using the CPU, figures will be noisy`);
+    }
+    try {
+      const section = await mod.run(opts);
+      section.measuredAt = new Date().toISOString();
+      section.commit = machine.git.commit;
+      section.wallSeconds = (Date.now() - t0) / 1000;
+      // 1/5/15-minute load averages: the benchmark's own load shows up too, but a high figure before it started
+      // means another program competed for the 2 cores.
+      section.loadavg = { before: loadBefore, after: os.loadavg().map((x) => +x.toFixed(2)) };
+      sections[name] = section;
+      process.stdout.write(`\n${mod.report(section)}\n`);
+    } catch (e) {
+      const err = /** @type {Error} */ (e);
+      log(`${name} failed: ${err.stack ?? err}`);
+      sections[name] = { name, error: String(err.message ?? err), measuredAt: new Date().toISOString() };
+      process.exitCode = 1;
+    }
+  }
+  killChildren();
+  const result = { schema: 1, machine, argv, wallSeconds: (Date.now() - started) / 1000, sections };
+  if (!flags['no-save']) {
+    const file = writeResults(result);
+    const merged = mergeLatest(result);
+    const { renderChart } = await import('../chart.mjs');
+    fs.writeFileSync(path.join(RESULTS_DIR, 'latest.svg'), renderChart(merged));
+    log(`\nresults: ${path.relative(process.cwd(), file)} (merged into bench/results/latest.json, chart latest.svg)`);
+  }
+  log(`total ${((Date.now() - started) / 1000).toFixed(0)} s`);
+}
+
+/**
+ * latest.json holds the newest measurement of every section: this run's sections replace the older ones, the
+ * others are kept (each section carries its own measuredAt and commit).
+ * @param {{ sections: Record<string, any>, machine: any }} result
+ */
+function mergeLatest(result) {
+  const file = path.join(RESULTS_DIR, 'latest.json');
+  /** @type {any} */
+  let prev = null;
+  try {
+    prev = JSON.parse(fs.readFileSync(file, 'utf8'));
+  } catch {}
+  const sections = { ...(prev?.sections ?? {}) };
+  for (const [k, v] of Object.entries(result.sections)) if (!v.error || !sections[k]) sections[k] = v;
+  const merged = { ...result, sections };
+  const text = `${JSON.stringify(merged, null, 2)}\n`;
+  fs.writeFileSync(file, text);
+  return merged;
+}
+
+/**
+ * Parses a comma-separated list of numbers.
+ * @param {string | undefined} s @param {number[]} dflt
+ */
+export function numList(s, dflt) {
+  if (s === undefined) return dflt;
+  const v = s.split(',').map((x) => Number(x.trim()));
+  if (v.some((x) => !Number.isFinite(x) || x < 0)) throw new Error(`bad number list "${s}"`);
+  return v;
+}
+
+/**
+ * A positive number flag.
+ * @param {string | undefined} s @param {number} dflt @param {number} [max]
+ */
+export function num(s, dflt, max = Infinity) {
+  if (s === undefined) return dflt;
+  const v = Number(s);
+  if (!Number.isFinite(v) || v <= 0 || v > max) throw new Error(`bad number "${s}" (1..${max})`);
+  return v;
+}
+
+/** @param {string | undefined} s @param {string[] | undefined} dflt */
+export function strList(s, dflt) {
+  return s === undefined ? dflt : s.split(',').map((x) => x.trim()).filter(Boolean);
+}

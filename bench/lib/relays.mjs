@@ -1,0 +1,251 @@
+// @ts-check
+/**
+ * The relays compared by the benchmarks, each started as a process of its own in front of an upstream endpoint
+ * on 127.0.0.1, behind one interface: `startRelay(kind, upstreamPort)` → { port, pid, cpuSeconds(), stop() }.
+ *
+ * Kinds: `direct` (no relay: the port is the upstream's own, the reference), `native`, `native-copy`, `js`, `pipe` (Node relay
+ * process, see relay-proc.mjs), `socat`, `haproxy-splice`, `haproxy-nosplice`. A kind whose program or module is
+ * missing comes back with `available: false` and a note.
+ */
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import {
+  BENCH_DIR,
+  forkChild,
+  procChildren,
+  request,
+  sleep,
+  spawnTool,
+  stopChild,
+  tempDir,
+  treeCpuSeconds,
+  waitUntil,
+  which,
+} from './common.mjs';
+import { PUMP_LABELS } from './pumps.mjs';
+
+/** Open files hard limit of one process on this machine (ANCHORS): not raisable, even as root. */
+export const FD_HARD_LIMIT = 20_000;
+
+/** @type {Record<string, string>} */
+export const RELAY_LABELS = {
+  direct: 'direct, no relay (reference)',
+  native: PUMP_LABELS.native,
+  'native-copy': PUMP_LABELS['native-copy'],
+  js: PUMP_LABELS.js,
+  pipe: PUMP_LABELS.pipe,
+  socat: 'socat (fork per connection)',
+  'haproxy-splice': 'haproxy tcp mode, splice',
+  'haproxy-nosplice': 'haproxy tcp mode, no splice',
+};
+
+export const RELAY_KINDS = Object.keys(RELAY_LABELS);
+
+/**
+ * @typedef {object} Relay
+ * @property {string} kind
+ * @property {boolean} available
+ * @property {string} [note]
+ * @property {number} port where clients connect
+ * @property {number} [pid] the relay process (absent for `direct`)
+ * @property {() => number | null} cpuSeconds user+system CPU of the relay's process tree so far (/proc)
+ * @property {(gc?: boolean) => Promise<any>} [stats] Node relays: counters and process.cpuUsage() from inside
+ * @property {() => Promise<void>} idle resolves once the relay holds no per-connection child process
+ * @property {() => Promise<void>} stop
+ */
+
+/**
+ * @param {string} kind @param {number} upstreamPort
+ * @param {{ lifetimeMs: number, maxconn?: number, pumpConfig?: Record<string, number> }} opts
+ * @returns {Promise<Relay>}
+ */
+export async function startRelay(kind, upstreamPort, opts) {
+  switch (kind) {
+    case 'direct':
+      return {
+        kind,
+        available: true,
+        port: upstreamPort,
+        cpuSeconds: () => 0,
+        idle: async () => {},
+        stop: async () => {},
+      };
+    case 'native':
+    case 'native-copy':
+    case 'js':
+    case 'pipe':
+      return startNodeRelay(kind, upstreamPort, opts);
+    case 'socat':
+      return startSocat(upstreamPort, opts);
+    case 'haproxy-splice':
+    case 'haproxy-nosplice':
+      return startHaproxy(kind === 'haproxy-splice', upstreamPort, opts);
+    default:
+      throw new Error(`unknown relay kind ${kind}`);
+  }
+}
+
+/** @param {string} kind @param {string} note @returns {Relay} */
+function missing(kind, note) {
+  return { kind, available: false, note, port: 0, cpuSeconds: () => null, idle: async () => {}, stop: async () => {} };
+}
+
+/**
+ * @param {'native' | 'native-copy' | 'js' | 'pipe'} kind @param {number} upstreamPort
+ * @param {{ lifetimeMs: number, pumpConfig?: Record<string, number> }} opts
+ * @returns {Promise<Relay>}
+ */
+async function startNodeRelay(kind, upstreamPort, opts) {
+  const child = forkChild(path.join(BENCH_DIR, 'lib', 'relay-proc.mjs'), [], {
+    lifetimeMs: opts.lifetimeMs,
+    execArgv: ['--expose-gc'],
+  });
+  const pid = /** @type {number} */ (child.pid);
+  const upstream = { host: '127.0.0.1', port: upstreamPort };
+  const r = await request(child, 'listen', { pump: kind, upstream, config: opts.pumpConfig });
+  if (!r.available) {
+    await stopChild(child);
+    return missing(kind, r.note);
+  }
+  return {
+    kind,
+    available: true,
+    note: r.note,
+    port: r.port,
+    pid,
+    cpuSeconds: () => treeCpuSeconds(pid),
+    stats: (gc = false) => request(child, 'stats', { gc }),
+    idle: async () => {
+      const end = Date.now() + 3000;
+      while (Date.now() < end && (await request(child, 'stats')).open > 0) await sleep(10);
+    },
+    stop: () => stopChild(child),
+  };
+}
+
+/** A port that was free a moment ago on 127.0.0.1 (for programs that cannot report the port they got). */
+export async function freePort() {
+  const srv = net.createServer();
+  await new Promise((resolve) => srv.listen({ host: '127.0.0.1', port: 0 }, () => resolve(undefined)));
+  const port = /** @type {net.AddressInfo} */ (srv.address()).port;
+  await new Promise((resolve) => srv.close(() => resolve(undefined)));
+  return port;
+}
+
+/**
+ * True once something listens on 127.0.0.1:port (read from /proc/net/tcp, so no probe connection reaches the
+ * upstream: iperf3's server would take a probe for a client).
+ * @param {number} port
+ */
+export function isListening(port) {
+  const hex = port.toString(16).toUpperCase().padStart(4, '0');
+  try {
+    return fs
+      .readFileSync('/proc/net/tcp', 'utf8')
+      .split('\n')
+      .some((l) => {
+        const f = l.trim().split(/\s+/);
+        return f[3] === '0A' && (f[1] === `0100007F:${hex}` || f[1] === `00000000:${hex}`);
+      });
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * @param {ReturnType<typeof spawnTool>} child @param {number} port @param {string} what
+ */
+async function awaitListening(child, port, what) {
+  const ok = await waitUntil(() => isListening(port) || child.exitCode !== null, 5000, 10);
+  if (!ok || child.exitCode !== null) {
+    await stopChild(child);
+    const text = `${child.out.stderr}\n${child.out.stdout}`.split('\n').filter((l) => l.trim());
+    const alerts = text.filter((l) => /ALERT|error/i.test(l));
+    throw new Error(`${what} did not start listening on ${port}: ${(alerts.length ? alerts : text).join(' / ')}`);
+  }
+}
+
+/** @param {number} upstreamPort @param {{ lifetimeMs: number }} opts @returns {Promise<Relay>} */
+async function startSocat(upstreamPort, opts) {
+  const bin = which('socat');
+  if (!bin) return missing('socat', 'socat is not installed (apt-get install socat)');
+  const port = await freePort();
+  const child = spawnTool(
+    bin,
+    [`TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork,backlog=4096`, `TCP:127.0.0.1:${upstreamPort},nodelay`],
+    { lifetimeMs: opts.lifetimeMs },
+  );
+  await awaitListening(child, port, 'socat');
+  const pid = /** @type {number} */ (child.pid);
+  return {
+    kind: 'socat',
+    available: true,
+    note: 'one forked process per connection; CPU includes the children',
+    port,
+    pid,
+    cpuSeconds: () => treeCpuSeconds(pid),
+    // Children exit when their connection ends; the parent reaps them, which moves their CPU into cutime/cstime.
+    idle: async () => {
+      await waitUntil(() => procChildren(pid).length === 0, 3000, 10);
+    },
+    stop: () => stopChild(child),
+  };
+}
+
+/**
+ * @param {boolean} splice @param {number} upstreamPort @param {{ lifetimeMs: number, maxconn?: number }} opts
+ * @returns {Promise<Relay>}
+ */
+async function startHaproxy(splice, upstreamPort, opts) {
+  const kind = splice ? 'haproxy-splice' : 'haproxy-nosplice';
+  const bin = which('haproxy');
+  if (!bin) return missing(kind, 'haproxy is not installed (apt-get install haproxy)');
+  const port = await freePort();
+  const dir = tempDir('haproxy');
+  const cfg = path.join(dir, `${kind}.cfg`);
+  const maxconn = opts.maxconn ?? 1000;
+  // haproxy sizes its fd needs as 2 × maxconn + 2 × maxpipes (default maxconn / 4) and refuses to start above the
+  // hard limit (20,000 here): with many sessions, cap the pipes as tcp-punch's own pool does (64).
+  const maxpipes = 2 * maxconn + maxconn / 2 + 200 > FD_HARD_LIMIT ? 64 : undefined;
+  fs.writeFileSync(cfg, haproxyConfig({ splice, port, upstreamPort, maxconn, maxpipes }));
+  const child = spawnTool(bin, ['-db', '-f', cfg], { lifetimeMs: opts.lifetimeMs, cwd: dir });
+  await awaitListening(child, port, 'haproxy');
+  const pid = /** @type {number} */ (child.pid);
+  return {
+    kind,
+    available: true,
+    note: `nbthread 1, ${splice ? 'option splice-request + splice-response' : 'global nosplice'}${maxpipes ? `, maxpipes ${maxpipes}` : ''}`,
+    port,
+    pid,
+    cpuSeconds: () => treeCpuSeconds(pid),
+    idle: async () => {},
+    stop: () => stopChild(child),
+  };
+}
+
+/**
+ * The haproxy configuration the benchmarks use (written to a temp dir; shown in docs/BENCHMARKS.md).
+ * @param {{ splice: boolean, port: number, upstreamPort: number, maxconn: number, maxpipes?: number }} o
+ */
+export function haproxyConfig(o) {
+  return `# tcp-punch benchmark: haproxy ${o.splice ? 'with' : 'without'} splice
+global
+    nbthread 1
+    maxconn ${o.maxconn}
+${o.splice ? '' : '    nosplice\n'}${o.maxpipes ? `    maxpipes ${o.maxpipes}\n` : ''}
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 120s
+    timeout server 120s
+${o.splice ? '    option splice-request\n    option splice-response\n' : ''}
+frontend fe
+    bind 127.0.0.1:${o.port}
+    maxconn ${o.maxconn}
+    default_backend be
+
+backend be
+    server upstream 127.0.0.1:${o.upstreamPort} maxconn ${o.maxconn}
+`;
+}

@@ -1,0 +1,375 @@
+// @ts-check
+/**
+ * Question 3: how far does one process go?
+ *
+ * Relay (each relay in its own process, a load process on one side and an echo sink process on the other, so
+ * that the relay's fds, memory and CPU are its own; see lib/load-proc.mjs):
+ *   - setup rate: sessions opened, proven end to end by one echoed byte, and closed per second, `concurrency` at
+ *     a time (the issue's "relay sessions set up per second"); `direct` (no relay) is the ceiling;
+ *   - idle sessions: `sessions` sessions opened and held; per session: relay RSS, relay fds (sockets, pipes),
+ *     system memory (MemAvailable), slab and TCP socket-buffer memory (kernel, the four sockets of a session:
+ *     client, relay × 2, sink), and for the native pump its pool counters (pipes are only lent while bytes move).
+ * Rendezvous server (lib/server, lib/peer; rendezvous-proc.mjs + swarm-proc.mjs):
+ *   - peers registered (Peer.connect) per second up to `peers`, and the server's RSS per registered peer;
+ *   - coordinations per second: Peer.dial between registered pairs (loopback: connection reversal or punch).
+ *
+ * fd plan at 9,000 sessions (hard limit 20,000 per process, ANCHORS): relay 18,000 sockets + its pool's pipes
+ * (≤ 2 × max pipes); load process 9,000; sink process 9,000.
+ */
+import path from 'node:path';
+import {
+  BENCH_DIR,
+  fmt,
+  forkChild,
+  isMain,
+  log,
+  memInfo,
+  procFds,
+  procRss,
+  request,
+  sleep,
+  stopChild,
+  table as textTable,
+  tcpSockMem,
+} from './lib/common.mjs';
+import { num, strList } from './lib/cli.mjs';
+import { findPeer, findRelayModule, findStartServer } from './lib/modules.mjs';
+import { FD_HARD_LIMIT, RELAY_LABELS, startRelay } from './lib/relays.mjs';
+import { benchServerOptions } from './connect-time.mjs';
+
+const LOAD = path.join(BENCH_DIR, 'lib', 'load-proc.mjs');
+const SWARM = path.join(BENCH_DIR, 'lib', 'swarm-proc.mjs');
+const RENDEZVOUS = path.join(BENCH_DIR, 'lib', 'rendezvous-proc.mjs');
+const SECRET = 'tcp-punch-bench-secret';
+
+/**
+ * @typedef {object} ScaleOptions
+ * @property {string[]} relays relay kinds (see lib/relays.mjs)
+ * @property {number} churn sessions opened and closed per setup-rate figure
+ * @property {number} concurrency sessions in flight during setup
+ * @property {number} sessions idle sessions held at once
+ * @property {number} peers peers registered on one rendezvous server
+ * @property {number} dials coordinations timed
+ * @property {number} budgetSeconds wall-clock cap of each load phase
+ * @property {Record<string, number>} [pumpConfig] configureNativePump() options for the native relay
+ */
+
+/** @type {ScaleOptions} */
+export const DEFAULTS = {
+  relays: ['native', 'js', 'pipe', 'haproxy-splice'],
+  churn: 3000,
+  concurrency: 50,
+  sessions: 2000,
+  peers: 2000,
+  dials: 300,
+  budgetSeconds: 60,
+};
+/** @type {ScaleOptions} */
+export const FULL = { ...DEFAULTS, relays: ['native', 'js', 'pipe', 'socat', 'haproxy-splice'], churn: 10_000, sessions: 9000, peers: 10_000, dials: 1000, budgetSeconds: 180 };
+
+/** @param {Record<string, any>} flags @param {boolean} full @returns {ScaleOptions} */
+export function options(flags, full) {
+  const d = full ? FULL : DEFAULTS;
+  const relays = /** @type {string[]} */ (strList(flags.relays, d.relays));
+  for (const r of relays) if (!(r in RELAY_LABELS) || r === 'direct') throw new Error(`unknown relay "${r}"`);
+  return {
+    ...d,
+    relays,
+    sessions: Math.round(num(flags.sessions, d.sessions, 9900)),
+    peers: Math.round(num(flags.peers, d.peers, 15_000)),
+  };
+}
+
+/** @param {ScaleOptions} opts */
+export async function run(opts) {
+  /** @type {string[]} */
+  const notes = [];
+  const setup = [];
+  const idle = [];
+  for (const kind of ['direct', ...opts.relays]) {
+    log(`scale: setup rate, ${kind}`);
+    setup.push(await setupRate(kind, opts));
+  }
+  for (const kind of opts.relays) {
+    if (kind === 'socat' && opts.sessions > 1000) {
+      idle.push({ kind, label: RELAY_LABELS[kind], note: 'skipped: socat forks a process per session' });
+      continue;
+    }
+    log(`scale: ${opts.sessions} idle sessions, ${kind}`);
+    idle.push(await idleSessions(kind, opts));
+  }
+  const relayService = await findRelayModule();
+  notes.push(
+    relayService.value
+      ? 'relay figures use the benchmark relay process (accept, connect upstream, pump.start); the token-paired relay service is not timed yet'
+      : `relay figures use the benchmark relay process (accept, connect upstream, pump.start); relay service: ${relayService.note}`,
+  );
+  log('scale: rendezvous server');
+  const rendezvous = await rendezvousScale(opts);
+  return { name: 'scale', options: opts, setup, idle, rendezvous, notes };
+}
+
+// ------------------------------------------------------------------ relay
+
+/** @param {string} kind @param {ScaleOptions} opts */
+async function setupRate(kind, opts) {
+  const lifetimeMs = (opts.budgetSeconds + 60) * 1000;
+  const sink = forkChild(LOAD, [], { lifetimeMs });
+  const load = forkChild(LOAD, [], { lifetimeMs });
+  const label = RELAY_LABELS[kind];
+  try {
+    const { port: sinkPort } = await request(sink, 'echo');
+    const relay = await startRelay(kind, sinkPort, { lifetimeMs, maxconn: 4096 });
+    if (!relay.available) return { kind, label, note: relay.note };
+    try {
+      const c0 = relay.cpuSeconds();
+      const r = await request(
+        load,
+        'churn',
+        { port: relay.port, total: opts.churn, concurrency: opts.concurrency, seconds: opts.budgetSeconds },
+        (opts.budgetSeconds + 30) * 1000,
+      );
+      await relay.idle();
+      const c1 = relay.cpuSeconds();
+      const cpu = c0 !== null && c1 !== null && kind !== 'direct' ? c1 - c0 : null;
+      return {
+        kind,
+        label,
+        sessions: r.ok,
+        failed: r.failed,
+        codes: Object.keys(r.codes).length ? r.codes : undefined,
+        seconds: r.seconds,
+        perSecond: r.ok / r.seconds,
+        relayCpuMsPerSession: cpu !== null && r.ok ? (cpu * 1000) / r.ok : null,
+      };
+    } finally {
+      await relay.stop();
+    }
+  } catch (e) {
+    return { kind, label, note: `failed: ${/** @type {Error} */ (e).message.split('\n')[0]}` };
+  } finally {
+    await Promise.all([stopChild(load), stopChild(sink)]);
+  }
+}
+
+/** A snapshot of the relay process and the system. @param {number | undefined} pid */
+function snapshot(pid) {
+  const m = memInfo();
+  return {
+    rss: pid ? procRss(pid) : null,
+    fds: pid ? procFds(pid) : null,
+    memAvailable: m.MemAvailable ?? null,
+    slab: m.Slab ?? null,
+    tcpMem: tcpSockMem(),
+  };
+}
+
+/** @param {string} kind @param {ScaleOptions} opts */
+async function idleSessions(kind, opts) {
+  const lifetimeMs = (opts.budgetSeconds * 2 + 60) * 1000;
+  const label = RELAY_LABELS[kind];
+  if (2 * opts.sessions + 100 > FD_HARD_LIMIT) {
+    return { kind, label, note: `skipped: ${opts.sessions} sessions need ${2 * opts.sessions} relay fds (limit ${FD_HARD_LIMIT})` };
+  }
+  const sink = forkChild(LOAD, [], { lifetimeMs });
+  const load = forkChild(LOAD, [], { lifetimeMs });
+  try {
+    const { port: sinkPort } = await request(sink, 'echo');
+    const relay = await startRelay(kind, sinkPort, { lifetimeMs, maxconn: opts.sessions + 100, pumpConfig: opts.pumpConfig });
+    if (!relay.available) return { kind, label, note: relay.note };
+    try {
+      await sleep(300);
+      if (relay.stats) await relay.stats(true);
+      const before = snapshot(relay.pid);
+      const r = await request(
+        load,
+        'hold',
+        { port: relay.port, count: opts.sessions, concurrency: 200, seconds: opts.budgetSeconds },
+        (opts.budgetSeconds + 30) * 1000,
+      );
+      await sleep(1000);
+      const inside = relay.stats ? await relay.stats(true) : null;
+      const after = snapshot(relay.pid);
+      const n = r.held;
+      const per = (/** @type {number | null} */ a, /** @type {number | null} */ b) => (a !== null && b !== null && n > 0 ? (b - a) / n : null);
+      const out = {
+        kind,
+        label,
+        held: n,
+        failed: r.failed,
+        codes: Object.keys(r.codes).length ? r.codes : undefined,
+        setupSeconds: r.seconds,
+        setupPerSecond: n / r.seconds,
+        relayRssBytesPerSession: per(before.rss, after.rss),
+        relayRssMiB: after.rss !== null ? after.rss / 2 ** 20 : null,
+        relayFds: after.fds,
+        systemBytesPerSession: per(after.memAvailable, before.memAvailable),
+        slabBytesPerSession: per(before.slab, after.slab),
+        tcpBufferBytesPerSession: per(before.tcpMem, after.tcpMem),
+        pump: inside?.pump ?? null,
+        pipeFds: after.fds?.pipe ?? null,
+      };
+      await request(load, 'release', {}, 30_000);
+      return out;
+    } finally {
+      await relay.stop();
+    }
+  } catch (e) {
+    return { kind, label, note: `failed: ${/** @type {Error} */ (e).message.split('\n')[0]}` };
+  } finally {
+    await Promise.all([stopChild(load), stopChild(sink)]);
+  }
+}
+
+// ------------------------------------------------------------------ rendezvous
+
+/** @param {ScaleOptions} opts */
+async function rendezvousScale(opts) {
+  const [srv, peer] = await Promise.all([findStartServer(), findPeer()]);
+  if (!srv.value || !peer.value) {
+    return { note: !srv.value ? `rendezvous server ${srv.note}` : `Peer ${peer.note}` };
+  }
+  const lifetimeMs = (opts.budgetSeconds * 3 + 60) * 1000;
+  const server = forkChild(RENDEZVOUS, [], { lifetimeMs, execArgv: ['--expose-gc'] });
+  // Each swarm process holds at most 9,000 control connections (plus observe and dial sockets).
+  const nSwarms = Math.max(1, Math.ceil(opts.peers / 9000));
+  const swarms = Array.from({ length: nSwarms }, () => forkChild(SWARM, [], { lifetimeMs }));
+  try {
+    const { port } = await request(server, 'start', { host: '127.0.0.1', secret: SECRET, options: benchServerOptions() });
+    const addr = `127.0.0.1:${port}`;
+    const pid = /** @type {number} */ (server.pid);
+    await sleep(300);
+    const s0 = await request(server, 'stats', { gc: true });
+    const rss0 = procRss(pid);
+    const share = Math.ceil(opts.peers / nSwarms);
+    const regs = await Promise.all(
+      swarms.map((w, i) =>
+        request(
+          w,
+          'register',
+          { server: addr, secret: SECRET, prefix: `p${i}-`, count: share, concurrency: 100, seconds: opts.budgetSeconds },
+          (opts.budgetSeconds + 60) * 1000,
+        ),
+      ),
+    );
+    await sleep(1000);
+    const s1 = await request(server, 'stats', { gc: true });
+    const rss1 = procRss(pid);
+    const fds1 = procFds(pid);
+    const registered = regs.reduce((a, r) => a + r.ok, 0);
+    const regSeconds = Math.max(...regs.map((r) => r.seconds));
+    /** @type {Record<string, number>} */
+    const regCodes = {};
+    for (const r of regs) for (const [k, v] of Object.entries(r.codes)) regCodes[k] = (regCodes[k] ?? 0) + v;
+
+    log(`scale: ${opts.dials} coordinations`);
+    const c0 = await request(server, 'stats');
+    const dials = await request(
+      swarms[0],
+      'dial',
+      { pairs: 500, total: opts.dials, concurrency: 20, seconds: opts.budgetSeconds },
+      (opts.budgetSeconds + 60) * 1000,
+    );
+    const c1 = await request(server, 'stats');
+    const cpuMs = (c1.cpu.user + c1.cpu.system - c0.cpu.user - c0.cpu.system) / 1000;
+    await Promise.all(swarms.map((w) => request(w, 'close', {}, 60_000).catch(() => null)));
+    return {
+      peersAsked: opts.peers,
+      registered,
+      registerFailed: regs.reduce((a, r) => a + r.failed, 0),
+      registerCodes: Object.keys(regCodes).length ? regCodes : undefined,
+      registerSeconds: regSeconds,
+      registrationsPerSecond: registered / regSeconds,
+      serverStats: s1.stats,
+      serverRssMiB: rss1 !== null ? rss1 / 2 ** 20 : null,
+      serverRssBytesPerPeer: rss0 !== null && rss1 !== null && registered ? (rss1 - rss0) / registered : null,
+      serverHeapBytesPerPeer: registered ? (s1.heapUsed - s0.heapUsed) / registered : null,
+      serverFds: fds1,
+      coordinations: dials.ok,
+      coordinationsFailed: dials.failed,
+      coordinationCodes: Object.keys(dials.codes).length ? dials.codes : undefined,
+      coordinationsPerSecond: dials.ok / dials.seconds,
+      serverCpuMsPerCoordination: dials.ok ? cpuMs / dials.ok : null,
+    };
+  } catch (e) {
+    return { note: `failed: ${/** @type {Error} */ (e).message.split('\n')[0]}` };
+  } finally {
+    await Promise.all([...swarms.map((w) => stopChild(w)), stopChild(server)]);
+  }
+}
+
+// ------------------------------------------------------------------ report
+
+/** @param {number | null | undefined} b */
+const kb = (b) => (b === null || b === undefined ? '—' : fmt(b / 1024, 1));
+
+/**
+ * @param {Awaited<ReturnType<typeof run>>} section
+ * @param {(header: string[], rows: string[][]) => string} [table] text (terminal) or Markdown table renderer
+ */
+export function report(section, table = textTable) {
+  const o = section.options;
+  const out = [`Relay session setup (open, 1 byte echoed end to end, close; ${o.concurrency} at a time, up to ${o.churn})`];
+  out.push(
+    table(
+      ['relay', 'sessions/s', 'relay CPU ms/session', 'ok', 'failed', 'note'],
+      section.setup.map((/** @type {any} */ r) => [
+        r.label,
+        r.perSecond !== undefined ? fmt(r.perSecond, 0) : '—',
+        r.relayCpuMsPerSession !== undefined && r.relayCpuMsPerSession !== null ? fmt(r.relayCpuMsPerSession, 3) : '—',
+        r.sessions !== undefined ? String(r.sessions) : '',
+        r.failed ? `${r.failed} ${JSON.stringify(r.codes ?? {})}` : r.sessions !== undefined ? '0' : '',
+        r.note ?? '',
+      ]),
+    ),
+  );
+  out.push('', `Idle relay sessions held at once (asked ${o.sessions}); per session, KiB`);
+  out.push(
+    table(
+      ['relay', 'held', 'relay RSS', 'system', 'slab', 'TCP buf', 'relay fds (sock/pipe)', 'relay RSS MiB', 'note'],
+      section.idle.map((/** @type {any} */ r) => [
+        r.label,
+        r.held !== undefined ? String(r.held) : '—',
+        kb(r.relayRssBytesPerSession),
+        kb(r.systemBytesPerSession),
+        kb(r.slabBytesPerSession),
+        kb(r.tcpBufferBytesPerSession),
+        r.relayFds ? `${r.relayFds.total} (${r.relayFds.socket}/${r.relayFds.pipe})` : '—',
+        r.relayRssMiB !== undefined && r.relayRssMiB !== null ? fmt(r.relayRssMiB, 1) : '—',
+        r.note ??
+          [
+            r.failed ? `${r.failed} failed ${JSON.stringify(r.codes ?? {})}` : '',
+            r.pump ? `pump: ${r.pump.pipesInUse} pipes lent, ${r.pump.pipesIdle} idle, ${r.pump.sessions} sessions` : '',
+          ]
+            .filter(Boolean)
+            .join('; '),
+      ]),
+    ),
+  );
+  const z = /** @type {any} */ (section.rendezvous);
+  out.push('', 'Rendezvous server');
+  if (z.note) out.push(`  ${z.note}`);
+  else {
+    out.push(
+      table(
+        ['figure', 'value'],
+        [
+          ['peers registered', `${z.registered} of ${z.peersAsked}${z.registerFailed ? ` (${z.registerFailed} failed ${JSON.stringify(z.registerCodes)})` : ''}`],
+          ['registrations/s', fmt(z.registrationsPerSecond, 0)],
+          ['server RSS', `${fmt(z.serverRssMiB, 1)} MiB`],
+          ['server RSS per peer', `${kb(z.serverRssBytesPerPeer)} KiB`],
+          ['server JS heap per peer', `${kb(z.serverHeapBytesPerPeer)} KiB`],
+          ['server fds', z.serverFds ? String(z.serverFds.total) : '—'],
+          ['coordinations/s (Peer.dial, 20 at a time)', `${fmt(z.coordinationsPerSecond, 0)} (${z.coordinations} ok, ${z.coordinationsFailed} failed)`],
+          ['server CPU per coordination', `${fmt(z.serverCpuMsPerCoordination, 3)} ms`],
+        ],
+      ),
+    );
+  }
+  for (const n of section.notes) out.push(`note: ${n}`);
+  return out.join('\n');
+}
+
+if (isMain(import.meta.url)) {
+  import('./lib/cli.mjs').then((m) => m.main(['--only', 'scale', ...process.argv.slice(2)]));
+}

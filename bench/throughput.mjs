@@ -1,0 +1,451 @@
+// @ts-check
+/**
+ * Question 1: how fast do bytes move on loopback, and at what CPU cost?
+ *
+ * Group `node` (Node sockets at both ends, same sender/receiver code, see lib/tcp-endpoint.mjs):
+ *   - plain Node TCP (net.connect → net.createServer), the reference;
+ *   - a connection punched by tcp-punch (bindReusable + punch from both ends at once).
+ * Group `relay` (iperf3 client → relay → iperf3 server, the relay in its own process, see lib/relays.mjs):
+ *   - direct (no relay), the reference; tcp-punch relay with the native pump and with the JS pump; a Node
+ *     stream-pipe relay; socat; haproxy tcp mode with and without splice.
+ *
+ * Every figure is the median of `runs` runs with min–max; paths are interleaved within each run (the order rotates
+ * from run to run) so drift hits them alike, and each ratio is taken against the reference of the same run.
+ * Relay CPU is the relay process tree's utime+stime from /proc (all threads, reaped children), per GB received.
+ */
+import { execFileSync } from 'node:child_process';
+import os from 'node:os';
+import path from 'node:path';
+import {
+  BENCH_DIR,
+  fmt,
+  fmtSummary,
+  forkChild,
+  isMain,
+  log,
+  request,
+  spawnTool,
+  stopChild,
+  summarize,
+  table as textTable,
+  waitExit,
+  waitUntil,
+  which,
+} from './lib/common.mjs';
+import { num, numList, strList } from './lib/cli.mjs';
+import { RELAY_LABELS, freePort, isListening, startRelay } from './lib/relays.mjs';
+
+export const NODE_PATHS = /** @type {const} */ (['node-plain', 'node-punched']);
+export const RELAY_PATHS = /** @type {const} */ ([
+  'direct',
+  'native',
+  'js',
+  'pipe',
+  'socat',
+  'haproxy-splice',
+  'haproxy-nosplice',
+]);
+
+/** Relay paths measured only when named with --paths. */
+export const OPTIONAL_RELAY_PATHS = /** @type {const} */ (['native-copy']);
+
+/** @type {Record<string, string>} */
+export const PATH_LABELS = {
+  'node-plain': 'plain Node TCP (reference)',
+  'node-punched': 'punched by tcp-punch',
+  ...RELAY_LABELS,
+};
+
+/**
+ * @typedef {object} ThroughputOptions
+ * @property {number} runs
+ * @property {number} seconds per measurement
+ * @property {number[]} streams e.g. [1, 4]
+ * @property {('fwd' | 'rev')[]} directions fwd: the dialing side (iperf3 client) sends; rev: the other side sends
+ * @property {string[]} [paths] a subset of NODE_PATHS and RELAY_PATHS (default: all)
+ * @property {boolean} [pin] pin the two Node-socket ends to CPUs 0 and 1 (default true where taskset exists)
+ */
+
+/** @type {ThroughputOptions} */
+export const DEFAULTS = { runs: 3, seconds: 2, streams: [1, 4], directions: ['fwd', 'rev'] };
+/** @type {ThroughputOptions} */
+export const FULL = { runs: 5, seconds: 5, streams: [1, 4], directions: ['fwd', 'rev'] };
+
+/**
+ * Options from the command line (see lib/cli.mjs).
+ * @param {Record<string, any>} flags @param {boolean} full @returns {ThroughputOptions}
+ */
+export function options(flags, full) {
+  const d = full ? FULL : DEFAULTS;
+  const directions = /** @type {('fwd' | 'rev')[]} */ (strList(flags.directions, d.directions));
+  for (const x of directions) if (x !== 'fwd' && x !== 'rev') throw new Error(`bad direction "${x}" (fwd, rev)`);
+  const paths = strList(flags.paths, undefined);
+  for (const p of paths ?? []) if (!(p in PATH_LABELS)) throw new Error(`unknown path "${p}"`);
+  return {
+    runs: num(flags.runs, d.runs, 100),
+    seconds: num(flags.seconds, d.seconds, 60),
+    streams: numList(flags.streams, d.streams).map((n) => Math.min(16, Math.max(1, Math.round(n)))),
+    directions,
+    paths,
+    pin: !flags['no-pin'],
+  };
+}
+
+/**
+ * @typedef {object} Sample
+ * @property {number} gbps
+ * @property {number} bytes
+ * @property {number | null} cpuPerGB relay CPU s/GB (relay group) or both endpoints' CPU s/GB (node group)
+ * @property {number | null} [cpuPerGBInside] Node relays: process.cpuUsage() inside the relay, s/GB (cross-check)
+ * @property {string[]} [via]
+ * @property {boolean} [pinned]
+ */
+
+/**
+ * Runs the throughput benchmark.
+ * @param {ThroughputOptions} opts
+ */
+export async function run(opts) {
+  const want = (/** @type {string} */ p) => !opts.paths || opts.paths.includes(p);
+  const nodePaths = NODE_PATHS.filter(want);
+  const relayPaths = [...RELAY_PATHS, ...OPTIONAL_RELAY_PATHS].filter(
+    (p) => (opts.paths ? opts.paths.includes(p) : !(/** @type {readonly string[]} */ (OPTIONAL_RELAY_PATHS).includes(p))),
+  );
+  // The reference of a scenario is always measured: ratios are against the same run.
+  if (relayPaths.length > 0 && !relayPaths.includes('direct')) relayPaths.unshift('direct');
+  if (nodePaths.length > 0 && !nodePaths.includes('node-plain')) nodePaths.unshift('node-plain');
+  /** @type {string[]} */
+  const notes = [];
+  const scenarios = [];
+  const budgetMs = (opts.seconds * 1000 + 20_000) * 4;
+
+  // ---- node group
+  const pin = opts.pin !== false && os.cpus().length >= 2 && which('taskset') !== null;
+  if (nodePaths.length > 0) {
+    notes.push(pin ? 'Node-socket ends pinned: A (listener / first puncher) on CPU 0, B on CPU 1' : 'Node-socket ends not pinned');
+    for (const streams of opts.streams) {
+      for (const direction of opts.directions) {
+        /** @type {Map<string, (Sample | {error: string})[]>} */
+        const samples = new Map(nodePaths.map((p) => [p, []]));
+        for (let r = 0; r < opts.runs; r++) {
+          for (const p of rotate(nodePaths, r)) {
+            log(`throughput: ${p} ${streams}x ${direction} run ${r + 1}/${opts.runs}`);
+            try {
+              samples.get(p)?.push(await measureNode(p, streams, direction, opts.seconds, budgetMs, pin));
+            } catch (e) {
+              samples.get(p)?.push({ error: String(/** @type {Error} */ (e).message ?? e) });
+            }
+          }
+        }
+        scenarios.push(scenario('node', 'node-plain', streams, direction, nodePaths, samples, {}));
+      }
+    }
+  }
+
+  // ---- relay group
+  if (relayPaths.length > 0) {
+    const iperf = which('iperf3');
+    if (!iperf) {
+      notes.push('iperf3 is not installed (apt-get install iperf3): the relay comparison was skipped');
+    } else {
+      const server = await startIperfServer(iperf, budgetMs * 100);
+      /** @type {Record<string, string>} */
+      const unavailable = {};
+      try {
+        for (const streams of opts.streams) {
+          for (const direction of opts.directions) {
+            /** @type {Map<string, (Sample | {error: string})[]>} */
+            const samples = new Map(relayPaths.map((p) => [p, []]));
+            for (let r = 0; r < opts.runs; r++) {
+              for (const p of rotate(relayPaths, r)) {
+                if (unavailable[p]) continue;
+                log(`throughput: relay ${p} ${streams}x ${direction} run ${r + 1}/${opts.runs}`);
+                try {
+                  const s = await measureRelay(iperf, server.port, p, streams, direction, opts.seconds, budgetMs);
+                  if ('unavailable' in s) unavailable[p] = s.unavailable;
+                  else samples.get(p)?.push(s);
+                } catch (e) {
+                  samples.get(p)?.push({ error: String(/** @type {Error} */ (e).message ?? e) });
+                  await server.restart();
+                }
+              }
+            }
+            scenarios.push(scenario('relay', 'direct', streams, direction, relayPaths, samples, unavailable));
+          }
+        }
+      } finally {
+        await server.stop();
+      }
+    }
+  }
+  return { name: 'throughput', options: opts, scenarios, targets: targets(scenarios), notes };
+}
+
+/**
+ * @template T @param {readonly T[]} list @param {number} k @returns {T[]}
+ */
+function rotate(list, k) {
+  const n = list.length;
+  return list.map((_, i) => list[(i + k) % n]);
+}
+
+/**
+ * Builds a scenario's rows: per path the summaries of Gbit/s, CPU s/GB and the per-run ratio to the reference.
+ * @param {string} group @param {string} reference @param {number} streams @param {string} direction
+ * @param {readonly string[]} paths @param {Map<string, (Sample | {error: string})[]>} samples
+ * @param {Record<string, string>} unavailable
+ */
+function scenario(group, reference, streams, direction, paths, samples, unavailable) {
+  const ref = samples.get(reference) ?? [];
+  const rows = paths.map((p) => {
+    const list = samples.get(p) ?? [];
+    const ok = /** @type {Sample[]} */ (list.filter((s) => !('error' in s)));
+    const errors = /** @type {{error: string}[]} */ (list.filter((s) => 'error' in s)).map((e) => e.error);
+    const ratios = list.map((s, i) => {
+      const rs = ref[i];
+      return 'gbps' in s && rs && 'gbps' in rs && rs.gbps > 0 ? s.gbps / rs.gbps : null;
+    });
+    return {
+      path: p,
+      label: PATH_LABELS[p] ?? p,
+      available: !unavailable[p],
+      note: unavailable[p] ?? undefined,
+      gbps: summarize(ok.map((s) => s.gbps)),
+      ratio: p === reference ? null : summarize(ratios),
+      cpuPerGB: summarize(ok.map((s) => s.cpuPerGB)),
+      cpuPerGBInside: summarize(ok.map((s) => s.cpuPerGBInside)),
+      via: ok.flatMap((s) => s.via ?? []).filter((v, i, a) => a.indexOf(v) === i),
+      errors: errors.length ? errors : undefined,
+    };
+  });
+  return { group, reference, streams, direction, rows };
+}
+
+// ------------------------------------------------------------------ node group
+
+/**
+ * One measurement between two tcp-endpoint processes A and B. fwd: B sends to A; rev: A sends to B.
+ * For plain sockets A listens and B connects; for punched sockets both punch at once.
+ * @param {string} p @param {number} streams @param {string} direction @param {number} seconds @param {number} budgetMs
+ * @param {boolean} pin run A on CPU 0 and B on CPU 1 (taskset)
+ * @returns {Promise<Sample>}
+ */
+async function measureNode(p, streams, direction, seconds, budgetMs, pin) {
+  const script = path.join(BENCH_DIR, 'lib', 'tcp-endpoint.mjs');
+  const a = forkChild(script, [], { lifetimeMs: budgetMs });
+  const b = forkChild(script, [], { lifetimeMs: budgetMs });
+  // One core each, the same for both paths: whether the two ends share a core (and where the kernel's softirq work
+  // lands) otherwise swings single-stream loopback throughput by ±50% from run to run.
+  const pinned = pin && pinTo(a.pid, 0) && pinTo(b.pid, 1);
+  try {
+    const punched = p === 'node-punched';
+    const [pa, pb] = await Promise.all([
+      request(a, 'prepare', { mode: punched ? 'punch' : 'listen', streams }),
+      request(b, 'prepare', { mode: punched ? 'punch' : 'connect', streams }),
+    ]);
+    const [ca, cb] = await Promise.all([
+      request(a, 'connect', { peerPorts: pb.ports }, 20_000),
+      request(b, 'connect', { peerPorts: pa.ports }, 20_000),
+    ]);
+    const [snd, rcv] = direction === 'fwd' ? [b, a] : [a, b];
+    const wait = seconds * 1000 + 20_000;
+    const [rs, ss] = await Promise.all([
+      request(rcv, 'go', { role: 'recv' }, wait),
+      request(snd, 'go', { role: 'send', seconds }, wait),
+    ]);
+    const gb = rs.bytes / 1e9;
+    return {
+      gbps: (rs.bytes * 8) / rs.seconds / 1e9,
+      bytes: rs.bytes,
+      cpuPerGB: gb > 0 ? (rs.cpu + ss.cpu) / gb : null,
+      via: punched ? [...ca.via, ...cb.via] : undefined,
+      pinned,
+    };
+  } finally {
+    await Promise.all([stopChild(a), stopChild(b)]);
+  }
+}
+
+/**
+ * Sets the CPU affinity of every thread of a process (taskset -a -p -c). False if it failed.
+ * @param {number | undefined} pid @param {number} cpu
+ */
+function pinTo(pid, cpu) {
+  if (!pid) return false;
+  try {
+    execFileSync('taskset', ['-a', '-p', '-c', String(cpu), String(pid)], { stdio: 'ignore', timeout: 5000 });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+// ------------------------------------------------------------------ relay group
+
+/**
+ * A long-lived iperf3 server on 127.0.0.1 (it serves one client at a time).
+ * @param {string} iperf @param {number} lifetimeMs
+ */
+async function startIperfServer(iperf, lifetimeMs) {
+  const port = await freePort();
+  /** @type {ReturnType<typeof spawnTool> | null} */
+  let child = null;
+  const start = async () => {
+    child = spawnTool(iperf, ['-s', '-B', '127.0.0.1', '-p', String(port)], { lifetimeMs });
+    const c = child;
+    if (!(await waitUntil(() => isListening(port) || c.exitCode !== null, 5000, 10)) || c.exitCode !== null) {
+      throw new Error(`iperf3 server did not start: ${c.out.stderr}`);
+    }
+  };
+  await start();
+  return {
+    port,
+    restart: async () => {
+      if (child) await stopChild(child);
+      await start();
+    },
+    stop: async () => {
+      if (child) await stopChild(child);
+    },
+  };
+}
+
+/**
+ * One iperf3 run through a freshly started relay.
+ * @param {string} iperf @param {number} serverPort @param {string} kind @param {number} streams
+ * @param {string} direction @param {number} seconds @param {number} budgetMs
+ * @returns {Promise<Sample | { unavailable: string }>}
+ */
+async function measureRelay(iperf, serverPort, kind, streams, direction, seconds, budgetMs) {
+  const relay = await startRelay(kind, serverPort, { lifetimeMs: budgetMs });
+  if (!relay.available) return { unavailable: relay.note ?? 'not available' };
+  try {
+    const c0 = relay.cpuSeconds();
+    const i0 = relay.stats ? await relay.stats() : null;
+    const args = ['-c', '127.0.0.1', '-p', String(relay.port), '-t', String(seconds), '-P', String(streams), '-J'];
+    args.push('--connect-timeout', '5000');
+    if (direction === 'rev') args.push('-R');
+    const client = spawnTool(iperf, args, { lifetimeMs: seconds * 1000 + 20_000 });
+    const code = await waitExit(client, seconds * 1000 + 20_000);
+    /** @type {any} */
+    let json;
+    try {
+      json = JSON.parse(client.out.stdout);
+    } catch {
+      throw new Error(`iperf3 client exited ${code}: ${client.out.stderr.trim() || client.out.stdout.slice(0, 300)}`);
+    }
+    if (json.error) throw new Error(`iperf3: ${json.error}`);
+    await relay.idle();
+    const c1 = relay.cpuSeconds();
+    const i1 = relay.stats ? await relay.stats() : null;
+    const recv = json.end?.sum_received;
+    if (!recv?.bytes) throw new Error('iperf3 reported no received bytes');
+    const gb = recv.bytes / 1e9;
+    const cpu = kind === 'direct' || c0 === null || c1 === null ? null : c1 - c0;
+    const inside =
+      i0 && i1 ? (i1.cpu.user + i1.cpu.system - i0.cpu.user - i0.cpu.system) / 1e6 : null;
+    return {
+      gbps: recv.bits_per_second / 1e9,
+      bytes: recv.bytes,
+      cpuPerGB: cpu === null ? null : cpu / gb,
+      cpuPerGBInside: inside === null ? null : inside / gb,
+    };
+  } finally {
+    await relay.stop();
+  }
+}
+
+// ------------------------------------------------------------------ targets and report
+
+/**
+ * The issue's throughput targets, evaluated on the 1-stream fwd scenario (null when a path is missing).
+ * @param {ReturnType<typeof scenario>[]} scenarios
+ */
+function targets(scenarios) {
+  const pick = (/** @type {string} */ group) =>
+    scenarios.find((s) => s.group === group && s.streams === 1 && s.direction === 'fwd') ??
+    scenarios.find((s) => s.group === group);
+  const row = (/** @type {ReturnType<typeof scenario> | undefined} */ s, /** @type {string} */ p) =>
+    s?.rows.find((r) => r.path === p && r.available && r.gbps);
+  const out = [];
+  const node = pick('node');
+  const punched = row(node, 'node-punched');
+  out.push({
+    target: 'punched ≥ 0.95× plain Node TCP',
+    value: punched?.ratio ? `${fmt(punched.ratio.median)}×` : null,
+    met: punched?.ratio ? punched.ratio.median >= 0.95 : null,
+  });
+  const rel = pick('relay');
+  const nat = row(rel, 'native');
+  const js = row(rel, 'js');
+  const hs = [row(rel, 'haproxy-splice'), row(rel, 'haproxy-nosplice')].filter(Boolean);
+  const bestH = hs.sort((x, y) => (y?.gbps?.median ?? 0) - (x?.gbps?.median ?? 0))[0];
+  const g = (/** @type {any} */ r) => r?.gbps?.median ?? null;
+  const c = (/** @type {any} */ r) => r?.cpuPerGB?.median ?? null;
+  out.push({
+    target: 'native relay ≥ 2× JS pump (Gbit/s)',
+    value: nat && js ? `${fmt(g(nat) / g(js))}×` : null,
+    met: nat && js ? g(nat) >= 2 * g(js) : null,
+  });
+  out.push({
+    target: "native relay ≥ haproxy's best mode (Gbit/s)",
+    value: nat && bestH ? `${fmt(g(nat))} vs ${fmt(g(bestH))} (${bestH.path})` : null,
+    met: nat && bestH ? g(nat) >= g(bestH) : null,
+  });
+  out.push({
+    target: 'native relay: less CPU/GB than JS pump and haproxy',
+    value: nat && js && bestH ? `${fmt(c(nat))} vs JS ${fmt(c(js))}, ${bestH.path} ${fmt(c(bestH))}` : null,
+    met: nat && js && bestH ? c(nat) < c(js) && c(nat) < c(bestH) : null,
+  });
+  return out;
+}
+
+/**
+ * The report of a throughput section.
+ * @param {Awaited<ReturnType<typeof run>>} section
+ * @param {(header: string[], rows: string[][]) => string} [table] text (terminal) or Markdown table renderer
+ */
+export function report(section, table = textTable) {
+  const out = [];
+  for (const group of ['node', 'relay']) {
+    const sc = section.scenarios.filter((s) => s.group === group);
+    if (sc.length === 0) continue;
+    const cpuHead = group === 'node' ? 'both ends CPU s/GB' : 'relay CPU s/GB';
+    const rows = [];
+    for (const s of sc) {
+      for (const r of s.rows) {
+        rows.push([
+          r.label,
+          `${s.streams}`,
+          s.direction,
+          r.available ? fmtSummary(r.gbps) : 'not available',
+          r.ratio ? `${fmtSummary(r.ratio)}` : r.available && r.gbps ? '1 (ref)' : '',
+          r.available ? fmtSummary(r.cpuPerGB) : '',
+          r.note && !r.available ? r.note : r.errors ? `${r.errors.length} failed: ${r.errors[0].slice(0, 80)}` : '',
+        ]);
+      }
+    }
+    out.push(
+      group === 'node'
+        ? `Throughput, Node sockets on both ends (Gbit/s, median (min–max) of ${section.options.runs} × ${section.options.seconds} s)`
+        : `Throughput through relays, iperf3 client → relay → iperf3 server (Gbit/s, median (min–max) of ${section.options.runs} × ${section.options.seconds} s)`,
+    );
+    out.push(table(['path', 'streams', 'dir', 'Gbit/s', '× ref', cpuHead, 'note'], rows));
+    out.push('');
+  }
+  if (section.targets.length) {
+    out.push('Targets (1 stream, fwd)');
+    out.push(
+      table(
+        ['target', 'measured', 'met'],
+        section.targets.map((t) => [t.target, t.value ?? '—', t.met === null ? 'n/a' : t.met ? 'yes' : 'NO']),
+      ),
+    );
+  }
+  for (const n of section.notes) out.push(`note: ${n}`);
+  return out.join('\n');
+}
+
+if (isMain(import.meta.url)) {
+  import('./lib/cli.mjs').then((m) => m.main(['--only', 'throughput', ...process.argv.slice(2)]));
+}

@@ -1,0 +1,249 @@
+/**
+ * The peer's control connection to the rendezvous server: connect, register (hello → challenge → auth →
+ * welcome, checking the server's proof), then keepalive. One instance is one connection; the Peer reconnects.
+ */
+import { EventEmitter } from 'node:events';
+import { connect } from 'node:net';
+import type { Socket } from 'node:net';
+
+import { TcpPunchError } from '../errors.js';
+import { clientProof, random, safeEqual, serverProof, sessionKey } from '../protocol/crypto.js';
+import { unmapAddress } from '../protocol/fields.js';
+import type { Endpoint } from '../protocol/fields.js';
+import type { Message } from '../protocol/messages.js';
+import { FramedSocket } from '../protocol/stream.js';
+
+/** Options of {@link ControlConnection.open}. */
+export interface ControlOptions {
+  server: Endpoint;
+  id: string;
+  /** Secret mode: the id key. */
+  idKey: Uint8Array | undefined;
+  /** Open mode: the token from an earlier registration. */
+  token: Uint8Array | undefined;
+  localAddress: string | undefined;
+  timeoutMs: number;
+}
+
+/** Events of a {@link ControlConnection}. */
+export interface ControlEvents {
+  message: [msg: Message];
+  /** The connection closed; `err` is the server's `error` frame as a TcpPunchError, or the socket error. */
+  close: [err: Error | undefined];
+}
+
+/** Codes after which reconnecting cannot help. */
+export const FATAL_CODES: ReadonlySet<string> = new Set([
+  'ERR_AUTH_FAILED',
+  'ERR_AUTH_REQUIRED',
+  'ERR_ID_TAKEN',
+  'ERR_REPLACED',
+  'ERR_SERVER_AUTH_FAILED',
+]);
+
+const SOFTWARE = 'tcp-punch/0.1';
+
+/** A registered control connection. */
+export class ControlConnection extends EventEmitter<ControlEvents> {
+  private lastSeen = performance.now();
+  private closeError: Error | undefined;
+  private keepalive: NodeJS.Timeout | undefined;
+  private seq = 0;
+  private backlog: Message[] | undefined = [];
+  private isClosed = false;
+
+  private constructor(
+    private readonly framed: FramedSocket,
+    /** Key that unwraps pair keys sent on this connection. */
+    readonly sessionKey: Uint8Array,
+    /** Open mode: the id's token (issued now or presented). */
+    readonly token: Uint8Array | undefined,
+    /** This connection's source address as the server sees it. */
+    readonly observed: Endpoint,
+    /** The server's numeric endpoint. */
+    readonly server: Endpoint,
+    readonly family: 4 | 6,
+    keepaliveMs: number,
+  ) {
+    super();
+    framed.on('message', (msg) => this.onMessage(msg));
+    framed.on('close', (err) => {
+      this.isClosed = true;
+      clearInterval(this.keepalive);
+      this.emit('close', this.closeError ?? err);
+    });
+    const every = Math.max(100, keepaliveMs);
+    this.keepalive = setInterval(() => {
+      if (performance.now() - this.lastSeen > 3 * every) {
+        this.closeError ??= new TcpPunchError('ETIMEDOUT', 'The server stopped answering keepalives');
+        framed.destroy();
+        return;
+      }
+      this.send({ type: 'ping', seq: (this.seq = (this.seq + 1) >>> 0) });
+    }, every);
+    this.keepalive.unref();
+  }
+
+  /**
+   * Connects and registers.
+   * @throws TcpPunchError `ERR_SERVER_UNREACHABLE` (cause: the socket error), `ETIMEDOUT`, or the server's code
+   * (`ERR_AUTH_FAILED`, `ERR_ID_TAKEN`, ...), `ERR_AUTH_REQUIRED` (the server wants a secret we lack),
+   * `ERR_SERVER_AUTH_FAILED` (the server's proof is wrong: not the server we share a key with).
+   */
+  static async open(o: ControlOptions): Promise<ControlConnection> {
+    const socket = await dial(o);
+    const framed = new FramedSocket(socket);
+    const inbox = new Inbox(framed, o.timeoutMs);
+    try {
+      const clientNonce = random(16);
+      framed.send({ type: 'hello', id: o.id, nonce: clientNonce, software: SOFTWARE });
+      const challenge = await inbox.next('challenge');
+      let key: Uint8Array | undefined;
+      if (challenge.auth === 'secret') {
+        if (!o.idKey) throw new TcpPunchError('ERR_AUTH_REQUIRED', 'The server requires a secret (or id key)');
+        key = o.idKey;
+      } else if (challenge.auth === 'token') {
+        key = o.token;
+      }
+      const proof = key ? clientProof(key, challenge.nonce, clientNonce, o.id) : new Uint8Array(0);
+      framed.send({ type: 'auth', proof });
+      const welcome = await inbox.next('welcome');
+      const idKey = challenge.auth === 'none' ? welcome.token : key!;
+      if (idKey.length !== 32 && challenge.auth === 'none')
+        throw new TcpPunchError('ERR_SERVER_AUTH_FAILED', 'The server issued no token');
+      if (!safeEqual(welcome.proof, serverProof(idKey, challenge.nonce, clientNonce, o.id)))
+        throw new TcpPunchError('ERR_SERVER_AUTH_FAILED', "The server's proof is wrong: it does not know this id's key");
+      const leftovers = inbox.dispose();
+      const conn = new ControlConnection(
+        framed,
+        sessionKey(idKey, challenge.nonce, clientNonce),
+        challenge.auth === 'secret' ? undefined : Uint8Array.from(idKey),
+        welcome.observed,
+        { host: unmapAddress(socket.remoteAddress), port: socket.remotePort ?? o.server.port },
+        socket.remoteFamily === 'IPv6' && !socket.remoteAddress?.startsWith('::ffff:') ? 6 : 4,
+        welcome.keepaliveMs,
+      );
+      for (const m of leftovers) conn.onMessage(m);
+      return conn;
+    } catch (err) {
+      inbox.dispose();
+      framed.destroy();
+      throw err;
+    }
+  }
+
+  /** True once the connection has closed (`close` has been emitted). */
+  get closed(): boolean {
+    return this.isClosed;
+  }
+
+  /** Starts delivering `message` events (messages that arrived since the handshake come first). */
+  start(): void {
+    const backlog = this.backlog ?? [];
+    this.backlog = undefined;
+    for (const msg of backlog) this.emit('message', msg);
+  }
+
+  /** Sends a message; false once closing. */
+  send(msg: Message): boolean {
+    return this.framed.send(msg);
+  }
+
+  /** Closes the connection; resolves once the socket is closed. */
+  close(): Promise<void> {
+    const s = this.framed.socket;
+    if (s.destroyed) return Promise.resolve();
+    return new Promise((resolve) => {
+      s.once('close', () => resolve());
+      this.framed.end();
+    });
+  }
+
+  private onMessage(msg: Message): void {
+    this.lastSeen = performance.now();
+    if (msg.type === 'pong') return;
+    if (msg.type === 'ping') return void this.send({ type: 'pong', seq: msg.seq });
+    if (msg.type === 'error') this.closeError ??= new TcpPunchError(msg.code, `Server: ${msg.message}`);
+    if (this.backlog) this.backlog.push(msg);
+    else this.emit('message', msg);
+  }
+}
+
+/** Handshake helper: waits for one expected message; an `error` frame, a close or the deadline reject. */
+class Inbox {
+  private queue: Message[] = [];
+  private waiter: (() => void) | undefined;
+  private closed: Error | undefined;
+  private readonly deadline: number;
+  private readonly onMessage = (m: Message): void => {
+    this.queue.push(m);
+    this.waiter?.();
+  };
+  private readonly onClose = (err: Error | undefined): void => {
+    this.closed = err ?? new TcpPunchError('ECONNRESET', 'The server closed the connection during the handshake');
+    this.waiter?.();
+  };
+
+  constructor(
+    private readonly framed: FramedSocket,
+    timeoutMs: number,
+  ) {
+    this.deadline = performance.now() + timeoutMs;
+    framed.on('message', this.onMessage);
+    framed.on('close', this.onClose);
+  }
+
+  async next<T extends 'challenge' | 'welcome'>(type: T): Promise<Extract<Message, { type: T }>> {
+    while (this.queue.length === 0) {
+      if (this.closed) throw this.closed;
+      const left = this.deadline - performance.now();
+      if (left <= 0) throw new TcpPunchError('ETIMEDOUT', 'The server did not complete the handshake in time');
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.waiter = () => {
+          clearTimeout(t);
+          resolve();
+        };
+      });
+      this.waiter = undefined;
+    }
+    const msg = this.queue.shift()!;
+    if (msg.type === 'error') throw new TcpPunchError(msg.code, `Server: ${msg.message}`);
+    if (msg.type !== type) throw new TcpPunchError('ERR_UNEXPECTED_MESSAGE', `Expected ${type}, got ${msg.type}`);
+    return msg as Extract<Message, { type: T }>;
+  }
+
+  /** Detaches; returns messages received but not consumed. */
+  dispose(): Message[] {
+    this.framed.removeListener('message', this.onMessage);
+    this.framed.removeListener('close', this.onClose);
+    return this.queue.splice(0);
+  }
+}
+
+function dial(o: ControlOptions): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({
+      host: o.server.host,
+      port: o.server.port,
+      noDelay: true,
+      ...(o.localAddress ? { localAddress: o.localAddress } : {}),
+    });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new TcpPunchError('ERR_SERVER_UNREACHABLE', `No connection to the server within ${o.timeoutMs} ms`, { cause: new TcpPunchError('ETIMEDOUT', 'connect timed out') }));
+    }, o.timeoutMs);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.removeListener('error', onError);
+      resolve(socket);
+    });
+    const onError = (err: NodeJS.ErrnoException): void => {
+      clearTimeout(timer);
+      socket.destroy();
+      reject(new TcpPunchError('ERR_SERVER_UNREACHABLE', `Cannot reach the server: ${err.message}`, { cause: err, errno: err.code }));
+    };
+    socket.once('error', onError);
+  });
+}
+

@@ -1,0 +1,219 @@
+/**
+ * One coordinated dial as a peer lives it, on either side: follows the server's prepare / sync / punch / end
+ * messages, runs one {@link AttemptRunner} at a time, reports each attempt's result to the server and as an
+ * `attempt` event, and settles with the authenticated socket or a coded error.
+ */
+import { TcpPunchError } from '../errors.js';
+import { DIRECT_AUTH_TIMEOUT_MS, RESULT_GRACE_MS } from '../protocol/constants.js';
+import { truncateUtf8 } from '../protocol/fields.js';
+import type { Message, Msg } from '../protocol/messages.js';
+import { AttemptRunner, outcomeOf } from './attempt.js';
+import type { AttemptEnv } from './attempt.js';
+import type { AttemptEvent, AttemptOutcome, DialResult, Role } from './types.js';
+
+/** How a coordination talks to the rest of the peer. */
+export interface CoordinationHooks {
+  /** Sends on the control connection. */
+  send(msg: Message): boolean;
+  /** Emits an `attempt` event. */
+  attempt(event: AttemptEvent): void;
+}
+
+type Step = Msg<'prepare'> | Msg<'sync'> | Msg<'punch'> | Msg<'end'>;
+
+export class PeerCoordination {
+  readonly key: string;
+  readonly role: Role;
+  readonly peerId: string;
+  /** Settles with the socket, or rejects with a coded error carrying `attempts`. */
+  readonly result: Promise<DialResult>;
+  private readonly coordId: Uint8Array;
+  private readonly events: AttemptEvent[] = [];
+  private readonly reported = new Set<number>();
+  private runner: AttemptRunner | undefined;
+  private punchMsg: Msg<'punch'> | undefined;
+  private preparedAt = 0;
+  private settled = false;
+  private held: Step[] | undefined;
+  private resolveFn!: (r: DialResult) => void;
+  private rejectFn!: (e: Error) => void;
+  private readonly timer: NodeJS.Timeout;
+
+  constructor(
+    coord: Msg<'coord'>,
+    private readonly pairKey: Uint8Array,
+    private readonly env: AttemptEnv,
+    private readonly hooks: CoordinationHooks,
+    private readonly startedAt: number,
+  ) {
+    this.coordId = coord.coordId;
+    this.key = Buffer.from(coord.coordId).toString('hex');
+    this.role = coord.role;
+    this.peerId = coord.peer;
+    this.result = new Promise((resolve, reject) => {
+      this.resolveFn = resolve;
+      this.rejectFn = reject;
+    });
+    this.result.catch(() => undefined); // the responder side may not observe it
+    // A safety net only: the server ends every coordination well before this.
+    this.timer = setTimeout(
+      () => this.cancel(new TcpPunchError('ETIMEDOUT', 'The dial deadline passed'), true),
+      coord.timeoutMs + DIRECT_AUTH_TIMEOUT_MS + RESULT_GRACE_MS,
+    );
+  }
+
+  /** True once settled. */
+  get done(): boolean {
+    return this.settled;
+  }
+
+  /**
+   * Holds every server message until {@link open} (the responder's `accept` decision), so nothing of an attempt
+   * runs, and no socket is handed over, before the dial is accepted.
+   */
+  hold(): void {
+    this.held ??= [];
+  }
+
+  /** Releases held messages, in order. */
+  open(): void {
+    const held = this.held ?? [];
+    this.held = undefined;
+    for (const msg of held) this.handle(msg);
+  }
+
+  /** Handles a server message addressed to this coordination. */
+  handle(msg: Step): void {
+    if (this.settled) return;
+    if (this.held && msg.type !== 'end') return void this.held.push(msg);
+    switch (msg.type) {
+      case 'prepare':
+        return this.prepare(msg);
+      case 'sync':
+        if (this.runner?.attempt === msg.attempt)
+          this.hooks.send({ type: 'sync-ack', coordId: this.coordId, attempt: msg.attempt, seq: msg.seq });
+        return;
+      case 'punch':
+        return this.punch(msg);
+      case 'end':
+        return this.ended(msg);
+    }
+  }
+
+  /** Ends the dial locally (deadline, abort, control connection lost); tells the server when `notify`. */
+  cancel(err: TcpPunchError, notify: boolean): void {
+    if (this.settled) return;
+    if (notify) this.hooks.send({ type: 'cancel', coordId: this.coordId, code: err.code, message: truncateUtf8(err.message, 256) });
+    const outcome: AttemptOutcome = err.code === 'ETIMEDOUT' ? 'timeout' : err.code === 'ABORT_ERR' ? 'aborted' : 'error';
+    this.reportCurrent(outcome, err.code, err.message);
+    this.fail(err);
+  }
+
+  private prepare(msg: Msg<'prepare'>): void {
+    if (this.runner) {
+      this.reportCurrent('aborted', 'ERR_SUPERSEDED', `The server started attempt ${msg.attempt}: the other side was not ready`);
+      this.runner.dispose();
+    }
+    const runner = new AttemptRunner(this.env, msg);
+    this.runner = runner;
+    this.punchMsg = undefined;
+    this.preparedAt = performance.now();
+    runner.observe().catch((err: unknown) => this.attemptFailed(runner, err));
+  }
+
+  private punch(msg: Msg<'punch'>): void {
+    const runner = this.runner;
+    if (!runner || runner.attempt !== msg.attempt || this.punchMsg) return;
+    this.punchMsg = msg;
+    runner.punch(msg, { pairKey: this.pairKey, role: this.role }).then(
+      (ok) => {
+        if (this.settled || this.runner !== runner) return void ok.socket.destroy();
+        this.hooks.send({ type: 'result', coordId: this.coordId, attempt: msg.attempt, outcome: 'ok', detail: '' });
+        this.report(msg.attempt, 'ok', undefined, 'Connected');
+        runner.dispose();
+        this.runner = undefined;
+        this.settle();
+        this.resolveFn({
+          socket: ok.socket,
+          path: 'direct',
+          role: this.role,
+          peerId: this.peerId,
+          remote: ok.remote,
+          attempt: msg.attempt,
+          mode: msg.mode,
+          timings: {
+            totalMs: performance.now() - this.startedAt,
+            observeMs: ok.observeMs,
+            delayMs: ok.delayMs,
+            punchMs: ok.punchMs,
+            handshakeMs: ok.handshakeMs,
+          },
+        });
+      },
+      (err: unknown) => this.attemptFailed(runner, err),
+    );
+  }
+
+  private attemptFailed(runner: AttemptRunner, err: unknown): void {
+    if (this.settled || this.runner !== runner) return;
+    const outcome = outcomeOf(err);
+    const code = typeof (err as { code?: unknown }).code === 'string' ? (err as { code: string }).code : undefined;
+    const message = err instanceof Error ? err.message : String(err);
+    this.hooks.send({
+      type: 'result',
+      coordId: this.coordId,
+      attempt: runner.attempt,
+      outcome,
+      detail: truncateUtf8(`${code ?? ''} ${message}`.trim(), 256),
+    });
+    this.report(runner.attempt, outcome, code, message);
+    runner.dispose();
+  }
+
+  private ended(msg: Msg<'end'>): void {
+    if (msg.outcome === 'ok') return; // we settled with our socket before reporting ok
+    const offline = msg.code === 'ERR_PEER_OFFLINE';
+    this.reportCurrent(offline ? 'peer-offline' : msg.outcome === 'cancelled' ? 'aborted' : 'error', msg.code, msg.message);
+    this.fail(new TcpPunchError(msg.code, msg.message));
+  }
+
+  private fail(err: TcpPunchError): void {
+    if (this.settled) return;
+    this.runner?.dispose();
+    this.runner = undefined;
+    this.settle();
+    Object.assign(err, { peerId: this.peerId, attempts: [...this.events] });
+    this.rejectFn(err);
+  }
+
+  private settle(): void {
+    this.settled = true;
+    clearTimeout(this.timer);
+  }
+
+  /** Reports the running attempt, if it has not been reported yet. */
+  private reportCurrent(outcome: AttemptOutcome, code: string | undefined, message: string): void {
+    if (this.runner && !this.reported.has(this.runner.attempt)) this.report(this.runner.attempt, outcome, code, message);
+  }
+
+  private report(attempt: number, outcome: AttemptOutcome, code: string | undefined, message: string): void {
+    if (this.reported.has(attempt)) return;
+    this.reported.add(attempt);
+    const p = this.punchMsg?.attempt === attempt ? this.punchMsg : undefined;
+    const event: AttemptEvent = {
+      peerId: this.peerId,
+      coordId: this.key,
+      role: this.role,
+      attempt,
+      mode: p?.mode,
+      route: p?.route,
+      remote: p?.remote,
+      outcome,
+      code,
+      message,
+      elapsedMs: performance.now() - this.preparedAt,
+    };
+    this.events.push(event);
+    this.hooks.attempt(event);
+  }
+}

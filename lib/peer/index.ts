@@ -1,0 +1,22 @@
+/**
+ * The Peer API: register with a rendezvous server, dial other peers, accept their dials.
+ */
+export { Peer } from './peer.js';
+export type { PeerEvents } from './peer.js';
+export { directStrategy, BUILTIN_STRATEGIES } from './strategies.js';
+export { DEFAULT_DIAL_TIMEOUT_MS } from './options.js';
+export { directAuth } from './handshake.js';
+export type { DirectAuthParams } from './handshake.js';
+export type {
+  AttemptEvent,
+  AttemptOutcome,
+  ConnectionInfo,
+  DialContext,
+  DialOptions,
+  DialResult,
+  DialStrategy,
+  DialTimings,
+  IncomingDial,
+  PeerOptions,
+  Role,
+} from './types.js';

@@ -1,0 +1,308 @@
+/**
+ * The Peer: keeps a registered control connection to the rendezvous server (reconnecting with backoff), dials
+ * other peers through a pluggable strategy, and emits `connection` for dials that reach it.
+ *
+ * Errors of `dial()` (TcpPunchError, with `peerId` and `attempts`: the AttemptEvents of this side):
+ * `ERR_PEER_OFFLINE`, `ERR_PEER_REFUSED`, `ERR_PEER_BUSY`, `ERR_TOO_MANY_PENDING`, `ERR_SERVER_BUSY`,
+ * `ERR_SERVER_CLOSING`, `ERR_INVALID_TARGET`, `ERR_PUNCH_FAILED` (every attempt failed), `ERR_HANDSHAKE_FAILED`,
+ * `ETIMEDOUT`, `ABORT_ERR`, `ERR_SERVER_DISCONNECTED`, `ERR_PEER_CLOSED`.
+ */
+import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
+
+import { AbortError, TcpPunchError, throwIfAborted } from '../errors.js';
+import { wrapPairKey } from '../protocol/crypto.js';
+import type { Endpoint } from '../protocol/fields.js';
+import type { Message, Msg } from '../protocol/messages.js';
+import type { AttemptEnv } from './attempt.js';
+import { ControlConnection, FATAL_CODES } from './control.js';
+import { PeerCoordination } from './coordination.js';
+import { checkPeerId, resolveDialOptions, resolvePeerOptions } from './options.js';
+import type { ResolvedPeerOptions } from './options.js';
+import type { AttemptEvent, ConnectionInfo, DialOptions, DialResult, PeerOptions } from './types.js';
+
+/** Events of a {@link Peer}. */
+export interface PeerEvents {
+  /** Another peer dialled this one and the direct socket is up and authenticated. */
+  connection: [socket: Socket, info: ConnectionInfo];
+  /** One attempt of a dial (either side) ended, successfully or with a reason. */
+  attempt: [event: AttemptEvent];
+  /** (Re-)registered with the server. */
+  online: [];
+  /** Lost the control connection; reconnecting unless the error is fatal. */
+  offline: [err: Error | undefined];
+  /** The peer stopped for good: `close()` (no error) or a fatal registration error (ERR_ID_TAKEN, ERR_REPLACED...). */
+  close: [err: Error | undefined];
+}
+
+interface PendingRequest {
+  peerId: string;
+  startedAt: number;
+  onCoord(pc: PeerCoordination): void;
+  onReject(err: TcpPunchError): void;
+}
+
+/** A peer registered with a rendezvous server. Create it with {@link Peer.connect}. */
+export class Peer extends EventEmitter<PeerEvents> {
+  /** This peer's id. */
+  readonly id: string;
+  private readonly opts: ResolvedPeerOptions;
+  private conn: ControlConnection | undefined;
+  private env: AttemptEnv | undefined;
+  private draining = false;
+  private closed = false;
+  private reqSeq = 0;
+  private lastToken: Uint8Array | undefined;
+  private readonly requests = new Map<number, PendingRequest>();
+  private readonly coords = new Map<string, PeerCoordination>();
+  private onlineWaiters = new Set<() => void>();
+  private reconnectTimer: NodeJS.Timeout | undefined;
+
+  private constructor(opts: ResolvedPeerOptions) {
+    super();
+    this.opts = opts;
+    this.id = opts.id;
+    this.lastToken = opts.token;
+  }
+
+  /**
+   * Connects to the server and registers `options.id`; resolves once registered.
+   * @throws ERR_INVALID_ARG_* for bad options; TcpPunchError `ERR_SERVER_UNREACHABLE`, `ETIMEDOUT`,
+   * `ERR_AUTH_FAILED`, `ERR_AUTH_REQUIRED`, `ERR_ID_TAKEN`, `ERR_SERVER_AUTH_FAILED`, `ERR_SERVER_CLOSING`.
+   */
+  static async connect(options: PeerOptions): Promise<Peer> {
+    const peer = new Peer(resolvePeerOptions(options));
+    await peer.open();
+    return peer;
+  }
+
+  /** True while registered with the server. */
+  get online(): boolean {
+    return this.conn !== undefined && !this.draining;
+  }
+
+  /** Open servers: the token proving this peer holds its id; pass it as `options.token` to reclaim the id later. */
+  get token(): Uint8Array | undefined {
+    return this.lastToken && Uint8Array.from(this.lastToken);
+  }
+
+  /** This peer's control connection address as the server sees it. */
+  get observed(): Endpoint | undefined {
+    return this.conn && { ...this.conn.observed };
+  }
+
+  /**
+   * Dials `peerId` and resolves with an authenticated socket.
+   * @throws ERR_INVALID_ARG_* synchronously-rejected for bad arguments; see the module doc for the codes.
+   */
+  async dial(peerId: string, options: DialOptions = {}): Promise<DialResult> {
+    checkPeerId(peerId, 'peerId');
+    const { timeoutMs, signal, strategy } = resolveDialOptions(options, this.opts.strategies);
+    if (this.closed) throw new TcpPunchError('ERR_PEER_CLOSED', 'The peer is closed');
+    throwIfAborted(signal);
+    const ac = new AbortController();
+    const onAbort = (): void => ac.abort(signal?.reason);
+    signal?.addEventListener('abort', onAbort, { once: true });
+    try {
+      return await strategy.dial({
+        peerId,
+        timeoutMs,
+        signal: ac.signal,
+        direct: () => this.dialDirect(peerId, timeoutMs, ac.signal),
+      });
+    } finally {
+      signal?.removeEventListener('abort', onAbort);
+    }
+  }
+
+  /** Closes the control connection and cancels dials in flight. Sockets already handed out stay open. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.reconnectTimer);
+    // The server tells the other sides (ERR_PEER_OFFLINE) when the control connection closes.
+    this.failAll(new TcpPunchError('ERR_PEER_CLOSED', 'The peer was closed'), false);
+    for (const w of this.onlineWaiters) w();
+    const conn = this.conn;
+    this.conn = undefined;
+    await conn?.close();
+    this.emit('close', undefined);
+  }
+
+  private async open(): Promise<void> {
+    const o = this.opts;
+    const conn = await ControlConnection.open({
+      server: o.server,
+      id: o.id,
+      idKey: o.idKey,
+      token: this.lastToken,
+      localAddress: o.localAddress,
+      timeoutMs: o.connectTimeoutMs,
+    });
+    if (this.closed) return void conn.close();
+    this.conn = conn;
+    this.draining = false;
+    this.lastToken = conn.token ?? this.lastToken;
+    this.env = { server: conn.server, family: conn.family, localAddress: o.localAddress, punch: o.punch };
+    conn.on('message', (msg) => this.onMessage(msg));
+    conn.on('close', (err) => this.onClose(conn, err));
+    conn.start();
+    for (const w of this.onlineWaiters) w();
+    this.emit('online');
+    if (conn.closed) this.onClose(conn, undefined);
+  }
+
+  private onClose(conn: ControlConnection, err: Error | undefined): void {
+    if (this.conn !== conn) return;
+    this.conn = undefined;
+    this.failAll(new TcpPunchError('ERR_SERVER_DISCONNECTED', 'Lost the connection to the server', { cause: err }), false);
+    if (this.closed) return;
+    this.emit('offline', err);
+    const code = (err as { code?: unknown } | undefined)?.code;
+    if (typeof code === 'string' && FATAL_CODES.has(code)) return this.terminate(err!);
+    if (!this.opts.reconnect) return this.terminate(err ?? new TcpPunchError('ERR_SERVER_DISCONNECTED', 'Lost the server'));
+    this.scheduleReconnect(0);
+  }
+
+  private scheduleReconnect(n: number): void {
+    const { minDelayMs, maxDelayMs } = this.opts.reconnect!;
+    const delay = Math.min(maxDelayMs, minDelayMs * 2 ** Math.min(n, 20)) * (0.5 + Math.random() / 2);
+    this.reconnectTimer = setTimeout(() => {
+      this.open().catch((err: unknown) => {
+        const code = (err as { code?: unknown }).code;
+        if (typeof code === 'string' && FATAL_CODES.has(code)) return this.terminate(err as Error);
+        if (!this.closed) this.scheduleReconnect(n + 1);
+      });
+    }, delay);
+  }
+
+  private terminate(err: Error): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const w of this.onlineWaiters) w();
+    this.emit('close', err);
+  }
+
+  private failAll(err: TcpPunchError, notify: boolean): void {
+    for (const r of [...this.requests.values()]) r.onReject(err);
+    this.requests.clear();
+    for (const pc of [...this.coords.values()]) pc.cancel(new TcpPunchError(err.code, err.message), notify);
+  }
+
+  private onMessage(msg: Message): void {
+    switch (msg.type) {
+      case 'coord':
+        return this.onCoord(msg);
+      case 'reject': {
+        const r = this.requests.get(msg.reqId);
+        return r?.onReject(new TcpPunchError(msg.code, msg.message));
+      }
+      case 'prepare':
+      case 'sync':
+      case 'punch':
+      case 'end':
+        return this.coords.get(Buffer.from(msg.coordId).toString('hex'))?.handle(msg);
+      case 'goaway':
+        this.draining = true;
+        return;
+      default:
+        return;
+    }
+  }
+
+  private onCoord(msg: Msg<'coord'>): void {
+    const conn = this.conn!;
+    const request = msg.role === 'initiator' ? this.requests.get(msg.reqId) : undefined;
+    const pc = new PeerCoordination(
+      msg,
+      wrapPairKey(conn.sessionKey, msg.coordId, msg.pairKey),
+      this.env!,
+      { send: (m) => conn.send(m), attempt: (ev) => this.emit('attempt', ev) },
+      request?.startedAt ?? performance.now(),
+    );
+    this.coords.set(pc.key, pc);
+    const forget = (): void => void this.coords.delete(pc.key);
+    pc.result.then(forget, forget);
+    if (msg.role === 'initiator') {
+      if (!request) return pc.cancel(new AbortError('The dial was abandoned before the server answered'), true);
+      return request.onCoord(pc);
+    }
+    pc.result.then(({ socket, ...info }) => {
+      if (this.listenerCount('connection') === 0) return void socket.destroy();
+      this.emit('connection', socket, info);
+    }, () => undefined);
+    const refuse = (): void => pc.cancel(new TcpPunchError('ERR_PEER_REFUSED', `${this.id} refused the connection`), true);
+    if (this.listenerCount('connection') === 0) return refuse(); // nobody would take the socket
+    const { accept } = this.opts;
+    if (!accept) return;
+    pc.hold();
+    Promise.resolve()
+      .then(() => accept({ peerId: msg.peer, path: 'direct' }))
+      .then((ok) => (ok === true ? pc.open() : refuse()), refuse);
+  }
+
+  private dialDirect(peerId: string, timeoutMs: number, signal: AbortSignal): Promise<DialResult> {
+    const startedAt = performance.now();
+    return new Promise<DialResult>((resolve, reject) => {
+      let pc: PeerCoordination | undefined;
+      let reqId = 0;
+      let done = false;
+      const finish = (err: Error | undefined, res?: DialResult): void => {
+        if (done) return void res?.socket.destroy();
+        done = true;
+        clearTimeout(timer);
+        signal.removeEventListener('abort', onAbort);
+        this.onlineWaiters.delete(send);
+        this.requests.delete(reqId);
+        if (err) {
+          if (!pc) this.emit('attempt', rejected(peerId, err));
+          reject(err);
+        } else resolve(res!);
+      };
+      const stop = (err: TcpPunchError): void => {
+        finish(err);
+        pc?.cancel(err, true);
+      };
+      const timer = setTimeout(() => stop(new TcpPunchError('ETIMEDOUT', `Dial to ${peerId} timed out after ${timeoutMs} ms`, { peerId })), timeoutMs);
+      const onAbort = (): void => stop(new AbortError(undefined, signal.reason));
+      signal.addEventListener('abort', onAbort, { once: true });
+      const send = (): void => {
+        this.onlineWaiters.delete(send);
+        if (done) return;
+        if (this.closed) return finish(new TcpPunchError('ERR_PEER_CLOSED', 'The peer is closed'));
+        if (!this.conn || this.draining) return void this.onlineWaiters.add(send); // wait for (re)registration
+        reqId = this.reqSeq = (this.reqSeq % 0xfffffffe) + 1;
+        this.requests.set(reqId, {
+          peerId,
+          startedAt,
+          onCoord: (c) => {
+            pc = c;
+            this.requests.delete(reqId);
+            c.result.then((r) => finish(undefined, r), (e: Error) => finish(e));
+          },
+          onReject: (e) => finish(Object.assign(e, { peerId })),
+        });
+        const left = Math.max(1, Math.floor(timeoutMs - (performance.now() - startedAt)));
+        this.conn.send({ type: 'connect', reqId, target: peerId, path: 'direct', timeoutMs: left });
+      };
+      send();
+    });
+  }
+}
+
+function rejected(peerId: string, err: Error): AttemptEvent {
+  const code = (err as { code?: unknown }).code;
+  return {
+    peerId,
+    coordId: '',
+    role: 'initiator',
+    attempt: 0,
+    mode: undefined,
+    route: undefined,
+    remote: undefined,
+    outcome: code === 'ERR_PEER_OFFLINE' ? 'peer-offline' : code === 'ABORT_ERR' ? 'aborted' : code === 'ETIMEDOUT' ? 'timeout' : 'error',
+    code: typeof code === 'string' ? code : undefined,
+    message: err.message,
+    elapsedMs: 0,
+  };
+}

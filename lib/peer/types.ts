@@ -1,0 +1,145 @@
+/**
+ * Public types of the Peer API.
+ */
+import type { Socket } from 'node:net';
+
+import type { Endpoint } from '../protocol/fields.js';
+import type { ROLES } from '../protocol/messages.js';
+
+/** Which side of a dial a peer is on; assigned by the server (the dialer is the initiator). */
+export type Role = (typeof ROLES)[number];
+
+/** How an attempt ended. `ok` on success; otherwise why it failed. */
+export type AttemptOutcome =
+  | 'ok'
+  /** No connection (or no handshake) before the attempt's deadline. */
+  | 'timeout'
+  /** The connection was reset (a RST during the punch or the handshake). */
+  | 'rst'
+  /** Every SYN was refused (RST or ICMP unreachable) until the deadline. */
+  | 'refused'
+  /** The socket's far end failed the authenticated handshake (a stranger, or a mismatched attempt). */
+  | 'auth-failed'
+  /** The other peer is not registered, or went offline during the dial. */
+  | 'peer-offline'
+  /** A local failure: binding the port, the observe connection, the control connection... */
+  | 'error'
+  /** The dial was cancelled (signal, deadline, or the other side cancelled). */
+  | 'aborted';
+
+/** Emitted as `attempt` for each attempt (and for a dial rejected before any attempt, with `attempt: 0`). */
+export interface AttemptEvent {
+  /** The other peer. */
+  peerId: string;
+  /** The coordination's id (hex), empty when the server rejected the dial outright. */
+  coordId: string;
+  role: Role;
+  /** 1-based attempt number; 0 when the dial failed before any attempt. */
+  attempt: number;
+  /** `reverse`: connection reversal (no sync); `sync`: simultaneous open at the synchronised moment. */
+  mode: 'sync' | 'reverse' | undefined;
+  /** Which of the other side's endpoints was punched towards. */
+  route: 'public' | 'private' | 'hairpin' | undefined;
+  /** The endpoint punched towards, once known. */
+  remote: Endpoint | undefined;
+  outcome: AttemptOutcome;
+  /** The error code behind a failure (`ETIMEDOUT`, `ECONNREFUSED`, `ERR_AUTH_FAILED`, ...). */
+  code: string | undefined;
+  message: string;
+  /** From the server's `prepare` to the outcome. */
+  elapsedMs: number;
+}
+
+/** Durations of a successful dial, in ms. */
+export interface DialTimings {
+  /** From `dial()` (or the incoming `coord`) to the connected, authenticated socket. */
+  totalMs: number;
+  /** Of the successful attempt: binding the port and the observe round trip. */
+  observeMs: number;
+  /** Of the successful attempt: the synchronisation delay the server asked for. */
+  delayMs: number;
+  /** Of the successful attempt: punch() itself. */
+  punchMs: number;
+  /** Of the successful attempt: the direct-auth exchange. */
+  handshakeMs: number;
+}
+
+/** What `peer.dial()` resolves to. */
+export interface DialResult {
+  /** The connected, authenticated socket. Attach an 'error' listener. */
+  socket: Socket;
+  /** Which path carries the stream. */
+  path: 'direct';
+  role: Role;
+  /** The other peer's id. */
+  peerId: string;
+  /** The other side's address as this socket sees it. */
+  remote: Endpoint;
+  /** The attempt that succeeded (1-based). */
+  attempt: number;
+  /** How it was reached: connection reversal or synchronised simultaneous open. */
+  mode: 'sync' | 'reverse';
+  timings: DialTimings;
+}
+
+/** Second argument of the `connection` event. */
+export type ConnectionInfo = Omit<DialResult, 'socket'>;
+
+/** Describes an incoming dial to the `accept` option. */
+export interface IncomingDial {
+  /** The dialing peer's id. */
+  peerId: string;
+  path: 'direct';
+}
+
+/** Options of `peer.dial()`. */
+export interface DialOptions {
+  /** Overall deadline; default 15000 ms (the server may cap it). */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  /** Name of the dial strategy; default `direct`. */
+  strategy?: string;
+}
+
+/** Options of `Peer.connect()`. */
+export interface PeerOptions {
+  /** The rendezvous server, `host:port` (`[v6]:port`) or an endpoint. */
+  server: string | Endpoint;
+  /** This peer's id: 1..64 printable ASCII characters without spaces. */
+  id: string;
+  /** The server's shared secret (the peer derives its id key from it). */
+  secret?: string | Uint8Array;
+  /** Alternatively the id key an operator derived for this id (`deriveIdKey(secret, id)`). */
+  idKey?: Uint8Array;
+  /** Open servers: the token issued at a previous registration (see `peer.token`), to reclaim the id. */
+  token?: Uint8Array;
+  /** Local address for the control connection and every punch port. */
+  localAddress?: string;
+  /** Deadline of each connection to the server (first connect and reconnects); default 10000 ms. */
+  connectTimeoutMs?: number;
+  /** Reconnect with exponential backoff when the server goes away; default `{ minDelayMs: 250, maxDelayMs: 10000 }`. */
+  reconnect?: boolean | { minDelayMs?: number; maxDelayMs?: number };
+  /**
+   * Decides on incoming dials (resolve `true` to accept); default: accept all while a `connection` listener is
+   * attached. A refused dialer gets `ERR_PEER_REFUSED`. Nothing of the attempt runs before the decision.
+   */
+  accept?: (dial: IncomingDial) => boolean | Promise<boolean>;
+  /** Passed to punch(). */
+  punch?: { retryDelayMs?: number; ttl?: number };
+  /** Additional dial strategies by name (see {@link DialStrategy}). */
+  strategies?: Record<string, DialStrategy>;
+}
+
+/** What a dial strategy can use. */
+export interface DialContext {
+  readonly peerId: string;
+  readonly timeoutMs: number;
+  readonly signal: AbortSignal;
+  /** Runs the server-coordinated direct connection (all its attempts) within the context's deadline. */
+  direct(): Promise<DialResult>;
+}
+
+/** A way of reaching a peer; `direct` is built in, the relay adds its own. */
+export interface DialStrategy {
+  dial(ctx: DialContext): Promise<DialResult>;
+}

@@ -1,0 +1,136 @@
+/**
+ * The native pump: the addon's I/O thread relays the bytes (splice(2) through pooled pipes on Linux, a buffer
+ * elsewhere), so no relayed byte ever enters JavaScript.
+ *
+ * Handover without losing a byte: `start()` checks that neither socket has anything buffered in JS, has the addon
+ * duplicate both fds, and destroys the JS sockets in the same synchronous step. Node cannot read from a socket
+ * between these steps (that would take a turn of its event loop), so from then on every byte the peers send sits
+ * in the kernel until the pump reads it. The `head` frames are written by the pump itself, before it relays a
+ * byte, so nothing written from JS can be left queued in Node either.
+ *
+ * {@link nativePump} is undefined where the addon cannot be loaded or predates the pump.
+ */
+import type { Socket } from 'node:net';
+
+import { TcpPunchError } from '../errors.js';
+import type { Binding } from '../native.js';
+import {
+  type Pump,
+  type PumpOptions,
+  type PumpResult,
+  type PumpSession,
+  type PumpStats,
+  type PumpStopReason,
+  checkPumpOptions,
+  checkPumpSockets,
+} from './pump-types.js';
+
+type Native = Pick<Binding, 'pumpStart' | 'pumpStop' | 'pumpStats' | 'pumpConfigure'>;
+
+/** Pool sizes of the native pump (see native/pipe_pool.h); absent keys keep their value. */
+export interface NativePumpConfig {
+  /** Pipes in all, idle or in use (Linux; default 64). 0 disables splice. Each costs 2 fds. */
+  maxPipes?: number;
+  /** Size asked of each pipe with F_SETPIPE_SZ (default 256 KiB). */
+  pipeSize?: number;
+  /** Copy buffers in all (default 256), used where splice is unavailable or all pipes are busy. */
+  maxBuffers?: number;
+  /** Size of a copy buffer (default 64 KiB). */
+  bufferSize?: number;
+  /** Idle pipes and buffers kept for reuse while sessions run (default 16 of each). */
+  maxIdle?: number;
+}
+
+/** @internal Options of the native pump beyond the common ones (tests use `splice: false`). */
+export interface NativePumpOptions extends PumpOptions {
+  /** false: copy through a buffer even where splice works. */
+  splice?: boolean;
+}
+
+const native: Native | undefined = await loadNative();
+
+async function loadNative(): Promise<Native | undefined> {
+  try {
+    const { binding } = await import('../native.js');
+    return typeof binding.pumpStart === 'function' ? binding : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+function fdOf(socket: Socket, name: string): number {
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) {
+    throw new TcpPunchError('ERR_PUMP_SOCKET', `socket ${name} has no file descriptor (not a TCP socket?)`);
+  }
+  return fd;
+}
+
+function createNativePump(n: Native): Pump {
+  return {
+    kind: 'native',
+    start(a: Socket, b: Socket, options: NativePumpOptions = {}): PumpSession {
+      checkPumpSockets(a, b);
+      const { maxBytes, maxDurationMs, headA, headB } = checkPumpOptions(options);
+      const fdA = fdOf(a, 'a');
+      const fdB = fdOf(b, 'b');
+      let resolve!: (r: PumpResult) => void;
+      const done = new Promise<PumpResult>((r) => (resolve = r));
+      let finished = false;
+      let id: number;
+      try {
+        const opts: Parameters<Native['pumpStart']>[2] = { maxBytes, maxDurationMs };
+        if (headA) opts.headA = headA;
+        if (headB) opts.headB = headB;
+        if (options.splice === false) opts.splice = false;
+        id = n.pumpStart(fdA, fdB, opts, (r) => {
+          finished = true;
+          resolve({ ...r });
+        });
+      } catch (err) {
+        const e = err as { code?: string; message?: string };
+        if (err instanceof TypeError || err instanceof RangeError) throw err;
+        throw new TcpPunchError(e.code ?? 'ERR_NATIVE', e.message ?? 'pumpStart failed', { cause: err });
+      }
+      // Same tick as the dup: Node never reads these sockets again. Their 'close' events still fire.
+      a.destroy();
+      b.destroy();
+      return {
+        id,
+        done,
+        stop(reason: PumpStopReason = 'stopped'): void {
+          if (!finished) n.pumpStop(id, reason);
+        },
+      };
+    },
+    stats(): PumpStats {
+      const s = n.pumpStats();
+      return {
+        kind: 'native',
+        sessions: s.sessions,
+        waiting: s.waiting,
+        pipesIdle: s.pipesIdle,
+        pipesInUse: s.pipesInUse,
+        buffersIdle: s.buffersIdle,
+        buffersInUse: s.buffersInUse,
+      };
+    },
+  };
+}
+
+/** The native pump, or undefined where the addon is unavailable. */
+export const nativePump: Pump | undefined = native ? createNativePump(native) : undefined;
+
+/**
+ * Sets the native pump's pool sizes (process-wide for this thread's addon instance).
+ * @throws TcpPunchError `ERR_PUMP_UNAVAILABLE` without the native pump.
+ */
+export function configureNativePump(config: NativePumpConfig): void {
+  if (!native) throw new TcpPunchError('ERR_PUMP_UNAVAILABLE', 'the native pump is not available');
+  native.pumpConfigure(config);
+}
+
+/** @internal The native pump's raw counters and configuration, for tests and metrics. */
+export function nativePumpStats(): ReturnType<Native['pumpStats']> | undefined {
+  return native?.pumpStats();
+}

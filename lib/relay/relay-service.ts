@@ -1,0 +1,368 @@
+/**
+ * RelayService: pairs the two holders of a relay session's tokens and pumps bytes between them.
+ *
+ * A joiner's connection starts with a `relay-join` frame carrying its token (the rendezvous server reads that frame
+ * and hands the socket over with {@link RelayService.handleJoin}; a standalone relay uses relay-server.ts). The
+ * first side waits, reading nothing but checking that it sends nothing, until the second side of the same session
+ * joins; then each gets a `relay-paired` frame and the pump (native by default) owns both sockets. Everything
+ * else is refused with an `error` frame and the connection closed:
+ *
+ * - `ERR_MALFORMED_FRAME`: the join frame's body is invalid;
+ * - `ERR_RELAY_PROTOCOL`: bytes arrived before `relay-paired` (a client must wait for it);
+ * - `ERR_RELAY_TOKEN_INVALID` / `_EXPIRED` / `_REUSED`: see tokens.ts;
+ * - `ERR_RELAY_TOKEN_MISMATCH`: the token does not complete the waiting side (same side twice, other peers) or its
+ *   session is already paired;
+ * - `ERR_RELAY_LIMIT_SESSIONS` / `_PEER` / `_IP`: a limit on sessions at once;
+ * - `ERR_RELAY_JOIN_TIMEOUT`: the second side did not come within `joinTimeoutMs`;
+ * - `ERR_RELAY_PEER_GONE`: the first side left before the second came; `ERR_RELAY_SESSION_ENDED`: too late;
+ * - `ERR_RELAY_BUSY` (token memory full), `ERR_RELAY_CLOSED` (shutting down), `ERR_RELAY_INTERNAL` (pump failed).
+ *
+ * How a limit reaches both peers: once the pump owns the bytes no frame can be added to the stream, so the relay
+ * (1) ends the session with a RST on both sockets rather than a FIN, so a reader never takes a cut stream for a
+ * complete one (Node may still report a RST that arrives behind unread data as a plain 'end': libuv treats
+ * POLLHUP after a partial read as EOF), and (2) always tells both peers why, on their control connections: for
+ * every session that ends or fails to start it calls `notify(peerId, relay-end message)` for both peer ids, with
+ * the reason, its code and the byte counts, and emits `session-end`. The rendezvous server wires `notify` to its
+ * control connections; the Peer API attaches the reason to the relayed stream.
+ */
+import { EventEmitter } from 'node:events';
+import type { Socket } from 'node:net';
+
+import { TcpPunchError, invalidArgType } from '../errors.js';
+import { unmapAddress } from '../protocol/fields.js';
+import type { Endpoint } from '../protocol/fields.js';
+import type { RawFrame } from '../protocol/frame.js';
+import { encodeMessage } from '../protocol/messages.js';
+import type { RelayMsg } from '../protocol/messages.js';
+import { readMessage } from '../protocol/stream.js';
+import { type RelayEndReason, type RelayJoin, decodeRelay, encodeRelayFrame, relayMessage } from './frames.js';
+import { Counter, type RelayLimits, Tombstones, resolveLimits } from './limits.js';
+import { type PumpKind, choosePump } from './pump.js';
+import type { Pump, PumpResult, PumpSession, PumpStats } from './pump-types.js';
+import { type RelayTokenClaims, type RelayTokenPair, RelayTokens } from './tokens.js';
+
+/** Options of a {@link RelayService}. */
+export interface RelayServiceOptions {
+  /** Secret to sign and check tokens with (at least 16 bytes); or pass `tokens`. */
+  secret?: Uint8Array | string;
+  /** A token authority to share, e.g. with a relay in another process using the same secret. */
+  tokens?: RelayTokens;
+  /** Lifetime of issued tokens in ms when `secret` is given; default 60000. */
+  tokenTtlMs?: number;
+  limits?: Partial<RelayLimits>;
+  /** The pump, or which kind to pick; default 'auto' (native where available). */
+  pump?: Pump | PumpKind;
+  /** Delivers a relay message (`relay-end`) to a peer's control connection; the rendezvous server wires this. */
+  notify?: (peerId: string, msg: RelayMsg) => void;
+  /** How long a refused connection may linger for its peer to read the error frame; default 1000 ms. */
+  lingerMs?: number;
+}
+
+/** A session that started relaying. */
+export interface RelaySessionInfo {
+  sessionId: string;
+  /** Peer ids of sides a and b. */
+  a: string;
+  b: string;
+}
+
+/** How a session ended (or why it never started). */
+export interface RelaySessionEnd extends RelaySessionInfo {
+  reason: RelayEndReason;
+  /** The code reported to the peers: '' for `eof`, else an ERR_* or errno code. */
+  code: string;
+  bytesAToB: number;
+  bytesBToA: number;
+  durationMs: number;
+}
+
+/** Counters of a {@link RelayService}. */
+export interface RelayStats {
+  pending: number;
+  active: number;
+  started: number;
+  /** Sessions ended, by reason. */
+  ended: Record<string, number>;
+  /** Refused joins, by code. */
+  rejected: Record<string, number>;
+  pump: PumpStats;
+}
+
+export interface RelayServiceEvents {
+  session: [info: RelaySessionInfo];
+  'session-end': [end: RelaySessionEnd];
+  rejected: [info: { code: string; remote: string; sessionId?: string }];
+}
+
+interface Joiner {
+  socket: Socket;
+  claims: RelayTokenClaims;
+  ip: string;
+}
+
+interface Pending extends Joiner {
+  timer: NodeJS.Timeout;
+  detach: () => void;
+}
+
+interface Active {
+  info: RelaySessionInfo;
+  joiners: [Joiner, Joiner];
+  session: PumpSession;
+  done: Promise<void>;
+}
+
+const EMPTY = Buffer.alloc(0);
+const CODE_OF: Partial<Record<RelayEndReason, string>> = {
+  'limit-bytes': 'ERR_RELAY_LIMIT_BYTES',
+  'limit-duration': 'ERR_RELAY_LIMIT_DURATION',
+  stopped: 'ERR_RELAY_STOPPED',
+};
+
+/** The relay. */
+export class RelayService extends EventEmitter<RelayServiceEvents> {
+  readonly tokens: RelayTokens;
+  readonly limits: RelayLimits;
+  readonly pump: Pump;
+  private readonly notify: ((peerId: string, msg: RelayMsg) => void) | undefined;
+  private readonly lingerMs: number;
+  private readonly pending = new Map<string, Pending>();
+  private readonly active = new Map<string, Active>();
+  private readonly perPeer = new Counter();
+  private readonly perIp = new Counter();
+  private readonly tombstones = new Tombstones();
+  private readonly counts = { started: 0, ended: {} as Record<string, number>, rejected: {} as Record<string, number> };
+  private closing = false;
+
+  constructor(options: RelayServiceOptions) {
+    super();
+    if (typeof options !== 'object' || options === null) throw invalidArgType('options', 'an object', options);
+    const { secret, tokens, tokenTtlMs, limits, pump = 'auto', notify, lingerMs = 1000 } = options;
+    if (tokens !== undefined && !(tokens instanceof RelayTokens)) throw invalidArgType('options.tokens', 'RelayTokens', tokens);
+    if (tokens === undefined && secret === undefined) throw invalidArgType('options.secret', 'a secret (or options.tokens)', secret);
+    if (notify !== undefined && typeof notify !== 'function') throw invalidArgType('options.notify', 'a function', notify);
+    this.tokens = tokens ?? new RelayTokens({ secret: secret!, ...(tokenTtlMs === undefined ? {} : { ttlMs: tokenTtlMs }) });
+    this.limits = resolveLimits(limits);
+    this.pump = typeof pump === 'string' ? choosePump(pump) : pump;
+    this.notify = notify;
+    this.lingerMs = lingerMs;
+  }
+
+  /** Issues the two tokens of a new session between peers `a` and `b` (for the rendezvous server). */
+  issueTokens(pair: { a: string; b: string; ttlMs?: number }): RelayTokenPair {
+    return this.tokens.issue(pair);
+  }
+
+  /** The `relay-token` messages to send to peers `a` and `b` on their control connections. */
+  grants(issued: RelayTokenPair, pair: { a: string; b: string }, options: { reqId?: number; relay?: Endpoint[] } = {}) {
+    const { reqId = 0, relay = [] } = options;
+    const expiresInMs = Math.max(0, issued.expiresAt - Date.now());
+    const grant = (side: 'a' | 'b', token: string, peer: string): RelayMsg =>
+      relayMessage('relay-token', { reqId, sessionId: issued.sessionId, side, peer, token, expiresInMs, relay });
+    return { a: grant('a', issued.a, pair.b), b: grant('b', issued.b, pair.a) };
+  }
+
+  /**
+   * Takes over a connection whose first frame was `relay-join`. `rest` holds bytes the caller read after that frame
+   * (there must be none: a client waits for `relay-paired`). The relay owns the socket from now on.
+   */
+  handleJoin(socket: Socket, join: RelayMsg | RawFrame | RelayJoin, rest: Buffer = EMPTY, info: { remote?: Endpoint } = {}): void {
+    socket.on('error', () => {}); // failures are handled where they matter; never an unhandled 'error'
+    const ip = unmapAddress(info.remote?.host ?? socket.remoteAddress);
+    if (this.closing) return this.refuse(socket, ip, 'ERR_RELAY_CLOSED', 'The relay is shutting down');
+    let token: string;
+    try {
+      token = 'token' in join ? join.token : decodeJoin(join);
+    } catch (err) {
+      return this.refuse(socket, ip, 'ERR_MALFORMED_FRAME', (err as Error).message);
+    }
+    if (rest.length > 0 || socket.readableLength > 0)
+      return this.refuse(socket, ip, 'ERR_RELAY_PROTOCOL', 'Data arrived before relay-paired');
+    let claims: RelayTokenClaims;
+    try {
+      claims = this.tokens.verify(token);
+    } catch (err) {
+      return this.refuse(socket, ip, (err as TcpPunchError).code, (err as Error).message);
+    }
+    const now = Date.now();
+    const sid = claims.sid;
+    if (this.tokens.isUsed(claims)) return this.refuse(socket, ip, 'ERR_RELAY_TOKEN_REUSED', 'The relay token was already used', sid);
+    const dead = this.tombstones.get(sid, now);
+    if (dead) return this.refuse(socket, ip, dead, 'This relay session is over', sid);
+    if (this.active.has(sid)) return this.refuse(socket, ip, 'ERR_RELAY_TOKEN_MISMATCH', 'This relay session is already paired', sid);
+
+    const first = this.pending.get(sid);
+    if (first && (first.claims.side === claims.side || first.claims.peer !== claims.other || first.claims.other !== claims.peer))
+      return this.refuse(socket, ip, 'ERR_RELAY_TOKEN_MISMATCH', 'The token does not complete this relay session', sid);
+    const limit =
+      !first && this.pending.size + this.active.size >= this.limits.maxSessions
+        ? 'ERR_RELAY_LIMIT_SESSIONS'
+        : this.perPeer.get(claims.peer) >= this.limits.maxSessionsPerPeer
+          ? 'ERR_RELAY_LIMIT_PEER'
+          : this.perIp.get(ip) >= this.limits.maxSessionsPerIp
+            ? 'ERR_RELAY_LIMIT_IP'
+            : undefined;
+    if (limit) {
+      // Reported to both sides: the one waiting (if any) is refused too, and a late one finds the tombstone.
+      this.refuse(socket, ip, limit, 'Relay limit reached', sid);
+      if (first) this.dropPending(first, limit, 'rejected');
+      else this.ended(claims, limit, 'rejected');
+      return;
+    }
+    try {
+      this.tokens.consume(claims);
+    } catch (err) {
+      return this.refuse(socket, ip, (err as TcpPunchError).code, (err as Error).message, sid);
+    }
+    this.perPeer.add(claims.peer);
+    this.perIp.add(ip);
+    const joiner: Joiner = { socket, claims, ip };
+    if (first) this.pair(first, joiner);
+    else this.wait(joiner);
+  }
+
+  /**
+   * Reads the `relay-join` frame itself, then {@link handleJoin}: for a relay listening on a port of its own.
+   * A connection that sends no valid join frame within `timeoutMs` is refused.
+   */
+  accept(socket: Socket, options: { timeoutMs?: number } = {}): void {
+    socket.on('error', () => {});
+    const ip = unmapAddress(socket.remoteAddress);
+    readMessage(socket, { timeoutMs: options.timeoutMs ?? 5000, maxFrameSize: 2048 }).then(
+      (msg) => {
+        if (msg.type !== 'relay-join') return this.refuse(socket, ip, 'ERR_UNEXPECTED_MESSAGE', `Expected relay-join, got ${msg.type}`);
+        this.handleJoin(socket, msg as RelayMsg);
+      },
+      (err: TcpPunchError) => this.refuse(socket, ip, err.code ?? 'ERR_MALFORMED_FRAME', err.message),
+    );
+  }
+
+  stats(): RelayStats {
+    const { started, ended, rejected } = this.counts;
+    return { pending: this.pending.size, active: this.active.size, started, ended: { ...ended }, rejected: { ...rejected }, pump: this.pump.stats() };
+  }
+
+  /** Refuses new joins, fails waiting ones and stops every session (reason `stopped`); resolves when all ended. */
+  async close(): Promise<void> {
+    this.closing = true;
+    for (const p of [...this.pending.values()]) this.dropPending(p, 'ERR_RELAY_CLOSED', 'stopped');
+    const all = [...this.active.values()];
+    for (const a of all) a.session.stop('stopped');
+    await Promise.all(all.map((a) => a.done));
+  }
+
+  private wait(joiner: Joiner): void {
+    const { socket, claims } = joiner;
+    const onData = (): void => this.dropPending(pending, 'ERR_RELAY_PROTOCOL', 'rejected', 'Data arrived before relay-paired');
+    const onGone = (): void => this.dropPending(pending, 'ERR_RELAY_PEER_GONE', 'peer-gone');
+    const pending: Pending = {
+      ...joiner,
+      timer: setTimeout(() => this.dropPending(pending, 'ERR_RELAY_JOIN_TIMEOUT', 'join-timeout'), this.limits.joinTimeoutMs),
+      detach: () => {
+        clearTimeout(pending.timer);
+        socket.off('data', onData);
+        socket.off('end', onGone);
+        socket.off('close', onGone);
+      },
+    };
+    pending.timer.unref();
+    this.pending.set(claims.sid, pending);
+    // Reading only to notice a close: a well-behaved first side sends nothing until relay-paired.
+    socket.on('data', onData);
+    socket.on('end', onGone);
+    socket.on('close', onGone);
+  }
+
+  private pair(first: Pending, second: Joiner): void {
+    first.detach();
+    this.pending.delete(first.claims.sid);
+    const [a, b] = first.claims.side === 'a' ? [first as Joiner, second] : [second, first as Joiner];
+    const sid = a.claims.sid;
+    const info: RelaySessionInfo = { sessionId: sid, a: a.claims.peer, b: b.claims.peer };
+    const { maxBytesPerSession: maxBytes, maxDurationMs } = this.limits;
+    const paired = (side: 'a' | 'b', peer: string): Buffer =>
+      encodeRelayFrame('relay-paired', { sessionId: sid, side, peer, maxBytes, maxDurationMs });
+    let session: PumpSession;
+    try {
+      session = this.pump.start(a.socket, b.socket, { maxBytes, maxDurationMs, headA: paired('a', b.claims.peer), headB: paired('b', a.claims.peer) });
+    } catch (err) {
+      const code = (err as TcpPunchError).code === 'ERR_PUMP_SOCKET' ? 'ERR_RELAY_PEER_GONE' : 'ERR_RELAY_INTERNAL';
+      for (const j of [a, b]) this.release(j);
+      for (const j of [a, b]) this.refuse(j.socket, j.ip, code, `The relay could not start: ${(err as Error).message}`, sid);
+      this.ended(a.claims, code, code === 'ERR_RELAY_PEER_GONE' ? 'peer-gone' : 'error');
+      return;
+    }
+    this.counts.started++;
+    const active: Active = { info, joiners: [a, b], session, done: session.done.then((r) => this.finish(active, r)) };
+    this.active.set(sid, active);
+    this.emit('session', info);
+  }
+
+  private finish(active: Active, r: PumpResult): void {
+    const { info, joiners } = active;
+    this.active.delete(info.sessionId);
+    for (const j of joiners) this.release(j);
+    const code = r.reason === 'eof' ? '' : (CODE_OF[r.reason] ?? r.error ?? 'ERR_RELAY_INTERNAL');
+    this.ended(joiners[0].claims, code, r.reason, r);
+  }
+
+  /** Removes a waiting first side, refuses its connection with `code` and reports the end to both peers. */
+  private dropPending(p: Pending, code: string, reason: RelayEndReason, message = 'The relay session could not start'): void {
+    if (this.pending.get(p.claims.sid) !== p) return;
+    p.detach();
+    this.pending.delete(p.claims.sid);
+    this.release(p);
+    this.refuse(p.socket, p.ip, code, code === 'ERR_RELAY_JOIN_TIMEOUT' ? 'The other side did not join in time' : message, p.claims.sid);
+    this.ended(p.claims, code, reason);
+  }
+
+  private release(j: Joiner): void {
+    this.perPeer.remove(j.claims.peer);
+    this.perIp.remove(j.ip);
+  }
+
+  /** Records how a session ended, tells both peers, and remembers it for late joiners. */
+  private ended(claims: RelayTokenClaims, code: string, reason: RelayEndReason, r?: PumpResult): void {
+    const [a, b] = claims.side === 'a' ? [claims.peer, claims.other] : [claims.other, claims.peer];
+    const end: RelaySessionEnd = {
+      sessionId: claims.sid,
+      a,
+      b,
+      reason,
+      code,
+      bytesAToB: r?.bytesAToB ?? 0,
+      bytesBToA: r?.bytesBToA ?? 0,
+      durationMs: r?.durationMs ?? 0,
+    };
+    this.tombstones.set(claims.sid, code || 'ERR_RELAY_SESSION_ENDED', claims.exp, Date.now());
+    this.counts.ended[reason] = (this.counts.ended[reason] ?? 0) + 1;
+    this.emit('session-end', end);
+    if (!this.notify) return;
+    const send = (peer: string, sent: number, received: number): void => {
+      try {
+        this.notify!(peer, relayMessage('relay-end', { sessionId: claims.sid, reason, code, bytesSent: sent, bytesReceived: received }));
+      } catch {
+        // the server's problem (peer offline, connection closing): the relay's state is already consistent
+      }
+    };
+    send(a, end.bytesAToB, end.bytesBToA);
+    send(b, end.bytesBToA, end.bytesAToB);
+  }
+
+  /** Sends an `error` frame and closes the connection once it is flushed (or after `lingerMs`). */
+  private refuse(socket: Socket, ip: string, code: string, message: string, sessionId?: string): void {
+    this.counts.rejected[code] = (this.counts.rejected[code] ?? 0) + 1;
+    this.emit('rejected', sessionId === undefined ? { code, remote: ip } : { code, remote: ip, sessionId });
+    if (socket.destroyed) return;
+    socket.on('error', () => {});
+    socket.resume(); // discard input, so the peer's FIN is seen
+    if (socket.writable) socket.end(encodeMessage({ type: 'error', code, message: message.slice(0, 200) }));
+    setTimeout(() => socket.destroy(), this.lingerMs).unref();
+  }
+}
+
+function decodeJoin(join: RelayMsg | RawFrame): string {
+  const decoded = decodeRelay(join);
+  if (decoded.name !== 'relay-join') throw new TcpPunchError('ERR_UNEXPECTED_MESSAGE', `Expected relay-join, got ${decoded.name}`);
+  return decoded.token;
+}

@@ -1,0 +1,9 @@
+/**
+ * The rendezvous server: registration, observation and coordination of direct connections.
+ */
+export { startServer, RendezvousServer } from './server.js';
+export type { ServerStats } from './server.js';
+export { SERVER_DEFAULTS } from './options.js';
+export type { ServerOptions, RelayHooks, ControlContext } from './options.js';
+export { MemoryRegistry } from './registry.js';
+export type { Registry, IdRecord, MemoryRegistryOptions } from './registry.js';

@@ -1,0 +1,186 @@
+/**
+ * Options of the rendezvous server, their defaults (suited to a public server) and their validation.
+ */
+import type { Socket } from 'node:net';
+
+import { invalidArgType, outOfRange } from '../errors.js';
+import { DEFAULT_MAX_FRAME_SIZE, MAX_FRAME_SIZE } from '../protocol/frame.js';
+import type { Endpoint } from '../protocol/fields.js';
+import type { Message, RelayMsg } from '../protocol/messages.js';
+import type { Registry } from './registry.js';
+
+/** What a relay-range message handler on a control connection can do. */
+export interface ControlContext {
+  /** The registered id of the peer that sent the message. */
+  readonly peerId: string;
+  /** Sends a message on the peer's control connection; false once it is closing. */
+  send(msg: Message): boolean;
+  /** Sends an `error` frame and closes the control connection. */
+  fail(code: string, message: string): void;
+}
+
+/** Hooks through which the relay plugs into the server's port. */
+export interface RelayHooks {
+  /**
+   * A connection's first frame was `relay-join` (type 0x40). The server has stopped reading the socket and
+   * forgotten it (it still counts it towards the per-IP connection limit until it closes): `rest` holds any bytes
+   * that arrived after the join frame. The handler owns the socket from now on.
+   */
+  onRelayJoin?(socket: Socket, join: RelayMsg, rest: Buffer, info: { remote: Endpoint }): void;
+  /** A registered peer sent a relay-range message (0x40..0x4f) on its control connection. */
+  onControlMessage?(ctx: ControlContext, msg: RelayMsg): void;
+}
+
+/** Options of {@link startServer}. Every limit has a default suited to a public server. */
+export interface ServerOptions {
+  /** Address to listen on; default: all addresses (Node's default, dual-stack where available). */
+  host?: string;
+  /** Port to listen on; default 0 (the system picks one; see `address()`). */
+  port?: number;
+  /**
+   * Shared secret. When set, peers authenticate with `HMAC(secret, id)` derived keys (docs/PROTOCOL.md);
+   * when absent the server is open: an id belongs to its first registrant, who proves a server-issued token.
+   */
+  secret?: string | Uint8Array;
+  /** Where id credentials live; default an in-memory registry. */
+  registry?: Registry;
+  /** Largest accepted frame body in bytes (default 4096, at most 65535). */
+  maxFrameSize?: number;
+  /** Time a new connection has to complete its handshake (auth, or its observe frame); default 5000 ms. */
+  handshakeTimeoutMs?: number;
+  /** A registered peer that sends nothing for this long is disconnected; default 60000 ms. */
+  idleTimeoutMs?: number;
+  /** Keepalive interval the server asks peers to use; default 20000 ms. */
+  keepaliveMs?: number;
+  /** Maximum simultaneous connections; default 10000. */
+  maxConnections?: number;
+  /** Maximum simultaneous connections from one IP address; default 256. */
+  maxConnectionsPerIp?: number;
+  /** New connections per second allowed from one IP (token bucket refill); default 50. */
+  connectionRatePerIp?: number;
+  /** Burst of new connections allowed from one IP; default 200. */
+  connectionBurstPerIp?: number;
+  /** Frames per second allowed on one connection (token bucket refill); default 200. */
+  frameRate?: number;
+  /** Burst of frames allowed on one connection; default 500. */
+  frameBurst?: number;
+  /** Coordinations one peer may take part in at once (either side); default 64. */
+  maxPendingPerPeer?: number;
+  /** Coordinations in flight on the whole server; default 4096. */
+  maxCoordinations?: number;
+  /** Punch attempts per dial, each with a fresh port and a fresh sync; default 3. */
+  maxAttempts?: number;
+  /** Time allowed for the punch of one attempt; default 5000 ms. */
+  attemptTimeoutMs?: number;
+  /** Dial deadline used when the dialer asks for none; default 15000 ms. */
+  defaultDialTimeoutMs?: number;
+  /** Upper bound of a dial deadline a peer may ask for; default 60000 ms. */
+  maxDialTimeoutMs?: number;
+  /** Open mode: how long an offline id stays reserved for the holder of its token; default 600000 ms. */
+  idReservationMs?: number;
+  /** How long `close()` waits for coordinations in flight; default 10000 ms. */
+  closeTimeoutMs?: number;
+  /** Try connection reversal (no sync, the reachable side is dialled) first when a side is reachable; default true. */
+  reversal?: boolean;
+  /** Relay integration (issue 4). */
+  relay?: RelayHooks;
+}
+
+/** Options after defaults, as the server modules use them. */
+export interface ResolvedOptions {
+  host: string | undefined;
+  port: number;
+  secret: Uint8Array | undefined;
+  maxFrameSize: number;
+  handshakeTimeoutMs: number;
+  idleTimeoutMs: number;
+  keepaliveMs: number;
+  maxConnections: number;
+  maxConnectionsPerIp: number;
+  connectionRatePerIp: number;
+  connectionBurstPerIp: number;
+  frameRate: number;
+  frameBurst: number;
+  maxPendingPerPeer: number;
+  maxCoordinations: number;
+  maxAttempts: number;
+  attemptTimeoutMs: number;
+  defaultDialTimeoutMs: number;
+  maxDialTimeoutMs: number;
+  idReservationMs: number;
+  closeTimeoutMs: number;
+  reversal: boolean;
+  relay: RelayHooks;
+}
+
+/** Defaults of every numeric limit. */
+export const SERVER_DEFAULTS = {
+  maxFrameSize: DEFAULT_MAX_FRAME_SIZE,
+  handshakeTimeoutMs: 5000,
+  idleTimeoutMs: 60_000,
+  keepaliveMs: 20_000,
+  maxConnections: 10_000,
+  maxConnectionsPerIp: 256,
+  connectionRatePerIp: 50,
+  connectionBurstPerIp: 200,
+  frameRate: 200,
+  frameBurst: 500,
+  maxPendingPerPeer: 64,
+  maxCoordinations: 4096,
+  maxAttempts: 3,
+  attemptTimeoutMs: 5000,
+  defaultDialTimeoutMs: 15_000,
+  maxDialTimeoutMs: 60_000,
+  idReservationMs: 600_000,
+  closeTimeoutMs: 10_000,
+} as const;
+
+const RANGES: Record<keyof typeof SERVER_DEFAULTS, [number, number]> = {
+  maxFrameSize: [256, MAX_FRAME_SIZE],
+  handshakeTimeoutMs: [1, 600_000],
+  idleTimeoutMs: [1, 86_400_000],
+  keepaliveMs: [1, 86_400_000],
+  maxConnections: [1, 1_000_000],
+  maxConnectionsPerIp: [1, 1_000_000],
+  connectionRatePerIp: [0.001, 1_000_000],
+  connectionBurstPerIp: [1, 1_000_000],
+  frameRate: [0.001, 1_000_000],
+  frameBurst: [1, 1_000_000],
+  maxPendingPerPeer: [1, 65_535],
+  maxCoordinations: [1, 1_000_000],
+  maxAttempts: [1, 10],
+  attemptTimeoutMs: [100, 600_000],
+  defaultDialTimeoutMs: [100, 600_000],
+  maxDialTimeoutMs: [100, 600_000],
+  idReservationMs: [0, 365 * 86_400_000],
+  closeTimeoutMs: [0, 600_000],
+};
+
+/** Applies defaults and validates; throws ERR_INVALID_ARG_TYPE / ERR_OUT_OF_RANGE. */
+export function resolveOptions(options: ServerOptions): ResolvedOptions {
+  if (typeof options !== 'object' || options === null) throw invalidArgType('options', 'an object', options);
+  const out: Record<string, unknown> = {};
+  for (const key of Object.keys(SERVER_DEFAULTS) as (keyof typeof SERVER_DEFAULTS)[]) {
+    const v = options[key] ?? SERVER_DEFAULTS[key];
+    if (typeof v !== 'number') throw invalidArgType(`options.${key}`, 'of type number', v);
+    const [min, max] = RANGES[key];
+    const integral = key !== 'connectionRatePerIp' && key !== 'frameRate';
+    if (!(v >= min && v <= max) || (integral && !Number.isInteger(v)))
+      throw outOfRange(`options.${key}`, `${integral ? 'an integer' : 'a number'} in ${min}..${max}`, v);
+    out[key] = v;
+  }
+  const { host, port = 0, secret, reversal = true, relay = {} } = options;
+  if (host !== undefined && typeof host !== 'string') throw invalidArgType('options.host', 'of type string', host);
+  if (typeof port !== 'number') throw invalidArgType('options.port', 'of type number', port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw outOfRange('options.port', 'an integer in 0..65535', port);
+  let key: Uint8Array | undefined;
+  if (secret !== undefined) {
+    if (typeof secret === 'string') key = Buffer.from(secret, 'utf8');
+    else if (secret instanceof Uint8Array) key = Uint8Array.from(secret);
+    else throw invalidArgType('options.secret', 'a string or Uint8Array', secret);
+    if (key.length === 0) throw outOfRange('options.secret', 'at least 1 byte long', secret);
+  }
+  if (typeof reversal !== 'boolean') throw invalidArgType('options.reversal', 'of type boolean', reversal);
+  if (typeof relay !== 'object' || relay === null) throw invalidArgType('options.relay', 'an object', relay);
+  return { ...(out as typeof SERVER_DEFAULTS), host, port, secret: key, reversal, relay } as ResolvedOptions;
+}

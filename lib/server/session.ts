@@ -1,0 +1,196 @@
+/**
+ * A control session: the challenge-response registration of one peer id, then its requests.
+ *
+ * hello → challenge (server nonce, auth kind) → auth (proof) → welcome (server proof, issued token) → requests.
+ * Any message out of order, a wrong proof, or an id held by someone else ends the connection with an `error`
+ * frame (`ERR_UNEXPECTED_MESSAGE`, `ERR_AUTH_FAILED`, `ERR_ID_TAKEN`).
+ */
+import { clientProof, deriveIdKey, random, safeEqual, serverProof, sessionKey } from '../protocol/crypto.js';
+import type { Endpoint } from '../protocol/fields.js';
+import type { Message, Msg, RelayMsg } from '../protocol/messages.js';
+import type { FramedSocket } from '../protocol/stream.js';
+import type { CoordPeer, Coordinator } from './coordinator.js';
+import type { ResolvedOptions } from './options.js';
+import type { IdRecord, Registry } from './registry.js';
+
+/** What a session needs from the server that owns it. */
+export interface SessionHost {
+  readonly options: ResolvedOptions;
+  readonly registry: Registry;
+  readonly coordinator: Coordinator;
+  /** True once close() has begun: registrations are refused. */
+  readonly closing: boolean;
+  /** The registered session of an id, if any. */
+  current(id: string): ControlSession | undefined;
+  /** Makes `session` the registered one for its id (the previous one, if any, has been replaced). */
+  register(session: ControlSession): void;
+  /** Forgets `session` if it is the registered one for its id. */
+  unregister(session: ControlSession): void;
+  /** The handshake is over: the server stops the handshake deadline. */
+  handshakeDone(conn: FramedSocket): void;
+}
+
+type AuthKind = Msg<'challenge'>['auth'];
+
+/** One peer's control connection. */
+export class ControlSession implements CoordPeer {
+  readonly id: string;
+  private state: 'hello' | 'challenged' | 'verifying' | 'ready' | 'closed' = 'hello';
+  private kind: AuthKind = 'none';
+  private token: Uint8Array | null = null;
+  private key: Uint8Array = new Uint8Array(32);
+  private readonly serverNonce = random(32);
+  private readonly clientNonce: Uint8Array;
+  private idleTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly conn: FramedSocket,
+    hello: Msg<'hello'>,
+    private readonly remote: Endpoint,
+    private readonly host: SessionHost,
+  ) {
+    this.id = hello.id;
+    this.clientNonce = hello.nonce;
+    conn.on('close', () => this.closed());
+    void this.challenge();
+  }
+
+  /** The session key, valid once registered. */
+  get sessionKey(): Uint8Array {
+    return this.key;
+  }
+
+  /** True while registered. */
+  get ready(): boolean {
+    return this.state === 'ready';
+  }
+
+  /** Sends a message; false once the connection is closing. */
+  send(msg: Message): boolean {
+    return this.conn.send(msg);
+  }
+
+  /** Sends an `error` frame and closes. */
+  fail(code: string, message: string): void {
+    this.conn.fail(code, message);
+  }
+
+  /** Tells the peer the server is going away (it should reconnect later); coordinations in flight continue. */
+  goaway(): void {
+    this.conn.send({ type: 'goaway', code: 'ERR_SERVER_CLOSING', message: 'The server is shutting down' });
+  }
+
+  /** Handles one message after `hello`. */
+  handle(msg: Message): void {
+    if (this.state === 'challenged' && msg.type === 'auth') {
+      void this.verify(msg).catch((err: unknown) => this.fail('ERR_INTERNAL', `Registry failure: ${String(err)}`));
+      return;
+    }
+    if (this.state !== 'ready') return this.fail('ERR_UNEXPECTED_MESSAGE', `Unexpected ${msg.type} during the handshake`);
+    this.idleTimer?.refresh();
+    const coord = this.host.coordinator;
+    switch (msg.type) {
+      case 'ping':
+        this.send({ type: 'pong', seq: msg.seq });
+        return;
+      case 'pong':
+        return;
+      case 'connect':
+        return coord.request(this, msg);
+      case 'cancel':
+        return coord.cancel(this, msg);
+      case 'sync-ack':
+        return coord.syncAck(this, msg);
+      case 'result':
+        return coord.result(this, msg);
+      default:
+        if (msg.type.startsWith('relay-') && this.host.options.relay.onControlMessage) {
+          return this.host.options.relay.onControlMessage(
+            { peerId: this.id, send: (m) => this.send(m), fail: (c, m) => this.fail(c, m) },
+            msg as RelayMsg,
+          );
+        }
+        return this.fail('ERR_UNEXPECTED_MESSAGE', `Unexpected ${msg.type} on a control connection`);
+    }
+  }
+
+  private async challenge(): Promise<void> {
+    const { secret } = this.host.options;
+    if (this.host.closing) return this.fail('ERR_SERVER_CLOSING', 'The server is shutting down');
+    let record: IdRecord | undefined;
+    if (!secret) {
+      try {
+        record = await this.host.registry.get(this.id);
+      } catch (err) {
+        return this.fail('ERR_INTERNAL', `Registry failure: ${String(err)}`);
+      }
+    }
+    this.kind = secret ? 'secret' : record?.token ? 'token' : 'none';
+    this.token = record?.token ?? null;
+    if (this.state !== 'hello') return; // failed or closed meanwhile
+    this.state = 'challenged';
+    this.send({ type: 'challenge', nonce: this.serverNonce, auth: this.kind });
+  }
+
+  private async verify(msg: Msg<'auth'>): Promise<void> {
+    this.state = 'verifying';
+    const { secret, idReservationMs } = this.host.options;
+    const { registry } = this.host;
+    let issued: Uint8Array = new Uint8Array(0);
+    if (this.kind === 'secret') {
+      this.key = deriveIdKey(secret!, this.id);
+      if (!this.proofOk(msg.proof)) return this.fail('ERR_AUTH_FAILED', 'Authentication failed');
+    } else if (this.kind === 'token') {
+      if (msg.proof.length === 0) return this.fail('ERR_ID_TAKEN', `Id ${this.id} is held by another peer`);
+      this.key = this.token!;
+      if (!this.proofOk(msg.proof)) return this.fail('ERR_AUTH_FAILED', 'Authentication failed');
+      await registry.update(this.id, { token: this.token, expiresAt: null });
+    } else {
+      issued = random(32);
+      this.key = issued;
+      if (!(await registry.create(this.id, { token: issued, expiresAt: null })))
+        return this.fail('ERR_ID_TAKEN', `Id ${this.id} is held by another peer`);
+      this.token = issued;
+    }
+    if (!this.conn.open) {
+      // Closed while the registry answered: keep the reservation for the holder of the token.
+      if (this.token) await registry.update(this.id, { token: this.token, expiresAt: Date.now() + idReservationMs });
+      return;
+    }
+    if (this.host.closing) return this.fail('ERR_SERVER_CLOSING', 'The server is shutting down');
+    const previous = this.host.current(this.id);
+    if (previous) previous.fail('ERR_REPLACED', 'Another connection registered this id with its credential');
+    this.host.register(this);
+    this.state = 'ready';
+    const { keepaliveMs, idleTimeoutMs, maxPendingPerPeer } = this.host.options;
+    this.send({
+      type: 'welcome',
+      proof: serverProof(this.key, this.serverNonce, this.clientNonce, this.id),
+      token: issued,
+      observed: this.remote,
+      keepaliveMs,
+      maxPending: Math.min(maxPendingPerPeer, 0xffff),
+    });
+    this.key = sessionKey(this.key, this.serverNonce, this.clientNonce);
+    this.host.handshakeDone(this.conn);
+    this.idleTimer = setTimeout(() => this.fail('ERR_IDLE_TIMEOUT', `Nothing received for ${idleTimeoutMs} ms`), idleTimeoutMs);
+  }
+
+  private proofOk(proof: Uint8Array): boolean {
+    return proof.length === 32 && safeEqual(proof, clientProof(this.key, this.serverNonce, this.clientNonce, this.id));
+  }
+
+  private closed(): void {
+    const wasReady = this.state === 'ready';
+    this.state = 'closed';
+    clearTimeout(this.idleTimer);
+    if (!wasReady) return;
+    this.host.coordinator.peerGone(this);
+    if (this.host.current(this.id) !== this) return; // replaced: the new session holds the id
+    this.host.unregister(this);
+    if (this.token) {
+      const until = Date.now() + this.host.options.idReservationMs;
+      this.host.registry.update(this.id, { token: this.token, expiresAt: until }).catch(() => undefined);
+    }
+  }
+}

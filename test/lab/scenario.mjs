@@ -1,0 +1,182 @@
+#!/usr/bin/env node
+// Runs one NAT-lab scenario by hand and prints what happened. Needs root. See docs/LAB.md.
+//
+//   node test/lab/scenario.mjs --a cone --b symmetric
+//   node test/lab/scenario.mjs --a cone-rst --b cone-rst --delay 50 --loss 1 --ttl auto
+//   node test/lab/scenario.mjs --a cone --same-nat --hairpin
+//   node test/lab/scenario.mjs --a cgnat --cgn symmetric --b public --json
+//   node test/lab/scenario.mjs --a cone --b cone --keep        # leave it up, poke around, Ctrl-C tears down
+//   node test/lab/scenario.mjs --cleanup                       # remove every lab namespace left behind
+//
+// For now the "dial" is the raw Python probe (probe.py punch: listen, learn the mapping from the server,
+// connect() to each other at an agreed moment, retry). The library's Peer.dial plugs in at dial() below.
+import { parseArgs } from 'node:util';
+import { BEHAVIOURS, cleanupStaleLabs, createLab, labPrerequisites } from './topology.js';
+import { ep, rawPunch, startObserver } from './probes.js';
+
+const USAGE = `usage: node test/lab/scenario.mjs --a BEHAVIOUR [--b BEHAVIOUR] [options]
+behaviours: ${BEHAVIOURS.join(', ')}
+  --same-nat            both peers behind one NAT (a's behaviour)    --hairpin   that NAT hairpins
+  --icmp port|admin     ICMP answer of cone-icmp                     --cgn cone|symmetric  carrier NAT of cgnat
+  --home BEHAVIOUR      home NAT behind a cgnat (default cone)       --ipv6      also IPv6, punch over IPv6
+  --delay MS --jitter MS --loss PCT   on both access links (delay = added round trip per link)
+  --a-delay/--b-delay/--a-jitter/--b-jitter/--a-loss/--b-loss         per link
+  --target public|private   dial the peer's public mapping (default) or its LAN address
+  --skew MS             b starts this much later than a              --ttl N|auto  low-TTL first SYN
+  --timeout S           give up after S seconds (default 8)          --rounds N  repeat the dial N times
+  --seed N              delay/loss PRNG seed                         --json      one JSON line per round
+  --keep                keep the lab up after the rounds until Ctrl-C
+  --cleanup             remove every lab namespace (and its processes), then exit`;
+
+const { values: o } = parseArgs({
+  options: {
+    a: { type: 'string' },
+    b: { type: 'string' },
+    'same-nat': { type: 'boolean' },
+    hairpin: { type: 'boolean' },
+    icmp: { type: 'string' },
+    cgn: { type: 'string' },
+    home: { type: 'string' },
+    ipv6: { type: 'boolean' },
+    delay: { type: 'string' },
+    jitter: { type: 'string' },
+    loss: { type: 'string' },
+    'a-delay': { type: 'string' },
+    'b-delay': { type: 'string' },
+    'a-jitter': { type: 'string' },
+    'b-jitter': { type: 'string' },
+    'a-loss': { type: 'string' },
+    'b-loss': { type: 'string' },
+    target: { type: 'string' },
+    skew: { type: 'string' },
+    ttl: { type: 'string' },
+    timeout: { type: 'string' },
+    rounds: { type: 'string' },
+    seed: { type: 'string' },
+    json: { type: 'boolean' },
+    keep: { type: 'boolean' },
+    cleanup: { type: 'boolean' },
+    help: { type: 'boolean', short: 'h' },
+  },
+});
+
+if (o.help) {
+  console.log(USAGE);
+  process.exit(0);
+}
+if (o.cleanup) {
+  const removed = cleanupStaleLabs({ all: true });
+  console.log(removed.length ? `removed: ${removed.join(' ')}` : 'no lab namespaces found');
+  process.exit(0);
+}
+if (!o.a) {
+  console.error(USAGE);
+  process.exit(2);
+}
+const pre = labPrerequisites({ delay: true, hairpin: !!o.hairpin });
+if (!pre.ok) {
+  console.error(`missing: ${pre.missing.join(', ')}`);
+  process.exit(2);
+}
+
+const num = (/** @type {string | undefined} */ s) => (s === undefined ? undefined : Number(s));
+/** @param {'a'|'b'} who @param {string} nat */
+function peerSpec(who, nat) {
+  /** @type {import('./topology.js').PeerSpec} */
+  const p = { nat: /** @type {any} */ (nat) };
+  if (o.icmp) p.icmp = /** @type {any} */ (o.icmp);
+  if (o.cgn) p.cgn = /** @type {any} */ (o.cgn);
+  if (o.home) p.home = /** @type {any} */ (o.home);
+  const d = num(o[`${who}-delay`] ?? o.delay);
+  const j = num(o[`${who}-jitter`] ?? o.jitter);
+  const l = num(o[`${who}-loss`] ?? o.loss);
+  if (d !== undefined) p.delayMs = d;
+  if (j !== undefined) p.jitterMs = j;
+  if (l !== undefined) p.lossPct = l;
+  return p;
+}
+
+/** @type {import('./topology.js').LabSpec} */
+const spec = { a: peerSpec('a', o.a), ipv6: !!o.ipv6 };
+if (o['same-nat']) {
+  spec.sameNat = true;
+  spec.hairpin = !!o.hairpin;
+  const d = peerSpec('b', o.a);
+  spec.b = { ...d, nat: spec.a.nat };
+} else spec.b = peerSpec('b', o.b ?? 'cone');
+if (o.seed) spec.seed = Number(o.seed);
+
+/**
+ * One dial between the two peers. Replace the body with the library's Peer.dial to measure it.
+ * @param {import('./topology.js').Lab} lab @param {number} round
+ */
+async function dial(lab, round) {
+  const ttl = o.ttl === undefined ? undefined : o.ttl === 'auto' ? 'auto' : Number(o.ttl);
+  const base = 42000 + round * 10;
+  return rawPunch(lab, {
+    lportA: base,
+    lportB: base + 1,
+    ipv6: !!o.ipv6,
+    target: o.target === 'private' ? 'private' : 'public',
+    skewMs: num(o.skew),
+    ttl,
+    timeoutS: num(o.timeout) ?? 8,
+  });
+}
+
+const t0 = Date.now();
+const lab = await createLab(spec);
+const built = Date.now() - t0;
+let failed = 0;
+try {
+  await startObserver(lab, { ipv6: !!o.ipv6 });
+  const describe = (/** @type {'a'|'b'} */ who) => {
+    const p = lab.peers[who];
+    const shape = lab.delays.find((d) => d.link === who);
+    const s = shape ? ` [delay ${shape.delayMs ?? 0} ms ±${(shape.jitterMs ?? 0) / 2}, loss ${shape.lossPct ?? 0}%]` : '';
+    return `${who}=${p.behaviour}${p.spec.icmp ? `(${p.spec.icmp})` : ''} host ${p.ip}${p.ip6 ? ` ${p.ip6}` : ''} public ${p.publicIp}${s}`;
+  };
+  if (!o.json) {
+    console.log(`lab ${lab.id} built in ${built} ms${lab.sameNat ? ` (same NAT, hairpin ${lab.hairpin ? 'on' : 'off'})` : ''}`);
+    console.log(`  ${describe('a')}\n  ${describe('b')}\n  server ${lab.server.ip}${lab.server.ip6 ? ` ${lab.server.ip6}` : ''}`);
+  }
+  const rounds = num(o.rounds) ?? 1;
+  for (let i = 0; i < rounds; i++) {
+    const r = await dial(lab, i);
+    const ok = r.a.ok && r.b.ok;
+    if (!ok) failed++;
+    const record = {
+      scenario: { a: spec.a, b: spec.b, sameNat: !!spec.sameNat, hairpin: !!spec.hairpin, ipv6: !!spec.ipv6, skewMs: num(o.skew) ?? 0, ttl: o.ttl ?? null },
+      round: i,
+      path: ok ? 'direct' : 'failed',
+      observed: r.observed,
+      a: { ok: r.a.ok, attempts: r.a.attempts, ms: r.a.ms, via: r.a.via ?? null, remote: r.a.remote ?? null, errors: r.a.errors },
+      b: { ok: r.b.ok, attempts: r.b.attempts, ms: r.b.ms, via: r.b.via ?? null, remote: r.b.remote ?? null, errors: r.b.errors },
+      leaks: await lab.leaks(),
+    };
+    if (o.json) console.log(JSON.stringify(record));
+    else {
+      console.log(`round ${i}: path ${record.path}   mappings a ${r.observed.a}  b ${r.observed.b}`);
+      for (const who of /** @type {const} */ (['a', 'b'])) {
+        const x = r[who];
+        const errs = x.errors.length ? `  errors ${x.errors.join(',')}` : '';
+        console.log(
+          `  ${who}: ${x.ok ? `connected (${x.via}) to ${x.remote}` : 'no connection'} after ${x.attempts} attempt(s), ${x.ms} ms${errs}`,
+        );
+      }
+      if (record.leaks) console.log(`  internet router dropped ${record.leaks} packet(s) with private source/destination (a NAT leaked)`);
+    }
+  }
+  if (o.keep) {
+    console.log(`\nlab kept up; namespaces:`);
+    for (const [k, n] of Object.entries(lab.ns)) console.log(`  ${k.padEnd(6)} ip netns exec ${n} bash`);
+    console.log(`observer on ${ep(lab.server.ip, 7001)} and :7002 (answers "ip port" of what it sees). Ctrl-C tears everything down.`);
+    await new Promise((resolve) => {
+      process.once('SIGINT', resolve);
+      process.once('SIGTERM', resolve);
+    });
+  }
+} finally {
+  await lab.destroy();
+}
+process.exit(failed ? 1 : 0);
