@@ -3,7 +3,10 @@
  * Question 3: how far does one process go?
  *
  * Relay (each relay in its own process, a load process on one side and an echo sink process on the other, so
- * that the relay's fds, memory and CPU are its own; see lib/load-proc.mjs):
+ * that the relay's fds, memory and CPU are its own; see lib/load-proc.mjs). `service-native` / `service-js` are
+ * tcp-punch's relay service itself (RelayService + listenRelay, limits raised): a session is two clients of the
+ * load process joining with a token pair (RelayTokens, same secret) and one byte crossing each way. The others
+ * accept, connect to the sink and pump.
  *   - setup rate: sessions opened, proven end to end by one echoed byte, and closed per second, `concurrency` at
  *     a time (the issue's "relay sessions set up per second"); `direct` (no relay) is the ceiling;
  *   - idle sessions: `sessions` sessions opened and held; per session: relay RSS, relay fds (sockets, pipes),
@@ -33,7 +36,7 @@ import {
   tcpSockMem,
 } from './lib/common.mjs';
 import { num, strList } from './lib/cli.mjs';
-import { findPeer, findRelayModule, findStartServer } from './lib/modules.mjs';
+import { findPeer, findStartServer } from './lib/modules.mjs';
 import { FD_HARD_LIMIT, RELAY_LABELS, startRelay } from './lib/relays.mjs';
 import { benchServerOptions } from './connect-time.mjs';
 
@@ -56,7 +59,7 @@ const SECRET = 'tcp-punch-bench-secret';
 
 /** @type {ScaleOptions} */
 export const DEFAULTS = {
-  relays: ['native', 'js', 'pipe', 'haproxy-splice'],
+  relays: ['service-native', 'service-js', 'native', 'js', 'pipe', 'haproxy-splice'],
   churn: 3000,
   concurrency: 50,
   sessions: 2000,
@@ -65,7 +68,7 @@ export const DEFAULTS = {
   budgetSeconds: 60,
 };
 /** @type {ScaleOptions} */
-export const FULL = { ...DEFAULTS, relays: ['native', 'js', 'pipe', 'socat', 'haproxy-splice'], churn: 10_000, sessions: 9000, peers: 10_000, dials: 1000, budgetSeconds: 180 };
+export const FULL = { ...DEFAULTS, relays: ['service-native', 'service-js', 'native', 'js', 'pipe', 'socat', 'haproxy-splice', 'haproxy-nosplice'], churn: 10_000, sessions: 9000, peers: 10_000, dials: 1000, budgetSeconds: 180 };
 
 /** @param {Record<string, any>} flags @param {boolean} full @returns {ScaleOptions} */
 export function options(flags, full) {
@@ -98,11 +101,8 @@ export async function run(opts) {
     log(`scale: ${opts.sessions} idle sessions, ${kind}`);
     idle.push(await idleSessions(kind, opts));
   }
-  const relayService = await findRelayModule();
   notes.push(
-    relayService.value
-      ? 'relay figures use the benchmark relay process (accept, connect upstream, pump.start); the token-paired relay service is not timed yet'
-      : `relay figures use the benchmark relay process (accept, connect upstream, pump.start); relay service: ${relayService.note}`,
+    'relay service rows: tcp-punch RelayService + listenRelay; a session = two clients joining with a token pair, one byte each way; other relay rows: accept, connect upstream, pump',
   );
   log('scale: rendezvous server');
   const rendezvous = await rendezvousScale(opts);
@@ -123,12 +123,19 @@ async function setupRate(kind, opts) {
     if (!relay.available) return { kind, label, note: relay.note };
     try {
       const c0 = relay.cpuSeconds();
-      const r = await request(
-        load,
-        'churn',
-        { port: relay.port, total: opts.churn, concurrency: opts.concurrency, seconds: opts.budgetSeconds },
-        (opts.budgetSeconds + 30) * 1000,
-      );
+      const r = relay.secret
+        ? await request(
+            load,
+            'pairs',
+            { port: relay.port, secret: relay.secret, count: opts.churn, concurrency: opts.concurrency, seconds: opts.budgetSeconds, keep: false },
+            (opts.budgetSeconds + 30) * 1000,
+          )
+        : await request(
+            load,
+            'churn',
+            { port: relay.port, total: opts.churn, concurrency: opts.concurrency, seconds: opts.budgetSeconds },
+            (opts.budgetSeconds + 30) * 1000,
+          );
       await relay.idle();
       const c1 = relay.cpuSeconds();
       const cpu = c0 !== null && c1 !== null && kind !== 'direct' ? c1 - c0 : null;
@@ -181,12 +188,19 @@ async function idleSessions(kind, opts) {
       await sleep(300);
       if (relay.stats) await relay.stats(true);
       const before = snapshot(relay.pid);
-      const r = await request(
-        load,
-        'hold',
-        { port: relay.port, count: opts.sessions, concurrency: 200, seconds: opts.budgetSeconds },
-        (opts.budgetSeconds + 30) * 1000,
-      );
+      const r = relay.secret
+        ? await request(
+            load,
+            'pairs',
+            { port: relay.port, secret: relay.secret, count: opts.sessions, concurrency: 200, seconds: opts.budgetSeconds, keep: true },
+            (opts.budgetSeconds + 30) * 1000,
+          ).then((x) => ({ held: x.ok, failed: x.failed, seconds: x.seconds, codes: x.codes }))
+        : await request(
+            load,
+            'hold',
+            { port: relay.port, count: opts.sessions, concurrency: 200, seconds: opts.budgetSeconds },
+            (opts.budgetSeconds + 30) * 1000,
+          );
       await sleep(1000);
       const inside = relay.stats ? await relay.stats(true) : null;
       const after = snapshot(relay.pid);
@@ -302,6 +316,8 @@ async function rendezvousScale(opts) {
 
 /** @param {number | null | undefined} b */
 const kb = (b) => (b === null || b === undefined ? '—' : fmt(b / 1024, 1));
+/** Machine-wide differences: a negative one means other activity outweighed the sessions. @param {number | null | undefined} b */
+const kbSystem = (b) => (b !== null && b !== undefined && b < 0 ? 'noise' : kb(b));
 
 /**
  * @param {Awaited<ReturnType<typeof run>>} section
@@ -309,7 +325,10 @@ const kb = (b) => (b === null || b === undefined ? '—' : fmt(b / 1024, 1));
  */
 export function report(section, table = textTable) {
   const o = section.options;
-  const out = [`Relay session setup (open, 1 byte echoed end to end, close; ${o.concurrency} at a time, up to ${o.churn})`];
+  const out = [
+    `Relay session setup per second (${o.concurrency} at a time, up to ${o.churn}): open, one byte there and back, close; ` +
+      'relay service: both sides join with a token pair',
+  ];
   out.push(
     table(
       ['relay', 'sessions/s', 'relay CPU ms/session', 'ok', 'failed', 'note'],
@@ -331,9 +350,9 @@ export function report(section, table = textTable) {
         r.label,
         r.held !== undefined ? String(r.held) : '—',
         kb(r.relayRssBytesPerSession),
-        kb(r.systemBytesPerSession),
-        kb(r.slabBytesPerSession),
-        kb(r.tcpBufferBytesPerSession),
+        kbSystem(r.systemBytesPerSession),
+        kbSystem(r.slabBytesPerSession),
+        kbSystem(r.tcpBufferBytesPerSession),
         r.relayFds ? `${r.relayFds.total} (${r.relayFds.socket}/${r.relayFds.pipe})` : '—',
         r.relayRssMiB !== undefined && r.relayRssMiB !== null ? fmt(r.relayRssMiB, 1) : '—',
         r.note ??

@@ -29,11 +29,10 @@ import {
   summarize,
   table as textTable,
   waitExit,
-  waitUntil,
   which,
 } from './lib/common.mjs';
 import { num, numList, strList } from './lib/cli.mjs';
-import { RELAY_LABELS, freePort, isListening, startRelay } from './lib/relays.mjs';
+import { RELAY_LABELS, awaitListening, freePort, startRelay } from './lib/relays.mjs';
 
 export const NODE_PATHS = /** @type {const} */ (['node-plain', 'node-punched']);
 export const RELAY_PATHS = /** @type {const} */ ([
@@ -80,7 +79,8 @@ export function options(flags, full) {
   const directions = /** @type {('fwd' | 'rev')[]} */ (strList(flags.directions, d.directions));
   for (const x of directions) if (x !== 'fwd' && x !== 'rev') throw new Error(`bad direction "${x}" (fwd, rev)`);
   const paths = strList(flags.paths, undefined);
-  for (const p of paths ?? []) if (!(p in PATH_LABELS)) throw new Error(`unknown path "${p}"`);
+  const known = [...NODE_PATHS, ...RELAY_PATHS, ...OPTIONAL_RELAY_PATHS];
+  for (const p of paths ?? []) if (!(/** @type {readonly string[]} */ (known)).includes(p)) throw new Error(`unknown path "${p}" (${known.join(', ')})`);
   return {
     runs: num(flags.runs, d.runs, 100),
     seconds: num(flags.seconds, d.seconds, 60),
@@ -292,10 +292,7 @@ async function startIperfServer(iperf, lifetimeMs) {
   let child = null;
   const start = async () => {
     child = spawnTool(iperf, ['-s', '-B', '127.0.0.1', '-p', String(port)], { lifetimeMs });
-    const c = child;
-    if (!(await waitUntil(() => isListening(port) || c.exitCode !== null, 5000, 10)) || c.exitCode !== null) {
-      throw new Error(`iperf3 server did not start: ${c.out.stderr}`);
-    }
+    await awaitListening(child, port, 'iperf3 server');
   };
   await start();
   return {

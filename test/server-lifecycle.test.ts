@@ -72,6 +72,28 @@ describe('server: lifecycle', () => {
     r.socket.destroy();
   });
 
+  it('carries relay-range control messages between the relay hook and the peer', async () => {
+    const seen: string[] = [];
+    const s = await server({
+      relay: {
+        onControlMessage(ctx, msg) {
+          seen.push(`${ctx.peerId}:${msg.type}:${Buffer.from(msg.body).toString()}`);
+          ctx.send({ type: 'relay-token', typeByte: 0x43, body: Buffer.from('tok') });
+        },
+      },
+    });
+    cleanup.push(() => s.close());
+    const a = await Peer.connect({ server: addr(s), id: 'a' });
+    cleanup.push(() => a.close());
+    expect(a.server).toEqual({ host: '127.0.0.1', port: s.address().port });
+    const reply = once(a, 'relay-message');
+    expect(a.sendRelayMessage({ type: 'relay-token-request', typeByte: 0x42, body: Buffer.from('req') })).toBe(true);
+    const [msg] = await reply;
+    expect(msg).toMatchObject({ type: 'relay-token', typeByte: 0x43 });
+    expect(Buffer.from(msg.body).toString()).toBe('tok');
+    expect(seen).toEqual(['a:relay-token-request:req']);
+  });
+
   it('validates options with Node-style codes', async () => {
     await expect(server({ maxAttempts: 0 })).rejects.toMatchObject({ code: 'ERR_OUT_OF_RANGE' });
     await expect(server({ handshakeTimeoutMs: 'x' as unknown as number })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });

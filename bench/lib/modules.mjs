@@ -29,22 +29,21 @@ async function findExport(files, name) {
 export const findStartServer = () => findExport(['index.js', 'server/index.js', 'server.js'], 'startServer');
 /** The `Peer` class. */
 export const findPeer = () => findExport(['index.js', 'peer/index.js', 'peer.js'], 'Peer');
-/** The protocol module (frame codec, messages, crypto). */
-export async function findProtocol() {
-  for (const f of ['protocol/index.js']) {
-    const mod = await importDist(f).catch((e) => ({ __error: e }));
-    if (mod && !('__error' in mod)) return { value: mod, from: `dist/${f}` };
-    if (mod) return { value: null, note: `dist/${f} failed to load: ${mod.__error.message}` };
+/**
+ * A whole module of the built package, or a note saying why not.
+ * @param {string} rel dist-relative path
+ */
+async function findModule(rel) {
+  try {
+    const mod = await importDist(rel);
+    return mod ? { value: mod, from: `dist/${rel}` } : { value: null, note: `not available yet (dist/${rel} is not built)` };
+  } catch (e) {
+    return { value: null, note: `dist/${rel} failed to load: ${/** @type {Error} */ (e).message}` };
   }
-  return { value: null, note: 'not available yet (dist/protocol/index.js is not built)' };
 }
-/** The relay service (whatever lib/relay/index.ts exports), or null. */
-export async function findRelayModule() {
-  const mod = await importDist('relay/index.js').catch((e) => ({ __error: e }));
-  if (!mod) return { value: null, note: 'not available yet (dist/relay/index.js is not built)' };
-  if ('__error' in mod) return { value: null, note: `dist/relay/index.js failed to load: ${mod.__error.message}` };
-  return { value: mod, from: 'dist/relay/index.js' };
-}
+
+/** The protocol module (frame codec, messages, crypto). */
+export const findProtocol = () => findModule('protocol/index.js');
 
 export const LAB_TOPOLOGY = path.join(ROOT, 'test', 'lab', 'topology.js');
 

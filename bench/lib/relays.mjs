@@ -5,8 +5,10 @@
  *
  * Kinds: `direct` (no relay: the port is the upstream's own, the reference), `native`, `native-copy`, `js`, `pipe` (Node relay
  * process, see relay-proc.mjs), `socat`, `haproxy-splice`, `haproxy-nosplice`. A kind whose program or module is
- * missing comes back with `available: false` and a note.
+ * missing comes back with `available: false` and a note. `service-native` and `service-js` are tcp-punch's relay
+ * service itself (RelayService + listenRelay): no upstream, clients come in pairs holding tokens (see `secret`).
  */
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -36,11 +38,11 @@ export const RELAY_LABELS = {
   js: PUMP_LABELS.js,
   pipe: PUMP_LABELS.pipe,
   socat: 'socat (fork per connection)',
+  'service-native': 'tcp-punch relay service, native pump',
+  'service-js': 'tcp-punch relay service, JS pump',
   'haproxy-splice': 'haproxy tcp mode, splice',
   'haproxy-nosplice': 'haproxy tcp mode, no splice',
 };
-
-export const RELAY_KINDS = Object.keys(RELAY_LABELS);
 
 /**
  * @typedef {object} Relay
@@ -53,6 +55,7 @@ export const RELAY_KINDS = Object.keys(RELAY_LABELS);
  * @property {(gc?: boolean) => Promise<any>} [stats] Node relays: counters and process.cpuUsage() from inside
  * @property {() => Promise<void>} idle resolves once the relay holds no per-connection child process
  * @property {() => Promise<void>} stop
+ * @property {string} [secret] relay service kinds: clients join with tokens signed with this secret (no upstream)
  */
 
 /**
@@ -76,6 +79,9 @@ export async function startRelay(kind, upstreamPort, opts) {
     case 'js':
     case 'pipe':
       return startNodeRelay(kind, upstreamPort, opts);
+    case 'service-native':
+    case 'service-js':
+      return startRelayService(kind, opts);
     case 'socat':
       return startSocat(upstreamPort, opts);
     case 'haproxy-splice':
@@ -124,6 +130,41 @@ async function startNodeRelay(kind, upstreamPort, opts) {
   };
 }
 
+/** Limits of the relay service under benchmark: every client is 127.0.0.1, and up to 9,900 sessions at once. */
+export const SERVICE_LIMITS = { maxSessions: 9900, maxSessionsPerIp: 20_000, maxSessionsPerPeer: 1000 };
+
+/**
+ * @param {'service-native' | 'service-js'} kind @param {{ lifetimeMs: number }} opts @returns {Promise<Relay>}
+ */
+async function startRelayService(kind, opts) {
+  const child = forkChild(path.join(BENCH_DIR, 'lib', 'relay-proc.mjs'), [], {
+    lifetimeMs: opts.lifetimeMs,
+    execArgv: ['--expose-gc'],
+  });
+  const pid = /** @type {number} */ (child.pid);
+  const secret = randomBytes(32).toString('base64url');
+  const pump = kind === 'service-native' ? 'native' : 'js';
+  const r = await request(child, 'listen-service', { pump, secret, limits: SERVICE_LIMITS });
+  if (!r.available) {
+    await stopChild(child);
+    return missing(kind, r.note);
+  }
+  return {
+    kind,
+    available: true,
+    port: r.port,
+    pid,
+    secret,
+    cpuSeconds: () => treeCpuSeconds(pid),
+    stats: (gc = false) => request(child, 'stats', { gc }),
+    idle: async () => {
+      const end = Date.now() + 3000;
+      while (Date.now() < end && (await request(child, 'stats')).open > 0) await sleep(10);
+    },
+    stop: () => stopChild(child),
+  };
+}
+
 /** A port that was free a moment ago on 127.0.0.1 (for programs that cannot report the port they got). */
 export async function freePort() {
   const srv = net.createServer();
@@ -154,9 +195,10 @@ export function isListening(port) {
 }
 
 /**
+ * Waits until a spawned program listens on 127.0.0.1:port; stops it and throws with its alerts if it does not.
  * @param {ReturnType<typeof spawnTool>} child @param {number} port @param {string} what
  */
-async function awaitListening(child, port, what) {
+export async function awaitListening(child, port, what) {
   const ok = await waitUntil(() => isListening(port) || child.exitCode !== null, 5000, 10);
   if (!ok || child.exitCode !== null) {
     await stopChild(child);

@@ -10,10 +10,10 @@
 import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 
-import { AbortError, TcpPunchError, throwIfAborted } from '../errors.js';
+import { AbortError, TcpPunchError, invalidArgType, throwIfAborted } from '../errors.js';
 import { wrapPairKey } from '../protocol/crypto.js';
 import type { Endpoint } from '../protocol/fields.js';
-import type { Message, Msg } from '../protocol/messages.js';
+import type { Message, Msg, RelayMsg } from '../protocol/messages.js';
 import type { AttemptEnv } from './attempt.js';
 import { ControlConnection, FATAL_CODES } from './control.js';
 import { PeerCoordination } from './coordination.js';
@@ -33,6 +33,8 @@ export interface PeerEvents {
   offline: [err: Error | undefined];
   /** The peer stopped for good: `close()` (no error) or a fatal registration error (ERR_ID_TAKEN, ERR_REPLACED...). */
   close: [err: Error | undefined];
+  /** A relay-range message (0x40..0x4f) from the server: the relay's integration point. */
+  'relay-message': [msg: RelayMsg];
 }
 
 interface PendingRequest {
@@ -91,6 +93,21 @@ export class Peer extends EventEmitter<PeerEvents> {
     return this.conn && { ...this.conn.observed };
   }
 
+  /** The server's numeric endpoint while connected (relay connections may go to the same port). */
+  get server(): Endpoint | undefined {
+    return this.conn && { ...this.conn.server };
+  }
+
+  /**
+   * Sends a relay-range message (type 0x40..0x4f, e.g. `relay-token-request`) on the control connection; false
+   * while offline. Replies arrive as `relay-message` events.
+   */
+  sendRelayMessage(msg: RelayMsg): boolean {
+    if (typeof msg !== 'object' || msg === null || !msg.type?.startsWith?.('relay-'))
+      throw invalidArgType('msg', 'a relay message', msg);
+    return this.conn?.send(msg) ?? false;
+  }
+
   /**
    * Dials `peerId` and resolves with an authenticated socket.
    * @throws ERR_INVALID_ARG_* synchronously-rejected for bad arguments; see the module doc for the codes.
@@ -105,6 +122,7 @@ export class Peer extends EventEmitter<PeerEvents> {
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
       return await strategy.dial({
+        peer: this,
         peerId,
         timeoutMs,
         signal: ac.signal,
@@ -206,6 +224,7 @@ export class Peer extends EventEmitter<PeerEvents> {
         this.draining = true;
         return;
       default:
+        if (msg.type.startsWith('relay-')) this.emit('relay-message', msg as RelayMsg);
         return;
     }
   }

@@ -5,6 +5,7 @@ import type { Socket } from 'node:net';
 
 import type { Endpoint } from '../protocol/fields.js';
 import type { ROLES } from '../protocol/messages.js';
+import type { Peer } from './peer.js';
 
 /** Which side of a dial a peer is on; assigned by the server (the dialer is the initiator). */
 export type Role = (typeof ROLES)[number];
@@ -132,6 +133,8 @@ export interface PeerOptions {
 
 /** What a dial strategy can use. */
 export interface DialContext {
+  /** The dialing peer (for `sendRelayMessage`, `relay-message` events, `server`). */
+  readonly peer: Peer;
   readonly peerId: string;
   readonly timeoutMs: number;
   readonly signal: AbortSignal;

@@ -109,6 +109,7 @@ export const RELAY_TYPES = {
   'relay-paired': 0x41,
   'relay-token-request': 0x42,
   'relay-token': 0x43,
+  'relay-end': 0x44,
 } as const;
 
 /** Lowest and highest type byte of the range reserved for the relay. */

@@ -48,6 +48,10 @@ class JsPumpSession implements PumpSession {
     if (options.headB?.length) b.write(options.headB);
     this.wire(0);
     this.wire(1);
+    // A caller may have paused a socket explicitly (so nothing is read before the handover): 'data' listeners
+    // alone do not restart such a stream.
+    a.resume();
+    b.resume();
     if (options.maxDurationMs > 0) {
       this.timer = setTimeout(() => this.end('limit-duration'), options.maxDurationMs);
       this.timer.unref();

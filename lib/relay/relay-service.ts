@@ -176,8 +176,6 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     } catch (err) {
       return this.refuse(socket, ip, 'ERR_MALFORMED_FRAME', (err as Error).message);
     }
-    if (rest.length > 0 || socket.readableLength > 0)
-      return this.refuse(socket, ip, 'ERR_RELAY_PROTOCOL', 'Data arrived before relay-paired');
     let claims: RelayTokenClaims;
     try {
       claims = this.tokens.verify(token);
@@ -195,7 +193,9 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     if (first && (first.claims.side === claims.side || first.claims.peer !== claims.other || first.claims.other !== claims.peer))
       return this.refuse(socket, ip, 'ERR_RELAY_TOKEN_MISMATCH', 'The token does not complete this relay session', sid);
     const limit =
-      !first && this.pending.size + this.active.size >= this.limits.maxSessions
+      rest.length > 0 || socket.readableLength > 0
+        ? 'ERR_RELAY_PROTOCOL'
+        : !first && this.pending.size + this.active.size >= this.limits.maxSessions
         ? 'ERR_RELAY_LIMIT_SESSIONS'
         : this.perPeer.get(claims.peer) >= this.limits.maxSessionsPerPeer
           ? 'ERR_RELAY_LIMIT_PEER'
@@ -203,8 +203,9 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
             ? 'ERR_RELAY_LIMIT_IP'
             : undefined;
     if (limit) {
-      // Reported to both sides: the one waiting (if any) is refused too, and a late one finds the tombstone.
-      this.refuse(socket, ip, limit, 'Relay limit reached', sid);
+      // Ends the session for both sides: the one waiting (if any) is refused too, a late one finds the tombstone.
+      const why = limit === 'ERR_RELAY_PROTOCOL' ? 'Data arrived before relay-paired' : 'Relay limit reached';
+      this.refuse(socket, ip, limit, why, sid);
       if (first) this.dropPending(first, limit, 'rejected');
       else this.ended(claims, limit, 'rejected');
       return;

@@ -57,8 +57,11 @@ interface Conn {
 
 /** A running rendezvous server; create one with {@link startServer}. */
 export class RendezvousServer implements SessionHost {
+  /** @internal The resolved options (for the server's own modules). */
   readonly options: ResolvedOptions;
+  /** @internal */
   readonly registry: Registry;
+  /** @internal */
   readonly coordinator: Coordinator;
   private readonly server: Server;
   private readonly ips: IpTable;
@@ -137,19 +140,22 @@ export class RendezvousServer implements SessionHost {
     return this.closePromise;
   }
 
-  // SessionHost
+  /** @internal SessionHost */
   current(id: string): ControlSession | undefined {
     return this.sessions.get(id);
   }
 
+  /** @internal */
   register(session: ControlSession): void {
     this.sessions.set(session.id, session);
   }
 
+  /** @internal */
   unregister(session: ControlSession): void {
     if (this.sessions.get(session.id) === session) this.sessions.delete(session.id);
   }
 
+  /** @internal */
   handshakeDone(framed: FramedSocket): void {
     const conn = this.conns.get(framed);
     if (conn) clearTimeout(conn.handshakeTimer);

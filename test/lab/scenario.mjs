@@ -96,13 +96,13 @@ function peerSpec(who, nat) {
   return p;
 }
 
+const specA = peerSpec('a', o.a);
 /** @type {import('./topology.js').LabSpec} */
-const spec = { a: peerSpec('a', o.a), ipv6: !!o.ipv6 };
+const spec = { a: specA, ipv6: !!o.ipv6 };
 if (o['same-nat']) {
   spec.sameNat = true;
   spec.hairpin = !!o.hairpin;
-  const d = peerSpec('b', o.a);
-  spec.b = { ...d, nat: spec.a.nat };
+  spec.b = { ...peerSpec('b', o.a), nat: specA.nat };
 } else spec.b = peerSpec('b', o.b ?? 'cone');
 if (o.seed) spec.seed = Number(o.seed);
 

@@ -463,8 +463,9 @@ function planLab(prefix, spec) {
 
   /** @type {Map<string, NodePlan>} */
   const nodes = new Map();
-  /** @param {string} key @param {boolean} router */
+  /** @param {string} key @param {boolean} router @returns {NodePlan} */
   const node = (key, router) => {
+    /** @type {NodePlan} */
     const n = { key, ns: `${prefix}-${key}`, router, routes: [], routes6: [] };
     nodes.set(key, n);
     return n;
@@ -640,8 +641,11 @@ export class Lab {
     this.peers = undefined;
     /** @type {any[]} */
     this.delays = [];
-    /** @type {string[]} */
-    this.log = [];
+    /** @type {{ ns: string } | undefined} */
+    this.internet = undefined;
+    this.sameNat = false;
+    /** @type {boolean | undefined} */
+    this.hairpin = undefined;
   }
 
   /** Namespace name for a node key ('server', 'a', 'b', 'inet', 'nat-a', 'cgn-b', 'nat', ...) or a full name. @param {string} node */
