@@ -7,6 +7,7 @@
         "native/socket.cc",
         "native/punch.cc",
         "native/pump.cc",
+        "native/pump_session.cc",
         "native/pump_dir.cc",
         "native/pipe_pool.cc"
       ],

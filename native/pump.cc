@@ -1,81 +1,18 @@
-#include "pump.h"
-
+// The pump engine: its I/O thread and loop, the command queue from the JS thread, and the public API of pump.h.
+// What happens to one session on the I/O thread is in pump_session.cc.
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <uv.h>
 
-#include <atomic>
 #include <new>
-#include <unordered_map>
 #include <vector>
 
-#include "pipe_pool.h"
-#include "pump_dir.h"
+#include "pump_internal.h"
 #include "socket.h"
-
-// Bytes one direction may move per wakeup before yielding to the other sessions.
-#define TP_PUMP_BUDGET (1024 * 1024)
-
-typedef enum { TP_CMD_START, TP_CMD_STOP, TP_CMD_CONFIGURE } tp_cmd_type_t;
-
-typedef struct tp_session_s tp_session_t;
-
-typedef struct tp_cmd_s {
-  tp_cmd_type_t type;
-  tp_session_t* session;       // START
-  uint32_t id;                 // STOP
-  tp_pump_reason_t reason;     // STOP
-  tp_pump_config_t config;     // CONFIGURE
-  struct tp_cmd_s* next;
-} tp_cmd_t;
-
-struct tp_session_s {
-  tp_pump_engine_t* engine;
-  uint32_t id;
-  int fds[2];                  // A, B: our duplicates, closed by tp__session_end
-  uv_poll_t polls[2];
-  int poll_open[2];
-  int poll_events[2];          // interest registered with uv_poll_start
-  uv_timer_t timer;
-  tp_dir_t dirs[2];            // [0] A to B, [1] B to A
-  uint64_t allowance;          // bytes left to read, both directions together
-  uint64_t max_duration_ms;
-  uint64_t started_at;
-  int handles;                 // open uv handles; the session is freed when the last one has closed
-  int ending;
-  tp_pump_result_t result;
-  tp_pump_done_cb cb;
-  void* data;
-};
-
-struct tp_pump_engine_s {
-  uv_loop_t loop;
-  uv_async_t async;
-  uv_thread_t thread;
-  uv_mutex_t mutex;
-  // Guarded by mutex: commands from the JS thread to the I/O thread.
-  tp_cmd_t* cmd_head = NULL;
-  tp_cmd_t* cmd_tail = NULL;
-  int shutting_down = 0;
-  // JS thread only.
-  int thread_started = 0;
-  uint32_t next_id = 1;
-  // I/O thread only (and the JS thread after the join).
-  std::unordered_map<uint32_t, tp_session_t*> sessions;
-  tp_dir_t* wait_head = NULL;  // directions waiting for a carrier, oldest first
-  tp_dir_t* wait_tail = NULL;
-  int closing = 0;
-  tp_pool_t pool;
-  // Read by tp_pump_stats from any thread.
-  std::atomic<size_t> active{0};
-  std::atomic<size_t> waiting{0};
-  std::atomic<uint64_t> started{0};
-  std::atomic<uint64_t> completed{0};
-  std::atomic<int> running{0};
-};
 
 const char* tp_pump_reason_name(tp_pump_reason_t reason) {
   switch (reason) {
@@ -89,187 +26,7 @@ const char* tp_pump_reason_name(tp_pump_reason_t reason) {
   return "error";
 }
 
-static tp_pump_reason_t tp__classify(int err) {
-  return err == -ECONNRESET || err == -EPIPE || err == -ECONNABORTED ? TP_PUMP_RESET : TP_PUMP_ERROR;
-}
-
-/* ---- the carrier wait list ---- */
-
-static void tp__wait_push(tp_pump_engine_t* e, tp_dir_t* d) {
-  d->waiting = 1;
-  d->wait_next = NULL;
-  d->wait_prev = e->wait_tail;
-  if (e->wait_tail != NULL) e->wait_tail->wait_next = d;
-  else e->wait_head = d;
-  e->wait_tail = d;
-  e->waiting++;
-}
-
-static void tp__wait_remove(tp_pump_engine_t* e, tp_dir_t* d) {
-  if (!d->waiting) return;
-  if (d->wait_prev != NULL) d->wait_prev->wait_next = d->wait_next;
-  else e->wait_head = d->wait_next;
-  if (d->wait_next != NULL) d->wait_next->wait_prev = d->wait_prev;
-  else e->wait_tail = d->wait_prev;
-  d->waiting = 0;
-  d->wait_prev = d->wait_next = NULL;
-  e->waiting--;
-}
-
-/* ---- sessions (I/O thread) ---- */
-
-static void tp__session_run(tp_session_t* s, int i);
-static void tp__session_update(tp_session_t* s);
-
-static void tp__session_on_close(uv_handle_t* handle) {
-  tp_session_t* s = static_cast<tp_session_t*>(handle->data);
-  if (--s->handles > 0) return;
-  tp_pump_engine_t* e = s->engine;
-  // Both sockets are closed and no callback of ours can run again for this session.
-  s->cb(&s->result, s->data);
-  free(s);
-  e->completed++;
-  e->active--;
-  if (e->sessions.empty()) tp_pool_trim(&e->pool, 0);  // nothing in flight: give every idle pipe back
-}
-
-static void tp__session_end(tp_session_t* s, tp_pump_reason_t reason, int err, int side) {
-  if (s->ending) return;
-  s->ending = 1;
-  tp_pump_engine_t* e = s->engine;
-  tp_pump_result_t* r = &s->result;
-  r->id = s->id;
-  r->bytes_a_to_b = s->dirs[0].bytes;
-  r->bytes_b_to_a = s->dirs[1].bytes;
-  r->reason = reason;
-  r->error = err;
-  r->side = side;
-  r->duration_ms = uv_now(&e->loop) - s->started_at;
-
-  for (int i = 0; i < 2; i++) {
-    tp__wait_remove(e, &s->dirs[i]);
-    tp_dir_release(&s->dirs[i], &e->pool);
-  }
-  e->sessions.erase(s->id);
-
-  for (int i = 0; i < 2; i++) {
-    // uv_close stops polling at once (the fd leaves epoll/kqueue), so the fd can be closed right after.
-    if (s->poll_open[i]) uv_close(reinterpret_cast<uv_handle_t*>(&s->polls[i]), tp__session_on_close);
-    if (reason != TP_PUMP_EOF) {
-      // A RST instead of a FIN: a stream cut by a limit, a stop or the other side's failure must never look
-      // complete to the peer that is still reading.
-      struct linger lg = {1, 0};
-      setsockopt(s->fds[i], SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
-    }
-    tp_socket_close(s->fds[i]);
-    s->fds[i] = -1;
-  }
-  uv_timer_stop(&s->timer);
-  uv_close(reinterpret_cast<uv_handle_t*>(&s->timer), tp__session_on_close);
-}
-
-static void tp__session_run(tp_session_t* s, int i) {
-  tp_dir_t* d = &s->dirs[i];
-  if (s->ending || d->waiting) return;
-  int r = tp_dir_run(d, &s->engine->pool, &s->allowance, TP_PUMP_BUDGET);
-  switch (r) {
-    case TP_DIR_AGAIN:
-      return;
-    case TP_DIR_DONE:
-      if (s->dirs[0].done && s->dirs[1].done) tp__session_end(s, TP_PUMP_EOF, 0, -1);
-      return;
-    case TP_DIR_LIMIT:
-      tp__session_end(s, TP_PUMP_LIMIT_BYTES, 0, -1);
-      return;
-    case TP_DIR_NO_CARRIER:
-      tp__wait_push(s->engine, d);
-      return;
-    default:
-      tp__session_end(s, tp__classify(r), r, d->failed_dst ? 1 - i : i);
-      return;
-  }
-}
-
-static void tp__session_on_poll(uv_poll_t* handle, int status, int events) {
-  tp_session_t* s = static_cast<tp_session_t*>(handle->data);
-  int i = handle == &s->polls[0] ? 0 : 1;
-  if (s->ending) return;
-  if (status < 0) {
-    // libuv reports POLLERR as UV_EBADF and stops the handle; the socket's own error says what happened.
-    int err = tp_socket_error(s->fds[i]);
-    if (err == 0) err = status;
-    tp__session_end(s, tp__classify(err), err, i);
-    return;
-  }
-  if (events & UV_READABLE) tp__session_run(s, i);
-  if (events & UV_WRITABLE) tp__session_run(s, 1 - i);
-  tp__session_update(s);
-}
-
-// Registers the poll interest each socket needs now: readable when its outgoing direction wants to read,
-// writable when its incoming direction has bytes or a head waiting for room.
-static void tp__session_update(tp_session_t* s) {
-  for (int i = 0; i < 2 && !s->ending; i++) {
-    int ev = (s->dirs[i].want_read ? UV_READABLE : 0) | (s->dirs[1 - i].want_write ? UV_WRITABLE : 0);
-    if (ev == s->poll_events[i]) continue;
-    int err = ev != 0 ? uv_poll_start(&s->polls[i], ev, tp__session_on_poll) : uv_poll_stop(&s->polls[i]);
-    if (err != 0) {
-      tp__session_end(s, TP_PUMP_ERROR, err, i);
-      return;
-    }
-    s->poll_events[i] = ev;
-  }
-}
-
-static void tp__session_on_timer(uv_timer_t* timer) {
-  tp__session_end(static_cast<tp_session_t*>(timer->data), TP_PUMP_LIMIT_DURATION, 0, -1);
-}
-
-static void tp__session_begin(tp_pump_engine_t* e, tp_session_t* s) {
-  uv_timer_init(&e->loop, &s->timer);
-  s->timer.data = s;
-  s->handles = 1;
-  s->started_at = uv_now(&e->loop);
-  int err = 0;
-  for (int i = 0; i < 2 && err == 0; i++) {
-    err = uv_poll_init(&e->loop, &s->polls[i], s->fds[i]);
-    if (err != 0) break;
-    s->polls[i].data = s;
-    s->poll_open[i] = 1;
-    s->handles++;
-  }
-  if (err == 0) {
-    try {
-      e->sessions[s->id] = s;
-    } catch (const std::bad_alloc&) {
-      err = -ENOMEM;
-    }
-  }
-  if (err != 0) {
-    tp__session_end(s, TP_PUMP_ERROR, err, -1);
-    return;
-  }
-  if (s->max_duration_ms > 0) uv_timer_start(&s->timer, tp__session_on_timer, s->max_duration_ms, 0);
-  tp__session_run(s, 0);
-  tp__session_run(s, 1);
-  tp__session_update(s);
-}
-
 /* ---- the engine (I/O thread) ---- */
-
-// Runs directions that wait for a carrier while carriers are free; bounded by the list's length so that a
-// direction that cannot get one even now (out of memory) does not spin.
-static void tp__wake_waiters(tp_pump_engine_t* e) {
-  size_t n = e->waiting;
-  while (n-- > 0 && e->wait_head != NULL) {
-    tp_dir_t* d = e->wait_head;
-    if (!tp_pool_can_take(&e->pool, 0) && !(d->use_splice && tp_pool_can_take(&e->pool, 1))) return;
-    tp__wait_remove(e, d);
-    tp_session_t* s = static_cast<tp_session_t*>(d->owner);
-    tp__session_run(s, d->index);
-    tp__session_update(s);
-  }
-}
 
 static void tp__engine_on_async(uv_async_t* async) {
   tp_pump_engine_t* e = static_cast<tp_pump_engine_t*>(async->data);
@@ -282,10 +39,10 @@ static void tp__engine_on_async(uv_async_t* async) {
   while (cmd != NULL) {
     tp_cmd_t* next = cmd->next;
     if (cmd->type == TP_CMD_START) {
-      tp__session_begin(e, cmd->session);
+      tp_session_begin(e, cmd->session);
     } else if (cmd->type == TP_CMD_STOP) {
       auto it = e->sessions.find(cmd->id);
-      if (it != e->sessions.end()) tp__session_end(it->second, cmd->reason, 0, -1);
+      if (it != e->sessions.end()) tp_session_end(it->second, cmd->reason, 0, -1);
     } else {
       tp_pool_config_t* c = &e->pool.config;
       c->max_pipes = cmd->config.max_pipes;
@@ -304,16 +61,23 @@ static void tp__engine_on_async(uv_async_t* async) {
     std::vector<tp_session_t*> all;
     all.reserve(e->sessions.size());
     for (auto& entry : e->sessions) all.push_back(entry.second);
-    for (tp_session_t* s : all) tp__session_end(s, TP_PUMP_STOPPED, 0, -1);
+    for (tp_session_t* s : all) tp_session_end(s, TP_PUMP_STOPPED, 0, -1);
     // With the async handle closed the loop ends once the sessions' handles have closed.
     uv_close(reinterpret_cast<uv_handle_t*>(&e->async), NULL);
     return;
   }
-  tp__wake_waiters(e);
+  tp_wake_waiters(e);
 }
 
 static void tp__engine_thread(void* arg) {
   tp_pump_engine_t* e = static_cast<tp_pump_engine_t*>(arg);
+  // Process signals are Node's to handle on its own threads. This also keeps the SIGPIPE that splice(2) raises on
+  // a reset peer (it has no MSG_NOSIGNAL) pending on this thread instead of killing an embedder that did not
+  // ignore SIGPIPE as Node does; the call still fails with EPIPE. Faults stay deliverable.
+  sigset_t set;
+  sigfillset(&set);
+  for (int sig : {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGABRT}) sigdelset(&set, sig);
+  pthread_sigmask(SIG_BLOCK, &set, NULL);
   e->running = 1;
   uv_run(&e->loop, UV_RUN_DEFAULT);
   e->running = 0;

@@ -84,6 +84,21 @@ describe.runIf(nativePump !== undefined)('native pump', () => {
     }
   });
 
+  it('makes progress with a single buffer shared by every direction', async () => {
+    configureNativePump({ maxPipes: 0, maxBuffers: 1, maxIdle: 0 });
+    try {
+      const size = 16 * MB;
+      const runs = await Promise.all(Array.from({ length: 4 }, async () => {
+        const { a, b, session } = await relayed();
+        const [sentA, sentB, gotB, gotA] = await Promise.all([sendRandom(a, size), sendRandom(b, size), drainHash(b), drainHash(a)]);
+        return { ok: gotB.hash === sentA && gotA.hash === sentB, result: await session.done };
+      }));
+      for (const r of runs) expect(r).toMatchObject({ ok: true, result: { reason: 'eof', bytesAToB: size, bytesBToA: size } });
+    } finally {
+      configureNativePump({ maxPipes: 64, maxBuffers: 256, maxIdle: 16 });
+    }
+  });
+
   it('checks its arguments and leaks nothing when it refuses', async () => {
     const { client, server } = await acceptor.pair();
     const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;

@@ -147,6 +147,7 @@ describe('UpgradableStream', () => {
     const err = await b.stream.upgrade(b.direct).catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'ERR_UPGRADE_PROTOCOL' });
     a.stream.destroy();
+    a.direct.destroy(); // never attached to a stream: nobody reads its FIN
   });
 
   it('fails the stream when the relay is reset before the upgrade', async () => {

@@ -17,7 +17,7 @@ import { f, readField, writeField, BodyReader, BodyWriter, malformed } from '../
 import type { Endpoint, FieldSpec } from '../protocol/fields.js';
 import { encodeFrame } from '../protocol/frame.js';
 import type { RawFrame } from '../protocol/frame.js';
-import { PEER_ID_PATTERN } from '../protocol/messages.js';
+import { PEER_ID_PATTERN, nameOfType } from '../protocol/messages.js';
 import type { RelayMsg } from '../protocol/messages.js';
 import type { PumpEndReason } from './pump-types.js';
 import { MAX_TOKEN_LENGTH } from './tokens.js';
@@ -163,8 +163,9 @@ export function encodeRelayFrame<N extends RelayBodyName>(name: N, value: Bodies
 
 /** A relay message in the protocol's `Message` shape, for `FramedSocket.send()` / `ControlContext.send()`. */
 export function relayMessage<N extends RelayBodyName>(name: N, value: Bodies[N]): RelayMsg {
-  const known = name === 'relay-end' ? 'relay-other' : name;
-  return { type: known as RelayMsg['type'], typeByte: SCHEMAS[name].type, body: encodeRelayBody(name, value) };
+  const type = SCHEMAS[name].type;
+  const known = (nameOfType(type) ?? 'relay-other') as RelayMsg['type'];
+  return { type: known, typeByte: type, body: encodeRelayBody(name, value) };
 }
 
 /** A decoded relay message. */

@@ -124,7 +124,11 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
   readonly tokens: RelayTokens;
   readonly limits: RelayLimits;
   readonly pump: Pump;
-  private readonly notify: ((peerId: string, msg: RelayMsg) => void) | undefined;
+  /**
+   * Delivers `relay-end` messages to peers' control connections (see the module comment); may be set after
+   * construction, e.g. once the rendezvous server exists.
+   */
+  notify: ((peerId: string, msg: RelayMsg) => void) | undefined;
   private readonly lingerMs: number;
   private readonly pending = new Map<string, Pending>();
   private readonly active = new Map<string, Active>();
@@ -146,6 +150,14 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     this.pump = typeof pump === 'string' ? choosePump(pump) : pump;
     this.notify = notify;
     this.lingerMs = lingerMs;
+  }
+
+  /**
+   * The rendezvous server's relay hooks (`ServerOptions.relay`): joins on the server's own port come here.
+   * Control messages (`relay-token-request`) are the server's to answer, since only it knows who is online.
+   */
+  hooks(): { onRelayJoin: (socket: Socket, join: RelayMsg, rest: Buffer, info: { remote: Endpoint }) => void } {
+    return { onRelayJoin: (socket, join, rest, info) => this.handleJoin(socket, join, rest, info) };
   }
 
   /** Issues the two tokens of a new session between peers `a` and `b` (for the rendezvous server). */

@@ -820,14 +820,14 @@ async function startDelay(lab, d, seed, max) {
  * @returns {Promise<Lab>}
  */
 export async function createLab(spec) {
-  const pre = labPrerequisites({ delay: false, hairpin: !!spec.sameNat && !!spec.hairpin });
+  const id = `${LAB_PREFIX}${process.pid}-${labCounter++}`;
+  const plan = planLab(id, spec);
+  const pre = labPrerequisites({ delay: plan.delays.length > 0, hairpin: !!plan.hairpin });
   if (!pre.ok) throw new Error(`lab: missing prerequisites: ${pre.missing.join(', ')}`);
   if (!staleChecked) {
     staleChecked = true;
     cleanupStaleLabs();
   }
-  const id = `${LAB_PREFIX}${process.pid}-${labCounter++}`;
-  const plan = planLab(id, spec);
   if (plan.delays.length) await buildDelayTool();
 
   const lab = new Lab(id, spec);
