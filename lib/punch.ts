@@ -39,7 +39,11 @@ export interface PunchOptions {
   remote: Endpoint | Endpoint[];
   /** Overall deadline in ms (default 10000). */
   timeoutMs?: number;
-  /** Pause in ms before reconnecting to a target after ECONNREFUSED, EHOSTUNREACH and the like (default 200). */
+  /**
+   * Pause in ms before reconnecting to a target after an RST or ICMP error aborted the attempt (default 5). The
+   * next SYN has to follow within milliseconds while our NAT's entry is still open for it; after the first 2 s the
+   * pause is at least 100 ms.
+   */
   retryDelayMs?: number;
   /** Hop limit of each target's first SYN (1..255): it opens the local NAT mapping without reaching the peer's. */
   ttl?: number;
@@ -67,7 +71,7 @@ export interface PunchResult {
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000;
-const DEFAULT_RETRY_DELAY_MS = 200;
+const DEFAULT_RETRY_DELAY_MS = 5;
 const MAX_TARGETS = 16;
 
 /**

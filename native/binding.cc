@@ -187,7 +187,7 @@ static Napi::Value tp_napi_punch_start(const Napi::CallbackInfo& info) {
       throw tp_napi_arg_error(env, false, "targets must have the same address family as local");
   }
   opts.timeout_ms = static_cast<uint64_t>(tp_napi_read_number(o, "timeoutMs", 10000, 1, 86400000));
-  opts.retry_ms = static_cast<int64_t>(tp_napi_read_number(o, "retryMs", 200, -1, 60000));
+  opts.retry_ms = static_cast<int64_t>(tp_napi_read_number(o, "retryMs", 5, -1, 60000));
   opts.first_ttl = static_cast<int>(tp_napi_read_number(o, "firstTtl", 0, 0, 255));
 
   uv_loop_t* loop = NULL;

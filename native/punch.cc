@@ -37,6 +37,10 @@ struct tp_punch_s {
   tp_punch_result_t result;
 };
 
+// Retries run at opts.retry_ms for this long after the start, then no faster than TP_PUNCH_SLOW_RETRY_MS.
+#define TP_PUNCH_FAST_RETRY_MS 2000
+#define TP_PUNCH_SLOW_RETRY_MS 100
+
 static void tp__punch_finish(tp_punch_t* p, int status, const char* syscall, tp_sock_t* winner);
 static void tp__punch_arm(tp_punch_t* p);
 
@@ -120,7 +124,13 @@ static void tp__target_failed(tp_punch_t* p, int target, int err) {
     if (!pending) tp__punch_finish(p, err, "connect", NULL);
     return;
   }
-  t->retry_at = uv_now(p->loop) + static_cast<uint64_t>(p->opts.retry_ms);
+  // The next SYN must follow an RST or ICMP abort within milliseconds: our NAT's entry is still open for it, and
+  // the peer's SYN may arrive at any moment. After the first seconds the peer is unlikely to be merely late, so
+  // the pace drops to spare the network.
+  uint64_t now = uv_now(p->loop);
+  uint64_t gap = static_cast<uint64_t>(p->opts.retry_ms);
+  if (now - p->started >= TP_PUNCH_FAST_RETRY_MS && gap < TP_PUNCH_SLOW_RETRY_MS) gap = TP_PUNCH_SLOW_RETRY_MS;
+  t->retry_at = now + gap;
   tp__punch_arm(p);
 }
 
@@ -167,23 +177,24 @@ static void tp__target_connect(tp_punch_t* p, int target) {
 
 static void tp__connector_on_io(uv_poll_t* handle, int status, int events) {
   (void)events;
+  (void)status;  // libuv reports POLLERR as UV_EBADF and stops the handle; the socket itself says what happened
   tp_sock_t* s = static_cast<tp_sock_t*>(handle->data);
   tp_punch_t* p = s->punch;
   if (p->done) return;
-  // libuv reports POLLERR as status UV_EBADF and stops the handle; the real reason is in SO_ERROR either way.
-  (void)status;
-  int err = tp_socket_error(s->fd);
-  if (err == 0) {
-    struct sockaddr_storage peer;
-    // A writable socket with no pending error may still have lost its connection (e.g. RST right after the
-    // SYN-ACK); getpeername() tells whether it is really established.
-    err = tp_socket_peer(s->fd, &peer);
-    if (err == 0) {
-      tp__punch_finish(p, 0, NULL, s);
-      return;
-    }
+  // Established wins, whatever SO_ERROR says: an ICMP error that arrived while connect() held the socket is only a
+  // soft error, left in SO_ERROR while the handshake goes on and completes.
+  struct sockaddr_storage peer;
+  if (tp_socket_peer(s->fd, &peer) == 0) {
+    tp__punch_finish(p, 0, NULL, s);
+    return;
   }
-  if (err == -EINPROGRESS || err == -EALREADY) return;
+  int err = tp_socket_error(s->fd);
+  if (err == 0 || err == -EINPROGRESS || err == -EALREADY || tp_socket_is_connecting(s->fd) == 1) {
+    // Still in SYN_SENT: keep this socket. Its SYN created our NAT's mapping, and a replacement with a new initial
+    // sequence number would be dropped by conntrack once the peer's SYN has come through.
+    uv_poll_start(&s->poll, UV_WRITABLE, tp__connector_on_io);
+    return;
+  }
   int target = s->target;
   tp__sock_close(s);
   tp__target_failed(p, target, err);

@@ -21,7 +21,7 @@ typedef struct {
   struct sockaddr_storage targets[TP_PUNCH_MAX_TARGETS];
   int target_count;
   uint64_t timeout_ms;            // overall deadline
-  int64_t retry_ms;               // pause before reconnecting after a refusal; < 0 means a failure is final
+  int64_t retry_ms;               // pause before reconnecting after an abort (RST, ICMP); < 0: a failure is final
   int first_ttl;                  // hop limit of each target's first SYN, 0 to leave it alone
 } tp_punch_opts_t;
 

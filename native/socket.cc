@@ -204,6 +204,18 @@ int tp_socket_peer(int fd, struct sockaddr_storage* out) {
   return getpeername(fd, reinterpret_cast<struct sockaddr*>(out), &len) == -1 ? -errno : 0;
 }
 
+int tp_socket_is_connecting(int fd) {
+#ifdef __linux__
+  struct tcp_info info;
+  socklen_t len = sizeof(info);
+  if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &info, &len) == -1) return -errno;
+  return info.tcpi_state == TCP_SYN_SENT;
+#else
+  (void)fd;
+  return -ENOTSUP;
+#endif
+}
+
 int tp_socket_get_ttl(int fd, int family, int* ttl) {
   socklen_t len = sizeof(*ttl);
   int r = family == AF_INET6 ? getsockopt(fd, IPPROTO_IPV6, IPV6_UNICAST_HOPS, ttl, &len)

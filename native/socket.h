@@ -44,6 +44,10 @@ int tp_socket_accept(int fd, struct sockaddr_storage* peer);
 int tp_socket_local(int fd, struct sockaddr_storage* out);
 int tp_socket_peer(int fd, struct sockaddr_storage* out);
 
+// 1 while a connecting socket is still in SYN_SENT, 0 when it is not, a negative errno when the platform cannot
+// tell (only Linux can: TCP_INFO).
+int tp_socket_is_connecting(int fd);
+
 // Hop limit of outgoing unicast packets (IP_TTL or IPV6_UNICAST_HOPS, per the socket's family).
 int tp_socket_get_ttl(int fd, int family, int* ttl);
 int tp_socket_set_ttl(int fd, int family, int ttl);
