@@ -151,6 +151,8 @@ export async function run(opts) {
       const server = await startIperfServer(iperf, budgetMs * 100);
       /** @type {Record<string, string>} */
       const unavailable = {};
+      /** Paths that have worked in this section: a later "unavailable" is then a failure, not a missing module. */
+      const worked = new Set();
       try {
         for (const streams of opts.streams) {
           for (const direction of opts.directions) {
@@ -162,8 +164,13 @@ export async function run(opts) {
                 log(`throughput: relay ${p} ${streams}x ${direction} run ${r + 1}/${opts.runs}`);
                 try {
                   const s = await measureRelay(iperf, server.port, p, streams, direction, opts.seconds, budgetMs);
-                  if ('unavailable' in s) unavailable[p] = s.unavailable;
-                  else samples.get(p)?.push(s);
+                  if (!('unavailable' in s)) {
+                    samples.get(p)?.push(s);
+                    worked.add(p);
+                  } else if (worked.has(p)) {
+                    // It worked earlier in this run: the build changed under us (e.g. the addon being rebuilt).
+                    samples.get(p)?.push({ error: `became unavailable: ${s.unavailable}` });
+                  } else unavailable[p] = s.unavailable;
                 } catch (e) {
                   samples.get(p)?.push({ error: String(/** @type {Error} */ (e).message ?? e) });
                   await server.restart();

@@ -162,3 +162,34 @@ describe('tcp-punch connect to an unknown peer', () => {
     await server.stop();
   });
 });
+
+describe('tcp-punch connect through the relay', () => {
+  it('carries a client over the relay with --strategy relay, and serve reports relay metrics', async () => {
+    const echo = await echoService();
+    const port = await freePort();
+    const metricsPort = await freePort();
+    const server = runCli(['serve', '--json', '--host', '127.0.0.1', '--port', String(port), '--no-probe', '--metrics-port', String(metricsPort)]);
+    await server.waitFor('listening');
+    const exposer = runCli(['expose', '--json', '--server', `127.0.0.1:${port}`, '--id', 'svc', '--to', `127.0.0.1:${(echo.address() as AddressInfo).port}`]);
+    await exposer.waitFor('exposing');
+    const c = runCli(['connect', '--json', '--server', `127.0.0.1:${port}`, '--peer', 'svc', '--listen', '127.0.0.1:0', '--strategy', 'relay', '--pool', '1']);
+    const local = (await c.waitFor('listening')).port as number;
+    await roundTrip(local, 2 * 1024 * 1024);
+    expect(await c.waitFor('tunnel-open')).toMatchObject({ path: 'relay' });
+    expect(await c.waitFor('tunnel-close')).toMatchObject({ reason: 'eof', bytesAToB: 2 * 1024 * 1024 });
+    const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
+    expect(text).toMatch(/^tcp_punch_peers_online 2$/m);
+    expect(text).toMatch(/^tcp_punch_relay_sessions_total [1-9]/m);
+    expect(text).toMatch(/^tcp_punch_relay_bytes_total [1-9]/m);
+    expect(await c.stop()).toBe(0);
+    expect(await exposer.stop()).toBe(0);
+    expect(await server.stop('SIGTERM')).toBe(0);
+    await closeServer(echo);
+  });
+
+  it('exits 2 on a bad relay limit', async () => {
+    const r = await runCliToEnd(['serve', '--relay-max-bytes', 'lots']);
+    expect(r.code).toBe(2);
+    expect(r.output).toMatch(/--relay-max-bytes/);
+  });
+});

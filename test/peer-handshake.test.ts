@@ -146,7 +146,7 @@ describe('direct-auth end to end', () => {
       const before = await stableFdCount();
       const events: AttemptEvent[] = [];
       a.on('attempt', (e) => events.push(e));
-      await expect(a.dial('mallory')).rejects.toMatchObject({ code: 'ERR_PUNCH_FAILED' });
+      await expect(a.dial('mallory', { strategy: 'direct' })).rejects.toMatchObject({ code: 'ERR_PUNCH_FAILED' });
       expect(events.map((e) => e.outcome)).toEqual(['auth-failed', 'auth-failed', 'auth-failed']);
       expect(events.map((e) => e.mode)).toEqual(reversal ? ['reverse', 'sync', 'sync'] : ['sync', 'sync', 'sync']);
       expect(await settleFds(before)).toBe(before);

@@ -62,7 +62,7 @@ describe('server: hostile input', () => {
     await check();
     for (const c of codes) {
       expect(['ERR_BAD_MAGIC', 'ERR_UNSUPPORTED_VERSION', 'ERR_FRAME_TOO_LARGE', 'ERR_UNKNOWN_TYPE', 'ERR_MALFORMED_FRAME',
-        'ERR_UNEXPECTED_MESSAGE', 'ERR_HANDSHAKE_TIMEOUT', 'ERR_INVALID_TOKEN', 'ERR_RELAY_UNAVAILABLE']).toContain(c);
+        'ERR_UNEXPECTED_MESSAGE', 'ERR_HANDSHAKE_TIMEOUT', 'ERR_INVALID_TOKEN', 'ERR_RELAY_TOKEN_INVALID', 'ERR_RELAY_PROTOCOL']).toContain(c);
     }
     expect(s.stats().peers).toBe(2);
   });
@@ -82,9 +82,10 @@ describe('server: hostile input', () => {
     const sock = await raw(s);
     send(sock, observe);
     expect(await next(sock)).toMatchObject({ type: 'error', code: 'ERR_INVALID_TOKEN' });
+    // The built-in relay refuses a join whose body is not a token.
     const relay = await raw(s);
     send(relay, { type: 'relay-join', typeByte: 0x40, body: new Uint8Array(8) });
-    expect(await next(relay)).toMatchObject({ type: 'error', code: 'ERR_RELAY_UNAVAILABLE' });
+    expect(await next(relay)).toMatchObject({ type: 'error', code: 'ERR_MALFORMED_FRAME' });
     // Messages out of order inside a control handshake.
     const ctl = await raw(s);
     send(ctl, hello('early'), { type: 'ping', seq: 1 });

@@ -501,13 +501,21 @@ export function writeResults(result) {
  */
 export function tempDir(prefix) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `tcp-punch-bench-${prefix}-`));
-  process.once('exit', () => {
-    try {
-      fs.rmSync(dir, { recursive: true, force: true });
-    } catch {}
-  });
+  if (tempDirs.size === 0) {
+    process.once('exit', () => {
+      for (const d of tempDirs) {
+        try {
+          fs.rmSync(d, { recursive: true, force: true });
+        } catch {}
+      }
+    });
+  }
+  tempDirs.add(dir);
   return dir;
 }
+
+/** @type {Set<string>} */
+const tempDirs = new Set();
 
 /** @param {string} msg */
 export function log(msg) {

@@ -53,7 +53,10 @@ export async function loadPump(kind, config) {
   if (!mod) return unavailable(kind, label, 'not available yet (dist/relay/pump.js is not built)');
   /** @type {any} */
   const pump = kind === 'js' ? mod.jsPump : mod.nativePump;
-  if (!pump) return unavailable(kind, label, `not available (dist/relay/pump.js has no ${kind === 'js' ? 'jsPump' : 'nativePump'}: addon built without the pump?)`);
+  if (!pump) {
+    const why = kind === 'js' ? 'no jsPump in dist/relay/pump.js' : 'the loaded addon has no pump (an old prebuild, or build/ being rebuilt?)';
+    return unavailable(kind, label, `not available (${why})`);
+  }
   if (kind !== 'js' && config && mod.configureNativePump) mod.configureNativePump(config);
   /** @type {Record<string, unknown>} */
   const startOptions = kind === 'native-copy' ? { splice: false } : {};

@@ -4,8 +4,9 @@
  */
 import { createMetricsRegistry, startMetricsServer } from '../metrics.js';
 import { startProbeServer } from '../nat-check/probe-server.js';
-import { startServer, type ServerOptions } from '../server/index.js';
-import { COMMON_HELP, SECRET_HELP, SECRET_OPTIONS, loggerFrom, parse, parseCount, parseDuration, parsePort, readSecret } from './args.js';
+import type { RelayLimits } from '../relay/limits.js';
+import { startServer, type ServerOptions, type ServerRelayOptions } from '../server/index.js';
+import { COMMON_HELP, SECRET_HELP, SECRET_OPTIONS, loggerFrom, parse, parseBytes, parseCount, parseDuration, parsePort, readSecret } from './args.js';
 import { CliError, EXIT, toCliError } from './errors.js';
 import type { Command } from './run.js';
 import { untilSignal } from './signals.js';
@@ -30,6 +31,15 @@ ${SECRET_HELP}
   --handshake-timeout T       time to authenticate (default 5s)
   --idle-timeout T            silence before a peer is dropped (default 60s)
   --max-pending-per-peer N    dials one peer may take part in at once (default 64)
+ relay (on the same port; limits are reported to both peers when hit):
+  --no-relay                  run no relay: peers that cannot punch cannot connect
+  --relay-max-sessions N      relayed sessions at once (default 4096)
+  --relay-max-bytes SIZE      bytes per session, both ways together, e.g. 512M; 0 = no limit (default 128M)
+  --relay-max-duration T      duration per session, e.g. 30m; 0 = no limit (default 15m)
+  --relay-sessions-per-peer N sessions at once per peer id (default 8)
+  --relay-sessions-per-ip N   sessions at once per IP address (default 32)
+  --relay-join-timeout T      time the second side has to join (default 30s)
+  --relay-pump KIND           auto (default: native where available) | native | js
 ${COMMON_HELP}`;
 
 const OPTIONS = {
@@ -45,6 +55,14 @@ const OPTIONS = {
   'handshake-timeout': { type: 'string' },
   'idle-timeout': { type: 'string' },
   'max-pending-per-peer': { type: 'string' },
+  'no-relay': { type: 'boolean' },
+  'relay-max-sessions': { type: 'string' },
+  'relay-max-bytes': { type: 'string' },
+  'relay-max-duration': { type: 'string' },
+  'relay-sessions-per-peer': { type: 'string' },
+  'relay-sessions-per-ip': { type: 'string' },
+  'relay-join-timeout': { type: 'string' },
+  'relay-pump': { type: 'string' },
 } as const;
 
 export const serve: Command = {
@@ -64,6 +82,7 @@ export const serve: Command = {
     set('handshakeTimeoutMs', parseDuration(v['handshake-timeout'], '--handshake-timeout'));
     set('idleTimeoutMs', parseDuration(v['idle-timeout'], '--idle-timeout'));
     set('maxPendingPerPeer', parseCount(v['max-pending-per-peer'], '--max-pending-per-peer', { min: 1, max: 65535 }));
+    limits.relay = v['no-relay'] ? false : relayOptions(v);
     const metricsPort = v['metrics-port'] === undefined ? undefined : parsePort(v['metrics-port'], '--metrics-port', 0, 0);
 
     let server;
@@ -88,7 +107,18 @@ export const serve: Command = {
         probeNote = `nat-check probes on ports ${probes.ports.join(', ')}`;
       }
       if (metricsPort !== undefined) {
-        const registry = createMetricsRegistry({ server: () => server.stats() });
+        const relay = server.relay;
+        let relayBytes = 0;
+        relay?.on('session-end', (e) => (relayBytes += e.bytesAToB + e.bytesBToA));
+        const registry = createMetricsRegistry({
+          server: () => server.stats(),
+          ...(relay && {
+            relay: () => {
+              const r = relay.stats();
+              return { active: r.active, total: r.started, bytes: relayBytes, ended: r.ended, rejected: r.rejected };
+            },
+          }),
+        });
         const metrics = await startMetricsServer(registry, metricsPort, v['metrics-host'] ?? '127.0.0.1').catch((err: unknown) => {
           throw toCliError(err, `opening the metrics port ${metricsPort}`);
         });
@@ -100,7 +130,8 @@ export const serve: Command = {
       log.info(
         'listening',
         { address: addr.address, port: addr.port, auth: secret ? 'secret' : 'open' },
-        `tcp-punch server listening on ${shown}, port ${addr.port} (${secret ? 'shared secret required' : 'open: no secret'}); ${probeNote}\n` +
+        `tcp-punch server listening on ${shown}, port ${addr.port} (${secret ? 'shared secret required' : 'open: no secret'}); ` +
+          `relay ${server.relay ? 'on' : 'off'}; ${probeNote}\n` +
           `  peers: tcp-punch expose --server <this-host>:${addr.port} --id NAME --to HOST:PORT${secret ? ' --secret ...' : ''}\n` +
           `         tcp-punch connect --server <this-host>:${addr.port} --peer NAME --listen 127.0.0.1:PORT${secret ? ' --secret ...' : ''}`,
       );
@@ -115,6 +146,28 @@ export const serve: Command = {
     return EXIT.OK;
   },
 };
+
+function relayOptions(v: Record<string, string | boolean | undefined>): ServerRelayOptions {
+  const str = (k: string): string | undefined => v[k] as string | undefined;
+  const limits: Partial<RelayLimits> = {};
+  const put = (key: keyof RelayLimits, value: number | undefined): void => {
+    if (value !== undefined) limits[key] = value;
+  };
+  put('maxSessions', parseCount(str('relay-max-sessions'), '--relay-max-sessions', { min: 1, max: 1_000_000 }));
+  put('maxBytesPerSession', parseBytes(str('relay-max-bytes'), '--relay-max-bytes'));
+  put('maxDurationMs', parseDuration(str('relay-max-duration'), '--relay-max-duration'));
+  put('maxSessionsPerPeer', parseCount(str('relay-sessions-per-peer'), '--relay-sessions-per-peer', { min: 1, max: 1_000_000 }));
+  put('maxSessionsPerIp', parseCount(str('relay-sessions-per-ip'), '--relay-sessions-per-ip', { min: 1, max: 1_000_000 }));
+  put('joinTimeoutMs', parseDuration(str('relay-join-timeout'), '--relay-join-timeout'));
+  if (limits.maxDurationMs !== undefined && limits.maxDurationMs > 2 ** 31 - 1) {
+    throw new CliError('--relay-max-duration: at most 24 days', EXIT.USAGE);
+  }
+  const pump = str('relay-pump') ?? 'auto';
+  if (pump !== 'auto' && pump !== 'native' && pump !== 'js') {
+    throw new CliError(`--relay-pump must be auto, native or js, got "${pump}"`, EXIT.USAGE);
+  }
+  return { limits, pump };
+}
 
 function parseProbePorts(value: string | undefined, port: number): number[] {
   if (value === undefined) {

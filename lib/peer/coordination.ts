@@ -9,7 +9,9 @@ import { truncateUtf8 } from '../protocol/fields.js';
 import type { Message, Msg } from '../protocol/messages.js';
 import { AttemptRunner, outcomeOf } from './attempt.js';
 import type { AttemptEnv } from './attempt.js';
-import type { AttemptEvent, AttemptOutcome, DialResult, Role } from './types.js';
+import type { AttemptEvent, AttemptOutcome, DialResult, RelayEndInfo, Role } from './types.js';
+import { joinRelay } from '../relay/relay-client.js';
+import type { RelayTokenGrant } from '../relay/frames.js';
 
 /** How a coordination talks to the rest of the peer. */
 export interface CoordinationHooks {
@@ -17,6 +19,8 @@ export interface CoordinationHooks {
   send(msg: Message): boolean;
   /** Emits an `attempt` event. */
   attempt(event: AttemptEvent): void;
+  /** Relayed dials: the promise of the relay's `relay-end` notice for session `sessionId`. */
+  relayEnd(sessionId: string): Promise<RelayEndInfo | undefined>;
 }
 
 type Step = Msg<'prepare'> | Msg<'sync'> | Msg<'punch'> | Msg<'end'>;
@@ -25,6 +29,10 @@ export class PeerCoordination {
   readonly key: string;
   readonly role: Role;
   readonly peerId: string;
+  /** `direct`, or a relayed dial (`relay`, `relay-upgradable`). */
+  readonly path: Msg<'coord'>['path'];
+  /** The coordId of the relay-upgradable dial this direct dial upgrades, hex; '' for none. */
+  readonly link: string;
   /** Settles with the socket, or rejects with a coded error carrying `attempts`. */
   readonly result: Promise<DialResult>;
   private readonly coordId: Uint8Array;
@@ -34,7 +42,8 @@ export class PeerCoordination {
   private punchMsg: Msg<'punch'> | undefined;
   private preparedAt = 0;
   private settled = false;
-  private held: Step[] | undefined;
+  private held: (Step | RelayTokenGrant)[] | undefined;
+  private relayAc: AbortController | undefined;
   private resolveFn!: (r: DialResult) => void;
   private rejectFn!: (e: Error) => void;
   private readonly timer: NodeJS.Timeout;
@@ -50,6 +59,8 @@ export class PeerCoordination {
     this.key = Buffer.from(coord.coordId).toString('hex');
     this.role = coord.role;
     this.peerId = coord.peer;
+    this.path = coord.path;
+    this.link = coord.link.some((b) => b !== 0) ? Buffer.from(coord.link).toString('hex') : '';
     this.result = new Promise((resolve, reject) => {
       this.resolveFn = resolve;
       this.rejectFn = reject;
@@ -79,7 +90,50 @@ export class PeerCoordination {
   open(): void {
     const held = this.held ?? [];
     this.held = undefined;
-    for (const msg of held) this.handle(msg);
+    for (const msg of held) {
+      if ('token' in msg && 'sessionId' in msg) this.relayGrant(msg);
+      else this.handle(msg);
+    }
+  }
+
+  /**
+   * A relayed dial's grant: join the relay session with it and report the outcome like a punch attempt. The
+   * session is named after this coordination, so the grant is matched by its `sessionId`.
+   */
+  relayGrant(grant: RelayTokenGrant): void {
+    if (this.settled || this.path === 'direct' || this.relayAc) return;
+    if (this.held) return void this.held.push(grant);
+    const ac = (this.relayAc = new AbortController());
+    this.preparedAt = performance.now();
+    const server = grant.relay[0] ?? this.env.server;
+    joinRelay({ server, token: grant.token, signal: ac.signal }).then(
+      (conn) => {
+        if (this.settled) return void conn.socket.destroy();
+        this.hooks.send({ type: 'result', coordId: this.coordId, attempt: 1, outcome: 'ok', detail: '' });
+        this.report(1, 'ok', undefined, 'Connected through the relay');
+        this.settle();
+        const joinMs = performance.now() - this.preparedAt;
+        this.resolveFn({
+          socket: conn.socket,
+          path: 'relay',
+          role: this.role,
+          peerId: this.peerId,
+          remote: server,
+          attempt: 1,
+          mode: 'relay',
+          timings: { totalMs: performance.now() - this.startedAt, observeMs: 0, delayMs: 0, punchMs: 0, handshakeMs: joinMs },
+          relayEnd: this.hooks.relayEnd(conn.sessionId),
+        });
+      },
+      (err: unknown) => {
+        if (this.settled) return;
+        const code = (err as { code?: string }).code;
+        const message = err instanceof Error ? err.message : String(err);
+        const outcome = outcomeOf(err);
+        this.hooks.send({ type: 'result', coordId: this.coordId, attempt: 1, outcome, detail: truncateUtf8(`${code ?? ''} ${message}`.trim(), 256) });
+        this.report(1, outcome, code, message);
+      },
+    );
   }
 
   /** Handles a server message addressed to this coordination. */
@@ -179,6 +233,7 @@ export class PeerCoordination {
 
   private fail(err: TcpPunchError): void {
     if (this.settled) return;
+    this.relayAc?.abort(err);
     this.runner?.dispose();
     this.runner = undefined;
     this.settle();
@@ -194,6 +249,7 @@ export class PeerCoordination {
   /** Reports the running attempt, if it has not been reported yet. */
   private reportCurrent(outcome: AttemptOutcome, code: string | undefined, message: string): void {
     if (this.runner && !this.reported.has(this.runner.attempt)) this.report(this.runner.attempt, outcome, code, message);
+    else if (this.relayAc && !this.reported.has(1)) this.report(1, outcome, code, message);
   }
 
   private report(attempt: number, outcome: AttemptOutcome, code: string | undefined, message: string): void {
@@ -205,7 +261,7 @@ export class PeerCoordination {
       coordId: this.key,
       role: this.role,
       attempt,
-      mode: p?.mode,
+      mode: this.path === 'direct' ? p?.mode : 'relay',
       route: p?.route,
       remote: p?.remote,
       outcome,

@@ -3,7 +3,14 @@
  */
 export { Peer } from './peer.js';
 export type { PeerEvents } from './peer.js';
-export { directStrategy, BUILTIN_STRATEGIES } from './strategies.js';
+export {
+  directStrategy,
+  relayStrategy,
+  directFirstStrategy,
+  relayFirstStrategy,
+  BUILTIN_STRATEGIES,
+  DEFAULT_STRATEGY,
+} from './strategies.js';
 export { DEFAULT_DIAL_TIMEOUT_MS } from './options.js';
 export { directAuth } from './handshake.js';
 export type { DirectAuthParams } from './handshake.js';
@@ -18,5 +25,6 @@ export type {
   DialTimings,
   IncomingDial,
   PeerOptions,
+  RelayEndInfo,
   Role,
 } from './types.js';

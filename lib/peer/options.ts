@@ -7,7 +7,7 @@ import { invalidArgType, invalidArgValue, outOfRange } from '../errors.js';
 import { deriveIdKey } from '../protocol/crypto.js';
 import type { Endpoint } from '../protocol/fields.js';
 import { PEER_ID_PATTERN } from '../protocol/messages.js';
-import { BUILTIN_STRATEGIES } from './strategies.js';
+import { BUILTIN_STRATEGIES, DEFAULT_STRATEGY } from './strategies.js';
 import type { DialOptions, DialStrategy, PeerOptions } from './types.js';
 
 /** Peer options after validation. */
@@ -104,7 +104,7 @@ export function resolveDialOptions(
   const timeoutMs = o.timeoutMs ?? DEFAULT_DIAL_TIMEOUT_MS;
   checkInt(timeoutMs, 'options.timeoutMs', 1, 600_000);
   if (o.signal !== undefined && !(o.signal instanceof AbortSignal)) throw invalidArgType('options.signal', 'an AbortSignal', o.signal);
-  const name = o.strategy ?? 'direct';
+  const name = o.strategy ?? DEFAULT_STRATEGY;
   const strategy = Object.hasOwn(strategies, name) ? strategies[name] : undefined;
   if (!strategy) throw invalidArgValue('options.strategy', `must be one of ${Object.keys(strategies).join(', ')}`, name);
   return { timeoutMs, signal: o.signal, strategy };

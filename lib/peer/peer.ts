@@ -19,12 +19,21 @@ import { ControlConnection, FATAL_CODES } from './control.js';
 import { PeerCoordination } from './coordination.js';
 import { checkPeerId, resolveDialOptions, resolvePeerOptions } from './options.js';
 import type { ResolvedPeerOptions } from './options.js';
-import type { AttemptEvent, ConnectionInfo, DialOptions, DialResult, PeerOptions } from './types.js';
+import type { AttemptEvent, ConnectionInfo, DialOptions, DialResult, PeerOptions, RelayEndInfo, Role } from './types.js';
+import { UpgradableStream } from '../upgrade.js';
+import { decodeRelay } from '../relay/frames.js';
 
 /** Events of a {@link Peer}. */
 export interface PeerEvents {
-  /** Another peer dialled this one and the direct socket is up and authenticated. */
-  connection: [socket: Socket, info: ConnectionInfo];
+  /**
+   * Another peer dialled this one and the stream is up: an authenticated direct socket, a relayed socket, or (for a
+   * dialer's `relay-first`) an {@link UpgradableStream} that moves to a direct socket later.
+   */
+  connection: [socket: Socket | UpgradableStream, info: ConnectionInfo];
+  /** A relay-first stream (either side) moved to its direct connection. */
+  upgrade: [info: { peerId: string; coordId: string; role: Role }];
+  /** The relay ended a relayed session of this peer (limits included); also on the dial result's `relayEnd`. */
+  'relay-end': [info: RelayEndInfo];
   /** One attempt of a dial (either side) ended, successfully or with a reason. */
   attempt: [event: AttemptEvent];
   /** (Re-)registered with the server. */
@@ -57,6 +66,10 @@ export class Peer extends EventEmitter<PeerEvents> {
   private lastToken: Uint8Array | undefined;
   private readonly requests = new Map<number, PendingRequest>();
   private readonly coords = new Map<string, PeerCoordination>();
+  /** Relay-upgradable streams this peer accepted, by coordId: a later direct dial with that `link` upgrades them. */
+  private readonly upgradable = new Map<string, { stream: UpgradableStream; peerId: string }>();
+  /** Relayed sessions waiting for the relay's `relay-end` notice, by session id. */
+  private readonly relayEnds = new Map<string, (info: RelayEndInfo | undefined) => void>();
   private onlineWaiters = new Set<() => void>();
   private reconnectTimer: NodeJS.Timeout | undefined;
 
@@ -120,13 +133,22 @@ export class Peer extends EventEmitter<PeerEvents> {
     const ac = new AbortController();
     const onAbort = (): void => ac.abort(signal?.reason);
     signal?.addEventListener('abort', onAbort, { once: true });
+    const deadline = performance.now() + timeoutMs;
+    const left = (ms: number | undefined): number => Math.max(1, Math.floor(Math.min(ms ?? Infinity, deadline - performance.now())));
     try {
       return await strategy.dial({
         peer: this,
         peerId,
         timeoutMs,
         signal: ac.signal,
-        direct: () => this.dialDirect(peerId, timeoutMs, ac.signal),
+        // An upgrade runs after the dial has resolved: its own timeout, not the dial's deadline.
+        direct: (o = {}) => this.dialPath(peerId, 'direct', o.link ? (o.timeoutMs ?? timeoutMs) : left(o.timeoutMs), o.signal ?? ac.signal, o.link),
+        relay: async (o = {}) => {
+          const path = o.upgradable ? 'relay-upgradable' : 'relay';
+          const coordId = { value: '' };
+          const result = await this.dialPath(peerId, path, left(o.timeoutMs), ac.signal, undefined, coordId);
+          return { ...result, coordId: coordId.value };
+        },
       });
     } finally {
       signal?.removeEventListener('abort', onAbort);
@@ -141,6 +163,8 @@ export class Peer extends EventEmitter<PeerEvents> {
     // The server tells the other sides (ERR_PEER_OFFLINE) when the control connection closes.
     this.failAll(new TcpPunchError('ERR_PEER_CLOSED', 'The peer was closed'), false);
     for (const w of this.onlineWaiters) w();
+    for (const resolve of this.relayEnds.values()) resolve(undefined);
+    this.relayEnds.clear();
     const conn = this.conn;
     this.conn = undefined;
     await conn?.close();
@@ -224,9 +248,32 @@ export class Peer extends EventEmitter<PeerEvents> {
         this.draining = true;
         return;
       default:
-        if (msg.type.startsWith('relay-')) this.emit('relay-message', msg as RelayMsg);
+        if (msg.type.startsWith('relay-')) this.onRelayMessage(msg as RelayMsg);
         return;
     }
+  }
+
+  private onRelayMessage(msg: RelayMsg): void {
+    this.emit('relay-message', msg);
+    let body;
+    try {
+      body = decodeRelay(msg);
+    } catch {
+      return; // a relay message of a newer server: nothing of ours waits for it
+    }
+    if (body.name === 'relay-token') {
+      this.coords.get(body.sessionId)?.relayGrant(body);
+    } else if (body.name === 'relay-end') {
+      const { name: _name, ...info } = body;
+      this.relayEnds.get(info.sessionId)?.(info);
+      this.relayEnds.delete(info.sessionId);
+      this.emit('relay-end', info);
+    }
+  }
+
+  /** The promise of the relay's end notice for a session; resolves undefined if this peer closes first. */
+  private relayEndOf(sessionId: string): Promise<RelayEndInfo | undefined> {
+    return new Promise((resolve) => this.relayEnds.set(sessionId, resolve));
   }
 
   private onCoord(msg: Msg<'coord'>): void {
@@ -236,7 +283,7 @@ export class Peer extends EventEmitter<PeerEvents> {
       msg,
       wrapPairKey(conn.sessionKey, msg.coordId, msg.pairKey),
       this.env!,
-      { send: (m) => conn.send(m), attempt: (ev) => this.emit('attempt', ev) },
+      { send: (m) => conn.send(m), attempt: (ev) => this.emit('attempt', ev), relayEnd: (sid) => this.relayEndOf(sid) },
       request?.startedAt ?? performance.now(),
     );
     this.coords.set(pc.key, pc);
@@ -246,8 +293,16 @@ export class Peer extends EventEmitter<PeerEvents> {
       if (!request) return pc.cancel(new AbortError('The dial was abandoned before the server answered'), true);
       return request.onCoord(pc);
     }
+    if (pc.link) return this.acceptUpgrade(pc);
     pc.result.then(({ socket, ...info }) => {
       if (this.listenerCount('connection') === 0) return void socket.destroy();
+      if (pc.path === 'relay-upgradable') {
+        const stream = new UpgradableStream(socket as Socket);
+        this.upgradable.set(pc.key, { stream, peerId: pc.peerId });
+        stream.once('close', () => this.upgradable.delete(pc.key));
+        stream.once('upgrade', () => this.upgradable.delete(pc.key));
+        return void this.emit('connection', stream, info);
+      }
       this.emit('connection', socket, info);
     }, () => undefined);
     const refuse = (): void => pc.cancel(new TcpPunchError('ERR_PEER_REFUSED', `${this.id} refused the connection`), true);
@@ -256,11 +311,40 @@ export class Peer extends EventEmitter<PeerEvents> {
     if (!accept) return;
     pc.hold();
     Promise.resolve()
-      .then(() => accept({ peerId: msg.peer, path: 'direct' }))
+      .then(() => accept({ peerId: msg.peer, path: pc.path === 'direct' ? 'direct' : 'relay' }))
       .then((ok) => (ok === true ? pc.open() : refuse()), refuse);
   }
 
-  private dialDirect(peerId: string, timeoutMs: number, signal: AbortSignal): Promise<DialResult> {
+  /** A direct dial that upgrades a relay-first stream we accepted earlier: its socket goes to that stream. */
+  private acceptUpgrade(pc: PeerCoordination): void {
+    const entry = this.upgradable.get(pc.link);
+    if (!entry || entry.peerId !== pc.peerId || entry.stream.destroyed) {
+      return pc.cancel(new TcpPunchError('ERR_UPGRADE_UNKNOWN', 'No relayed stream to upgrade'), true);
+    }
+    pc.result.then(
+      ({ socket }) => {
+        if (entry.stream.destroyed) return void socket.destroy();
+        entry.stream.upgrade(socket as Socket).then(
+          () => this.emit('upgrade', { peerId: pc.peerId, coordId: pc.link, role: pc.role }),
+          () => undefined,
+        );
+      },
+      () => undefined,
+    );
+  }
+
+  /**
+   * One server-coordinated dial on `path`. `coordIdOut` receives the coordination's id (hex) once the server has
+   * answered, for a relay-upgradable dial's later `link`.
+   */
+  private dialPath(
+    peerId: string,
+    path: 'direct' | 'relay' | 'relay-upgradable',
+    timeoutMs: number,
+    signal: AbortSignal,
+    link?: string,
+    coordIdOut?: { value: string },
+  ): Promise<DialResult> {
     const startedAt = performance.now();
     return new Promise<DialResult>((resolve, reject) => {
       let pc: PeerCoordination | undefined;
@@ -296,13 +380,15 @@ export class Peer extends EventEmitter<PeerEvents> {
           startedAt,
           onCoord: (c) => {
             pc = c;
+            if (coordIdOut) coordIdOut.value = c.key;
             this.requests.delete(reqId);
             c.result.then((r) => finish(undefined, r), (e: Error) => finish(e));
           },
           onReject: (e) => finish(Object.assign(e, { peerId })),
         });
         const left = Math.max(1, Math.floor(timeoutMs - (performance.now() - startedAt)));
-        this.conn.send({ type: 'connect', reqId, target: peerId, path: 'direct', timeoutMs: left });
+        const linkBytes = link ? Buffer.from(link, 'hex') : Buffer.alloc(16);
+        this.conn.send({ type: 'connect', reqId, target: peerId, path, timeoutMs: left, link: linkBytes });
       };
       send();
     });

@@ -2,6 +2,7 @@
  * Public types of the Peer API.
  */
 import type { Socket } from 'node:net';
+import type { UpgradableStream } from '../upgrade.js';
 
 import type { Endpoint } from '../protocol/fields.js';
 import type { ROLES } from '../protocol/messages.js';
@@ -37,8 +38,8 @@ export interface AttemptEvent {
   role: Role;
   /** 1-based attempt number; 0 when the dial failed before any attempt. */
   attempt: number;
-  /** `reverse`: connection reversal (no sync); `sync`: simultaneous open at the synchronised moment. */
-  mode: 'sync' | 'reverse' | undefined;
+  /** `reverse`: connection reversal (no sync); `sync`: simultaneous open at the synchronised moment; `relay`. */
+  mode: 'sync' | 'reverse' | 'relay' | undefined;
   /** Which of the other side's endpoints was punched towards. */
   route: 'public' | 'private' | 'hairpin' | undefined;
   /** The endpoint punched towards, once known. */
@@ -65,12 +66,28 @@ export interface DialTimings {
   handshakeMs: number;
 }
 
+/** How a relayed session ended, as the relay reported it on the control connection. */
+export interface RelayEndInfo {
+  sessionId: string;
+  /** `eof` for a clean end; `limit-bytes`, `limit-duration`, `stopped`, `reset`, `error`, `join-timeout`... */
+  reason: string;
+  /** ERR_RELAY_LIMIT_BYTES, ERR_RELAY_LIMIT_DURATION, an errno name, or '' for a clean end. */
+  code: string;
+  /** Bytes the relay delivered from this peer to the other, and back. */
+  bytesSent: number;
+  bytesReceived: number;
+}
+
 /** What `peer.dial()` resolves to. */
 export interface DialResult {
-  /** The connected, authenticated socket. Attach an 'error' listener. */
-  socket: Socket;
-  /** Which path carries the stream. */
-  path: 'direct';
+  /**
+   * The connected stream. A `net.Socket` for `direct` and `relay` dials; an {@link UpgradableStream} for
+   * `relay-first` dials (it starts on the relay and moves to a direct connection when one is punched: see its
+   * `path` and `upgrade` event). Attach an 'error' listener.
+   */
+  socket: Socket | UpgradableStream;
+  /** Which path carried the stream when the dial resolved. */
+  path: 'direct' | 'relay';
   role: Role;
   /** The other peer's id. */
   peerId: string;
@@ -78,9 +95,15 @@ export interface DialResult {
   remote: Endpoint;
   /** The attempt that succeeded (1-based). */
   attempt: number;
-  /** How it was reached: connection reversal or synchronised simultaneous open. */
-  mode: 'sync' | 'reverse';
+  /** How it was reached: connection reversal, synchronised simultaneous open, or the relay. */
+  mode: 'sync' | 'reverse' | 'relay';
   timings: DialTimings;
+  /**
+   * Relayed streams: resolves with how the relay ended the session (limits included), once the server says so;
+   * resolves undefined if the control connection goes away first. A relay ends every abnormal session with a RST,
+   * but Node may report a RST behind unread data as a plain 'end': check `reason === 'eof'` before trusting an end.
+   */
+  relayEnd?: Promise<RelayEndInfo | undefined>;
 }
 
 /** Second argument of the `connection` event. */
@@ -90,7 +113,7 @@ export type ConnectionInfo = Omit<DialResult, 'socket'>;
 export interface IncomingDial {
   /** The dialing peer's id. */
   peerId: string;
-  path: 'direct';
+  path: 'direct' | 'relay';
 }
 
 /** Options of `peer.dial()`. */
@@ -98,7 +121,7 @@ export interface DialOptions {
   /** Overall deadline; default 15000 ms (the server may cap it). */
   timeoutMs?: number;
   signal?: AbortSignal;
-  /** Name of the dial strategy; default `direct`. */
+  /** `direct-first` (default: punch, then the relay), `relay-first`, `direct`, `relay`, or one of `options.strategies`. */
   strategy?: string;
 }
 
@@ -138,8 +161,13 @@ export interface DialContext {
   readonly peerId: string;
   readonly timeoutMs: number;
   readonly signal: AbortSignal;
-  /** Runs the server-coordinated direct connection (all its attempts) within the context's deadline. */
-  direct(): Promise<DialResult>;
+  /**
+   * Runs the server-coordinated direct connection (all its attempts) within `timeoutMs` (default: the dial's
+   * deadline). `link` names a relay-upgradable dial's coordination this one upgrades.
+   */
+  direct(options?: { timeoutMs?: number; link?: string; signal?: AbortSignal }): Promise<DialResult>;
+  /** Connects through the server's relay; `upgradable` lets the stream move to a direct connection later. */
+  relay(options?: { timeoutMs?: number; upgradable?: boolean }): Promise<DialResult & { coordId: string }>;
 }
 
 /** A way of reaching a peer; `direct` is built in, the relay adds its own. */

@@ -26,8 +26,11 @@ const attempt = () => f.u8();
 
 /** Why one punch attempt ended, as reported by a peer and surfaced in `attempt` events. */
 export const ATTEMPT_OUTCOMES = ['ok', 'timeout', 'rst', 'refused', 'auth-failed', 'error', 'aborted'] as const;
-/** Dial paths. Only `direct` is coordinated by this server; `relay` is reserved for the relay fallback. */
-export const PATHS = ['direct', 'relay'] as const;
+/**
+ * Dial paths: `direct` (punch), `relay` (through the server's relay), `relay-upgradable` (relay now; the dialer may
+ * later move the stream to a direct connection whose `connect` names this dial's coordId in `link`).
+ */
+export const PATHS = ['direct', 'relay', 'relay-upgradable'] as const;
 /** Roles, always assigned by the server: the dialing side is the initiator. */
 export const ROLES = ['initiator', 'responder'] as const;
 
@@ -52,7 +55,12 @@ export const SCHEMAS = {
   error: { type: 0x07, fields: { code: code(), message: text() } },
   goaway: { type: 0x08, fields: { code: code(), message: text() } },
   // Control connection: coordination of one dial.
-  connect: { type: 0x10, fields: { reqId: f.u32(), target: id(), path: f.enum(...PATHS), timeoutMs: f.u32() } },
+  connect: {
+    type: 0x10,
+    // link: all zero, or the coordId of an earlier `relay-upgradable` dial to the same target that this direct dial
+    // upgrades.
+    fields: { reqId: f.u32(), target: id(), path: f.enum(...PATHS), timeoutMs: f.u32(), link: f.bytes(16) },
+  },
   reject: { type: 0x11, fields: { reqId: f.u32(), code: code(), message: text() } },
   coord: {
     type: 0x12,
@@ -64,6 +72,7 @@ export const SCHEMAS = {
       path: f.enum(...PATHS),
       pairKey: f.bytes(32),
       timeoutMs: f.u32(),
+      link: f.bytes(16),
     },
   },
   cancel: { type: 0x13, fields: { coordId: coordId(), code: code(), message: text() } },

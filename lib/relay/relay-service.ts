@@ -161,7 +161,7 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
   }
 
   /** Issues the two tokens of a new session between peers `a` and `b` (for the rendezvous server). */
-  issueTokens(pair: { a: string; b: string; ttlMs?: number }): RelayTokenPair {
+  issueTokens(pair: { a: string; b: string; ttlMs?: number; sessionId?: string }): RelayTokenPair {
     return this.tokens.issue(pair);
   }
 

@@ -99,14 +99,17 @@ export class RelayTokens {
   }
 
   /** Issues the two tokens of a new relay session between peers `a` and `b`. */
-  issue(pair: { a: string; b: string; ttlMs?: number }): RelayTokenPair {
+  issue(pair: { a: string; b: string; ttlMs?: number; sessionId?: string }): RelayTokenPair {
     if (typeof pair !== 'object' || pair === null) throw invalidArgType('pair', 'an object', pair);
     const { a, b, ttlMs = this.ttlMs } = pair;
     for (const [name, id] of [['pair.a', a], ['pair.b', b]] as const) {
       if (typeof id !== 'string' || !ID_PATTERN.test(id)) throw invalidArgValue(name, 'must be a peer id', id);
     }
     validateInteger(ttlMs, 'pair.ttlMs', 1, 86_400_000);
-    const sid = randomBytes(16).toString('base64url');
+    // The rendezvous server names the session after its coordination, so peers can match grants and notices to it.
+    if (pair.sessionId !== undefined && (typeof pair.sessionId !== 'string' || !ID_PATTERN.test(pair.sessionId)))
+      throw invalidArgValue('pair.sessionId', 'must be 1..64 printable characters', pair.sessionId);
+    const sid = pair.sessionId ?? randomBytes(16).toString('base64url');
     const exp = this.now() + ttlMs;
     return {
       sessionId: sid,

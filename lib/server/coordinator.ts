@@ -9,7 +9,7 @@ import { DIRECT_AUTH_TIMEOUT_MS, MIN_ATTEMPT_MS, RESULT_GRACE_MS } from '../prot
 import { random, safeEqual, wrapPairKey } from '../protocol/crypto.js';
 import { truncateUtf8 } from '../protocol/fields.js';
 import type { Endpoint } from '../protocol/fields.js';
-import type { ATTEMPT_OUTCOMES, Message, Msg, ROLES } from '../protocol/messages.js';
+import type { ATTEMPT_OUTCOMES, Message, Msg, PATHS, ROLES } from '../protocol/messages.js';
 import type { FramedSocket } from '../protocol/stream.js';
 import type { ResolvedOptions } from './options.js';
 import { planAttempt } from './plan.js';
@@ -17,6 +17,13 @@ import type { AttemptPlan, Observation } from './plan.js';
 
 type Role = (typeof ROLES)[number];
 type Outcome = (typeof ATTEMPT_OUTCOMES)[number];
+type Path = (typeof PATHS)[number];
+
+/**
+ * Issues the relay grants of a relayed dial: the `relay-token` messages for the initiator (`a`) and the responder
+ * (`b`) of session `sessionId`, valid for `ttlMs`. Absent when the server runs no relay.
+ */
+export type RelayGrantIssuer = (pair: { a: string; b: string; sessionId: string; ttlMs: number }) => { a: Message; b: Message };
 
 /** A registered peer as the coordinator sees it. */
 export interface CoordPeer {
@@ -51,6 +58,7 @@ interface Coordination {
   readonly key: string;
   readonly id: Buffer;
   readonly sides: readonly [Side, Side];
+  readonly path: Path;
   readonly deadline: number;
   attempt: number;
   phase: 'observe' | 'sync' | 'punch' | 'ended';
@@ -82,6 +90,7 @@ export class Coordinator {
   constructor(
     private readonly limits: Limits,
     private readonly lookup: (id: string) => CoordPeer | undefined,
+    private readonly relayGrants?: RelayGrantIssuer,
   ) {}
 
   /** Coordinations in flight. */
@@ -93,7 +102,7 @@ export class Coordinator {
   request(from: CoordPeer, msg: Msg<'connect'>): void {
     const reject = (code: string, message: string): void => void from.send({ type: 'reject', reqId: msg.reqId, code, message });
     if (this.draining) return reject('ERR_SERVER_CLOSING', 'The server is shutting down');
-    if (msg.path !== 'direct') return reject('ERR_PATH_UNSUPPORTED', `This server does not coordinate ${msg.path} paths`);
+    if (msg.path !== 'direct' && !this.relayGrants) return reject('ERR_PATH_UNSUPPORTED', 'This server runs no relay');
     if (msg.target === from.id) return reject('ERR_INVALID_TARGET', 'A peer cannot dial itself');
     const target = this.lookup(msg.target);
     if (!target) return reject('ERR_PEER_OFFLINE', `Peer ${msg.target} is not online`);
@@ -112,6 +121,7 @@ export class Coordinator {
       key: id.toString('hex'),
       id,
       sides: [side(from, 'initiator'), side(target, 'responder')],
+      path: msg.path,
       deadline: performance.now() + timeoutMs,
       attempt: 0,
       phase: 'observe',
@@ -130,12 +140,14 @@ export class Coordinator {
         coordId: id,
         peer: (s.role === 'initiator' ? target : from).id,
         role: s.role,
-        path: 'direct',
+        path: msg.path,
         pairKey: wrapPairKey(s.peer.sessionKey, id, pairKey),
         timeoutMs,
+        link: msg.link,
       });
     }
-    this.startAttempt(c);
+    if (c.path === 'direct') this.startAttempt(c);
+    else this.startRelay(c);
   }
 
   /** An observe connection presented `msg`; returns false when its coordination, attempt or token is not valid. */
@@ -239,6 +251,22 @@ export class Coordinator {
     this.arm(c, Math.min(this.remaining(c), this.limits.handshakeTimeoutMs), () => this.phaseTimeout(c, 'observe'));
   }
 
+  /**
+   * A relayed dial is one attempt: both sides get a grant for the same relay session (named after the
+   * coordination), join the relay and report their `result` like a punch.
+   */
+  private startRelay(c: Coordination): void {
+    c.attempt = 1;
+    c.phase = 'punch';
+    this.stats.attempts++;
+    const [a, b] = c.sides;
+    const ttlMs = Math.max(1, Math.ceil(this.remaining(c)));
+    const grants = this.relayGrants!({ a: a.peer.id, b: b.peer.id, sessionId: c.key, ttlMs });
+    a.peer.send(grants.a);
+    b.peer.send(grants.b);
+    this.arm(c, this.remaining(c) + RESULT_GRACE_MS, () => this.phaseTimeout(c, 'punch'));
+  }
+
   private afterObserve(c: Coordination): void {
     const plan = planAttempt(c.sides[0].observed!, c.sides[1].observed!, c.attempt, this.limits.maxAttempts, this.limits.reversal);
     if (!plan) return this.end(c, 'failed', 'ERR_NO_COMMON_FAMILY', 'The peers reach the server over different IP versions');
@@ -292,6 +320,10 @@ export class Coordinator {
 
   private attemptFailed(c: Coordination): void {
     this.closeObserves(c);
+    if (c.path !== 'direct') {
+      const why = c.sides.map((s) => `${s.peer.id}: ${s.outcome ?? 'aborted'}${s.detail ? ` (${s.detail})` : ''}`).join('; ');
+      return this.end(c, 'failed', 'ERR_RELAY_FAILED', `The relay could not connect the peers: ${why}`);
+    }
     if (c.attempt < this.limits.maxAttempts && this.remaining(c) >= MIN_ATTEMPT_MS) return this.startAttempt(c);
     const why = c.sides.map((s) => `${s.peer.id}: ${s.outcome ?? 'aborted'}${s.detail ? ` (${s.detail})` : ''}`).join('; ');
     if (c.attempt < this.limits.maxAttempts) return this.end(c, 'failed', 'ETIMEDOUT', `The dial deadline passed: ${why}`);

@@ -4,6 +4,6 @@
 export { startServer, RendezvousServer } from './server.js';
 export type { ServerStats } from './server.js';
 export { SERVER_DEFAULTS } from './options.js';
-export type { ServerOptions, RelayHooks, ControlContext } from './options.js';
+export type { ServerOptions, ServerRelayOptions, RelayHooks, ControlContext } from './options.js';
 export { MemoryRegistry } from './registry.js';
 export type { Registry, IdRecord, MemoryRegistryOptions } from './registry.js';

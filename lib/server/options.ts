@@ -8,6 +8,8 @@ import { DEFAULT_MAX_FRAME_SIZE, MAX_FRAME_SIZE } from '../protocol/frame.js';
 import type { Endpoint } from '../protocol/fields.js';
 import type { Message, RelayMsg } from '../protocol/messages.js';
 import type { Registry } from './registry.js';
+import type { RelayLimits } from '../relay/limits.js';
+import type { Pump, PumpKind } from '../relay/pump.js';
 
 /** What a relay-range message handler on a control connection can do. */
 export interface ControlContext {
@@ -82,8 +84,27 @@ export interface ServerOptions {
   closeTimeoutMs?: number;
   /** Try connection reversal (no sync, the reachable side is dialled) first when a side is reachable; default true. */
   reversal?: boolean;
-  /** Relay integration (issue 4). */
-  relay?: RelayHooks;
+  /**
+   * The relay on the server's port. Default: a built-in relay with the limits of `RELAY_DEFAULTS`; pass its
+   * options to change them, `false` to run no relay (relayed dials get `ERR_PATH_UNSUPPORTED`), or custom
+   * {@link RelayHooks} to plug in a relay of your own.
+   */
+  relay?: false | ServerRelayOptions | RelayHooks;
+}
+
+/** Options of the server's built-in relay. */
+export interface ServerRelayOptions {
+  /** Limits per session, per peer, per IP and in all; see `RELAY_DEFAULTS`. */
+  limits?: Partial<RelayLimits>;
+  /** The pump: 'auto' (native where available, the default), 'native', 'js', or a Pump. */
+  pump?: Pump | PumpKind;
+  /** Secret signing relay tokens; default random per server. Share it with relays in other processes. */
+  tokenSecret?: string | Uint8Array;
+}
+
+/** True when `relay` is a set of custom hooks rather than the built-in relay's options. */
+export function isRelayHooks(relay: ServerOptions['relay']): relay is RelayHooks {
+  return typeof relay === 'object' && relay !== null && ('onRelayJoin' in relay || 'onControlMessage' in relay);
 }
 
 /** Options after defaults, as the server modules use them. */
@@ -169,7 +190,8 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
       throw outOfRange(`options.${key}`, `${integral ? 'an integer' : 'a number'} in ${min}..${max}`, v);
     out[key] = v;
   }
-  const { host, port = 0, secret, reversal = true, relay = {} } = options;
+  const { host, port = 0, secret, reversal = true } = options;
+  const relay = isRelayHooks(options.relay) ? options.relay : {};
   if (host !== undefined && typeof host !== 'string') throw invalidArgType('options.host', 'of type string', host);
   if (typeof port !== 'number') throw invalidArgType('options.port', 'of type number', port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw outOfRange('options.port', 'an integer in 0..65535', port);
@@ -181,6 +203,7 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
     if (key.length === 0) throw outOfRange('options.secret', 'at least 1 byte long', secret);
   }
   if (typeof reversal !== 'boolean') throw invalidArgType('options.reversal', 'of type boolean', reversal);
-  if (typeof relay !== 'object' || relay === null) throw invalidArgType('options.relay', 'an object', relay);
+  if (options.relay !== undefined && options.relay !== false && (typeof options.relay !== 'object' || options.relay === null))
+    throw invalidArgType('options.relay', 'false, relay options or relay hooks', options.relay);
   return { ...(out as typeof SERVER_DEFAULTS), host, port, secret: key, reversal, relay } as ResolvedOptions;
 }

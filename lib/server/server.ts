@@ -16,8 +16,10 @@ import type { Message, RelayMsg } from '../protocol/messages.js';
 import { FramedSocket } from '../protocol/stream.js';
 import { Coordinator } from './coordinator.js';
 import { IpTable, TokenBucket } from './limits.js';
-import { resolveOptions } from './options.js';
+import { isRelayHooks, resolveOptions } from './options.js';
 import type { ResolvedOptions, ServerOptions } from './options.js';
+import { RelayService, type RelayStats } from '../relay/relay-service.js';
+import { random } from '../protocol/crypto.js';
 import { MemoryRegistry } from './registry.js';
 import type { Registry } from './registry.js';
 import { ControlSession } from './session.js';
@@ -44,6 +46,8 @@ export interface ServerStats {
   };
   /** Connections that ended with an error, by code (the codes of `error` frames sent, and socket errors). */
   errors: Record<string, number>;
+  /** The built-in relay's state, when it runs. */
+  relay: RelayStats | undefined;
 }
 
 interface Conn {
@@ -63,6 +67,8 @@ export class RendezvousServer implements SessionHost {
   readonly registry: Registry;
   /** @internal */
   readonly coordinator: Coordinator;
+  /** The built-in relay (undefined with `relay: false` or custom hooks). */
+  readonly relay: RelayService | undefined;
   private readonly server: Server;
   private readonly ips: IpTable;
   private readonly conns = new Map<FramedSocket, Conn>();
@@ -76,11 +82,30 @@ export class RendezvousServer implements SessionHost {
 
   /** @internal Use {@link startServer}. */
   constructor(options: ServerOptions) {
-    this.options = resolveOptions(options);
+    const resolved = resolveOptions(options);
     if (options.registry !== undefined && (typeof options.registry !== 'object' || options.registry === null))
       throw new TypeError('options.registry must implement Registry');
     this.registry = options.registry ?? new MemoryRegistry();
-    this.coordinator = new Coordinator(this.options, (id) => this.sessions.get(id));
+    const relayOptions = options.relay;
+    if (relayOptions !== false && !isRelayHooks(relayOptions)) {
+      const { limits, pump, tokenSecret } = relayOptions ?? {};
+      this.relay = new RelayService({
+        secret: tokenSecret ?? random(32),
+        ...(limits ? { limits } : {}),
+        ...(pump ? { pump } : {}),
+        // Why a relayed session ended reaches each peer on its control connection.
+        notify: (peerId, msg) => void this.sessions.get(peerId)?.send(msg),
+      });
+      this.options = { ...resolved, relay: this.relay.hooks() };
+    } else {
+      this.options = resolved;
+    }
+    const relay = this.relay;
+    this.coordinator = new Coordinator(
+      this.options,
+      (id) => this.sessions.get(id),
+      relay && ((pair) => relay.grants(relay.issueTokens(pair), pair)),
+    );
     this.ips = new IpTable(this.options.maxConnectionsPerIp, this.options.connectionRatePerIp, this.options.connectionBurstPerIp);
     this.server = createServer({ noDelay: true }, (socket) => this.accept(socket));
   }
@@ -127,6 +152,7 @@ export class RendezvousServer implements SessionHost {
         attempts: c.attempts,
       },
       errors: { ...this.errors },
+      relay: this.relay?.stats(),
     };
   }
 
@@ -175,6 +201,7 @@ export class RendezvousServer implements SessionHost {
     this.server.close();
     this.coordinator.endAll('ERR_SERVER_CLOSING', 'The server is shutting down');
     for (const conn of this.conns.values()) conn.framed.end();
+    await this.relay?.close();
     if (this.sockets.size > 0) await new Promise<void>((resolve) => (this.socketsGone = resolve));
     this.ips.close();
   }

@@ -3,6 +3,7 @@ import { once } from 'node:events';
 import { readdirSync } from 'node:fs';
 import { connect } from 'node:net';
 import type { Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import { encodeMessage } from '../../lib/protocol/messages.js';
@@ -106,8 +107,8 @@ export async function closed(sock: Socket, maxWaitMs = 10_000): Promise<boolean>
 }
 
 /** Exchanges a line both ways over a dialled pair and checks it arrives intact. */
-export async function echoCheck(a: Socket, b: Socket, payload: string): Promise<[string, string]> {
-  const readAll = (s: Socket, n: number): Promise<string> =>
+export async function echoCheck(a: Duplex, b: Duplex, payload: string): Promise<[string, string]> {
+  const readAll = (s: Duplex, n: number): Promise<string> =>
     new Promise((resolve, reject) => {
       let got = '';
       const onData = (d: Buffer): void => {

@@ -1,0 +1,78 @@
+// Types for matrix-driver.mjs (plain JavaScript so that scenario.mjs can run it without a build).
+import type { Lab } from './topology.js';
+
+export declare const PEER_CHILD: string;
+export declare const SERVER_CHILD: string;
+export declare const SERVER_PORT: number;
+export declare const SECRET: string;
+
+export interface PunchTuning {
+  retryDelayMs?: number;
+  ttl?: number;
+}
+
+export interface PairOptions {
+  /** ServerOptions (JSON) merged over `{ host: lab.server.ip, port: 7000, secret }` */
+  server?: Record<string, unknown>;
+  /** Peer `punch` option per side */
+  punch?: { a?: PunchTuning; b?: PunchTuning };
+  /** any other PeerOptions (JSON) per side */
+  peer?: { a?: Record<string, unknown>; b?: Record<string, unknown> };
+  /** bound on the server's and peers' start-up (default 15000 ms) */
+  readyTimeoutMs?: number;
+}
+
+export interface DialParams {
+  /** dial strategy name (default: the library's default) */
+  strategy?: string;
+  /** dial deadline (default 15000 ms) */
+  timeoutMs?: number;
+  /** bytes sent each way after the dial (default 1 MiB) */
+  bytes?: number;
+}
+
+export interface AttemptBrief {
+  attempt: number;
+  outcome: string;
+  code: string | null;
+  mode: 'sync' | 'reverse' | null;
+  route: 'public' | 'private' | 'hairpin' | null;
+  /** from the server's prepare to the outcome */
+  ms: number | null;
+  message?: string;
+}
+
+export interface DialRecord {
+  from: 'a' | 'b';
+  to: 'a' | 'b';
+  /** connected, both sides got the data, hashes match both ways */
+  ok: boolean;
+  /** `direct`, `relay`, or `failed` */
+  path: string;
+  /** attempt that succeeded, or the number of attempts made */
+  attempt: number;
+  mode: 'sync' | 'reverse' | null;
+  route: 'public' | 'private' | 'hairpin' | null;
+  remote: { host: string; port: number } | null;
+  /** from dial() to the resolved socket (or the failure) */
+  connectMs: number | null;
+  /** from dial() to the first byte received from the other peer */
+  firstByteMs: number | null;
+  transferMs: number | null;
+  timings: Record<string, number> | null;
+  integrity: { forward: boolean; backward: boolean; bytes: number } | null;
+  error: string | null;
+  attempts: AttemptBrief[];
+  responderAttempts: AttemptBrief[];
+  /** packets with private addresses the internet router dropped during this dial */
+  leaks: number;
+}
+
+export declare class LibraryPair {
+  static start(lab: Lab, opts?: PairOptions): Promise<LibraryPair>;
+  readonly lab: Lab;
+  readonly serverAddress: string;
+  dial(from: 'a' | 'b', p?: DialParams): Promise<DialRecord>;
+  stats(): Promise<unknown>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,34 @@
+// @ts-check
+// The library's rendezvous server inside the lab's server namespace, driven over the IPC channel of
+// `lab.fork()`. Runs the compiled library (dist/).
+//
+//   node test/lab/server-child.mjs '<json ServerOptions>'     (started by test/lab/matrix-driver.mjs)
+//
+// To the parent: { type: 'ready', address } once listening, or { type: 'fatal', code, message }.
+// From the parent: { type: 'stats', seq } → { type: 'stats', seq, stats }; { type: 'close' } → closes and exits.
+const lib = await import('../../dist/index.js');
+/** @type {typeof import('../../lib/server/server.js').startServer} */
+const startServer = /** @type {any} */ (lib).startServer ?? (await import('../../dist/server/index.js')).startServer;
+
+const options = JSON.parse(process.argv[2] ?? '{}');
+const send = (/** @type {any} */ msg) => {
+  if (process.connected) process.send?.(msg);
+};
+
+let server;
+try {
+  server = await startServer(options);
+} catch (err) {
+  send({ type: 'fatal', code: /** @type {any} */ (err)?.code ?? null, message: String(/** @type {any} */ (err)?.message ?? err) });
+  process.exit(1);
+}
+
+process.on('message', async (/** @type {any} */ msg) => {
+  if (msg.type === 'stats') send({ type: 'stats', seq: msg.seq, stats: server.stats() });
+  if (msg.type === 'close') {
+    await Promise.race([server.close(), new Promise((r) => setTimeout(r, 2000))]).catch(() => undefined);
+    process.exit(0);
+  }
+});
+process.on('disconnect', () => process.exit(0));
+send({ type: 'ready', address: server.address() });
