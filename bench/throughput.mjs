@@ -9,8 +9,9 @@
  *   - direct (no relay), the reference; tcp-punch relay with the native pump and with the JS pump; a Node
  *     stream-pipe relay; socat; haproxy tcp mode with and without splice.
  *
- * Every figure is the median of `runs` runs with min–max; paths are interleaved within each run (the order rotates
- * from run to run) so drift hits them alike, and each ratio is taken against the reference of the same run.
+ * Every figure is the median of `runs` runs with min–max; paths are interleaved within each run so drift hits them
+ * alike (relays: the order rotates from run to run; Node sockets: each run is A B B A, half the time each), and
+ * each ratio is taken against the reference of the same run.
  * Relay CPU is the relay process tree's utime+stime from /proc (all threads, reaped children), per GB received.
  */
 import { execFileSync } from 'node:child_process';
@@ -128,14 +129,19 @@ export async function run(opts) {
         /** @type {Map<string, (Sample | {error: string})[]>} */
         const samples = new Map(nodePaths.map((p) => [p, []]));
         for (let r = 0; r < opts.runs; r++) {
-          for (const p of rotate(nodePaths, r)) {
+          // A run measures every path twice for half the time, in the order A B … B A, so that no path always
+          // goes first or last while the machine's load drifts; the two halves make one sample.
+          /** @type {Map<string, (Sample | { error: string })[]>} */
+          const halves = new Map(nodePaths.map((p) => [p, []]));
+          for (const p of [...nodePaths, ...[...nodePaths].reverse()]) {
             log(`throughput: ${p} ${streams}x ${direction} run ${r + 1}/${opts.runs}`);
             try {
-              samples.get(p)?.push(await measureNode(p, streams, direction, opts.seconds, budgetMs, pin));
+              halves.get(p)?.push(await measureNode(p, streams, direction, opts.seconds / 2, budgetMs, pin));
             } catch (e) {
-              samples.get(p)?.push({ error: String(/** @type {Error} */ (e).message ?? e) });
+              halves.get(p)?.push({ error: String(/** @type {Error} */ (e).message ?? e) });
             }
           }
+          for (const p of nodePaths) samples.get(p)?.push(combine(halves.get(p) ?? []));
         }
         scenarios.push(scenario('node', 'node-plain', streams, direction, nodePaths, samples, {}));
       }
@@ -229,6 +235,26 @@ function scenario(group, reference, streams, direction, paths, samples, unavaila
 }
 
 // ------------------------------------------------------------------ node group
+
+/**
+ * One sample from the two halves of a run: bytes over time, CPU over bytes.
+ * @param {(Sample | { error: string })[]} parts @returns {Sample | { error: string }}
+ */
+function combine(parts) {
+  const bad = parts.find((x) => 'error' in x);
+  if (bad) return bad;
+  const ok = /** @type {Sample[]} */ (parts);
+  const bytes = ok.reduce((a, x) => a + x.bytes, 0);
+  const seconds = ok.reduce((a, x) => a + (x.bytes * 8) / x.gbps / 1e9, 0);
+  const cpu = ok.reduce((a, x) => a + (x.cpuPerGB ?? NaN) * (x.bytes / 1e9), 0);
+  return {
+    gbps: (bytes * 8) / seconds / 1e9,
+    bytes,
+    cpuPerGB: Number.isFinite(cpu) ? cpu / (bytes / 1e9) : null,
+    via: ok.flatMap((x) => x.via ?? []),
+    pinned: ok.every((x) => x.pinned),
+  };
+}
 
 /**
  * One measurement between two tcp-endpoint processes A and B. fwd: B sends to A; rev: A sends to B.
