@@ -60,7 +60,17 @@ export interface DialRecord {
   firstByteMs: number | null;
   transferMs: number | null;
   timings: Record<string, number> | null;
-  integrity: { forward: boolean; backward: boolean; bytes: number } | null;
+  /**
+   * forward: what the dialer sent arrived intact at the other peer; backward: the other way. `received` is the
+   * byte count at [responder, dialer], `firstDiff` the offset of the first unexpected byte there (null: none).
+   */
+  integrity: {
+    forward: boolean;
+    backward: boolean;
+    bytes: number;
+    received: [number, number];
+    firstDiff: [number | null, number | null];
+  } | null;
   error: string | null;
   attempts: AttemptBrief[];
   responderAttempts: AttemptBrief[];

@@ -175,7 +175,9 @@ export class LibraryPair {
     const timeoutMs = p.timeoutMs ?? 15_000;
     const seq = ++this.seq;
     target.inbox = target.inbox.filter((m) => m.type !== 'incoming');
-    target.send({ type: 'expect', seq, bytes });
+    const fwd = { seed: seq * 2 + 1, bytes };
+    const back = { seed: seq * 2 + 2, bytes };
+    target.send({ type: 'expect', seq, bytes, seed: back.seed, expect: fwd });
     await target.wait((m) => m.type === 'expect-ok' && m.seq === seq, 5000, 'expect-ok');
     /** @type {any[]} */
     const responderAttempts = [];
@@ -185,7 +187,7 @@ export class LibraryPair {
     target.listeners.push(onAttempt);
     const leaksBefore = await this.lab.leaks();
     try {
-      dialer.send({ type: 'dial', seq, target: to, strategy: p.strategy, timeoutMs, bytes });
+      dialer.send({ type: 'dial', seq, target: to, strategy: p.strategy, timeoutMs, bytes, seed: fwd.seed, expect: back });
       // The dial is bounded by timeoutMs, the exchange by 30 s in the child: never wait forever.
       const r = await dialer.wait((m) => m.type === 'dial-result' && m.seq === seq, timeoutMs + 45_000, `dial ${from}→${to}`);
       /** @type {any} */
@@ -204,6 +206,8 @@ export class LibraryPair {
             forward: r.sentBytes === incoming.recvBytes && r.sentHash === incoming.recvHash,
             backward: incoming.sentBytes === r.recvBytes && incoming.sentHash === r.recvHash,
             bytes,
+            received: [incoming.recvBytes, r.recvBytes],
+            firstDiff: [incoming.firstDiff, r.firstDiff],
           }
         : null;
       const initiatorAttempts = r.ok ? dialerAttempts(dialer, seq) : r.attempts;

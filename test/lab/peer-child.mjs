@@ -5,7 +5,9 @@
 //   node test/lab/peer-child.mjs '<json PeerOptions>'      (started by test/lab/matrix-driver.mjs)
 //
 // Messages from the parent:
-//   { type: 'dial', seq, target, strategy?, timeoutMs?, bytes }  → { type: 'dial-result', seq, ...DialRecord }
+//   { type: 'expect', seq, bytes, seed, expect: { seed, bytes } }   → { type: 'expect-ok', seq }: what to send
+//                                                 and expect on the next incoming connection
+//   { type: 'dial', seq, target, strategy?, timeoutMs?, bytes, seed, expect }  → { type: 'dial-result', seq, ... }
 //   { type: 'close' }                                             → closes the Peer and exits
 // Messages to the parent:
 //   { type: 'ready', observed }                  once registered
@@ -13,10 +15,11 @@
 //   { type: 'incoming', ...Transfer, info }      a dial reached this peer and its data exchange finished
 //   { type: 'fatal', message }                   the Peer could not start (then the process exits 1)
 //
-// Data exchange on every connection, both sides at once: write `bytes` random bytes, then end(); read until
-// the far side's end. Each side reports the SHA-256 and size of what it sent and what it received, so the
-// parent can check integrity both ways, and the dialer the time from dial() to the first byte received.
-import { createHash, randomBytes } from 'node:crypto';
+// Data exchange on every connection, both sides at once: write `bytes` pseudo-random bytes, then end(); read
+// until the far side's end. Each side reports the SHA-256 and size of what it sent and what it received (and
+// the offset of the first unexpected byte), so the parent can check integrity both ways, and the dialer the
+// time from dial() to the first byte received.
+import { createHash } from 'node:crypto';
 
 const lib = await import('../../dist/index.js');
 /** @type {typeof import('../../lib/peer/peer.js').Peer} */
@@ -32,14 +35,36 @@ const send = (/** @type {any} */ msg) => {
 const TRANSFER_TIMEOUT_MS = 30_000;
 
 /**
- * Sends `bytes` random bytes and reads the far side's until its end, both at once.
- * @param {import('node:net').Socket} socket @param {number} bytes @param {number} t0 performance.now() of dial()
+ * A pseudo-random payload that its receiver can regenerate (to locate the first wrong byte, not only notice it).
+ * @param {number} seed @param {number} bytes
  */
-function exchange(socket, bytes, t0) {
+export function payloadOf(seed, bytes) {
+  const buf = Buffer.alloc(bytes);
+  let x = (seed * 2654435761) >>> 0 || 1;
+  for (let i = 0; i + 4 <= bytes; i += 4) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    buf.writeUInt32BE(x, i);
+  }
+  return buf;
+}
+
+/**
+ * Sends `bytes` bytes of payload `seed` and reads the far side's until its end, both at once; `expect` is what
+ * the far side sends (seed and size), to report where a stream first differs.
+ * @param {import('node:net').Socket} socket @param {number} bytes @param {number} seed
+ * @param {{ seed: number, bytes: number }} expect @param {number} t0 performance.now() of dial()
+ */
+function exchange(socket, bytes, seed, expect, t0) {
   return new Promise((resolve) => {
-    const payload = randomBytes(bytes);
+    const payload = payloadOf(seed, bytes);
     const sentHash = createHash('sha256').update(payload).digest('hex');
     const recv = createHash('sha256');
+    const expected = payloadOf(expect.seed, expect.bytes);
+    let firstDiff = /** @type {number | null} */ (null);
     let recvBytes = 0;
     let firstByteMs = /** @type {number | null} */ (null);
     let done = false;
@@ -52,6 +77,7 @@ function exchange(socket, bytes, t0) {
         sentHash,
         recvBytes,
         recvHash: recv.digest('hex'),
+        firstDiff: firstDiff ?? (recvBytes !== expect.bytes ? Math.min(recvBytes, expect.bytes) : null),
         firstByteMs,
         transferMs: performance.now() - tStart,
         error,
@@ -63,6 +89,14 @@ function exchange(socket, bytes, t0) {
     socket.on('error', (e) => finish(`${/** @type {any} */ (e).code ?? ''} ${e.message}`.trim()));
     socket.on('data', (chunk) => {
       if (firstByteMs === null) firstByteMs = performance.now() - t0;
+      if (firstDiff === null) {
+        const want = expected.subarray(recvBytes, recvBytes + chunk.length);
+        if (!want.equals(chunk)) {
+          let i = 0;
+          while (i < want.length && want[i] === chunk[i]) i++;
+          firstDiff = recvBytes + i;
+        }
+      }
       recvBytes += chunk.length;
       recv.update(chunk);
     });
@@ -87,14 +121,15 @@ try {
 peer.on('attempt', (event) => send({ type: 'attempt', event }));
 peer.on('connection', (socket, info) => {
   const t0 = performance.now();
-  void exchange(socket, incomingBytes, t0).then((t) => send({ type: 'incoming', info: strip(info), ...t }));
+  const x = incoming;
+  void exchange(socket, x.bytes, x.seed, x.expect, t0).then((t) => send({ type: 'incoming', info: strip(info), ...t }));
 });
 peer.on('close', (err) => {
   if (err) send({ type: 'fatal', ...errInfo(err) });
 });
 
-/** Bytes this peer sends on incoming connections; set by each dial's parent message. */
-let incomingBytes = 1 << 20;
+/** What this peer sends on an incoming connection and expects to receive; set before each dial by the parent. */
+let incoming = { bytes: 1 << 20, seed: 2, expect: { seed: 1, bytes: 1 << 20 } };
 
 /** @param {any} info */
 function strip(info) {
@@ -108,7 +143,7 @@ process.on('message', async (/** @type {any} */ msg) => {
     process.exit(0);
   }
   if (msg.type === 'expect') {
-    incomingBytes = msg.bytes;
+    incoming = { bytes: msg.bytes, seed: msg.seed, expect: msg.expect };
     send({ type: 'expect-ok', seq: msg.seq });
     return;
   }
@@ -120,7 +155,7 @@ process.on('message', async (/** @type {any} */ msg) => {
       ...(msg.strategy ? { strategy: msg.strategy } : {}),
     });
     const connectMs = performance.now() - t0;
-    const t = await exchange(res.socket, msg.bytes, t0);
+    const t = await exchange(res.socket, msg.bytes, msg.seed, msg.expect, t0);
     send({ type: 'dial-result', seq: msg.seq, ok: true, connectMs, result: strip(res), ...t });
   } catch (err) {
     send({
