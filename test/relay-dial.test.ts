@@ -11,6 +11,7 @@ import type { Peer } from '../lib/peer/peer.js';
 import type { ConnectionInfo, RelayEndInfo } from '../lib/peer/types.js';
 import type { ServerOptions } from '../lib/server/options.js';
 import { UpgradableStream } from '../lib/upgrade.js';
+import { drainHash } from './helpers/net.js';
 import { LOOSE, peer, server, stableFdCount, settleFds, until } from './helpers/rendezvous.js';
 
 const cleanup: (() => Promise<unknown> | unknown)[] = [];
@@ -52,19 +53,6 @@ async function pump(stream: Duplex, total: number, onProgress?: (sent: number) =
   return h.digest('hex');
 }
 
-function drain(stream: Duplex): Promise<{ hash: string; bytes: number }> {
-  const h = createHash('sha256');
-  let bytes = 0;
-  stream.on('data', (d: Buffer) => {
-    h.update(d);
-    bytes += d.length;
-  });
-  return new Promise((resolve, reject) => {
-    stream.once('end', () => resolve({ hash: h.digest('hex'), bytes }));
-    stream.once('error', reject);
-  });
-}
-
 describe('relay dials', () => {
   it('carries 100 MB each way through the relay with both sides on path relay', async () => {
     // The default byte limit (128 MiB per session, both ways together) would end this session: raise it.
@@ -75,7 +63,7 @@ describe('relay dials', () => {
     const { socket: other, info } = accepted[0]!;
     expect(info).toMatchObject({ path: 'relay', role: 'responder', peerId: 'alice' });
     const total = 100 * 1024 * 1024;
-    const [gotB, gotA, sentA, sentB] = await Promise.all([drain(other), drain(r.socket), pump(r.socket, total), pump(other, total)]);
+    const [gotB, gotA, sentA, sentB] = await Promise.all([drainHash(other), drainHash(r.socket), pump(r.socket, total), pump(other, total)]);
     expect(gotB).toEqual({ hash: sentA, bytes: total });
     expect(gotA).toEqual({ hash: sentB, bytes: total });
     const end = await r.relayEnd;
@@ -87,10 +75,10 @@ describe('relay dials', () => {
     const r = await a.dial('bob', { strategy: 'relay' });
     await until(() => accepted.length === 1);
     const other = accepted[0]!.socket;
-    const gotAtB = drain(other);
+    const gotAtB = drainHash(other);
     r.socket.end('alice is done');
     expect(await gotAtB).toMatchObject({ bytes: 'alice is done'.length });
-    const gotAtA = drain(r.socket);
+    const gotAtA = drainHash(r.socket);
     other.end('bob still talks');
     expect(await gotAtA).toMatchObject({ bytes: 'bob still talks'.length });
   });
@@ -118,7 +106,7 @@ describe('relay dials', () => {
     const other = accepted[0]!.socket as UpgradableStream;
     expect(other).toBeInstanceOf(UpgradableStream);
     const total = 64 * 1024 * 1024;
-    const [gotB, gotA, sentA, sentB] = await Promise.all([drain(other), drain(r.socket), pump(r.socket, total), pump(other, total)]);
+    const [gotB, gotA, sentA, sentB] = await Promise.all([drainHash(other), drainHash(r.socket), pump(r.socket, total), pump(other, total)]);
     expect(gotB).toEqual({ hash: sentA, bytes: total });
     expect(gotA).toEqual({ hash: sentB, bytes: total });
     await until(() => upgrades.length === 2, 20_000);
@@ -169,7 +157,7 @@ describe('relay dials', () => {
       await Promise.all(
         results.map(async (r, i) => {
           const other = accepted[i]!.socket;
-          const got = drain(other);
+          const got = drainHash(other);
           r.socket.end(`m${i}`);
           r.socket.resume();
           await got;

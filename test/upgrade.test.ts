@@ -5,6 +5,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UpgradableStream } from '../lib/upgrade.js';
 import { openFds, settledFds } from './helpers/fds.js';
+import { drainHash } from './helpers/net.js';
 import { socketPair } from './helpers/pair.js';
 
 interface Side {
@@ -20,19 +21,6 @@ async function sides(): Promise<[Side, Side]> {
     { stream: new UpgradableStream(ra), relay: ra, direct: da },
     { stream: new UpgradableStream(rb), relay: rb, direct: db },
   ];
-}
-
-function receive(stream: UpgradableStream): Promise<{ hash: string; bytes: number }> {
-  const h = createHash('sha256');
-  let bytes = 0;
-  stream.on('data', (d: Buffer) => {
-    h.update(d);
-    bytes += d.length;
-  });
-  return new Promise((resolve, reject) => {
-    stream.once('end', () => resolve({ hash: h.digest('hex'), bytes }));
-    stream.once('error', reject);
-  });
 }
 
 /** Sends `total` random bytes, calling `at(sentSoFar)` between chunks (to trigger the upgrade mid-stream). */
@@ -75,8 +63,8 @@ describe('UpgradableStream', () => {
         };
       };
       const [gotB, gotA, sentA, sentB] = await Promise.all([
-        receive(b.stream),
-        receive(a.stream),
+        drainHash(b.stream),
+        drainHash(a.stream),
         send(a.stream, total, upAt(a, (round + 1) * 1024 * 1024)),
         send(b.stream, total, upAt(b, (5 - round) * 1024 * 1024)),
       ]);
@@ -97,11 +85,11 @@ describe('UpgradableStream', () => {
   it('carries an end of stream that happened on the relay before the upgrade', async () => {
     const [a, b] = await sides();
     a.stream.end('all via relay');
-    const got = receive(b.stream);
+    const got = drainHash(b.stream);
     await sleep(20);
     const upgraded = Promise.all([a.stream.upgrade(a.direct), b.stream.upgrade(b.direct)]);
     b.stream.end('reply over direct');
-    const [fromA, fromB] = await Promise.all([got, receive(a.stream), upgraded]);
+    const [fromA, fromB] = await Promise.all([got, drainHash(a.stream), upgraded]);
     expect(fromA.bytes).toBe('all via relay'.length);
     expect(fromB.bytes).toBe('reply over direct'.length);
     a.stream.destroy();

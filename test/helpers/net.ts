@@ -4,6 +4,7 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
+import type { Duplex } from 'node:stream';
 
 /** A listening server on 127.0.0.1 with a random port. */
 export async function listen(onConnection: (socket: Socket) => void = () => {}, host = '127.0.0.1'): Promise<Server> {
@@ -21,8 +22,8 @@ export async function closeServer(server: Server): Promise<void> {
   await new Promise<void>((resolve) => server.close(() => resolve()));
 }
 
-/** Reads a socket to its end and resolves the SHA-256 and length of everything received. */
-export function drainHash(socket: Socket): Promise<{ hash: string; bytes: number }> {
+/** Reads a stream to its end and resolves the SHA-256 and length of everything received. */
+export function drainHash(socket: Duplex): Promise<{ hash: string; bytes: number }> {
   const h = createHash('sha256');
   let bytes = 0;
   socket.on('data', (d: Buffer) => {
