@@ -57,7 +57,9 @@ export function renderChart(result) {
   const title = 'tcp-punch throughput on loopback: Gbit/s and CPU seconds per GB';
   const sub = `${m.cpuModel ?? '?'} × ${m.cores ?? '?'} cores, Linux ${m.kernel ?? '?'}, Node ${m.node ?? '?'}; ${
     section?.measuredAt ?? m.date ?? ''
-  } commit ${(section?.commit ?? m.git?.commit ?? '').slice(0, 8)}`;
+  } commit ${(section?.commit ?? m.git?.commit ?? '').slice(0, 8)}${
+    section?.loadavg ? `; load average before ${section.loadavg.before[0]}` : ''
+  }`;
   /** @type {string[]} */
   const body = [];
   let y = 64;

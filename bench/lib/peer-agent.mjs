@@ -12,8 +12,8 @@
  *   Role b writes one byte as soon as its punch resolves; role a reports dial → first byte.
  *
  * Peer (rendezvous server and Peer.dial):
- *   → { type: 'peer', server, id, secret }  ← { type: 'peer:ok', ms }   (Peer.connect, with the relay's strategies
- *      where they exist; the agent then writes one byte on every incoming connection)
+ *   → { type: 'peer', server, id, secret }  ← { type: 'peer:ok', ms }   (Peer.connect; the agent then writes one
+ *      byte on every incoming connection)
  *   → { type: 'dial', target, strategy, timeoutMs }
  *   ← { type: 'dial:ok', ok, ms, firstByteMs, path, mode, attempt, timings, code? }
  *
@@ -129,10 +129,7 @@ async function doPunch(remote, role, timeoutMs) {
  */
 async function connectPeer(m) {
   const Peer = pkg.Peer ?? (await importDist('peer/index.js'))?.Peer;
-  /** @type {Record<string, unknown>} */
   const options = { server: m.server, id: m.id, secret: m.secret, reconnect: false };
-  const strategies = await loadRelayStrategies();
-  if (strategies) options.strategies = strategies;
   const t0 = performance.now();
   peer = await Peer.connect(options);
   peer.on('connection', (/** @type {import('node:net').Socket} */ s) => {
@@ -142,19 +139,6 @@ async function connectPeer(m) {
   });
   peer.on?.('error', () => {});
   return { ms: performance.now() - t0 };
-}
-
-/**
- * HOOK (relay): the dial strategies the relay adds (`relay`, `direct-first`, `relay-first`), passed to
- * Peer.connect as `options.strategies`. Until the relay module exports them this returns undefined and dials with
- * those strategies fail with ERR_INVALID_ARG_VALUE, which the benchmark reports as "no successful dial". Adjust the
- * lookup below to the relay's real export once it lands (e.g. a `relayStrategies()` factory).
- * @returns {Promise<Record<string, unknown> | undefined>}
- */
-async function loadRelayStrategies() {
-  const relay = (await importDist('relay/index.js').catch(() => null)) ?? pkg;
-  const factory = relay?.relayStrategies ?? pkg.relayStrategies;
-  return typeof factory === 'function' ? factory() : undefined;
 }
 
 /** @param {string} target @param {string} strategy @param {number} timeoutMs */

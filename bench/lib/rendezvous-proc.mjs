@@ -8,7 +8,7 @@
  *     (gc: collect garbage first, when started with --expose-gc)
  *
  * `options` are passed to startServer (the benchmarks raise the per-IP limits: every client comes from one
- * address). Exits when the IPC channel closes.
+ * address); the server runs its built-in relay on the same port. Exits when the IPC channel closes.
  */
 import { importDist } from './common.mjs';
 
@@ -23,8 +23,7 @@ process.on('message', async (/** @type {any} */ m) => {
     if (m.type === 'start') {
       const pkg = await importDist('index.js');
       const startServer = pkg.startServer ?? (await importDist('server/index.js'))?.startServer;
-      const relay = await loadRelayHooks(m);
-      server = await startServer({ host: m.host, port: 0, secret: m.secret, ...(m.options ?? {}), ...(relay ? { relay } : {}) });
+      server = await startServer({ host: m.host, port: 0, secret: m.secret, ...(m.options ?? {}) });
       send({ type: 'start:ok', port: server.address().port });
     } else if (m.type === 'stats') {
       if (m.gc) globalThis.gc?.();
@@ -37,16 +36,3 @@ process.on('message', async (/** @type {any} */ m) => {
   }
 });
 
-/**
- * HOOK (relay): the relay's RelayHooks (onRelayJoin, onControlMessage) for startServer's `relay` option, so that
- * relay dials work through this server. Until the relay module exports them this returns undefined (no relay).
- * Adjust the lookup to the relay's real export once it lands (e.g. a `createRelay(options)` returning `{ hooks }`).
- * @param {{ secret: string }} m
- * @returns {Promise<Record<string, unknown> | undefined>}
- */
-async function loadRelayHooks(m) {
-  const relay = await importDist('relay/index.js').catch(() => null);
-  if (typeof relay?.createRelay !== 'function') return undefined;
-  const r = await relay.createRelay({ secret: m.secret });
-  return r?.hooks ?? r;
-}

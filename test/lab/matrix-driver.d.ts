@@ -1,4 +1,4 @@
-// Types for matrix-driver.mjs (plain JavaScript so that scenario.mjs can run it without a build).
+// Types for matrix-driver.js (plain JavaScript so that scenario.mjs can run it without a build).
 import type { Lab } from './topology.js';
 
 export declare const PEER_CHILD: string;
@@ -18,6 +18,8 @@ export interface PairOptions {
   punch?: { a?: PunchTuning; b?: PunchTuning };
   /** any other PeerOptions (JSON) per side */
   peer?: { a?: Record<string, unknown>; b?: Record<string, unknown> };
+  /** run the server on the lab's IPv6 address and register the peers over IPv6 (lab built with ipv6: true) */
+  ipv6?: boolean;
   /** bound on the server's and peers' start-up (default 15000 ms) */
   readyTimeoutMs?: number;
 }

@@ -2,7 +2,7 @@
 // One library Peer inside a lab namespace, driven by the test (or scenario.mjs) over the IPC channel that
 // `lab.fork()` opens. Runs the compiled library (dist/): build it first (`npx tsc -p tsconfig.build.json`).
 //
-//   node test/lab/peer-child.mjs '<json PeerOptions>'      (started by test/lab/matrix-driver.mjs)
+//   node test/lab/peer-child.mjs '<json PeerOptions>'      (started by test/lab/matrix-driver.js)
 //
 // Messages from the parent:
 //   { type: 'expect', seq, bytes, seed, expect: { seed, bytes } }   → { type: 'expect-ok', seq }: what to send
@@ -100,8 +100,18 @@ function exchange(socket, bytes, seed, expect, t0) {
       recvBytes += chunk.length;
       recv.update(chunk);
     });
-    socket.on('end', () => finish(null));
-    socket.on('close', () => finish(done ? null : 'closed before the end of the stream'));
+    // Destroy only once our own bytes are flushed too ('finish'), or the unsent tail would be dropped silently.
+    let ended = false;
+    let flushed = false;
+    socket.on('end', () => {
+      ended = true;
+      if (flushed) finish(null);
+    });
+    socket.on('finish', () => {
+      flushed = true;
+      if (ended) finish(null);
+    });
+    socket.on('close', () => finish(ended && flushed ? null : `closed early (end ${ended}, flushed ${flushed})`));
     // One write: the whole payload is queued before a FIN from the far side can make Node end our side.
     socket.end(payload);
   });

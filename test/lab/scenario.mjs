@@ -1,18 +1,23 @@
 #!/usr/bin/env node
 // Runs one NAT-lab scenario by hand and prints what happened. Needs root. See docs/LAB.md.
 //
+// By default the dial is the real library: the rendezvous server on the lab's server host, one Peer per peer
+// host (test/lab/server-child.mjs, peer-child.mjs, driven by matrix-driver.js; they run dist/, so build first:
+// `npx tsc -p tsconfig.build.json`), a dials b with Peer.dial, and both move data each way with SHA-256 checks.
+// `--raw` runs the Python probe instead (probe.py punch: listen, learn the mapping from the server, connect() to
+// each other at an agreed moment, retry): the lab without the library.
+//
 //   node test/lab/scenario.mjs --a cone --b symmetric
-//   node test/lab/scenario.mjs --a cone-rst --b cone-rst --delay 50 --loss 1 --ttl auto
+//   node test/lab/scenario.mjs --a cone-rst --b cone-rst --ttl auto --rounds 5 --both-ways
+//   node test/lab/scenario.mjs --a cone-rst --b cone-rst --delay 50 --loss 1 --raw --ttl auto
 //   node test/lab/scenario.mjs --a cone --same-nat --hairpin
 //   node test/lab/scenario.mjs --a cgnat --cgn symmetric --b public --json
 //   node test/lab/scenario.mjs --a cone --b cone --keep        # leave it up, poke around, Ctrl-C tears down
 //   node test/lab/scenario.mjs --cleanup                       # remove every lab namespace left behind
-//
-// For now the "dial" is the raw Python probe (probe.py punch: listen, learn the mapping from the server,
-// connect() to each other at an agreed moment, retry). The library's Peer.dial plugs in at dial() below.
 import { parseArgs } from 'node:util';
 import { BEHAVIOURS, cleanupStaleLabs, createLab, labPrerequisites } from './topology.js';
 import { ep, rawPunch, startObserver } from './probes.js';
+import { LibraryPair } from './matrix-driver.js';
 
 const USAGE = `usage: node test/lab/scenario.mjs --a BEHAVIOUR [--b BEHAVIOUR] [options]
 behaviours: ${BEHAVIOURS.join(', ')}
@@ -21,12 +26,18 @@ behaviours: ${BEHAVIOURS.join(', ')}
   --home BEHAVIOUR      home NAT behind a cgnat (default cone)       --ipv6      also IPv6, punch over IPv6
   --delay MS --jitter MS --loss PCT   on both access links (delay = added round trip per link)
   --a-delay/--b-delay/--a-jitter/--b-jitter/--a-loss/--b-loss         per link
+  --ttl N|auto          low-TTL first SYN (auto: the hop count to the internet router, per side)
+  --ttl-side a|b|both   library: which peers use --ttl (default both)
+  --timeout S           dial deadline in seconds (library default 15, raw default 8)
+  --rounds N            repeat the dial N times                      --seed N    delay/loss PRNG seed
+  --json                one JSON line per round                      --keep      keep the lab up until Ctrl-C
+  --cleanup             remove every lab namespace (and its processes), then exit
+library (default):
+  --strategy S          Peer.dial strategy (default: the library's)  --bytes N   bytes each way (default 1048576)
+  --both-ways           also dial b → a in every round               --retry-delay MS  Peer punch.retryDelayMs
+raw probe (--raw):
   --target public|private   dial the peer's public mapping (default) or its LAN address
-  --skew MS             b starts this much later than a              --ttl N|auto  low-TTL first SYN
-  --timeout S           give up after S seconds (default 8)          --rounds N  repeat the dial N times
-  --seed N              delay/loss PRNG seed                         --json      one JSON line per round
-  --keep                keep the lab up after the rounds until Ctrl-C
-  --cleanup             remove every lab namespace (and its processes), then exit`;
+  --skew MS             b starts this much later than a`;
 
 const { values: o } = parseArgs({
   options: {
@@ -56,6 +67,13 @@ const { values: o } = parseArgs({
     json: { type: 'boolean' },
     keep: { type: 'boolean' },
     cleanup: { type: 'boolean' },
+    raw: { type: 'boolean' },
+    library: { type: 'boolean' },
+    strategy: { type: 'string' },
+    bytes: { type: 'string' },
+    'both-ways': { type: 'boolean' },
+    'ttl-side': { type: 'string' },
+    'retry-delay': { type: 'string' },
     help: { type: 'boolean', short: 'h' },
   },
 });
@@ -107,10 +125,10 @@ if (o['same-nat']) {
 if (o.seed) spec.seed = Number(o.seed);
 
 /**
- * One dial between the two peers. Replace the body with the library's Peer.dial to measure it.
+ * One dial between the two peers with the raw Python probe (`--raw`).
  * @param {import('./topology.js').Lab} lab @param {number} round
  */
-async function dial(lab, round) {
+async function rawDial(lab, round) {
   const ttl = o.ttl === undefined ? undefined : o.ttl === 'auto' ? 'auto' : Number(o.ttl);
   const base = 42000 + round * 10;
   return rawPunch(lab, {
@@ -124,12 +142,14 @@ async function dial(lab, round) {
   });
 }
 
+const raw = !!o.raw && !o.library;
 const t0 = Date.now();
 const lab = await createLab(spec);
 const built = Date.now() - t0;
 let failed = 0;
+/** @type {LibraryPair | undefined} */
+let pair;
 try {
-  await startObserver(lab, { ipv6: !!o.ipv6 });
   const describe = (/** @type {'a'|'b'} */ who) => {
     const p = lab.peers[who];
     const shape = lab.delays.find((d) => d.link === who);
@@ -141,42 +161,107 @@ try {
     console.log(`  ${describe('a')}\n  ${describe('b')}\n  server ${lab.server.ip}${lab.server.ip6 ? ` ${lab.server.ip6}` : ''}`);
   }
   const rounds = num(o.rounds) ?? 1;
-  for (let i = 0; i < rounds; i++) {
-    const r = await dial(lab, i);
-    const ok = r.a.ok && r.b.ok;
-    if (!ok) failed++;
-    const record = {
-      scenario: { a: spec.a, b: spec.b, sameNat: !!spec.sameNat, hairpin: !!spec.hairpin, ipv6: !!spec.ipv6, skewMs: num(o.skew) ?? 0, ttl: o.ttl ?? null },
-      round: i,
-      path: ok ? 'direct' : 'failed',
-      observed: r.observed,
-      a: { ok: r.a.ok, attempts: r.a.attempts, ms: r.a.ms, via: r.a.via ?? null, remote: r.a.remote ?? null, errors: r.a.errors },
-      b: { ok: r.b.ok, attempts: r.b.attempts, ms: r.b.ms, via: r.b.via ?? null, remote: r.b.remote ?? null, errors: r.b.errors },
-      leaks: await lab.leaks(),
-    };
-    if (o.json) console.log(JSON.stringify(record));
-    else {
-      console.log(`round ${i}: path ${record.path}   mappings a ${r.observed.a}  b ${r.observed.b}`);
-      for (const who of /** @type {const} */ (['a', 'b'])) {
-        const x = r[who];
-        const errs = x.errors.length ? `  errors ${x.errors.join(',')}` : '';
-        console.log(
-          `  ${who}: ${x.ok ? `connected (${x.via}) to ${x.remote}` : 'no connection'} after ${x.attempts} attempt(s), ${x.ms} ms${errs}`,
-        );
+  if (raw) {
+    await startObserver(lab, { ipv6: !!o.ipv6 });
+    for (let i = 0; i < rounds; i++) failed += printRaw(i, await rawDial(lab, i), await lab.leaks());
+  } else {
+    /** @type {{ a?: { ttl?: number, retryDelayMs?: number }, b?: { ttl?: number, retryDelayMs?: number } }} */
+    const punch = {};
+    const sides = o['ttl-side'] === 'a' ? ['a'] : o['ttl-side'] === 'b' ? ['b'] : ['a', 'b'];
+    for (const who of /** @type {const} */ (['a', 'b'])) {
+      /** @type {{ ttl?: number, retryDelayMs?: number }} */
+      const t = {};
+      if (o.ttl !== undefined && sides.includes(who)) t.ttl = o.ttl === 'auto' ? lab.peers[who].ttlToInternet : Number(o.ttl);
+      if (o['retry-delay'] !== undefined) t.retryDelayMs = Number(o['retry-delay']);
+      if (Object.keys(t).length) punch[who] = t;
+    }
+    const t1 = Date.now();
+    pair = await LibraryPair.start(lab, { punch, ipv6: !!o.ipv6 });
+    if (!o.json) {
+      const ttl = Object.entries(punch).map(([w, t]) => `${w} ${JSON.stringify(t)}`).join(', ');
+      console.log(`  library: server ${pair.serverAddress}, peers registered in ${Date.now() - t1} ms${ttl ? `, punch: ${ttl}` : ''}`);
+    }
+    const timeoutMs = Math.round((num(o.timeout) ?? 15) * 1000);
+    const bytes = num(o.bytes) ?? 1 << 20;
+    for (let i = 0; i < rounds; i++) {
+      for (const from of /** @type {const} */ (o['both-ways'] ? ['a', 'b'] : ['a'])) {
+        const r = await pair.dial(from, { strategy: o.strategy, timeoutMs, bytes });
+        if (!r.ok) failed++;
+        printLibrary(i, r, punch);
       }
-      if (record.leaks) console.log(`  internet router dropped ${record.leaks} packet(s) with private source/destination (a NAT leaked)`);
     }
   }
   if (o.keep) {
     console.log(`\nlab kept up; namespaces:`);
     for (const [k, n] of Object.entries(lab.ns)) console.log(`  ${k.padEnd(6)} ip netns exec ${n} bash`);
-    console.log(`observer on ${ep(lab.server.ip, 7001)} and :7002 (answers "ip port" of what it sees). Ctrl-C tears everything down.`);
+    if (raw) console.log(`observer on ${ep(lab.server.ip, 7001)} and :7002 (answers "ip port" of what it sees).`);
+    else console.log(`rendezvous server on ${pair?.serverAddress}, peers 'a' and 'b' registered.`);
+    console.log('Ctrl-C tears everything down.');
     await new Promise((resolve) => {
       process.once('SIGINT', resolve);
       process.once('SIGTERM', resolve);
     });
   }
 } finally {
+  await pair?.close().catch(() => undefined);
   await lab.destroy();
 }
 process.exit(failed ? 1 : 0);
+
+/** @param {any} s */
+function scenarioOf(s) {
+  return { a: spec.a, b: spec.b, sameNat: !!spec.sameNat, hairpin: !!spec.hairpin, ipv6: !!spec.ipv6, ...s };
+}
+
+/** @param {number} i @param {import('./matrix-driver.js').DialRecord} r @param {object} punch */
+function printLibrary(i, r, punch) {
+  if (o.json) {
+    console.log(JSON.stringify({ scenario: scenarioOf({ punch, strategy: o.strategy ?? null }), round: i, ...r }));
+    return;
+  }
+  const head = `round ${i}: ${r.from}→${r.to} path ${r.path}`;
+  if (r.path === 'failed') console.log(`${head} after ${r.attempt} attempt(s), ${r.connectMs} ms: ${r.error}`);
+  else {
+    const plan = [r.mode, r.route].filter(Boolean).join(', ');
+    const data = r.integrity
+      ? r.integrity.forward && r.integrity.backward
+        ? `${r.integrity.bytes} bytes each way, SHA-256 ok`
+        : `DATA MISMATCH (received ${r.integrity.received.join('/')}, first difference at ${r.integrity.firstDiff.join('/')})`
+      : 'no data exchange';
+    console.log(`${head} (attempt ${r.attempt}${plan ? `, ${plan}` : ''}) to ${r.remote?.host}:${r.remote?.port}`);
+    console.log(`  connected in ${r.connectMs} ms, first byte after ${r.firstByteMs} ms; ${data}${r.error ? `; error ${r.error}` : ''}`);
+    if (r.timings) {
+      const t = r.timings;
+      console.log(`  timings: observe ${t.observeMs?.toFixed(1)} ms, sync delay ${t.delayMs} ms, punch ${t.punchMs?.toFixed(1)} ms, direct auth ${t.handshakeMs?.toFixed(1)} ms`);
+    }
+  }
+  const fmt = (/** @type {import('./matrix-driver.js').AttemptBrief[]} */ evs) =>
+    evs.map((e) => `#${e.attempt} ${e.outcome}${e.code && e.outcome !== 'ok' ? ` ${e.code}` : ''} ${e.ms} ms`).join(', ') || '—';
+  console.log(`  attempts: ${r.from} (initiator) ${fmt(r.attempts)}; ${r.to} (responder) ${fmt(r.responderAttempts)}`);
+  if (r.leaks) console.log(`  internet router dropped ${r.leaks} packet(s) with private source/destination (a NAT leaked)`);
+}
+
+/** @param {number} i @param {any} r @param {number} leaks */
+function printRaw(i, r, leaks) {
+  const ok = r.a.ok && r.b.ok;
+  const record = {
+    scenario: scenarioOf({ skewMs: num(o.skew) ?? 0, ttl: o.ttl ?? null, raw: true }),
+    round: i,
+    path: ok ? 'direct' : 'failed',
+    observed: r.observed,
+    a: { ok: r.a.ok, attempts: r.a.attempts, ms: r.a.ms, via: r.a.via ?? null, remote: r.a.remote ?? null, errors: r.a.errors },
+    b: { ok: r.b.ok, attempts: r.b.attempts, ms: r.b.ms, via: r.b.via ?? null, remote: r.b.remote ?? null, errors: r.b.errors },
+    leaks,
+  };
+  if (o.json) console.log(JSON.stringify(record));
+  else {
+    console.log(`round ${i}: path ${record.path}   mappings a ${r.observed.a}  b ${r.observed.b}`);
+    for (const who of /** @type {const} */ (['a', 'b'])) {
+      const x = r[who];
+      const errs = x.errors.length ? `  errors ${x.errors.join(',')}` : '';
+      console.log(`  ${who}: ${x.ok ? `connected (${x.via}) to ${x.remote}` : 'no connection'} after ${x.attempts} attempt(s), ${x.ms} ms${errs}`);
+    }
+    if (leaks) console.log(`  internet router dropped ${leaks} packet(s) with private source/destination (a NAT leaked)`);
+  }
+  return ok ? 0 : 1;
+}

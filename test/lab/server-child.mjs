@@ -2,7 +2,7 @@
 // The library's rendezvous server inside the lab's server namespace, driven over the IPC channel of
 // `lab.fork()`. Runs the compiled library (dist/).
 //
-//   node test/lab/server-child.mjs '<json ServerOptions>'     (started by test/lab/matrix-driver.mjs)
+//   node test/lab/server-child.mjs '<json ServerOptions>'     (started by test/lab/matrix-driver.js)
 //
 // To the parent: { type: 'ready', address } once listening, or { type: 'fatal', code, message }.
 // From the parent: { type: 'stats', seq } → { type: 'stats', seq, stats }; { type: 'close' } → closes and exits.

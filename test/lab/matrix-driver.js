@@ -132,13 +132,15 @@ export class LibraryPair {
     this.peers = {};
     /** @type {Child | undefined} */
     this.server = undefined;
-    this.serverAddress = `${lab.server.ip}:${SERVER_PORT}`;
+    if (opts.ipv6 && !lab.server.ip6) throw new Error('LibraryPair: ipv6 needs a lab built with ipv6: true');
+    this.serverAddress = opts.ipv6 ? `[${lab.server.ip6}]:${SERVER_PORT}` : `${lab.server.ip}:${SERVER_PORT}`;
   }
 
   async _start() {
     const { lab, opts } = this;
     const readyMs = opts.readyTimeoutMs ?? 15_000;
-    const serverOptions = { host: lab.server.ip, port: SERVER_PORT, secret: SECRET, ...(opts.server ?? {}) };
+    const host = opts.ipv6 ? lab.server.ip6 : lab.server.ip;
+    const serverOptions = { host, port: SERVER_PORT, secret: SECRET, ...(opts.server ?? {}) };
     this.server = new Child('server', lab.fork('server', SERVER_CHILD, [JSON.stringify(serverOptions)]));
     const s = await this.server.wait(readyOrFatal, readyMs, 'the server to listen');
     if (s.type === 'fatal') throw new Error(`server failed to start: ${s.code} ${s.message}`);
@@ -192,7 +194,8 @@ export class LibraryPair {
       const r = await dialer.wait((m) => m.type === 'dial-result' && m.seq === seq, timeoutMs + 45_000, `dial ${from}→${to}`);
       /** @type {any} */
       let incoming = null;
-      if (r.ok) incoming = await target.wait((m) => m.type === 'incoming', 45_000, `the incoming side of ${from}→${to}`);
+      // The other side's exchange is bounded by 30 s in the child; a connection it never got is a failed dial.
+      if (r.ok) incoming = await target.wait((m) => m.type === 'incoming', 35_000, `the incoming side of ${from}→${to}`).catch(() => null);
       else {
         // a dial that failed on our side may still have handed the other a socket: look briefly
         await new Promise((res) => setTimeout(res, 200));
@@ -226,7 +229,9 @@ export class LibraryPair {
         transferMs: r.ok ? round(r.transferMs) : null,
         timings: r.ok ? r.result.timings ?? null : null,
         integrity,
-        error: r.ok ? (r.error ?? incoming?.error ?? (incoming ? null : 'no incoming connection')) : `${r.error.code} ${r.error.message}`,
+        error: r.ok
+          ? (r.error ?? incoming?.error ?? (incoming ? null : `${to} never got the connection (no 'connection' event within 35 s)`))
+          : `${r.error.code} ${r.error.message}`,
         attempts: initiatorAttempts.map(brief),
         responderAttempts: responderAttempts.map(brief),
         leaks,
