@@ -40,7 +40,8 @@ const HELP = `Usage: node bench/run.mjs [options]
   --strategies LIST  connect: Peer.dial strategies (default direct,direct-first,relay,relay-first)
   --sessions N       scale: idle relay sessions held at once (default 2000; --full 9000)
   --peers N          scale: peers registered on one rendezvous server (default 2000; --full 10000)
-  --relays LIST      scale: relays to load (default native,js,pipe,haproxy-splice)
+  --relays LIST      scale: relays to load (default service-native,service-js,native,js,pipe,haproxy-splice;
+                     also socat, haproxy-nosplice)
   --max-time S       micro: seconds per micro-benchmark (default 1; --full 3)
   --no-save          print only; do not write bench/results/
   -h, --help

@@ -200,8 +200,10 @@ export class RendezvousServer implements SessionHost {
     this.listening = false;
     this.server.close();
     this.coordinator.endAll('ERR_SERVER_CLOSING', 'The server is shutting down');
-    for (const conn of this.conns.values()) conn.framed.end();
+    // Relayed sessions end (reason `stopped`) while the control connections are still open, so that both peers of
+    // each session learn why their stream was cut (relay-end) before those connections close.
     await this.relay?.close();
+    for (const conn of this.conns.values()) conn.framed.end();
     if (this.sockets.size > 0) await new Promise<void>((resolve) => (this.socketsGone = resolve));
     this.ips.close();
   }

@@ -32,6 +32,13 @@ export interface SessionHost {
 
 type AuthKind = Msg<'challenge'>['auth'];
 
+/**
+ * Most bytes the server lets wait, unsent, in its own memory for one control connection. Beyond the kernel's socket
+ * buffers this is only reached by a peer that stops reading while it keeps sending requests (every request has an
+ * answer): such a peer is cut with `ERR_RATE_LIMITED` instead of growing the server's memory without bound.
+ */
+export const MAX_UNSENT_BYTES = 256 * 1024;
+
 /** One peer's control connection. */
 export class ControlSession implements CoordPeer {
   readonly id: string;
@@ -65,8 +72,15 @@ export class ControlSession implements CoordPeer {
     return this.state === 'ready';
   }
 
-  /** Sends a message; false once the connection is closing. */
+  /**
+   * Sends a message; false once the connection is closing. A peer that has left {@link MAX_UNSENT_BYTES} unread is
+   * cut instead (`ERR_RATE_LIMITED`).
+   */
   send(msg: Message): boolean {
+    if (this.conn.socket.writableLength > MAX_UNSENT_BYTES) {
+      this.fail('ERR_RATE_LIMITED', `Replies are not being read (${this.conn.socket.writableLength} bytes unsent)`);
+      return false;
+    }
     return this.conn.send(msg);
   }
 

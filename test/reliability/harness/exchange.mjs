@@ -17,11 +17,12 @@ const CHUNK = 64 * 1024;
  */
 
 /**
- * Runs the exchange on a stream (net.Socket or UpgradableStream). Never rejects; never leaves the stream open on
- * failure (it is destroyed); on success the stream has ended both ways and is destroyed too.
+ * Runs the exchange on a stream (net.Socket or UpgradableStream). Never rejects. On failure the stream is destroyed;
+ * on success it has ended both ways and closes by itself (destroyed after 5 s if it does not, or at once with
+ * `destroyOnDone`).
  * @param {import('node:stream').Duplex} stream
  * @param {number} bytes payload size this side sends
- * @param {{ timeoutMs?: number }} [options]
+ * @param {{ timeoutMs?: number, destroyOnDone?: boolean }} [options]
  * @returns {Promise<ExchangeResult>}
  */
 export function exchange(stream, bytes, options = {}) {
@@ -47,10 +48,16 @@ export function exchange(stream, bytes, options = {}) {
       stream.removeListener('end', onEnd);
       stream.removeListener('close', onClose);
       stream.on('error', () => {});
-      stream.destroy();
+      if (reason !== undefined || options.destroyOnDone) stream.destroy();
+      else if (!stream.destroyed) {
+        // Both directions ended: a socket closes by itself now, and an UpgradableStream once an upgrade it has
+        // begun is complete. Destroying it here could cut that upgrade and reset the far side's last bytes.
+        const t = setTimeout(() => stream.destroy(), 5000);
+        stream.once('close', () => clearTimeout(t));
+      }
       /** @type {ExchangeResult} */
-      const r = { ok: reason === undefined, sent, received: reason === undefined ? got : Math.max(0, got) };
-      if (reason !== undefined) r.reason = reason;
+      const r = { ok: reason === undefined, sent, received: got };
+      if (reason !== undefined) r.reason = `${reason} [read ${got}/${expected < 0 ? '?' : expected}${readDone ? ' done' : ''}, wrote ${sent}/${bytes}${writeDone ? ' flushed' : endCalled ? ' ended' : ''}]`;
       if (code !== undefined) r.code = code;
       resolve(r);
     };

@@ -86,7 +86,14 @@ class Aggregate {
   }
 }
 
-const incoming = { ok: 0, failed: 0, bytesChecked: 0, /** @type {Record<string, number>} */ codes: {}, byPath: /** @type {Record<string, number>} */ ({}) };
+const incoming = {
+  ok: 0,
+  failed: 0,
+  bytesChecked: 0,
+  /** @type {Record<string, number>} */ codes: {},
+  byPath: /** @type {Record<string, number>} */ ({}),
+  /** @type {{ code?: string, reason?: string, path: string, upgradable: boolean }[]} */ samples: [],
+};
 const events = { online: 0, offline: 0, close: 0, upgrade: 0, relayEnd: /** @type {Record<string, number>} */ ({}), /** @type {Record<string, number>} */ offlineCodes: {} };
 
 /** @type {Map<string, any>} */
@@ -114,6 +121,7 @@ try {
         } else {
           incoming.failed++;
           incoming.codes[r.code ?? 'ERR'] = (incoming.codes[r.code ?? 'ERR'] ?? 0) + 1;
+          if (incoming.samples.length < 10) incoming.samples.push({ code: r.code, reason: r.reason, path: info.path, upgradable: socket.constructor?.name === 'UpgradableStream' });
         }
       });
     });

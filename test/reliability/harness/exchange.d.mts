@@ -1,0 +1,14 @@
+import type { Duplex } from 'node:stream';
+
+/** Outcome of one side of the hash-checked exchange (see exchange.mjs). */
+export interface ExchangeResult {
+  ok: boolean;
+  /** Payload bytes written. */
+  sent: number;
+  /** Payload bytes received and verified (on failure: received so far). */
+  received: number;
+  reason?: string;
+  code?: string;
+}
+
+export function exchange(stream: Duplex, bytes: number, options?: { timeoutMs?: number; destroyOnDone?: boolean }): Promise<ExchangeResult>;
