@@ -142,8 +142,8 @@ int tp_socket_reusable(const struct sockaddr* addr) {
   if (err == 0 && addr->sa_family == AF_INET6 &&
       setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on)) == -1)
     err = -errno;
-  // Punched connections carry interactive protocols (handshakes, control frames) first.
-  if (err == 0 && setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on)) == -1) err = -errno;
+  // No TCP_NODELAY: the socket ends up as an ordinary net.Socket and keeps Node's defaults (Nagle on), so a
+  // punched connection moves bulk data exactly like any other; callers opt in with socket.setNoDelay().
   if (err == 0 && bind(fd, addr, tp_sockaddr_len(addr)) == -1) err = -errno;
   if (err != 0) {
     tp_socket_close(fd);
