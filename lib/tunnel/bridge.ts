@@ -76,3 +76,8 @@ function pipeBoth(a: Duplex, b: Duplex): Promise<PumpResult> {
     wire(b, a, 'b', (n) => (bytesBToA += n));
   });
 }
+
+/** A PumpResult for a bridge that could not start (e.g. a socket closed in between). */
+export function failedResult(err: Error): PumpResult {
+  return { bytesAToB: 0, bytesBToA: 0, reason: 'error', error: (err as { code?: string }).code ?? 'ERR_BRIDGE', durationMs: 0 };
+}

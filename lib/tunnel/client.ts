@@ -9,8 +9,8 @@ import { TcpPunchError } from '../errors.js';
 import type { Peer } from '../peer/index.js';
 import type { DialOptions } from '../peer/types.js';
 import { defaultPump, type Pump, type PumpResult } from '../relay/pump.js';
-import { drainThenBridge } from './bridge.js';
-import { failedResult, type TunnelEvent } from './expose.js';
+import { drainThenBridge, failedResult } from './bridge.js';
+import type { TunnelEvent } from './expose.js';
 import { ConnectionPool } from './pool.js';
 import { ACK, OPEN, readFirstByte } from './wire.js';
 

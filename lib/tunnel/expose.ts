@@ -3,14 +3,13 @@
  * connection waits for the tunnel's OPEN byte (it may be a spare kept ready by the other side), then gets its own
  * connection to the service, and the two are bridged by the pump.
  */
-import { connect, type Socket } from 'node:net';
-import { Socket as NetSocket } from 'node:net';
+import { Socket, connect } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Endpoint } from '../endpoint.js';
 import type { Peer } from '../peer/index.js';
 import type { ConnectionInfo } from '../peer/types.js';
 import { defaultPump, type Pump, type PumpResult } from '../relay/pump.js';
-import { bridge } from './bridge.js';
+import { bridge, failedResult } from './bridge.js';
 import { ACK, NAK, OPEN, readFirstByte } from './wire.js';
 
 export interface ExposeOptions {
@@ -57,7 +56,7 @@ export function exposeService(peer: Peer, options: ExposeOptions): ExposedServic
       idle.delete(oldest);
       oldest.destroy();
     }
-    if (socket instanceof NetSocket) socket.setKeepAlive(true, 15_000);
+    if (socket instanceof Socket) socket.setKeepAlive(true, 15_000);
     void serve(socket, info);
   };
 
@@ -132,9 +131,4 @@ function connectTo({ host, port }: Endpoint, timeoutMs: number): Promise<Socket>
       reject(err);
     });
   });
-}
-
-/** A PumpResult for a bridge that could not start (e.g. a socket closed in between). */
-export function failedResult(err: Error): PumpResult {
-  return { bytesAToB: 0, bytesBToA: 0, reason: 'error', error: (err as { code?: string }).code ?? 'ERR_BRIDGE', durationMs: 0 };
 }
