@@ -182,6 +182,9 @@ export class Coordinator {
     side.outcome = msg.outcome;
     side.detail = msg.detail;
     if (c.phase !== 'punch') return this.attemptFailed(c); // a side gave up before punching (bind or observe failed)
+    // A relayed dial pairs both joins or nothing: once one side could not join, the other side's join can never be
+    // paired, so end the dial now rather than leave that side waiting for its join deadline.
+    if (c.path !== 'direct' && msg.outcome !== 'ok') return this.attemptFailed(c);
     if (c.sides.every((s) => s.outcome !== undefined)) this.conclude(c);
   }
 

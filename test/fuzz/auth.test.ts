@@ -227,13 +227,13 @@ describe('fuzz: control registration', () => {
   });
 
   it('secret server: welcome exactly for the right proof, a documented error otherwise', async () => {
-    stats.secret = await runControlFuzz(secretServer, 'secret', undefined, scale(400, 5000));
+    stats.secret = await runControlFuzz(secretServer, 'secret', undefined, scale(250, 5000));
     expect(victims[0]!.online).toBe(true);
     expect((stats.secret as { welcomes: number }).welcomes).toBeGreaterThan(0);
   });
 
   it('open server: welcome for a free id or the holder of its token, a documented error otherwise', async () => {
-    stats.open = await runControlFuzz(openServer, 'open', victims[1]!.token, scale(400, 5000));
+    stats.open = await runControlFuzz(openServer, 'open', victims[1]!.token, scale(250, 5000));
     expect(victims[1]!.online).toBe(true);
   });
 });
@@ -292,9 +292,9 @@ describe('fuzz: direct auth on a punched socket', () => {
         if (exact) expect(code).toBe('ok');
         else expect(['ERR_AUTH_FAILED', 'ETIMEDOUT', 'ECONNRESET']).toContain(code);
       }),
-      { numRuns: scale(400, 5000) },
+      { numRuns: scale(250, 5000) },
     );
-    stats.directAuth = { runs: scale(400, 5000), outcomes };
+    stats.directAuth = { runs: scale(250, 5000), outcomes };
     record('fuzz-auth', 'auth', stats);
   });
 });

@@ -37,7 +37,7 @@ export interface AttemptBrief {
   attempt: number;
   outcome: string;
   code: string | null;
-  mode: 'sync' | 'reverse' | null;
+  mode: 'sync' | 'reverse' | 'relay' | null;
   route: 'public' | 'private' | 'hairpin' | null;
   /** from the server's prepare to the outcome */
   ms: number | null;
@@ -51,9 +51,11 @@ export interface DialRecord {
   ok: boolean;
   /** `direct`, `relay`, or `failed` */
   path: string;
-  /** attempt that succeeded, or the number of attempts made */
+  /** attempt that succeeded (of its path), or the number of attempts made */
   attempt: number;
-  mode: 'sync' | 'reverse' | null;
+  /** punch attempts (sync / reverse) the dialer made, whatever the path */
+  punchAttempts: number;
+  mode: 'sync' | 'reverse' | 'relay' | null;
   route: 'public' | 'private' | 'hairpin' | null;
   remote: { host: string; port: number } | null;
   /** from dial() to the resolved socket (or the failure) */

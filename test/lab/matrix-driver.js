@@ -221,6 +221,7 @@ export class LibraryPair {
         ok: ok && !!integrity?.forward && !!integrity?.backward,
         path: r.ok ? r.result.path : 'failed',
         attempt: r.ok ? r.result.attempt : initiatorAttempts.length,
+        punchAttempts: initiatorAttempts.filter((/** @type {any} */ e) => e.mode !== 'relay' && e.attempt > 0).length,
         mode: r.ok ? r.result.mode ?? null : null,
         route: won?.route ?? null,
         remote: r.ok ? r.result.remote ?? null : null,

@@ -21,9 +21,7 @@
 // time from dial() to the first byte received.
 import { createHash } from 'node:crypto';
 
-const lib = await import('../../dist/index.js');
-/** @type {typeof import('../../lib/peer/peer.js').Peer} */
-const Peer = /** @type {any} */ (lib).Peer ?? (await import('../../dist/peer/index.js')).Peer;
+import { Peer } from '../../dist/index.js';
 
 /** @type {import('../../lib/peer/types.js').PeerOptions} */
 const options = JSON.parse(process.argv[2] ?? '{}');

@@ -228,7 +228,8 @@ function printLibrary(i, r, punch) {
         ? `${r.integrity.bytes} bytes each way, SHA-256 ok`
         : `DATA MISMATCH (received ${r.integrity.received.join('/')}, first difference at ${r.integrity.firstDiff.join('/')})`
       : 'no data exchange';
-    console.log(`${head} (attempt ${r.attempt}${plan ? `, ${plan}` : ''}) to ${r.remote?.host}:${r.remote?.port}`);
+    const how = r.path === 'relay' ? `after ${r.punchAttempts} punch attempt(s)` : `attempt ${r.attempt}${plan ? `, ${plan}` : ''}`;
+    console.log(`${head} (${how}) via ${r.remote?.host}:${r.remote?.port}`);
     console.log(`  connected in ${r.connectMs} ms, first byte after ${r.firstByteMs} ms; ${data}${r.error ? `; error ${r.error}` : ''}`);
     if (r.timings) {
       const t = r.timings;

@@ -6,9 +6,7 @@
 //
 // To the parent: { type: 'ready', address } once listening, or { type: 'fatal', code, message }.
 // From the parent: { type: 'stats', seq } → { type: 'stats', seq, stats }; { type: 'close' } → closes and exits.
-const lib = await import('../../dist/index.js');
-/** @type {typeof import('../../lib/server/server.js').startServer} */
-const startServer = /** @type {any} */ (lib).startServer ?? (await import('../../dist/server/index.js')).startServer;
+import { startServer } from '../../dist/index.js';
 
 const options = JSON.parse(process.argv[2] ?? '{}');
 const send = (/** @type {any} */ msg) => {

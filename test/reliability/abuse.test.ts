@@ -69,9 +69,9 @@ describe('abuse, with a well-behaved pair served throughout', () => {
         ips,
         perIp: 200,
         modes: ['idle', 'partial', 'half-closed'],
-        durationMs: scale(8000, 120_000),
+        durationMs: scale(5000, 120_000),
         // The default handshake deadline (5 s) reaps what is open when the attack stops.
-        settleMs: 8000,
+        settleMs: 7000,
         reopen: true,
       }),
     );
@@ -97,7 +97,7 @@ describe('abuse, with a well-behaved pair served throughout', () => {
         perIp: scale(20, 40),
         kinds: ['hello', 'auth', 'observe', 'relay-join', 'registered'],
         byteIntervalMs: 250,
-        durationMs: scale(8000, 60_000),
+        durationMs: scale(6000, 60_000),
       }),
     );
     report('slowloris', r, { attack: r.attack });
@@ -137,7 +137,7 @@ describe('abuse, with a well-behaved pair served throughout', () => {
         attackers: 20,
         // Frames per second per attacker: three stay under frameRate (200/s), one goes far over it.
         framesPerSec: [150, 150, 150, 3000],
-        durationMs: scale(6000, 90_000),
+        durationMs: scale(4000, 90_000),
         targets: ['nobody-here', '$self', '$next'],
       }),
     );
@@ -220,7 +220,7 @@ describe('abuse, with a well-behaved pair served throughout', () => {
         server: srv.address,
         ips: attackerIps(4, 9),
         pairs: scale(6, 12),
-        durationMs: scale(6000, 60_000),
+        durationMs: scale(4000, 60_000),
       }),
     );
     report(`relayNonReader-${pump}`, r, { attack: r.attack, rssGrowthMB: mb(r.server.peak.rss - r.server.before.rss) });
@@ -234,7 +234,7 @@ describe('abuse, with a well-behaved pair served throughout', () => {
 
   it('oversized and malformed frames at every stage of a connection (first frame, mid-handshake, registered)', T, async () => {
     const { srv } = await setup();
-    const frames = fc.sample(mutatedFrameArb, { numRuns: scale(1500, 30_000), seed: 7 });
+    const frames = fc.sample(mutatedFrameArb, { numRuns: scale(1200, 30_000), seed: 7 });
     const ips = attackerIps(30, 10);
     const stages = ['first', 'after-hello', 'registered'] as const;
     const outcomes: Record<string, number> = {};

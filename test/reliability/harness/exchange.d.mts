@@ -7,6 +7,8 @@ export interface ExchangeResult {
   sent: number;
   /** Payload bytes received and verified (on failure: received so far). */
   received: number;
+  /** The payload size the far side announced in its header (-1 if none arrived). */
+  expected: number;
   reason?: string;
   code?: string;
 }

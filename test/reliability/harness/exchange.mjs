@@ -12,8 +12,9 @@ import { createHash, randomBytes } from 'node:crypto';
 const CHUNK = 64 * 1024;
 
 /**
- * @typedef {{ ok: boolean, sent: number, received: number, reason?: string, code?: string }} ExchangeResult
- *   `sent`/`received`: payload bytes written / verified (headers and trailers not counted).
+ * @typedef {{ ok: boolean, sent: number, received: number, expected: number, reason?: string, code?: string }} ExchangeResult
+ *   `sent`/`received`: payload bytes written / received (verified on success); `expected`: the size the far side
+ *   announced (-1 before its header arrived).
  */
 
 /**
@@ -56,7 +57,7 @@ export function exchange(stream, bytes, options = {}) {
         stream.once('close', () => clearTimeout(t));
       }
       /** @type {ExchangeResult} */
-      const r = { ok: reason === undefined, sent, received: got };
+      const r = { ok: reason === undefined, sent, received: got, expected };
       if (reason !== undefined) r.reason = `${reason} [read ${got}/${expected < 0 ? '?' : expected}${readDone ? ' done' : ''}, wrote ${sent}/${bytes}${writeDone ? ' flushed' : endCalled ? ' ended' : ''}]`;
       if (code !== undefined) r.code = code;
       resolve(r);

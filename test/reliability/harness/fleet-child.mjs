@@ -51,7 +51,9 @@ class Aggregate {
   /** @type {Record<string, number>} */ upgraded = {};
   bytesChecked = 0;
   /** @type {number[]} */ dialMs = [];
-  /** @type {{ code: string, message: string, strategy: string }[]} */ samples = [];
+  /** @type {{ code: string, message: string, strategy: string, stage: string, received?: number, expected?: number }[]} */ samples = [];
+  /** Exchange failures after every payload byte had arrived: reset or stuck at the very end of the stream. */
+  failedAtEnd = 0;
   /** @param {any} r */
   add(r) {
     this.dials++;
@@ -66,7 +68,8 @@ class Aggregate {
       this.failed++;
       s.failed++;
       this.codes[r.code] = (this.codes[r.code] ?? 0) + 1;
-      if (this.samples.length < 10) this.samples.push({ code: r.code, message: r.message, strategy: r.strategy });
+      if (r.stage === 'exchange' && (r.code === 'ECONNRESET' || r.code === 'ETIMEDOUT') && r.received === r.expected) this.failedAtEnd++;
+      if (this.samples.length < 10) this.samples.push({ code: r.code, message: r.message, strategy: r.strategy, stage: r.stage, received: r.received, expected: r.expected });
     }
   }
   toJSON() {
@@ -80,6 +83,7 @@ class Aggregate {
       byStrategy: this.byStrategy,
       byPath: this.byPath,
       bytesChecked: this.bytesChecked,
+      failedAtEnd: this.failedAtEnd,
       dialMs: { p50: q(0.5), p90: q(0.9), p99: q(0.99), max: sorted.length ? Math.round(sorted[sorted.length - 1]) : null },
       samples: this.samples,
     };
@@ -93,6 +97,8 @@ const incoming = {
   /** @type {Record<string, number>} */ codes: {},
   byPath: /** @type {Record<string, number>} */ ({}),
   /** @type {{ code?: string, reason?: string, path: string, upgradable: boolean }[]} */ samples: [],
+  /** Failures after every payload byte had arrived: reset or stuck at the very end of the stream. */
+  failedAtEnd: 0,
 };
 const events = { online: 0, offline: 0, close: 0, upgrade: 0, relayEnd: /** @type {Record<string, number>} */ ({}), /** @type {Record<string, number>} */ offlineCodes: {} };
 
@@ -121,6 +127,7 @@ try {
         } else {
           incoming.failed++;
           incoming.codes[r.code ?? 'ERR'] = (incoming.codes[r.code ?? 'ERR'] ?? 0) + 1;
+          if ((r.code === 'ECONNRESET' || r.code === 'ETIMEDOUT') && r.received === r.expected) incoming.failedAtEnd++;
           if (incoming.samples.length < 10) incoming.samples.push({ code: r.code, reason: r.reason, path: info.path, upgradable: socket.constructor?.name === 'UpgradableStream' });
         }
       });
@@ -162,12 +169,12 @@ async function dialOnce(from, to, strategy, bytes, timeoutMs) {
     const dialMs = performance.now() - t0;
     r.socket.on('error', () => {});
     const x = await exchange(r.socket, bytes, { timeoutMs: state.exchangeTimeoutMs });
-    const out = { ok: x.ok, strategy, path: r.path, dialMs, sent: x.sent, received: x.received };
-    if (!x.ok) return { ...out, code: x.code, message: x.reason };
+    const out = { ok: x.ok, strategy, path: r.path, dialMs, sent: x.sent, received: x.received, expected: x.expected };
+    if (!x.ok) return { ...out, code: x.code, message: x.reason, stage: 'exchange' };
     return out;
   } catch (err) {
     const e = /** @type {any} */ (err);
-    return { ok: false, strategy, code: e?.code ?? 'ERR_UNKNOWN', message: String(e?.message ?? e).slice(0, 200), dialMs: performance.now() - t0 };
+    return { ok: false, strategy, code: e?.code ?? 'ERR_UNKNOWN', message: String(e?.message ?? e).slice(0, 200), dialMs: performance.now() - t0, stage: 'dial' };
   }
 }
 
