@@ -66,6 +66,7 @@ describe('fuzz: CLI configuration parsers', () => {
       { numRuns: scale(20_000, 200_000) },
     );
     stats.hostPort = kinds;
+    stats.runs = ((stats.runs as number) ?? 0) + scale(20_000, 200_000);
   });
 
   it('parseCount: an integer within [min, max], or a usage error', () => {
@@ -79,6 +80,7 @@ describe('fuzz: CLI configuration parsers', () => {
       }),
       { numRuns: scale(10_000, 100_000) },
     );
+    stats.runs = ((stats.runs as number) ?? 0) + scale(10_000, 100_000);
   });
 
   const size = fc.oneof(
@@ -104,6 +106,7 @@ describe('fuzz: CLI configuration parsers', () => {
       { numRuns: scale(20_000, 200_000) },
     );
     stats.sizesAndDurations = kinds;
+    stats.runs = ((stats.runs as number) ?? 0) + scale(20_000, 200_000);
   });
 
   it('parse(): any argv is parsed or refused with a usage error, never another exception', () => {
@@ -123,6 +126,7 @@ describe('fuzz: CLI configuration parsers', () => {
       }),
       { numRuns: scale(5000, 50_000) },
     );
+    stats.runs = ((stats.runs as number) ?? 0) + scale(5000, 50_000);
     record('fuzz-cli', 'cli', stats);
   });
 

@@ -128,6 +128,7 @@ const SHAPED: Scenario[] = [
   { name: 'cone-icmp × cone-icmp', spec: { a: shaped('cone-icmp'), b: shaped('cone-icmp') }, expect: 'direct', dials: both },
   { name: 'cgnat × cone', spec: { a: shaped('cgnat'), b: shaped('cone') }, expect: 'direct', dials: both },
   { name: 'public × cone-rst', spec: { a: shaped('public'), b: shaped('cone-rst') }, expect: 'direct', dials: both, mode: 'reverse' },
+  { name: 'cone × symmetric', spec: { a: shaped('cone'), b: shaped('symmetric') }, expect: 'relay', dials: ['a'] },
 ];
 
 // ------------------------------------------------------------------------------------------------ the results

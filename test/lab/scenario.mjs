@@ -183,13 +183,17 @@ try {
     }
     const timeoutMs = Math.round((num(o.timeout) ?? 15) * 1000);
     const bytes = num(o.bytes) ?? 1 << 20;
+    /** @type {import('./matrix-driver.js').DialRecord[]} */
+    const all = [];
     for (let i = 0; i < rounds; i++) {
       for (const from of /** @type {const} */ (o['both-ways'] ? ['a', 'b'] : ['a'])) {
         const r = await pair.dial(from, { strategy: o.strategy, timeoutMs, bytes });
+        all.push(r);
         if (!r.ok) failed++;
         printLibrary(i, r, punch);
       }
     }
+    if (all.length > 1 && !o.json) printSummary(all);
   }
   if (o.keep) {
     console.log(`\nlab kept up; namespaces:`);
@@ -240,6 +244,23 @@ function printLibrary(i, r, punch) {
     evs.map((e) => `#${e.attempt} ${e.outcome}${e.code && e.outcome !== 'ok' ? ` ${e.code}` : ''} ${e.ms} ms`).join(', ') || '—';
   console.log(`  attempts: ${r.from} (initiator) ${fmt(r.attempts)}; ${r.to} (responder) ${fmt(r.responderAttempts)}`);
   if (r.leaks) console.log(`  internet router dropped ${r.leaks} packet(s) with private source/destination (a NAT leaked)`);
+}
+
+/** @param {import('./matrix-driver.js').DialRecord[]} all */
+function printSummary(all) {
+  const ms = all.map((r) => r.connectMs ?? 0).sort((x, y) => x - y);
+  const q = (/** @type {number} */ p) => ms[Math.min(ms.length - 1, Math.floor(p * ms.length))];
+  const paths = /** @type {Record<string, number>} */ ({});
+  for (const r of all) {
+    const key = r.ok || r.path === 'failed' ? r.path : `${r.path} but broken`;
+    paths[key] = (paths[key] ?? 0) + 1;
+  }
+  const att = /** @type {Record<string, number>} */ ({});
+  for (const r of all) att[r.punchAttempts] = (att[r.punchAttempts] ?? 0) + 1;
+  console.log(
+    `summary: ${all.filter((r) => r.ok).length}/${all.length} ok; paths ${Object.entries(paths).map(([k, v]) => `${k} ${v}`).join(', ')}; ` +
+      `punch attempts ${Object.entries(att).map(([k, v]) => `${k}:${v}`).join(' ')}; connect ms p50 ${q(0.5)} p90 ${q(0.9)} max ${ms.at(-1)}`,
+  );
 }
 
 /** @param {number} i @param {any} r @param {number} leaks */

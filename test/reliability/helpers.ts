@@ -245,7 +245,7 @@ export class Fleet {
     return this.child.request<DialAggregate>({ type: 'loop-stop' }, 180_000);
   }
 
-  async set(values: { acceptDelayMs?: number; incomingBytes?: number; leakTokens?: boolean }): Promise<void> {
+  async set(values: { acceptDelayMs?: number; incomingBytes?: number; leakTokens?: boolean; spreadMs?: number }): Promise<void> {
     await this.child.request({ type: 'set', ...values });
   }
 

@@ -130,35 +130,58 @@ describe('load', () => {
     const peers = Array.from({ length: N }, (_, i) => ({ id: `rf-${i}`, localAddress: `127.0.30.${i + 2}` }));
     const fleet = await Fleet.start({ server: srv.address, peers, incomingBytes: 256 * 1024, exchangeTimeoutMs: 10_000 });
     cleanup.push(() => fleet.close());
-    const r = await fleet.run({
-      dialsPerPeer: scale(20, 200),
+    const plan = {
+      dialsPerPeer: scale(10, 100),
       strategies: ['relay-first'],
       bytes: 256 * 1024,
       ratePerSec: 25,
       concurrency: 16,
       maxDurationMs: scale(60_000, 900_000),
       timeoutMs: 15_000,
-    });
-    let f = await fleet.stats();
-    for (let i = 0; i < 50 && f.incoming.ok + f.incoming.failed < r.dials; i++) {
-      await new Promise((res) => setTimeout(res, 100));
-      f = await fleet.stats();
+    };
+    // Streams that last long enough to move to the direct path while bytes flow (writing spread over 100 ms each
+    // way; on loopback an upgrade takes ~10 ms), then streams that end before an upgrade can complete.
+    const runs: Record<string, unknown>[] = [];
+    let dials = 0;
+    let failedAtEnd = 0;
+    let other = 0;
+    let dialFailures = 0;
+    let bytes = 0;
+    let incomingSeen = 0;
+    for (const spreadMs of [100, 0]) {
+      const before = await fleet.stats();
+      await fleet.set({ spreadMs });
+      const r = await fleet.run(plan);
+      let f = await fleet.stats();
+      for (let i = 0; i < 150 && f.incoming.ok + f.incoming.failed < incomingSeen + r.dials; i++) {
+        await new Promise((res) => setTimeout(res, 100));
+        f = await fleet.stats();
+      }
+      incomingSeen = f.incoming.ok + f.incoming.failed;
+      const acceptorFailed = f.incoming.failed - before.incoming.failed;
+      const acceptorAtEnd = f.incoming.failedAtEnd - before.incoming.failedAtEnd;
+      const upgrades = f.events.upgrade - before.events.upgrade;
+      runs.push({
+        spreadMs,
+        dials: r.dials,
+        upgradeEvents: upgrades,
+        dialer: { ok: r.ok, failed: r.failed, failedAtEnd: r.failedAtEnd, codes: r.codes },
+        acceptor: { ok: f.incoming.ok - before.incoming.ok, failed: acceptorFailed, failedAtEnd: acceptorAtEnd },
+        dialMs: r.dialMs,
+        samples: r.samples,
+      });
+      dials += r.dials;
+      dialFailures += r.samples.filter((x) => x.stage === 'dial').length;
+      failedAtEnd += r.failedAtEnd + acceptorAtEnd;
+      other += r.failed - r.failedAtEnd + acceptorFailed - acceptorAtEnd;
+      bytes += r.bytesChecked + (f.incoming.bytesChecked - before.incoming.bytesChecked);
+      if (spreadMs > 0) expect(upgrades).toBeGreaterThan(0);
     }
-    record('load', 'relayFirst', {
-      dials: r.dials,
-      dialFailures: r.samples.filter((x) => x.stage === 'dial').length,
-      dialer: { ok: r.ok, failed: r.failed, failedAtEnd: r.failedAtEnd, codes: r.codes },
-      acceptor: { ok: f.incoming.ok, failed: f.incoming.failed, failedAtEnd: f.incoming.failedAtEnd, codes: f.incoming.codes },
-      upgrades: f.events.upgrade,
-      bytesChecked: r.bytesChecked + f.incoming.bytesChecked,
-      dialMs: r.dialMs,
-      samples: [...r.samples, ...f.incoming.samples],
-    });
+    const f = await fleet.stats();
+    record('load', 'relayFirst', { dials, dialFailures, failedAtEnd, otherFailures: other, upgradeEvents: f.events.upgrade, bytesChecked: bytes, runs, acceptorSamples: f.incoming.samples });
     // Every dial connects; nothing is ever corrupted or cut short. What fails, fails at the very end of the stream
     // with every payload byte delivered (reset, or stuck until the exchange's deadline): findings.test.ts.
-    expect(r.samples.filter((x) => x.stage === 'dial')).toEqual([]);
-    expect(r.failed).toBe(r.failedAtEnd);
-    expect(f.incoming.failed).toBe(f.incoming.failedAtEnd);
-    expect(f.events.upgrade).toBeGreaterThan(0);
+    expect(dialFailures).toBe(0);
+    expect(other).toBe(0);
   });
 });

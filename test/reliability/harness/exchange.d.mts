@@ -13,4 +13,4 @@ export interface ExchangeResult {
   code?: string;
 }
 
-export function exchange(stream: Duplex, bytes: number, options?: { timeoutMs?: number; destroyOnDone?: boolean }): Promise<ExchangeResult>;
+export function exchange(stream: Duplex, bytes: number, options?: { timeoutMs?: number; destroyOnDone?: boolean; spreadMs?: number }): Promise<ExchangeResult>;

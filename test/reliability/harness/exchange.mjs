@@ -23,7 +23,8 @@ const CHUNK = 64 * 1024;
  * `destroyOnDone`).
  * @param {import('node:stream').Duplex} stream
  * @param {number} bytes payload size this side sends
- * @param {{ timeoutMs?: number, destroyOnDone?: boolean }} [options]
+ * @param {{ timeoutMs?: number, destroyOnDone?: boolean, spreadMs?: number }} [options] `spreadMs`: spread the
+ *   writing over about that long (so that a stream lives long enough for, say, a relay-first upgrade mid-stream)
  * @returns {Promise<ExchangeResult>}
  */
 export function exchange(stream, bytes, options = {}) {
@@ -107,11 +108,14 @@ export function exchange(stream, bytes, options = {}) {
       const len = Buffer.alloc(4);
       len.writeUInt32BE(bytes);
       if (!stream.write(len)) await drained(stream);
+      const chunks = Math.max(1, Math.ceil(bytes / CHUNK));
+      const pause = options.spreadMs ? options.spreadMs / chunks : 0;
       while (sent < bytes && !done) {
         const chunk = randomBytes(Math.min(CHUNK, bytes - sent));
         out.update(chunk);
         sent += chunk.length;
         if (!stream.write(chunk)) await drained(stream);
+        if (pause > 0) await new Promise((resolve) => setTimeout(resolve, pause));
       }
       if (done) return;
       endCalled = true;

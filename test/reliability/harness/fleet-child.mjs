@@ -12,7 +12,7 @@
 //   { type: 'dial', seq, from, to, strategy, bytes, timeoutMs }           -> one dial + exchange: DialOutcome
 //   { type: 'run', seq, plan }                                              -> a load run: Aggregate
 //   { type: 'loop-start', seq, loop } / { type: 'loop-stop', seq }          -> canary loop; stop answers Aggregate
-//   { type: 'set', seq, acceptDelayMs?, incomingBytes?, leakTokens? }
+//   { type: 'set', seq, acceptDelayMs?, incomingBytes?, leakTokens?, spreadMs? }
 //   { type: 'wait-online', seq, timeoutMs }                                 -> { online: n, ms }
 //   { type: 'stats', seq }                                                  -> fds, rss, ..., incoming, events
 //   { type: 'close', seq }                                                  -> closes the peers, then exits
@@ -38,6 +38,8 @@ const state = {
   exchangeTimeoutMs: config.exchangeTimeoutMs ?? 30_000,
   acceptDelayMs: 0,
   leakTokens: false,
+  /** Spread each stream's writing over this long (both sides); 0: as fast as possible. */
+  spreadMs: 0,
 };
 
 /** Counts outcomes; `codes` are error codes of failures. */
@@ -119,7 +121,7 @@ try {
     });
     peer.on('connection', (/** @type {any} */ socket, /** @type {any} */ info) => {
       socket.on('error', () => {});
-      exchange(socket, state.incomingBytes, { timeoutMs: state.exchangeTimeoutMs }).then((r) => {
+      exchange(socket, state.incomingBytes, { timeoutMs: state.exchangeTimeoutMs, spreadMs: state.spreadMs }).then((r) => {
         if (r.ok) {
           incoming.ok++;
           incoming.bytesChecked += r.received;
@@ -168,7 +170,7 @@ async function dialOnce(from, to, strategy, bytes, timeoutMs) {
     const r = await peer.dial(to, { strategy, timeoutMs });
     const dialMs = performance.now() - t0;
     r.socket.on('error', () => {});
-    const x = await exchange(r.socket, bytes, { timeoutMs: state.exchangeTimeoutMs });
+    const x = await exchange(r.socket, bytes, { timeoutMs: state.exchangeTimeoutMs, spreadMs: state.spreadMs });
     const out = { ok: x.ok, strategy, path: r.path, dialMs, sent: x.sent, received: x.received, expected: x.expected };
     if (!x.ok) return { ...out, code: x.code, message: x.reason, stage: 'exchange' };
     return out;
@@ -267,6 +269,7 @@ process.on('message', async (/** @type {any} */ msg) => {
       if (msg.acceptDelayMs !== undefined) state.acceptDelayMs = msg.acceptDelayMs;
       if (msg.incomingBytes !== undefined) state.incomingBytes = msg.incomingBytes;
       if (msg.leakTokens !== undefined) state.leakTokens = msg.leakTokens;
+      if (msg.spreadMs !== undefined) state.spreadMs = msg.spreadMs;
       return reply({});
     case 'wait-online': {
       const t0 = performance.now();
