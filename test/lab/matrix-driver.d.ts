@@ -80,6 +80,11 @@ export interface DialRecord {
   responderAttempts: AttemptBrief[];
   /** packets with private addresses the internet router dropped during this dial */
   leaks: number;
+  /**
+   * connections the dialled peer's application got (`connection` event) for an earlier dial that failed on the
+   * dialer's side, noticed during this one: a socket handed out on one side only
+   */
+  orphans: number;
 }
 
 export declare class LibraryPair {

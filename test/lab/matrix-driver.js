@@ -176,7 +176,11 @@ export class LibraryPair {
     const bytes = p.bytes ?? 1 << 20;
     const timeoutMs = p.timeoutMs ?? 15_000;
     const seq = ++this.seq;
+    // A connection the other side got for an earlier dial that failed on the dialer's side: the Peer handed its
+    // application a socket the dialer never got (counted, then dropped).
+    const orphans = target.inbox.filter((m) => m.type === 'incoming').length;
     target.inbox = target.inbox.filter((m) => m.type !== 'incoming');
+    const dialAt = Date.now();
     const fwd = { seed: seq * 2 + 1, bytes };
     const back = { seed: seq * 2 + 2, bytes };
     target.send({ type: 'expect', seq, bytes, seed: back.seed, expect: fwd });
@@ -195,11 +199,12 @@ export class LibraryPair {
       /** @type {any} */
       let incoming = null;
       // The other side's exchange is bounded by 30 s in the child; a connection it never got is a failed dial.
-      if (r.ok) incoming = await target.wait((m) => m.type === 'incoming', 35_000, `the incoming side of ${from}→${to}`).catch(() => null);
+      const ours = (/** @type {any} */ m) => m.type === 'incoming' && m.at >= dialAt;
+      if (r.ok) incoming = await target.wait(ours, 35_000, `the incoming side of ${from}→${to}`).catch(() => null);
       else {
         // a dial that failed on our side may still have handed the other a socket: look briefly
         await new Promise((res) => setTimeout(res, 200));
-        const i = target.inbox.findIndex((m) => m.type === 'incoming');
+        const i = target.inbox.findIndex(ours);
         if (i >= 0) incoming = target.inbox.splice(i, 1)[0];
       }
       const leaks = (await this.lab.leaks()) - leaksBefore;
@@ -236,12 +241,20 @@ export class LibraryPair {
         attempts: initiatorAttempts.map(brief),
         responderAttempts: responderAttempts.map(brief),
         leaks,
+        orphans: orphans + this.lateOrphans(target, dialAt),
       };
     } finally {
       target.listeners = target.listeners.filter((l) => l !== onAttempt);
       dialer.inbox = dialer.inbox.filter((m) => m.type !== 'attempt');
       target.inbox = target.inbox.filter((m) => m.type !== 'attempt');
     }
+  }
+
+  /** Incoming connections of earlier dials that arrived during this one (their exchange took up to 30 s). */
+  lateOrphans(/** @type {Child} */ target, /** @type {number} */ dialAt) {
+    const late = target.inbox.filter((m) => m.type === 'incoming' && m.at < dialAt);
+    target.inbox = target.inbox.filter((m) => !(m.type === 'incoming' && m.at < dialAt));
+    return late.length;
   }
 
   /** Server counters. */

@@ -154,6 +154,7 @@ interface ResultRow {
   attempts: DialRecord['attempts'];
   responderAttempts: DialRecord['responderAttempts'];
   leaks: number;
+  orphans: number;
 }
 const rows: ResultRow[] = [];
 const setup: { group: string; scenario: string; ms: number; error?: string }[] = [];
@@ -270,9 +271,11 @@ function scenarioTests(group: string, list: Scenario[], bytes: number): void {
               attempts: r.attempts,
               responderAttempts: r.responderAttempts,
               leaks: r.leaks,
+              orphans: r.orphans,
             });
             const why = JSON.stringify(r, null, 1);
             expect(r.leaks, `a NAT let private addresses out: ${why}`).toBe(0);
+            expect(r.orphans, `the dialled peer got a connection for an earlier dial that failed: ${why}`).toBe(0);
             if (relayed && !RELAY_FALLBACK) {
               expect(r.path, why).toBe('failed');
               expect(r.error?.split(' ')[0], why).toMatch(/^(ERR_PUNCH_FAILED|ETIMEDOUT)$/);

@@ -12,7 +12,8 @@
 // Messages to the parent:
 //   { type: 'ready', observed }                  once registered
 //   { type: 'attempt', event }                   every `attempt` event of the Peer
-//   { type: 'incoming', ...Transfer, info }      a dial reached this peer and its data exchange finished
+//   { type: 'incoming', at, ...Transfer, info }  a dial reached this peer (`connection` at `at`, Date.now()) and
+//                                                its data exchange finished
 //   { type: 'fatal', message }                   the Peer could not start (then the process exits 1)
 //
 // Data exchange on every connection, both sides at once: write `bytes` pseudo-random bytes, then end(); read
@@ -129,8 +130,9 @@ try {
 peer.on('attempt', (event) => send({ type: 'attempt', event }));
 peer.on('connection', (socket, info) => {
   const t0 = performance.now();
+  const at = Date.now();
   const x = incoming;
-  void exchange(socket, x.bytes, x.seed, x.expect, t0).then((t) => send({ type: 'incoming', info: strip(info), ...t }));
+  void exchange(socket, x.bytes, x.seed, x.expect, t0).then((t) => send({ type: 'incoming', at, info: strip(info), ...t }));
 });
 peer.on('close', (err) => {
   if (err) send({ type: 'fatal', ...errInfo(err) });

@@ -244,6 +244,7 @@ function printLibrary(i, r, punch) {
     evs.map((e) => `#${e.attempt} ${e.outcome}${e.code && e.outcome !== 'ok' ? ` ${e.code}` : ''} ${e.ms} ms`).join(', ') || '—';
   console.log(`  attempts: ${r.from} (initiator) ${fmt(r.attempts)}; ${r.to} (responder) ${fmt(r.responderAttempts)}`);
   if (r.leaks) console.log(`  internet router dropped ${r.leaks} packet(s) with private source/destination (a NAT leaked)`);
+  if (r.orphans) console.log(`  ${r.to} got ${r.orphans} connection(s) for an earlier dial that had failed on the dialer's side`);
 }
 
 /** @param {import('./matrix-driver.js').DialRecord[]} all */
