@@ -45,6 +45,7 @@ export class UpgradableStream extends Duplex {
   #relayEof = false;
   #relayDone = false;
   #upgraded = false;
+  #directGone = false; // the direct socket ended before the peer's header: the peer never moved
 
   constructor(relay: Socket) {
     // Closing waits for the upgrade as well as for both directions to end (see #maybeClose).
@@ -166,7 +167,11 @@ export class UpgradableStream extends Duplex {
       this.#pushEof();
       return;
     }
-    if (this.#peerCount === undefined) return; // the header on the direct socket will say what this FIN means
+    if (this.#peerCount === undefined) {
+      // The header on the direct socket will say what this FIN means, unless that socket is already gone.
+      if (this.#directGone) this.#pushEof();
+      return;
+    }
     if (this.#relayRead < this.#peerCount) {
       this.destroy(new TcpPunchError('ERR_UPGRADE_PROTOCOL', 'the relay ended before the announced byte count'));
     }
@@ -214,6 +219,7 @@ export class UpgradableStream extends Duplex {
   }
 
   #onDirectEnd(): void {
+    if (this.#peerCount === undefined) return this.#directLost();
     if (this.#readSource === 'direct') this.#pushEof();
     else this.#pendingDirect.push(Buffer.alloc(0)); // an empty marker: EOF after the held-back bytes
   }
@@ -245,12 +251,28 @@ export class UpgradableStream extends Duplex {
   /** Both directions ended and no upgrade is half done: release the sockets (graceful ends were sent already). */
   #maybeClose(): void {
     if (this.destroyed || !this.readableEnded || !this.writableFinished) return;
-    if (this.#direct && !this.#upgraded) return;
+    if (this.#direct && !this.#upgraded && !this.#directGone) return;
     this.destroy();
   }
 
   #onSocketError(which: 'relay' | 'direct', err: Error): void {
     if (which === 'relay' && this.#relayDone) return;
+    // A direct socket lost before the peer's header, with nothing of ours owed on it: the peer never moved.
+    if (which === 'direct' && this.#peerCount === undefined && this.#writerEnded) return this.#directLost();
     this.destroy(err);
+  }
+
+  /**
+   * The direct socket ended before the peer announced anything on it: the peer never upgraded (it finished on the
+   * relay and dropped the socket). The stream stays on the relay, whose FIN is then the end of the stream.
+   */
+  #directLost(): void {
+    if (this.#directGone) return;
+    this.#directGone = true;
+    if (this.#relayEof) {
+      this.#peerEnded = true;
+      this.#pushEof();
+    }
+    this.#maybeClose();
   }
 }

@@ -99,22 +99,29 @@ export function parseCount(value: string | undefined, flag: string, { min = 0, m
   return n;
 }
 
-/** A byte size: 1000, 64k, 10M, 2G (powers of 1024). */
-export function parseBytes(value: string | undefined, flag: string): number | undefined {
+/** A byte size: 1000, 64k, 10M, 2G (powers of 1024), at most `max` (default 2^53 - 1). */
+export function parseBytes(value: string | undefined, flag: string, { max = Number.MAX_SAFE_INTEGER } = {}): number | undefined {
   if (value === undefined) return undefined;
   const m = /^(\d+)([kKmMgGtT]?)[bB]?$/.exec(value);
   if (!m) throw new CliError(`${flag}: expected a size like 1048576, 64k, 10M or 2G, got "${value}"`, EXIT.USAGE);
   const mult = { '': 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }[m[2]!.toLowerCase() as '' | 'k' | 'm' | 'g' | 't'];
-  return Number(m[1]) * mult;
+  const n = Number(m[1]) * mult;
+  if (!(n <= max)) throw new CliError(`${flag}: at most ${max} bytes, got "${value}"`, EXIT.USAGE);
+  return n;
 }
 
-/** A duration: 500ms, 30s, 5m, 2h, or a bare number of seconds. Returns ms. */
-export function parseDuration(value: string | undefined, flag: string): number | undefined {
+/**
+ * A duration: 500ms, 30s, 5m, 2h, or a bare number of seconds, in ms within `min..max` (default 1 ms .. 1 day:
+ * what the server's timeouts accept). A value that rounds below `min` is refused rather than silently changed.
+ */
+export function parseDuration(value: string | undefined, flag: string, { min = 1, max = 86_400_000 } = {}): number | undefined {
   if (value === undefined) return undefined;
   const m = /^(\d+(?:\.\d+)?)(ms|s|m|h)?$/.exec(value);
   if (!m) throw new CliError(`${flag}: expected a duration like 500ms, 30s, 5m or 2h, got "${value}"`, EXIT.USAGE);
   const mult = { ms: 1, s: 1000, m: 60_000, h: 3_600_000 }[(m[2] ?? 's') as 'ms' | 's' | 'm' | 'h'];
-  return Math.round(Number(m[1]) * mult);
+  const ms = Math.round(Number(m[1]) * mult);
+  if (!(ms >= min && ms <= max)) throw new CliError(`${flag}: must be from ${min} ms to ${max} ms, got "${value}"`, EXIT.USAGE);
+  return ms;
 }
 
 /** The shared secret from `--secret`, `--secret-file` or `TCP_PUNCH_SECRET`; at most one of the flags. */

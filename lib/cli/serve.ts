@@ -79,7 +79,7 @@ export const serve: Command = {
     };
     set('maxConnections', parseCount(v['max-connections'], '--max-connections', { min: 1 }));
     set('maxConnectionsPerIp', parseCount(v['max-connections-per-ip'], '--max-connections-per-ip', { min: 1 }));
-    set('handshakeTimeoutMs', parseDuration(v['handshake-timeout'], '--handshake-timeout'));
+    set('handshakeTimeoutMs', parseDuration(v['handshake-timeout'], '--handshake-timeout', { max: 600_000 }));
     set('idleTimeoutMs', parseDuration(v['idle-timeout'], '--idle-timeout'));
     set('maxPendingPerPeer', parseCount(v['max-pending-per-peer'], '--max-pending-per-peer', { min: 1, max: 65535 }));
     limits.relay = v['no-relay'] ? false : relayOptions(v);
@@ -155,13 +155,10 @@ function relayOptions(v: Record<string, string | boolean | undefined>): ServerRe
   };
   put('maxSessions', parseCount(str('relay-max-sessions'), '--relay-max-sessions', { min: 1, max: 1_000_000 }));
   put('maxBytesPerSession', parseBytes(str('relay-max-bytes'), '--relay-max-bytes'));
-  put('maxDurationMs', parseDuration(str('relay-max-duration'), '--relay-max-duration'));
+  put('maxDurationMs', parseDuration(str('relay-max-duration'), '--relay-max-duration', { min: 0, max: 2 ** 31 - 1 }));
   put('maxSessionsPerPeer', parseCount(str('relay-sessions-per-peer'), '--relay-sessions-per-peer', { min: 1, max: 1_000_000 }));
   put('maxSessionsPerIp', parseCount(str('relay-sessions-per-ip'), '--relay-sessions-per-ip', { min: 1, max: 1_000_000 }));
-  put('joinTimeoutMs', parseDuration(str('relay-join-timeout'), '--relay-join-timeout'));
-  if (limits.maxDurationMs !== undefined && limits.maxDurationMs > 2 ** 31 - 1) {
-    throw new CliError('--relay-max-duration: at most 24 days', EXIT.USAGE);
-  }
+  put('joinTimeoutMs', parseDuration(str('relay-join-timeout'), '--relay-join-timeout', { max: 2 ** 31 - 1 }));
   const pump = str('relay-pump') ?? 'auto';
   if (pump !== 'auto' && pump !== 'native' && pump !== 'js') {
     throw new CliError(`--relay-pump must be auto, native or js, got "${pump}"`, EXIT.USAGE);

@@ -163,8 +163,7 @@ export class Peer extends EventEmitter<PeerEvents> {
     // The server tells the other sides (ERR_PEER_OFFLINE) when the control connection closes.
     this.failAll(new TcpPunchError('ERR_PEER_CLOSED', 'The peer was closed'), false);
     for (const w of this.onlineWaiters) w();
-    for (const resolve of this.relayEnds.values()) resolve(undefined);
-    this.relayEnds.clear();
+    this.settleRelayEnds();
     const conn = this.conn;
     this.conn = undefined;
     await conn?.close();
@@ -197,6 +196,8 @@ export class Peer extends EventEmitter<PeerEvents> {
   private onClose(conn: ControlConnection, err: Error | undefined): void {
     if (this.conn !== conn) return;
     this.conn = undefined;
+    // Relay notices travel on this connection: with it gone, none will come for the sessions we know of.
+    this.settleRelayEnds();
     this.failAll(new TcpPunchError('ERR_SERVER_DISCONNECTED', 'Lost the connection to the server', { cause: err }), false);
     if (this.closed) return;
     this.emit('offline', err);
@@ -271,7 +272,12 @@ export class Peer extends EventEmitter<PeerEvents> {
     }
   }
 
-  /** The promise of the relay's end notice for a session; resolves undefined if this peer closes first. */
+  private settleRelayEnds(): void {
+    for (const resolve of this.relayEnds.values()) resolve(undefined);
+    this.relayEnds.clear();
+  }
+
+  /** The promise of the relay's end notice for a session; resolves undefined if the control connection goes first. */
   private relayEndOf(sessionId: string): Promise<RelayEndInfo | undefined> {
     return new Promise((resolve) => this.relayEnds.set(sessionId, resolve));
   }
