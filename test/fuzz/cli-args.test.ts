@@ -130,11 +130,9 @@ describe('fuzz: CLI configuration parsers', () => {
     record('fuzz-cli', 'cli', stats);
   });
 
-  // FIXED FINDING (lib/cli/args.ts, lib/cli/serve.ts): the parsers used to accept values the server refused — the size and duration parsers accept values the server
-  // then refuses — `--relay-max-bytes 99999999999999999999` (above 2^53), `--idle-timeout 999...9h` (Infinity),
-  // `--handshake-timeout 0.0001s` (rounds to 0) — so `tcp-punch serve` exits 1 with "options.limits.
-  // maxBytesPerSession is out of range" instead of exit 2 naming the flag. Nothing crashes; the message is just
-  // not the CLI's. This test turns green (and must lose its `.fails`) once the parsers check the server's ranges.
+  // Fixed finding (lib/cli/args.ts, lib/cli/serve.ts): the size and duration parsers used to accept values the
+  // server then refused (`--relay-max-bytes` above 2^53, `--idle-timeout 999...9h`, `--handshake-timeout 0.0001s`),
+  // so `tcp-punch serve` exited 1 with the server's message instead of 2 naming the flag. Now they check the ranges.
   it('every size or duration the parsers accept is one the server accepts', () => {
     fc.assert(
       fc.property(size, duration, (s, d) => {
