@@ -154,7 +154,7 @@ function render(s) {
     ]);
   if (abuse.halfOpen) {
     const a = abuse.halfOpen.attack;
-    row('half-open connections', `${n(a.opened)} sockets from ${'20'} IPs (idle, partial header, half-closed), ${n(a.peak)} open at once`, `${codes(a.codes)}; lived ${a.aliveMs.p50} ms median (handshake deadline); ${n(a.neverAccepted)} never accepted (listen backlog full)`, abuse.halfOpen);
+    row('half-open connections', `${n(a.opened)} sockets from ${abuse.halfOpen.ips ?? (s.soak ? 45 : 20)} IPs (idle, partial header, half-closed), ${n(a.peak)} open at once`, `${codes(a.codes)}; lived ${a.aliveMs.p50} ms median (handshake deadline); ${n(a.neverAccepted)} never accepted (listen backlog full)`, abuse.halfOpen);
   }
   if (abuse.slowloris) {
     const a = abuse.slowloris.attack;

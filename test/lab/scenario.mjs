@@ -235,13 +235,13 @@ function printLibrary(i, r, punch) {
     const how = r.path === 'relay' ? `after ${r.punchAttempts} punch attempt(s)` : `attempt ${r.attempt}${plan ? `, ${plan}` : ''}`;
     console.log(`${head} (${how}) via ${r.remote?.host}:${r.remote?.port}`);
     console.log(`  connected in ${r.connectMs} ms, first byte after ${r.firstByteMs} ms; ${data}${r.error ? `; error ${r.error}` : ''}`);
-    if (r.timings) {
+    if (r.timings && r.path === 'direct') {
       const t = r.timings;
       console.log(`  timings: observe ${t.observeMs?.toFixed(1)} ms, sync delay ${t.delayMs} ms, punch ${t.punchMs?.toFixed(1)} ms, direct auth ${t.handshakeMs?.toFixed(1)} ms`);
     }
   }
   const fmt = (/** @type {import('./matrix-driver.js').AttemptBrief[]} */ evs) =>
-    evs.map((e) => `#${e.attempt} ${e.outcome}${e.code && e.outcome !== 'ok' ? ` ${e.code}` : ''} ${e.ms} ms`).join(', ') || '—';
+    evs.map((e) => `${e.mode === 'relay' ? 'relay' : `#${e.attempt}`} ${e.outcome}${e.code && e.outcome !== 'ok' ? ` ${e.code}` : ''} ${e.ms} ms`).join(', ') || '—';
   console.log(`  attempts: ${r.from} (initiator) ${fmt(r.attempts)}; ${r.to} (responder) ${fmt(r.responderAttempts)}`);
   if (r.leaks) console.log(`  internet router dropped ${r.leaks} packet(s) with private source/destination (a NAT leaked)`);
   if (r.orphans) console.log(`  ${r.to} got ${r.orphans} connection(s) for an earlier dial that had failed on the dialer's side`);

@@ -75,7 +75,7 @@ describe('abuse, with a well-behaved pair served throughout', () => {
         reopen: true,
       }),
     );
-    report('halfOpen', r, { attack: r.attack });
+    report('halfOpen', r, { attack: r.attack, ips: ips.length });
     expect(r.attack.peak).toBeGreaterThan(scale(2000, 5000));
     // Each kind ends the documented way: the handshake deadline for silence and partial headers.
     for (const [k, n] of Object.entries(r.attack.codes)) {
@@ -184,7 +184,10 @@ describe('abuse, with a well-behaved pair served throughout', () => {
       'leaked-tampered': ['ERR_RELAY_TOKEN_INVALID'],
     };
     for (const [variant, codes] of Object.entries(r.attack.codes)) {
-      for (const code of Object.keys(codes)) expect(expected[variant], `${variant}: ${code}`).toContain(code);
+      // ERR_RATE_LIMITED: the address's connection rate (50/s) refused the connection before any token was read
+      // (the soak sends far more joins than the bucket allows).
+      for (const code of Object.keys(codes)) expect([...expected[variant]!, 'ERR_RATE_LIMITED'], `${variant}: ${code}`).toContain(code);
+      expect(Object.keys(codes).filter((c) => c !== 'ERR_RATE_LIMITED').length, variant).toBeGreaterThan(0);
     }
     expect(Object.keys(r.attack.codes)).toContain('leaked-replay');
     // The relay only ever connected the pair to itself: not one session with anybody else.

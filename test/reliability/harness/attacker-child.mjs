@@ -298,9 +298,10 @@ const attacks = {
         const rate = p.framesPerSec[i % p.framesPerSec.length];
         const closed = watchTypes(sock, replies);
         let isClosed = false;
+        let ours = false;
         void closed.then((code) => {
           isClosed = true;
-          bump(cut, code ?? 'closed');
+          if (!ours) bump(cut, code ?? 'closed');
         });
         let reqId = 1;
         while (!isClosed && performance.now() < end) {
@@ -314,7 +315,10 @@ const attacks = {
           sent += batch.length;
           await sleep(100);
         }
-        if (!isClosed) bump(cut, 'open-at-end');
+        if (!isClosed) {
+          bump(cut, 'open-at-end');
+          ours = true;
+        }
         sock.destroy();
       }),
     );
