@@ -27,6 +27,8 @@ export interface NativePunchOptions {
   /** Pause before reconnecting after a retryable error; -1 makes the first failure final. */
   retryMs: number;
   firstTtl: number;
+  /** Accept a target's address from any port (reverse mode: the peer's NAT may remap its port). */
+  acceptAnyPort?: boolean;
 }
 
 export interface NativePunchResult {

@@ -47,6 +47,11 @@ export interface PunchOptions {
   retryDelayMs?: number;
   /** Hop limit of each target's first SYN (1..255): it opens the local NAT mapping without reaching the peer's. */
   ttl?: number;
+  /**
+   * Which incoming connections the listener takes: from a target's exact endpoint (default), or from a target's
+   * address on any port (`host`: when the peer's NAT is symmetric and connects from an unpredictable port).
+   */
+  acceptFrom?: 'endpoint' | 'host';
   signal?: AbortSignal;
 }
 
@@ -129,6 +134,7 @@ export async function punchDetailed(options: PunchOptions): Promise<PunchResult>
       timeoutMs,
       retryMs: retryDelayMs,
       firstTtl: ttl,
+      acceptAnyPort: options.acceptFrom === 'host',
     },
     signal,
   );

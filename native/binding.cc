@@ -189,6 +189,7 @@ static Napi::Value tp_napi_punch_start(const Napi::CallbackInfo& info) {
   opts.timeout_ms = static_cast<uint64_t>(tp_napi_read_number(o, "timeoutMs", 10000, 1, 86400000));
   opts.retry_ms = static_cast<int64_t>(tp_napi_read_number(o, "retryMs", 5, -1, 60000));
   opts.first_ttl = static_cast<int>(tp_napi_read_number(o, "firstTtl", 0, 0, 255));
+  opts.accept_any_port = o.Get("acceptAnyPort").ToBoolean().Value() ? 1 : 0;
 
   uv_loop_t* loop = NULL;
   if (napi_get_uv_event_loop(env, &loop) != napi_ok) throw Napi::Error::New(env, "no event loop");

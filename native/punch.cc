@@ -221,9 +221,10 @@ static void tp__listener_on_io(uv_poll_t* handle, int status, int events) {
       return;
     }
     for (int t = 0; t < p->opts.target_count; t++) {
-      if (!tp_sockaddr_equal(reinterpret_cast<struct sockaddr*>(&peer),
-                             reinterpret_cast<struct sockaddr*>(&p->opts.targets[t])))
-        continue;
+      // A symmetric NAT in front of the peer gives its connection to us another port than the one the server saw.
+      const struct sockaddr* want = reinterpret_cast<struct sockaddr*>(&p->opts.targets[t]);
+      const struct sockaddr* got = reinterpret_cast<struct sockaddr*>(&peer);
+      if (!(p->opts.accept_any_port ? tp_sockaddr_equal_host(got, want) : tp_sockaddr_equal(got, want))) continue;
       p->result.via_accept = 1;
       p->result.fd = fd;
       memcpy(&p->result.remote, &peer, sizeof(peer));

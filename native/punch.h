@@ -23,6 +23,7 @@ typedef struct {
   uint64_t timeout_ms;            // overall deadline
   int64_t retry_ms;               // pause before reconnecting after an abort (RST, ICMP); < 0: a failure is final
   int first_ttl;                  // hop limit of each target's first SYN, 0 to leave it alone
+  int accept_any_port;            // 1: the listener takes a target's address from any port (its NAT may remap it)
 } tp_punch_opts_t;
 
 typedef struct {

@@ -86,6 +86,18 @@ static void tp__unmap(const struct sockaddr* sa, struct sockaddr_storage* out) {
   memcpy(out, &in4, sizeof(in4));
 }
 
+int tp_sockaddr_equal_host(const struct sockaddr* a, const struct sockaddr* b) {
+  struct sockaddr_storage ua, ub;
+  tp__unmap(a, &ua);
+  tp__unmap(b, &ub);
+  if (ua.ss_family != ub.ss_family) return 0;
+  if (ua.ss_family == AF_INET)
+    return reinterpret_cast<const struct sockaddr_in*>(&ua)->sin_addr.s_addr ==
+           reinterpret_cast<const struct sockaddr_in*>(&ub)->sin_addr.s_addr;
+  return memcmp(&reinterpret_cast<const struct sockaddr_in6*>(&ua)->sin6_addr,
+                &reinterpret_cast<const struct sockaddr_in6*>(&ub)->sin6_addr, sizeof(struct in6_addr)) == 0;
+}
+
 int tp_sockaddr_equal(const struct sockaddr* a, const struct sockaddr* b) {
   struct sockaddr_storage ua, ub;
   tp__unmap(a, &ua);

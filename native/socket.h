@@ -23,6 +23,8 @@ int tp_sockaddr_format(const struct sockaddr* sa, char* ip, int* port);
 
 // 1 when both name the same endpoint; an IPv4-mapped IPv6 address equals its IPv4 form.
 int tp_sockaddr_equal(const struct sockaddr* a, const struct sockaddr* b);
+// Same address (IPv4-mapped IPv6 unmapped), any port.
+int tp_sockaddr_equal_host(const struct sockaddr* a, const struct sockaddr* b);
 
 socklen_t tp_sockaddr_len(const struct sockaddr* sa);
 

@@ -97,6 +97,9 @@ export class AttemptRunner {
       timeoutMs: Math.max(1, msg.timeoutMs),
       signal: this.ac.signal,
       ...this.env.punch,
+      // Reverse mode: one side is reachable and the other's SYN may come from any port of its NAT (symmetric).
+      // The direct-auth exchange still proves who it is.
+      acceptFrom: msg.mode === 'reverse' ? 'host' : 'endpoint',
     });
     const t2 = performance.now();
     try {

@@ -40,6 +40,8 @@ export class PeerCoordination {
   private readonly reported = new Set<number>();
   private runner: AttemptRunner | undefined;
   private punchMsg: Msg<'punch'> | undefined;
+  /** Our side's authenticated socket, held until the server confirms that the other side authenticated too. */
+  private won: DialResult | undefined;
   private preparedAt = 0;
   private settled = false;
   private held: (Step | RelayTokenGrant)[] | undefined;
@@ -164,6 +166,7 @@ export class PeerCoordination {
   }
 
   private prepare(msg: Msg<'prepare'>): void {
+    this.dropWon();
     if (this.runner) {
       this.reportCurrent('aborted', 'ERR_SUPERSEDED', `The server started attempt ${msg.attempt}: the other side was not ready`);
       this.runner.dispose();
@@ -183,11 +186,10 @@ export class PeerCoordination {
       (ok) => {
         if (this.settled || this.runner !== runner) return void ok.socket.destroy();
         this.hooks.send({ type: 'result', coordId: this.coordId, attempt: msg.attempt, outcome: 'ok', detail: '' });
-        this.report(msg.attempt, 'ok', undefined, 'Connected');
-        runner.dispose();
-        this.runner = undefined;
-        this.settle();
-        this.resolveFn({
+        // Receiving the other side's frame proves only the inbound direction: our own frame may be black-holed (a
+        // NAT that drops our side of a half-broken simultaneous open as INVALID). The server's `end ok` says the
+        // other side verified our frame too; until then the socket is held, and dropped if the attempt fails.
+        this.won = {
           socket: ok.socket,
           path: 'direct',
           role: this.role,
@@ -202,10 +204,31 @@ export class PeerCoordination {
             punchMs: ok.punchMs,
             handshakeMs: ok.handshakeMs,
           },
-        });
+        };
       },
       (err: unknown) => this.attemptFailed(runner, err),
     );
+  }
+
+  /** The server confirmed both sides: hand the held socket over. */
+  private confirmed(): void {
+    const won = this.won!;
+    this.won = undefined;
+    this.report(won.attempt, 'ok', undefined, 'Connected');
+    this.runner?.dispose();
+    this.runner = undefined;
+    this.settle();
+    won.timings.totalMs = performance.now() - this.startedAt;
+    this.resolveFn(won);
+  }
+
+  /** The attempt we won on our side failed on the other side (the server moved on or ended the dial). */
+  private dropWon(): void {
+    const won = this.won;
+    if (!won) return;
+    this.won = undefined;
+    won.socket.destroy();
+    this.report(won.attempt, 'auth-failed', 'ERR_HANDSHAKE_FAILED', 'The other side did not authenticate this socket');
   }
 
   private attemptFailed(runner: AttemptRunner, err: unknown): void {
@@ -225,7 +248,8 @@ export class PeerCoordination {
   }
 
   private ended(msg: Msg<'end'>): void {
-    if (msg.outcome === 'ok') return; // we settled with our socket before reporting ok
+    if (msg.outcome === 'ok' && this.won) return this.confirmed();
+    this.dropWon();
     const offline = msg.code === 'ERR_PEER_OFFLINE';
     this.reportCurrent(offline ? 'peer-offline' : msg.outcome === 'cancelled' ? 'aborted' : 'error', msg.code, msg.message);
     this.fail(new TcpPunchError(msg.code, msg.message));
@@ -233,6 +257,7 @@ export class PeerCoordination {
 
   private fail(err: TcpPunchError): void {
     if (this.settled) return;
+    this.dropWon();
     this.relayAc?.abort(err);
     this.runner?.dispose();
     this.runner = undefined;

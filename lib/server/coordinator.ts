@@ -183,8 +183,10 @@ export class Coordinator {
     side.detail = msg.detail;
     if (c.phase !== 'punch') return this.attemptFailed(c); // a side gave up before punching (bind or observe failed)
     // A relayed dial pairs both joins or nothing: once one side could not join, the other side's join can never be
-    // paired, so end the dial now rather than leave that side waiting for its join deadline.
-    if (c.path !== 'direct' && msg.outcome !== 'ok') return this.attemptFailed(c);
+    // paired, so end the dial now rather than leave that side waiting for its join deadline. Likewise a side whose
+    // punch failed has closed its port: the other side's punch can no longer succeed, so start the next attempt
+    // now instead of waiting out the other side's attemptTimeoutMs.
+    if (msg.outcome !== 'ok') return this.attemptFailed(c);
     if (c.sides.every((s) => s.outcome !== undefined)) this.conclude(c);
   }
 
@@ -314,7 +316,9 @@ export class Coordinator {
   private conclude(c: Coordination): void {
     const ok = c.sides.filter((s) => s.outcome === 'ok').length;
     if (ok === 2) return this.end(c, 'ok', 'OK', 'Connected');
-    if (ok === 1) {
+    // One side authenticated, the other did not: the connection works in one direction only (a NAT dropped one
+    // side's packets). Like a failed attempt: the next one uses fresh ports; the last one ends the dial.
+    if (ok === 1 && (c.attempt >= this.limits.maxAttempts || this.remaining(c) < MIN_ATTEMPT_MS)) {
       const bad = c.sides.find((s) => s.outcome !== 'ok')!;
       return this.end(c, 'failed', 'ERR_HANDSHAKE_FAILED', `${bad.peer.id}: ${bad.outcome} ${bad.detail}`.trim());
     }

@@ -96,11 +96,11 @@ const DEFAULT: Scenario[] = [
   {
     name: 'open × symmetric',
     spec: { a: 'open', b: 'symmetric' },
-    expect: 'relay',
+    expect: 'direct',
     dials: ['a'],
-    // With the reverse-mode fix (accept the target's address from any port, docs/LAB.md "Known problems") this
-    // pair connects directly: then expect 'direct' here.
-    note: 'direct is possible (a is reachable) but the reachable side only accepts the observed port',
+    // a is reachable: connection reversal, whose listener accepts b's address from any port (b's symmetric NAT
+    // picks a new port for it).
+    note: 'connection reversal through a symmetric NAT',
   },
 ];
 
