@@ -39,11 +39,11 @@ if (!args.has('--render')) {
     { cwd: ROOT, stdio: 'inherit', env: { ...process.env, TCP_PUNCH_SOAK: soak ? '1' : '0' } },
   );
   exitCode = run.status ?? 1;
-  writeSummary({ passed: exitCode === 0, wallSeconds: Math.round((Date.now() - t0) / 1000) });
+  writeSummary({ passed: exitCode === 0, wallSeconds: Math.round((Date.now() - t0) / 1000) }, soak);
 } else {
   // Re-merge what the test files recorded (e.g. by a plain `npm test`), keeping the last run's verdict if any.
   const last = existsSync(SUMMARY) ? JSON.parse(readFileSync(SUMMARY, 'utf8')) : {};
-  writeSummary({ passed: last.passed ?? null, wallSeconds: last.wallSeconds ?? null });
+  writeSummary({ passed: last.passed ?? null, wallSeconds: last.wallSeconds ?? null }, undefined);
 }
 
 const summary = JSON.parse(readFileSync(SUMMARY, 'utf8'));
@@ -65,15 +65,19 @@ process.exit(exitCode);
 
 // ---------------------------------------------------------------------------------------------------------------
 
-/** Merges every test file's `.results/<file>.json` into summary.json. */
-function writeSummary(/** @type {{ passed: boolean | null, wallSeconds: number | null }} */ run) {
+/**
+ * Merges every test file's `.results/<file>.json` into summary.json. `kind`: the run's own flag; undefined when
+ * re-rendering, then the files say (a soak only if every file was recorded by one).
+ */
+function writeSummary(/** @type {{ passed: boolean | null, wallSeconds: number | null }} */ run, /** @type {boolean | undefined} */ kind) {
   const files = {};
-  let soakRun = soak;
-  for (const f of readdirSync(RESULTS).filter((n) => n.endsWith('.json') && n !== 'summary.json')) {
+  const flags = [];
+  for (const f of readdirSync(RESULTS).filter((n) => n.endsWith('.json') && !n.startsWith('summary'))) {
     const doc = JSON.parse(readFileSync(join(RESULTS, f), 'utf8'));
     files[f.replace(/\.json$/, '')] = doc.results;
-    soakRun = doc.soak ?? soakRun;
+    flags.push(doc.soak === true);
   }
+  const soakRun = kind ?? (flags.length > 0 && flags.every(Boolean));
   const git = (a) => {
     try {
       return execFileSync('git', a, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();

@@ -25,9 +25,9 @@ describe('load', () => {
       strategies: STRATEGIES,
       bytes: scale(256 * 1024, 1024 * 1024),
       // Every peer's relay joins come from 127.0.0.1 here (joinRelay does not bind to the peer's localAddress):
-      // 60 dials/s keeps that one address under the default connection rate per IP (50/s) for the third of the
-      // dials that are relayed (two joins each).
-      ratePerSec: 60,
+      // 45 dials/s keeps that one address under the default connection rate per IP (50/s) for the half of the
+      // dials that start on the relay (relay, relay-first: two joins each).
+      ratePerSec: 45,
       concurrency: scale(24, 32),
       maxDurationMs: scale(60_000, 600_000),
       timeoutMs: 15_000,
