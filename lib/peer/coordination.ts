@@ -189,6 +189,8 @@ export class PeerCoordination {
         // Receiving the other side's frame proves only the inbound direction: our own frame may be black-holed (a
         // NAT that drops our side of a half-broken simultaneous open as INVALID). The server's `end ok` says the
         // other side verified our frame too; until then the socket is held, and dropped if the attempt fails.
+        // Nobody listens on the socket while it is held: keep its error (a reset by the other side) for confirmed().
+        ok.socket.on('error', this.onHeldError);
         this.won = {
           socket: ok.socket,
           path: 'direct',
@@ -211,9 +213,22 @@ export class PeerCoordination {
   }
 
   /** The server confirmed both sides: hand the held socket over. */
+  private heldError: Error | undefined;
+  private readonly onHeldError = (err: Error): void => {
+    this.heldError ??= err;
+  };
+
   private confirmed(): void {
     const won = this.won!;
     this.won = undefined;
+    won.socket.off('error', this.onHeldError);
+    if (won.socket.destroyed) {
+      // The other side already closed it (e.g. a relay-first stream that finished on the relay): nothing to hand over.
+      const code = (this.heldError as { code?: string } | undefined)?.code ?? 'ECONNRESET';
+      this.report(won.attempt, 'rst', code, 'The punched socket closed before the dial was confirmed');
+      this.fail(new TcpPunchError(code, 'The punched socket closed before the dial was confirmed'));
+      return;
+    }
     this.report(won.attempt, 'ok', undefined, 'Connected');
     this.runner?.dispose();
     this.runner = undefined;
@@ -227,6 +242,7 @@ export class PeerCoordination {
     const won = this.won;
     if (!won) return;
     this.won = undefined;
+    won.socket.off('error', this.onHeldError);
     won.socket.destroy();
     this.report(won.attempt, 'auth-failed', 'ERR_HANDSHAKE_FAILED', 'The other side did not authenticate this socket');
   }

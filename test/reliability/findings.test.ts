@@ -1,6 +1,7 @@
 /**
- * Findings of the reliability work, each reproduced deterministically; all fixed now (lib/upgrade.ts: a peer that
- * never upgraded; lib/peer/peer.ts: relayEnd on a lost control connection). Kept as regression tests.
+ * Findings of the reliability work, each reproduced deterministically and fixed since (lib/upgrade.ts: a peer that
+ * never upgraded; lib/peer/peer.ts: relayEnd on a lost control connection; lib/peer/coordination.ts: a reset of a
+ * punched socket held for the server's confirmation). Kept as regression tests.
  */
 import { once } from 'node:events';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -10,7 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Peer } from '../../lib/peer/peer.js';
 import { UpgradableStream } from '../../lib/upgrade.js';
 import { socketPair } from '../helpers/pair.js';
-import { ServerChild } from './helpers.js';
+import { Fleet, ServerChild } from './helpers.js';
 
 const cleanup: (() => Promise<unknown> | unknown)[] = [];
 afterEach(async () => {
@@ -80,5 +81,42 @@ describe('reliability findings (fixed)', () => {
     // onClose() has run (it emits 'offline'): the promise must settle without waiting for a reconnect.
     const state = await Promise.race([r.relayEnd!.then((v) => (v === undefined ? 'settled' : 'notice')), sleep(1000).then(() => 'pending')]);
     expect(state).toBe('settled');
+  });
+});
+
+describe('reliability findings (fixed since)', () => {
+  // lib/peer/coordination.ts (since a11fa53, "resolve on the server's confirmation"): a side that has
+  // authenticated its punched socket holds it, with no 'error' listener, until the server's `end ok` arrives. If
+  // the other side — already confirmed, its dial resolved — closes that socket with a reset in the meantime (a
+  // relay-first stream that finished on the relay drops its direct socket exactly so), the held socket emits
+  // ECONNRESET with nobody listening and the peer's process dies on an unhandled 'error' event. The load test
+  // with relay-first in its mix hits it within a few hundred dials. Here the held side's `end` is delayed by
+  // 300 ms, and the dialer resets the socket as soon as its dial resolves.
+  // Expected: the peer process survives (the held socket is dropped, or handed over and its error reported).
+  it('a peer survives a reset of the punched socket it holds while waiting for the server\'s confirmation', async () => {
+    // The server runs here, with the `end` frames it sends to 'held' delayed by 300 ms; 'held' runs in a process of
+    // its own, so that its crash is observed rather than suffered.
+    const { startServer } = await import('../../lib/server/server.js');
+    const { ControlSession } = await import('../../lib/server/session.js');
+    const send = ControlSession.prototype.send;
+    ControlSession.prototype.send = function (this: InstanceType<typeof ControlSession>, msg) {
+      if (this.id === 'held' && msg.type === 'end') {
+        setTimeout(() => send.call(this, msg), 300);
+        return true;
+      }
+      return send.call(this, msg);
+    };
+    cleanup.push(() => void (ControlSession.prototype.send = send));
+    const s = await startServer({ host: '127.0.0.1' });
+    cleanup.push(() => s.close());
+    const address = `127.0.0.1:${s.address().port}`;
+    const held = await Fleet.start({ server: address, peers: [{ id: 'held', localAddress: '127.0.0.3' }] });
+    cleanup.push(() => held.close());
+    const dialer = await Peer.connect({ server: address, id: 'dialer', localAddress: '127.0.0.2' });
+    cleanup.push(() => dialer.close());
+    const r = await dialer.dial('held', { strategy: 'direct' });
+    (r.socket as import('node:net').Socket).resetAndDestroy();
+    await sleep(1000);
+    expect(held.child.alive).toBe(true);
   });
 });
