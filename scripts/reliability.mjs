@@ -253,7 +253,7 @@ function render(s) {
   if (load.relayFirst) {
     const v = load.relayFirst;
     const runs = (v.runs ?? []).map((x) => `${x.spreadMs ? `streams spread over ${x.spreadMs} ms` : 'short streams'}: ${n(x.dials)} dials, ${n(x.upgradeEvents)} upgrade events`).join('; ');
-    out.push('', `relay-first under load (measured apart, see the open findings): ${runs}. Dial failures ${n(v.dialFailures)}; streams failing at their very end with every byte delivered ${n(v.failedAtEnd)}; any other failure ${n(v.otherFailures)}; ${gb(v.bytesChecked)} checked.`);
+    out.push('', `relay-first under load (measured apart; see the findings below): ${runs}. Dial failures ${n(v.dialFailures)}; streams failing at their very end with every byte delivered ${n(v.failedAtEnd)}; any other failure ${n(v.otherFailures)}; ${gb(v.bytesChecked)} checked.`);
   }
 
   // Security (test/reliability/security.test.ts).
