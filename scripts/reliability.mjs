@@ -7,6 +7,7 @@
 //   node scripts/reliability.mjs            bounded run (~2 min on 2 cores), then render
 //   node scripts/reliability.mjs --soak     long soak (TCP_PUNCH_SOAK=1: longer attacks, more dials and runs)
 //   node scripts/reliability.mjs --render   only re-merge the recorded results (e.g. of `npm test`) and re-render
+//                                           (with --soak: the soak's)
 //   node scripts/reliability.mjs --print    print the tables instead of writing the document
 //
 // Exit code: vitest's (the document is rendered either way, so a failing run is reported too).
@@ -28,9 +29,9 @@ const soak = args.has('--soak');
 let exitCode = 0;
 
 if (!args.has('--render')) {
-  // Start clean, but keep the summaries of earlier runs of the other kind.
+  // Start clean, but keep everything of the other kind (results and summaries).
   mkdirSync(RESULTS, { recursive: true });
-  for (const f of readdirSync(RESULTS)) if (!f.startsWith('summary-')) rmSync(join(RESULTS, f), { force: true });
+  for (const f of readdirSync(RESULTS)) if (isKind(f, soak)) rmSync(join(RESULTS, f), { force: true });
   const t0 = Date.now();
   const vitest = join(ROOT, 'node_modules/vitest/vitest.mjs');
   const run = spawnSync(
@@ -41,9 +42,14 @@ if (!args.has('--render')) {
   exitCode = run.status ?? 1;
   writeSummary({ passed: exitCode === 0, wallSeconds: Math.round((Date.now() - t0) / 1000) }, soak);
 } else {
-  // Re-merge what the test files recorded (e.g. by a plain `npm test`), keeping the last run's verdict if any.
-  const last = existsSync(SUMMARY) ? JSON.parse(readFileSync(SUMMARY, 'utf8')) : {};
-  writeSummary({ passed: last.passed ?? null, wallSeconds: last.wallSeconds ?? null }, undefined);
+  // Re-merge what the test files recorded (e.g. by a plain `npm test`, or `--soak --render` after re-running some
+  // soak tests), keeping the last run's verdict if any.
+  const lastPath = join(RESULTS, `summary-${soak ? 'soak' : 'results'}.json`);
+  const last = existsSync(lastPath) ? JSON.parse(readFileSync(lastPath, 'utf8')) : {};
+  const recorded = existsSync(RESULTS) && readdirSync(RESULTS).some((f) => isKind(f, soak));
+  if (recorded) writeSummary({ passed: last.passed ?? null, wallSeconds: last.wallSeconds ?? null, ...(last.notes ? { notes: last.notes } : {}) }, soak);
+  else if (existsSync(lastPath)) writeFileSync(SUMMARY, readFileSync(lastPath)); // nothing newer: render the last summary
+  else throw new Error(`no recorded ${soak ? 'soak ' : ''}results in ${RESULTS}: run the suite first`);
 }
 
 const summary = JSON.parse(readFileSync(SUMMARY, 'utf8'));
@@ -65,19 +71,18 @@ process.exit(exitCode);
 
 // ---------------------------------------------------------------------------------------------------------------
 
-/**
- * Merges every test file's `.results/<file>.json` into summary.json. `kind`: the run's own flag; undefined when
- * re-rendering, then the files say (a soak only if every file was recorded by one).
- */
-function writeSummary(/** @type {{ passed: boolean | null, wallSeconds: number | null }} */ run, /** @type {boolean | undefined} */ kind) {
+/** True for the results files a run of that kind writes: `<file>.json` (bounded) or `<file>.soak.json` (soak). */
+function isKind(/** @type {string} */ name, /** @type {boolean} */ soakKind) {
+  if (!name.endsWith('.json') || name.startsWith('summary')) return false;
+  return name.endsWith('.soak.json') === soakKind;
+}
+
+/** Merges the results files of one kind into summary.json. */
+function writeSummary(/** @type {Record<string, unknown>} */ run, /** @type {boolean} */ soakRun) {
   const files = {};
-  const flags = [];
-  for (const f of readdirSync(RESULTS).filter((n) => n.endsWith('.json') && !n.startsWith('summary'))) {
-    const doc = JSON.parse(readFileSync(join(RESULTS, f), 'utf8'));
-    files[f.replace(/\.json$/, '')] = doc.results;
-    flags.push(doc.soak === true);
+  for (const f of readdirSync(RESULTS).filter((n) => isKind(n, soakRun))) {
+    files[f.replace(/(\.soak)?\.json$/, '')] = JSON.parse(readFileSync(join(RESULTS, f), 'utf8')).results;
   }
-  const soakRun = kind ?? (flags.length > 0 && flags.every(Boolean));
   const git = (a) => {
     try {
       return execFileSync('git', a, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
@@ -129,7 +134,8 @@ function render(s) {
   out.push(
     `Run of ${s.generatedAt.slice(0, 16).replace('T', ' ')} UTC, ${s.soak ? '**soak**' : 'bounded (CI)'} version, ` +
       `${s.passed === null ? 'merged from a vitest run' : s.passed ? 'all tests passed' : '**some tests FAILED**'}, ${s.wallSeconds ?? '?'} s wall, commit ${s.commit}, ` +
-      `${s.machine.cpus} × ${s.machine.cpu}, Node ${s.machine.node}, Linux ${s.machine.kernel}. Reproduce: \`${s.command}\`.`,
+      `${s.machine.cpus} × ${s.machine.cpu}, Node ${s.machine.node}, Linux ${s.machine.kernel}. Reproduce: \`${s.command}\`.` +
+      (s.notes ? ` ${s.notes}` : ''),
   );
   out.push('');
   out.push(
@@ -184,7 +190,7 @@ function render(s) {
     const v = abuse[`relayNonReader-${pump}`];
     if (!v) continue;
     const a = v.attack;
-    row(`relayed peer that reads nothing (${pump} pump)`, `${a.sessions} relayed sessions, sender writing flat out for 4 s`, `senders blocked ${Math.min(...a.results.map((x) => x.blockedMs))}+ ms after ${a.results.map((x) => x.writtenMB).join(', ')} MB (kernel buffers); server RSS +${v.rssGrowthMB} MB`, v);
+    row(`relayed peer that reads nothing (${pump} pump)`, `${a.sessions} relayed sessions, sender writing flat out for ${(v.durationMs ?? (s.soak ? 60_000 : 4000)) / 1000} s`, `senders blocked ${Math.min(...a.results.map((x) => x.blockedMs))}+ ms after ${a.results.map((x) => x.writtenMB).join(', ')} MB (kernel buffers); server RSS +${v.rssGrowthMB} MB`, v);
   }
   if (abuse.malformedFrames) {
     const a = abuse.malformedFrames.attack;

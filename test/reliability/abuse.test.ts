@@ -226,7 +226,7 @@ describe('abuse, with a well-behaved pair served throughout', () => {
         durationMs: scale(4000, 60_000),
       }),
     );
-    report(`relayNonReader-${pump}`, r, { attack: r.attack, rssGrowthMB: mb(r.server.peak.rss - r.server.before.rss) });
+    report(`relayNonReader-${pump}`, r, { attack: r.attack, durationMs: scale(4000, 60_000), rssGrowthMB: mb(r.server.peak.rss - r.server.before.rss) });
     expect(r.attack.sessions).toBe(scale(6, 12));
     for (const x of r.attack.results) {
       expect(x.path).toBe('relay');
