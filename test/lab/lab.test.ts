@@ -224,8 +224,13 @@ describe.skipIf(!pre.ok)('NAT lab', () => {
     it('a SYN with TTL ttlToInternet expires at the internet router (EHOSTUNREACH, no RST), and the punch then goes through', async () => {
       const L = lab();
       const r = await rawPunch(L, { lportA: 40214, lportB: 40215, ttl: 'auto', timeoutS: 5 });
-      expect(r.a.errors[0]).toBe('EHOSTUNREACH');
-      expect(r.b.errors[0]).toBe('EHOSTUNREACH');
+      for (const [side, router] of [[r.a, '198.18.1.1'], [r.b, '198.18.2.1']] as const) {
+        expect(side.icmp?.[0]).toMatchObject({ kind: 'time-exceeded', from: router });
+        expect(side.errors.filter((e) => e.startsWith('ECONNREFUSED'))).toEqual([]); // never a RST
+        // The ICMP normally aborts the first connect. When it lands while the kernel holds the socket (a busy
+        // machine), Linux only notes a soft error and the SYN's retransmission, at full TTL, makes the punch.
+        expect(['EHOSTUNREACH', undefined]).toContain(side.errors[0]);
+      }
       expect(r.a.ok && r.b.ok).toBe(true);
       expect(await L.leaks()).toBe(0);
     });

@@ -318,6 +318,9 @@ def cmd_punch(a):
     t0 = time.monotonic()
     deadline = t0 + a.timeout
     attempts, errors, conn, via = 0, [], None, None
+    # With a low first-SYN TTL, record the ICMP errors about our port independently of the socket: Linux
+    # aborts a SYN_SENT socket on them only when the kernel does not hold the socket at that moment.
+    icmp, icmp_seen = (open_icmp(family) if a.ttl else None), []
     while conn is None and attempts < a.max_attempts and time.monotonic() < deadline:
         attempts += 1
         s = reuse_socket(family, a.lport)
@@ -363,7 +366,9 @@ def cmd_punch(a):
                 elif wlist or watch:
                     errors.append("low-ttl" if low_ttl else "attempt-timeout")
                 break
-            r, w, _ = select.select([lst], wlist, [], min(left, 0.005) if watch else left)
+            r, w, _ = select.select([lst] + ([icmp] if icmp else []), wlist, [], min(left, 0.005) if watch else left)
+            if icmp is not None and icmp in r:
+                read_icmp(family, icmp, a.lport, icmp_seen)
             if watch is not None:
                 st = tcp_state(watch)
                 if st == TCP_ESTABLISHED:
@@ -406,6 +411,9 @@ def cmd_punch(a):
             s.close()
     res = {"event": "result", "name": a.name, "lport": a.lport, "peer": fmt_ep(*peer), "observed": observed,
            "attempts": attempts, "errors": errors[:20]}
+    if icmp is not None:
+        icmp.close()
+        res["icmp"] = icmp_seen[:20]
     if conn is None:
         res.update({"ok": False, "ms": round((time.monotonic() - t0) * 1000, 2)})
         out(res)

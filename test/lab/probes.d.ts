@@ -25,6 +25,8 @@ export interface PunchResult {
   attempts: number;
   /** errno names per failed attempt; "(soft)": reported by SO_ERROR but the socket kept trying */
   errors: string[];
+  /** with a low first-SYN TTL: the ICMP errors about our port, as they arrived */
+  icmp?: IcmpSeen[];
   /** ms from the agreed start to the connection */
   ms: number;
   via?: 'connect' | 'accept';
