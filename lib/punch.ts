@@ -52,6 +52,11 @@ export interface PunchOptions {
    * address on any port (`host`: when the peer's NAT is symmetric and connects from an unpredictable port).
    */
   acceptFrom?: 'endpoint' | 'host';
+  /**
+   * Like `net.connect`'s option: when false (the default), the socket ends its writing side once the peer's FIN
+   * arrives; set it to keep sending after the peer has finished.
+   */
+  allowHalfOpen?: boolean;
   signal?: AbortSignal;
 }
 
@@ -99,6 +104,8 @@ export async function punchDetailed(options: PunchOptions): Promise<PunchResult>
   validateInteger(retryDelayMs, 'options.retryDelayMs', 0, 60_000);
   if (ttl !== 0) validateInteger(ttl, 'options.ttl', 1, 255);
   validateSignal(signal);
+  const allowHalfOpen = options.allowHalfOpen ?? false;
+  if (typeof allowHalfOpen !== 'boolean') throw invalidArgType('options.allowHalfOpen', 'a boolean', allowHalfOpen);
   if (port !== undefined) {
     if (typeof port !== 'object' || port === null || typeof port.fd !== 'number') {
       throw invalidArgType('options.port', 'a ReusablePort from bindReusable()', port);
@@ -137,6 +144,7 @@ export async function punchDetailed(options: PunchOptions): Promise<PunchResult>
       acceptAnyPort: options.acceptFrom === 'host',
     },
     signal,
+    allowHalfOpen,
   );
 }
 
@@ -157,7 +165,7 @@ function validateSignal(signal: unknown): asserts signal is AbortSignal | undefi
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgType('options.signal', 'an AbortSignal', signal);
 }
 
-function run(options: NativePunchOptions, signal: AbortSignal | undefined): Promise<PunchResult> {
+function run(options: NativePunchOptions, signal: AbortSignal | undefined, allowHalfOpen = false): Promise<PunchResult> {
   return new Promise((resolve, reject) => {
     let id = 0;
     const onAbort = (): void => binding.punchAbort(id);
@@ -171,7 +179,7 @@ function run(options: NativePunchOptions, signal: AbortSignal | undefined): Prom
         }
         let socket: Socket;
         try {
-          socket = new Socket({ fd: res.fd, readable: true, writable: true });
+          socket = new Socket({ fd: res.fd, readable: true, writable: true, allowHalfOpen });
         } catch (adoptErr) {
           binding.socketClose(res.fd);
           reject(adoptErr);

@@ -24,6 +24,8 @@ void tp_pool_init(tp_pool_t* pool) {
   pool->buffers_idle = 0;
   pool->buffers_lent = 0;
   pool->pipe_error = 0;
+  pool->scratch = NULL;
+  pool->scratch_size = 0;
 }
 
 #ifdef __linux__
@@ -133,7 +135,21 @@ void tp_pool_give(tp_pool_t* pool, tp_carrier_t* c, int empty) {
   }
 }
 
+char* tp_pool_scratch(tp_pool_t* pool, size_t* size) {
+  if (pool->scratch == NULL) {
+    pool->scratch = static_cast<char*>(malloc(TP_POOL_DEFAULT_BUFFER_SIZE));
+    pool->scratch_size = pool->scratch != NULL ? TP_POOL_DEFAULT_BUFFER_SIZE : 0;
+  }
+  *size = pool->scratch_size;
+  return pool->scratch;
+}
+
 void tp_pool_trim(tp_pool_t* pool, size_t keep) {
+  if (keep == 0) {
+    free(pool->scratch);
+    pool->scratch = NULL;
+    pool->scratch_size = 0;
+  }
   while (pool->pipes_idle > keep) {
     tp_carrier_t* c = pool->idle_pipes;
     pool->idle_pipes = c->next;

@@ -43,6 +43,8 @@ typedef struct {
   std::atomic<size_t> buffers_idle;
   std::atomic<size_t> buffers_lent;
   int pipe_error;              // the last error creating a pipe (negative errno), 0 if none
+  char* scratch;               // never lent: see tp_pool_scratch
+  size_t scratch_size;
 } tp_pool_t;
 
 #define TP_POOL_DEFAULT_MAX_PIPES 64
@@ -66,7 +68,11 @@ int tp_pool_can_take(const tp_pool_t* pool, int pipe);
 // (its bytes belong to a session that ended), so it is closed; an idle list longer than max_idle is trimmed.
 void tp_pool_give(tp_pool_t* pool, tp_carrier_t* c, int empty);
 
-// Frees idle carriers down to `keep` of each kind.
+// A buffer that is never lent, for copies that hold no byte between calls (a dry pool's fallback), or NULL when
+// memory is short. Stays valid until tp_pool_trim(pool, 0).
+char* tp_pool_scratch(tp_pool_t* pool, size_t* size);
+
+// Frees idle carriers down to `keep` of each kind (and the scratch buffer too when `keep` is 0).
 void tp_pool_trim(tp_pool_t* pool, size_t keep);
 
 #endif

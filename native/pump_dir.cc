@@ -80,6 +80,39 @@ static int tp__dir_peek(tp_dir_t* d) {
   }
 }
 
+// The pool is dry: moves bytes without holding any. Peeks at src, sends what dst takes, then consumes exactly
+// that much from src. It copies twice, but a direction whose dst is full then holds no carrier between calls, so
+// peers that stop reading cannot starve every other session of pipes and buffers. Returns bytes moved, 0 at
+// EOF, or a negative errno (failed_dst tells which side).
+static ssize_t tp__dir_copy_through(tp_dir_t* d, char* scratch, size_t max) {
+  ssize_t n;
+  do n = recv(d->src, scratch, max, MSG_PEEK);
+  while (n < 0 && errno == EINTR);
+  if (n <= 0) return n < 0 ? -errno : 0;
+  ssize_t w;
+  do w = send(d->dst, scratch, static_cast<size_t>(n), MSG_NOSIGNAL);
+  while (w < 0 && errno == EINTR);
+  if (w <= 0) {
+    d->failed_dst = 1;
+    return w < 0 ? -errno : -EAGAIN;
+  }
+#ifdef MSG_TRUNC
+  // Linux TCP discards with MSG_TRUNC instead of copying the bytes out a second time.
+  const int consume = MSG_TRUNC;
+#else
+  const int consume = 0;
+#endif
+  for (size_t left = static_cast<size_t>(w); left > 0;) {
+    ssize_t r = recv(d->src, scratch, left, consume);
+    if (r < 0 && errno == EINTR) continue;
+    // The peeked bytes are in src's queue and this thread is their only reader: anything else would duplicate
+    // bytes already sent, so the session ends instead.
+    if (r <= 0) return r < 0 ? -errno : -EIO;
+    left -= static_cast<size_t>(r) < left ? static_cast<size_t>(r) : left;
+  }
+  return w;
+}
+
 static int tp__dir_write_head(tp_dir_t* d) {
   while (d->head_off < d->head_len) {
     ssize_t n = send(d->dst, d->head + d->head_off, d->head_len - d->head_off, MSG_NOSIGNAL);
@@ -156,10 +189,32 @@ int tp_dir_run(tp_dir_t* d, tp_pool_t* pool, uint64_t* allowance, size_t budget)
       return r;  // TP_DIR_LIMIT, or an error on src
     }
 
-    d->carrier = tp__dir_borrow(d, pool);
-    if (d->carrier == NULL) return TP_DIR_NO_CARRIER;
     size_t max = budget;
     if (*allowance < max) max = static_cast<size_t>(*allowance);
+    d->carrier = tp__dir_borrow(d, pool);
+    if (d->carrier == NULL) {
+      size_t scratch_size;
+      char* scratch = tp_pool_scratch(pool, &scratch_size);
+      if (scratch == NULL) return TP_DIR_NO_CARRIER;
+      ssize_t n = tp__dir_copy_through(d, scratch, max < scratch_size ? max : scratch_size);
+      if (n == 0) {
+        d->eof = 1;
+        continue;
+      }
+      if (n < 0) {
+        if (tp__would_block(static_cast<int>(-n))) {
+          if (d->failed_dst) d->want_write = 1;
+          else d->want_read = 1;
+          d->failed_dst = 0;
+          return TP_DIR_AGAIN;
+        }
+        return static_cast<int>(n);
+      }
+      d->bytes += static_cast<uint64_t>(n);
+      *allowance -= static_cast<uint64_t>(n);
+      budget -= static_cast<size_t>(n) < budget ? static_cast<size_t>(n) : budget;
+      continue;
+    }
     int was_pipe = d->carrier->kind == TP_CARRIER_PIPE;
     ssize_t n = tp__dir_fill(d, max);
     if (n <= 0) {

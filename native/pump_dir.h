@@ -37,7 +37,7 @@ enum {
   TP_DIR_AGAIN = 0,            // blocked: wait for want_read / want_write
   TP_DIR_DONE = 1,             // EOF propagated; nothing more to do
   TP_DIR_LIMIT = 2,            // the byte allowance is spent and src offers more
-  TP_DIR_NO_CARRIER = 3,       // src may have bytes but no pipe or buffer is free: wait for one to come back
+  TP_DIR_NO_CARRIER = 3,       // no pipe or buffer is free and no scratch memory for a copy: wait for a carrier
 };
 
 // Moves what it can without blocking, at most about `budget` bytes so that one busy session cannot starve the

@@ -65,7 +65,7 @@ describe.runIf(nativePump !== undefined)('native pump', () => {
     expect(pump.stats()).toMatchObject({ sessions: 0, pipesIdle: 0, buffersIdle: 0 });
   });
 
-  it('delivers every byte when sessions must wait for a pipe or buffer', async () => {
+  it('delivers every byte when the pool runs dry', async () => {
     configureNativePump({ maxPipes: 2, maxBuffers: 2, maxIdle: 0 });
     try {
       const size = 4 * MB;
@@ -80,6 +80,39 @@ describe.runIf(nativePump !== undefined)('native pump', () => {
       }
       expect(pump.stats()).toMatchObject({ waiting: 0, pipesInUse: 0, buffersInUse: 0 });
     } finally {
+      configureNativePump({ maxPipes: 64, maxBuffers: 256, maxIdle: 16 });
+    }
+  });
+
+  it('keeps other sessions moving while peers that stop reading hold every pipe and buffer', async () => {
+    configureNativePump({ maxPipes: 1, maxBuffers: 1, maxIdle: 0 });
+    const stalled: Awaited<ReturnType<typeof relayed>>[] = [];
+    try {
+      // Two sessions whose receivers never read: each direction fills its receiver and keeps a carrier full.
+      for (let i = 0; i < 2; i++) {
+        const r = await relayed();
+        r.b.pause();
+        r.a.on('error', () => {});
+        r.b.on('error', () => {});
+        r.a.write(Buffer.alloc(32 * MB, i));
+        stalled.push(r);
+      }
+      for (let i = 0; i < 500 && pump.stats().pipesInUse + pump.stats().buffersInUse < 2; i++) await new Promise((r) => setTimeout(r, 10));
+      expect(pump.stats()).toMatchObject({ pipesInUse: 1, buffersInUse: 1 });
+      // A third session still relays, intact, both ways.
+      const size = 8 * MB;
+      const { a, b, session } = await relayed();
+      const [sentA, sentB, gotB, gotA] = await Promise.all([sendRandom(a, size), sendRandom(b, size), drainHash(b), drainHash(a)]);
+      expect(gotB).toEqual({ hash: sentA, bytes: size });
+      expect(gotA).toEqual({ hash: sentB, bytes: size });
+      expect(await session.done).toMatchObject({ reason: 'eof', bytesAToB: size, bytesBToA: size });
+      expect(pump.stats().waiting).toBe(0);
+    } finally {
+      for (const r of stalled) {
+        r.a.destroy();
+        r.b.destroy();
+      }
+      await Promise.all(stalled.map((r) => r.session.done));
       configureNativePump({ maxPipes: 64, maxBuffers: 256, maxIdle: 16 });
     }
   });

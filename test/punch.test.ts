@@ -19,11 +19,14 @@ function noFdLeak(): void {
   });
 }
 
-/** Starts two punches towards each other at the same moment and checks they are the two ends of one connection. */
+/**
+ * Starts two punches towards each other at the same moment and checks they are the two ends of one connection.
+ * The sockets allow half-open: one side finishing its bytes first must not cut the other side's writing.
+ */
 async function punchPair(a: ReusablePort, b: ReusablePort, host = LOCAL): Promise<[PunchResult, PunchResult]> {
   const [x, y] = await Promise.all([
-    punchDetailed({ port: a, remote: { host, port: b.port } }),
-    punchDetailed({ port: b, remote: { host, port: a.port } }),
+    punchDetailed({ port: a, remote: { host, port: b.port }, allowHalfOpen: true }),
+    punchDetailed({ port: b, remote: { host, port: a.port }, allowHalfOpen: true }),
   ]);
   expect(x.socket.localPort).toBe(a.port);
   expect(y.socket.localPort).toBe(b.port);
@@ -34,6 +37,8 @@ async function punchPair(a: ReusablePort, b: ReusablePort, host = LOCAL): Promis
 }
 
 async function exchange(x: Socket, y: Socket, bytes: number): Promise<void> {
+  // Whichever side finishes first half-closes; without allowHalfOpen its FIN would end the other side's writing.
+  x.allowHalfOpen = y.allowHalfOpen = true;
   const [gotY, gotX, sentX, sentY] = await Promise.all([drainHash(y), drainHash(x), sendRandom(x, bytes), sendRandom(y, bytes)]);
   expect(gotY).toEqual({ hash: sentX, bytes });
   expect(gotX).toEqual({ hash: sentY, bytes });
@@ -53,6 +58,38 @@ describe('two punches on loopback', () => {
     await destroyAll(x.socket, y.socket);
     a.close();
     b.close();
+  });
+
+  it('keep receiving after their own end with allowHalfOpen, and end both ways without it', async () => {
+    const run = async (allowHalfOpen: boolean) => {
+      const a = await bindReusable({ address: LOCAL });
+      const b = await bindReusable({ address: LOCAL });
+      const [x, y] = await Promise.all([
+        punchDetailed({ port: a, remote: { host: LOCAL, port: b.port }, allowHalfOpen }),
+        punchDetailed({ port: b, remote: { host: LOCAL, port: a.port }, allowHalfOpen }),
+      ]);
+      expect(x.socket.allowHalfOpen).toBe(allowHalfOpen);
+      const atY = drainHash(y.socket);
+      x.socket.end('done');
+      expect((await atY).bytes).toBe(4);
+      let result: string;
+      if (allowHalfOpen) {
+        // y's writing side stays open: its reply still reaches x.
+        const reply = once(x.socket, 'data');
+        y.socket.end('reply');
+        result = String((await reply)[0]);
+      } else {
+        // Node ends y's writing side itself: x sees the end without y ever calling end().
+        await once(x.socket, 'end');
+        result = 'ended';
+      }
+      await destroyAll(x.socket, y.socket);
+      a.close();
+      b.close();
+      return result;
+    };
+    expect(await run(true)).toBe('reply');
+    expect(await run(false)).toBe('ended');
   });
 
   it('succeed 200 times in a row', async () => {
@@ -311,6 +348,7 @@ describe('invalid arguments', () => {
     ['ttl 256', { remote, ttl: 256 }, 'RangeError', 'ERR_OUT_OF_RANGE'],
     ['signal not a signal', { remote, signal: {} }, 'TypeError', 'ERR_INVALID_ARG_TYPE'],
     ['port not a ReusablePort', { remote, port: 5 }, 'TypeError', 'ERR_INVALID_ARG_TYPE'],
+    ['allowHalfOpen not a boolean', { remote, allowHalfOpen: 1 }, 'TypeError', 'ERR_INVALID_ARG_TYPE'],
   ];
   it.each(cases)('%s', async (_name, options, name, code) => {
     const err = await punch(options as never).catch((e: unknown) => e);

@@ -83,6 +83,20 @@ describe('relay dials', () => {
     expect(await gotAtA).toMatchObject({ bytes: 'bob still talks'.length });
   });
 
+  it('joins the relay from the localAddress of the peer', async () => {
+    const s = await server({ ...LOOSE });
+    cleanup.push(() => s.close());
+    // Linux answers on all of 127/8: a second loopback address shows which one the relay connection used.
+    const a = await peer(s, 'alice', { localAddress: '127.0.0.2' });
+    const b = await peer(s, 'bob');
+    cleanup.push(() => a.close(), () => b.close());
+    b.on('connection', (socket) => socket.on('error', () => {}));
+    const r = await a.dial('bob', { strategy: 'relay' });
+    expect(r.path).toBe('relay');
+    expect((r.socket as Socket).localAddress).toBe('127.0.0.2');
+    (r.socket as Socket).destroy();
+  });
+
   it('takes the direct path with direct-first (the default) where punching works', async () => {
     // The fallback itself needs a NAT that defeats punching: the NAT lab's symmetric pairs cover it.
     const { a, accepted } = await pair();
@@ -90,8 +104,16 @@ describe('relay dials', () => {
     expect(r.path).toBe('direct');
     await until(() => accepted.length === 1);
     expect(accepted[0]!.info.path).toBe('direct');
+    // Half-close behaves as on the relay path: after alice's end, bob still answers and alice still hears it.
+    const other = accepted[0]!.socket;
+    const atBob = drainHash(other);
+    r.socket.end('bye');
+    expect((await atBob).bytes).toBe(3);
+    const atAlice = drainHash(r.socket);
+    other.end('still here');
+    expect((await atAlice).bytes).toBe('still here'.length);
     r.socket.destroy();
-    accepted[0]!.socket.destroy();
+    other.destroy();
   });
 
   it('moves a relay-first stream to the direct path while data flows both ways, every byte intact', async () => {

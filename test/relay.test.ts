@@ -286,6 +286,15 @@ describe('relay token abuse: never an open proxy', () => {
     second.socket.destroy();
   });
 
+  it('rejects bad joinRelay arguments with coded errors and opens no socket', async () => {
+    const server = { host: '127.0.0.1', port: 9 };
+    const code = (o: unknown) => joinRelay(o as never).then(() => 'joined', (e: { code: string }) => e.code);
+    expect(await code(null)).toBe('ERR_INVALID_ARG_TYPE');
+    expect(await code({ server, token: '' })).toBe('ERR_INVALID_ARG_TYPE');
+    expect(await code({ server, token: 't', localAddress: 'not-an-ip' })).toBe('ERR_INVALID_ARG_VALUE');
+    expect(await code({ server, token: 't', timeoutMs: 0 })).toBe('ERR_OUT_OF_RANGE');
+  });
+
   it('refuses a first side that sends data before it is paired', async () => {
     const relay = await startRelay();
     const issued = relay.service.issueTokens({ a: 'alice', b: 'bob' });

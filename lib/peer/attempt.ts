@@ -100,6 +100,8 @@ export class AttemptRunner {
       // Reverse mode: one side is reachable and the other's SYN may come from any port of its NAT (symmetric).
       // The direct-auth exchange still proves who it is.
       acceptFrom: msg.mode === 'reverse' ? 'host' : 'endpoint',
+      // Half-close works the same on every path: relayed sockets allow half-open too.
+      allowHalfOpen: true,
     });
     const t2 = performance.now();
     try {

@@ -108,7 +108,12 @@ export class PeerCoordination {
     const ac = (this.relayAc = new AbortController());
     this.preparedAt = performance.now();
     const server = grant.relay[0] ?? this.env.server;
-    joinRelay({ server, token: grant.token, signal: ac.signal }).then(
+    joinRelay({
+      server,
+      token: grant.token,
+      signal: ac.signal,
+      ...(this.env.localAddress ? { localAddress: this.env.localAddress } : {}),
+    }).then(
       (conn) => {
         if (this.settled) return void conn.socket.destroy();
         this.hooks.send({ type: 'result', coordId: this.coordId, attempt: 1, outcome: 'ok', detail: '' });

@@ -83,7 +83,8 @@ export interface DialResult {
   /**
    * The connected stream. A `net.Socket` for `direct` and `relay` dials; an {@link UpgradableStream} for
    * `relay-first` dials (it starts on the relay and moves to a direct connection when one is punched: see its
-   * `path` and `upgrade` event). Attach an 'error' listener.
+   * `path` and `upgrade` event). Attach an 'error' listener. On every path the stream allows half-open: the
+   * other peer's `end()` ends only your reading side, so call `end()` (or `destroy()`) when you are done.
    */
   socket: Socket | UpgradableStream;
   /** Which path carried the stream when the dial resolved. */

@@ -67,7 +67,7 @@ export interface PumpStats {
   kind: 'native' | 'js';
   /** Sessions started and not yet done. */
   sessions: number;
-  /** Directions waiting for a pipe or buffer to come back (native). */
+  /** Directions waiting for a pipe or buffer to come back (native; only when even the dry-pool copy lacks memory). */
   waiting: number;
   pipesIdle: number;
   pipesInUse: number;

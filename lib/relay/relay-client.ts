@@ -12,10 +12,10 @@
  * relay-service.ts), `ETIMEDOUT` (no `relay-paired` within `timeoutMs`), `ABORT_ERR`, an errno name from connect,
  * `ECONNRESET` (the relay closed first), `ERR_UNEXPECTED_MESSAGE`, or a frame decoding code.
  */
-import { connect, Socket } from 'node:net';
+import { connect, isIP, Socket } from 'node:net';
 
 import { validateEndpoint, validateInteger, type Endpoint } from '../endpoint.js';
-import { AbortError, TcpPunchError, invalidArgType, throwIfAborted } from '../errors.js';
+import { AbortError, TcpPunchError, invalidArgType, invalidArgValue, throwIfAborted } from '../errors.js';
 import { readMessage } from '../protocol/stream.js';
 import type { RelayMsg } from '../protocol/messages.js';
 import { decodeRelay, encodeRelayFrame } from './frames.js';
@@ -27,6 +27,8 @@ export interface JoinRelayOptions {
   server?: Endpoint;
   /** A socket already connected to the relay, instead of `server` (e.g. made from a reusable port). */
   socket?: Socket;
+  /** Local address to connect from (with `server`), e.g. to pick an interface; default: the OS's choice. */
+  localAddress?: string;
   /** The token from the server's `relay-token` message. */
   token: string;
   /** Deadline for connecting and pairing, in ms; default 35000 (the relay's default join window is 30 s). */
@@ -60,11 +62,18 @@ export async function joinRelay(options: JoinRelayOptions): Promise<RelayConnect
     if (!(options.socket instanceof Socket)) throw invalidArgType('options.socket', 'a net.Socket', options.socket);
   } else {
     validateEndpoint(server, 'options.server');
+    if (options.localAddress !== undefined && (typeof options.localAddress !== 'string' || isIP(options.localAddress) === 0))
+      throw invalidArgValue('options.localAddress', 'must be a numeric IP address', options.localAddress);
   }
   throwIfAborted(signal);
 
   const deadline = Date.now() + timeoutMs;
-  const socket = options.socket ?? connect({ host: server!.host, port: server!.port, allowHalfOpen: true });
+  const socket = options.socket ?? connect({
+      host: server!.host,
+      port: server!.port,
+      allowHalfOpen: true,
+      ...(options.localAddress ? { localAddress: options.localAddress } : {}),
+    });
   socket.allowHalfOpen = true;
   try {
     if (socket.connecting) await connected(socket, timeoutMs, signal);
