@@ -99,7 +99,7 @@ describe('direct-auth handshake', () => {
 async function impostor(s: RendezvousServer, id: string): Promise<void> {
   const framed = new FramedSocket(await raw(s));
   cleanup.push(() => framed.destroy());
-  const env = { server: { host: '127.0.0.1', port: s.address().port }, family: 4 as const, localAddress: undefined, punch: {} };
+  const env = { server: { host: '127.0.0.1', port: s.address().port }, family: 4 as const, localAddress: undefined, punch: {}, natMapping: () => 'unknown' as const };
   let runner: AttemptRunner | undefined;
   cleanup.push(() => runner?.dispose());
   const ready = new Promise<void>((resolve) => {

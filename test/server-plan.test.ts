@@ -1,11 +1,15 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 
-import { planAttempt, reachable } from '../lib/server/plan.js';
+import { planAttempt, punchHopeless, reachable } from '../lib/server/plan.js';
 import type { Observation } from '../lib/server/plan.js';
 
 const ep = (host: string, port: number) => ({ host, port });
-const natted = (pub: string, port: number, lan: string): Observation => ({ public: ep(pub, port), private: [ep(lan, 40000)] });
+const natted = (pub: string, port: number, lan: string, mapping: Observation['mapping'] = 'unknown'): Observation => ({
+  public: ep(pub, port),
+  private: [ep(lan, 40000)],
+  mapping,
+});
 
 describe('attempt planning', () => {
   it('punches public mappings between different NATs, synchronised', () => {
@@ -26,7 +30,7 @@ describe('attempt planning', () => {
   });
 
   it('tries connection reversal first when one side is reachable, and only then', () => {
-    const open: Observation = { public: ep('203.0.113.5', 7000), private: [ep('203.0.113.5', 7000)] };
+    const open: Observation = { public: ep('203.0.113.5', 7000), private: [ep('203.0.113.5', 7000)], mapping: 'independent' };
     const b = natted('198.51.100.1', 5001, '192.168.1.2');
     expect(reachable(open)).toBe(true);
     expect(reachable(b)).toBe(false);
@@ -34,6 +38,25 @@ describe('attempt planning', () => {
     expect(planAttempt(b, open, 1, 3, true)).toMatchObject({ mode: 'reverse' });
     expect(planAttempt(open, b, 2, 3, true)).toMatchObject({ mode: 'sync' });
     expect(planAttempt(open, b, 1, 3, false)).toMatchObject({ mode: 'sync' });
+  });
+
+  it('calls punching hopeless only for a symmetric side against a side that is not directly reachable', () => {
+    const sym = natted('198.51.100.1', 5001, '192.168.1.2', 'dependent');
+    const cone = natted('203.0.113.9', 6001, '10.0.0.7', 'independent');
+    const unknown = natted('203.0.113.9', 6001, '10.0.0.7');
+    const open: Observation = { public: ep('203.0.113.5', 7000), private: [ep('203.0.113.5', 7000)], mapping: 'independent' };
+    expect(punchHopeless(sym, cone)).toMatch(/initiator's NAT maps per destination/);
+    expect(punchHopeless(cone, sym)).toMatch(/responder's NAT maps per destination/);
+    expect(punchHopeless(sym, unknown)).toBeDefined();
+    expect(punchHopeless(sym, { ...sym, public: ep('203.0.113.7', 1) })).toBeDefined();
+    // reachable other side: connection reversal may still work
+    expect(punchHopeless(sym, open)).toBeUndefined();
+    expect(punchHopeless(open, sym)).toBeUndefined();
+    // behind one NAT: the LAN route does not go through the mapping
+    expect(punchHopeless(sym, natted('198.51.100.1', 5002, '192.168.1.3', 'dependent'))).toBeUndefined();
+    // nothing measured, or nothing symmetric: punch as usual
+    expect(punchHopeless(cone, unknown)).toBeUndefined();
+    expect(punchHopeless(natted('198.51.100.1', 1, '10.0.0.1'), unknown)).toBeUndefined();
   });
 
   it('refuses to mix IP versions', () => {
@@ -44,6 +67,7 @@ describe('attempt planning', () => {
     const obs = fc.record({
       public: fc.record({ host: fc.constantFrom('198.51.100.1', '198.51.100.2'), port: fc.integer({ min: 1, max: 65535 }) }),
       private: fc.array(fc.record({ host: fc.constantFrom('10.0.0.1', '10.0.0.2', '198.51.100.1'), port: fc.integer({ min: 1, max: 65535 }) }), { maxLength: 3 }),
+      mapping: fc.constantFrom('unknown' as const, 'independent' as const, 'dependent' as const),
     });
     fc.assert(
       fc.property(obs, obs, fc.integer({ min: 1, max: 5 }), fc.integer({ min: 1, max: 5 }), fc.boolean(), (a, b, n, max, rev) => {

@@ -4,31 +4,61 @@
 import { Peer } from '../peer/index.js';
 import type { TunnelEvent } from '../tunnel/expose.js';
 import { SECRET_HELP, SECRET_OPTIONS, parseHostPort, readSecret } from './args.js';
-import { toCliError } from './errors.js';
+import { CliError, EXIT, toCliError } from './errors.js';
 import { formatBytes, formatMs, type Logger } from './log.js';
 
 export const PEER_OPTIONS = {
   server: { type: 'string' },
   id: { type: 'string' },
+  'probe-ports': { type: 'string' },
+  'no-probe': { type: 'boolean' },
   ...SECRET_OPTIONS,
 } as const;
 
 export const PEER_HELP = `  --server H:P       the tcp-punch server
+  --probe-ports A,B  the server's NAT probe ports (default PORT+1,PORT+2, as \`serve\` opens them): a symmetric
+                     NAT found there goes to the relay at once instead of punching in vain
+  --no-probe         do not probe the NAT
 ${SECRET_HELP}`;
 
+/** The natProbe option: the server's probe ports unless --no-probe; none when the default would not fit. */
+function natProbeOf(values: { 'probe-ports'?: string; 'no-probe'?: boolean }, serverPort: number): { ports: [number, number] } | false {
+  if (values['no-probe']) return false;
+  if (values['probe-ports'] === undefined) return serverPort + 2 <= 65535 ? { ports: [serverPort + 1, serverPort + 2] } : false;
+  const parts = values['probe-ports'].split(',');
+  if (parts.length !== 2) throw new CliError(`--probe-ports: expected two ports like 7771,7772, got "${values['probe-ports']}"`, EXIT.USAGE);
+  const ports = parts.map((p) => parseHostPort(`0.0.0.0:${p}`, '--probe-ports').port) as [number, number];
+  if (ports[0] === ports[1]) throw new CliError('--probe-ports: expected two different ports', EXIT.USAGE);
+  return { ports };
+}
+
 /** Registers with the server; failures become CLI errors with their exit codes. */
-export async function connectPeer(values: { server?: string; id?: string; secret?: string; 'secret-file'?: string }, id: string, log: Logger): Promise<Peer> {
+export async function connectPeer(
+  values: { server?: string; id?: string; secret?: string; 'secret-file'?: string; 'probe-ports'?: string; 'no-probe'?: boolean },
+  id: string,
+  log: Logger,
+): Promise<Peer> {
   const server = parseHostPort(values.server, '--server');
   const secret = readSecret(values);
+  const natProbe = natProbeOf(values, server.port);
   let peer: Peer;
   try {
-    peer = await Peer.connect({ server: `${server.host.includes(':') ? `[${server.host}]` : server.host}:${server.port}`, id, ...(secret ? { secret } : {}) });
+    peer = await Peer.connect({
+      server: `${server.host.includes(':') ? `[${server.host}]` : server.host}:${server.port}`,
+      id,
+      natProbe,
+      ...(secret ? { secret } : {}),
+    });
   } catch (err) {
     throw toCliError(err, `registering as "${id}" with ${server.host}:${server.port}`);
   }
   log.info('registered', { id, server: `${server.host}:${server.port}` }, `registered as "${id}" with ${server.host}:${server.port}`);
   peer.on('offline', (err) => log.warn('offline', { error: err?.message }, `lost the server${err ? `: ${err.message}` : ''}; reconnecting`));
   peer.on('online', () => log.info('online', {}, 're-registered with the server'));
+  peer.on('nat', (result, err) => {
+    if (result) log.info('nat', { mapping: result.mapping, nat: result.nat }, `NAT: ${result.verdict}`);
+    else log.debug('nat', { error: err?.message }, `NAT probe failed (${err?.message}); punching as usual`);
+  });
   peer.on('attempt', (e) => {
     if (e.outcome === 'ok') return;
     log.debug('attempt', { ...e }, `attempt ${e.attempt} to ${e.peerId} (${e.mode ?? '-'}/${e.route ?? '-'}): ${e.outcome}${e.code ? ` ${e.code}` : ''}`);

@@ -26,6 +26,8 @@ export interface NatCheckOptions {
   timeoutMs?: number;
   /** Local address to bind; default the wildcard. */
   localAddress?: string;
+  /** Stops the check (it then rejects with ABORT_ERR and leaves no socket open). */
+  signal?: AbortSignal;
 }
 
 export interface NatCheckRound {
@@ -46,7 +48,7 @@ export interface NatCheckResult {
 }
 
 export async function checkNat(options: NatCheckOptions): Promise<NatCheckResult> {
-  const { host, probePorts, rounds = 3, timeoutMs = 5000, localAddress } = options;
+  const { host, probePorts, rounds = 3, timeoutMs = 5000, localAddress, signal } = options;
   const [resolved] = await resolveEndpoints([{ host, port: probePorts[0] }]);
   if (!resolved) throw new TcpPunchError('ENOTFOUND', `cannot resolve ${host}`);
   const family = resolved.host.includes(':') ? 6 : 4;
@@ -57,10 +59,10 @@ export async function checkNat(options: NatCheckOptions): Promise<NatCheckResult
       const observed: Endpoint[] = [];
       let local: Endpoint | undefined;
       for (const probe of probePorts) {
-        const socket = await port.connect({ host: resolved.host, port: probe }, { timeoutMs });
+        const socket = await port.connect({ host: resolved.host, port: probe }, { timeoutMs, ...(signal ? { signal } : {}) });
         try {
           local ??= { host: socket.localAddress ?? port.address, port: port.port };
-          const msg = await readMessage(socket, { timeoutMs });
+          const msg = await readMessage(socket, { timeoutMs, ...(signal ? { signal } : {}) });
           if (msg.type !== 'observed') throw new TcpPunchError('ERR_UNEXPECTED_MESSAGE', `probe answered with ${msg.type}`);
           observed.push(msg.endpoint);
         } finally {

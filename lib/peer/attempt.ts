@@ -17,7 +17,7 @@ import { punchDetailed } from '../punch.js';
 import { bindReusable } from '../reusable-port.js';
 import type { ReusablePort } from '../reusable-port.js';
 import { directAuth } from './handshake.js';
-import type { AttemptOutcome, Role } from './types.js';
+import type { AttemptOutcome, NatMapping, Role } from './types.js';
 
 /** Where and how attempts run; fixed for a peer's control connection. */
 export interface AttemptEnv {
@@ -26,6 +26,8 @@ export interface AttemptEnv {
   family: 4 | 6;
   localAddress: string | undefined;
   punch: { retryDelayMs?: number; ttl?: number };
+  /** This network's NAT mapping as last measured (PeerOptions.natProbe), reported with each observation. */
+  natMapping: () => NatMapping;
 }
 
 /** A successful attempt. */
@@ -77,6 +79,7 @@ export class AttemptRunner {
         attempt: this.prepare.attempt,
         token: this.prepare.token,
         private: local.host ? [local] : [],
+        mapping: env.natMapping(),
       }),
     );
     const reply = await readMessage(sock, { timeoutMs: OBSERVE_TIMEOUT_MS, signal: this.ac.signal, maxFrameSize: 512 });

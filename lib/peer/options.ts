@@ -21,6 +21,7 @@ export interface ResolvedPeerOptions {
   reconnect: { minDelayMs: number; maxDelayMs: number } | undefined;
   accept: PeerOptions['accept'];
   punch: { retryDelayMs?: number; ttl?: number };
+  natProbe: { ports: [number, number]; host: string | undefined } | undefined;
   strategies: Record<string, DialStrategy>;
 }
 
@@ -77,6 +78,16 @@ export function resolvePeerOptions(o: PeerOptions): ResolvedPeerOptions {
     if (typeof s?.dial !== 'function') throw invalidArgType(`options.strategies.${name}`, 'a DialStrategy', s);
     strategies[name] = s;
   }
+  let natProbe: ResolvedPeerOptions['natProbe'];
+  if (o.natProbe !== undefined && o.natProbe !== false) {
+    if (typeof o.natProbe !== 'object' || o.natProbe === null) throw invalidArgType('options.natProbe', 'false or { ports, host? }', o.natProbe);
+    const { ports, host } = o.natProbe;
+    if (!Array.isArray(ports) || ports.length !== 2) throw invalidArgValue('options.natProbe.ports', 'must be two port numbers', ports);
+    ports.forEach((p, i) => checkInt(p, `options.natProbe.ports[${i}]`, 1, 65535));
+    if (ports[0] === ports[1]) throw invalidArgValue('options.natProbe.ports', 'must be two different ports', ports);
+    if (host !== undefined && (typeof host !== 'string' || host.length === 0)) throw invalidArgType('options.natProbe.host', 'a non-empty string', host);
+    natProbe = { ports: [ports[0], ports[1]], host };
+  }
   const idKey = o.idKey ?? (o.secret !== undefined ? deriveIdKey(o.secret, id) : undefined);
   const punch: ResolvedPeerOptions['punch'] = {};
   if (o.punch?.retryDelayMs !== undefined) punch.retryDelayMs = o.punch.retryDelayMs;
@@ -91,6 +102,7 @@ export function resolvePeerOptions(o: PeerOptions): ResolvedPeerOptions {
     reconnect,
     accept: o.accept,
     punch,
+    natProbe,
     strategies,
   };
 }

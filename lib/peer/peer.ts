@@ -19,7 +19,8 @@ import { ControlConnection, FATAL_CODES } from './control.js';
 import { PeerCoordination } from './coordination.js';
 import { checkPeerId, resolveDialOptions, resolvePeerOptions } from './options.js';
 import type { ResolvedPeerOptions } from './options.js';
-import type { AttemptEvent, ConnectionInfo, DialOptions, DialResult, PeerOptions, RelayEndInfo, Role } from './types.js';
+import type { AttemptEvent, ConnectionInfo, DialOptions, DialResult, NatMapping, PeerOptions, RelayEndInfo, Role } from './types.js';
+import { checkNat, type NatCheckResult } from '../nat-check/check.js';
 import { UpgradableStream } from '../upgrade.js';
 import { decodeRelay } from '../relay/frames.js';
 
@@ -42,9 +43,14 @@ export interface PeerEvents {
   offline: [err: Error | undefined];
   /** The peer stopped for good: `close()` (no error) or a fatal registration error (ERR_ID_TAKEN, ERR_REPLACED...). */
   close: [err: Error | undefined];
+  /** The NAT probe (`options.natProbe`) finished after a (re)connect: its result, or why it failed. */
+  nat: [result: NatCheckResult | undefined, err: Error | undefined];
   /** A relay-range message (0x40..0x4f) from the server: the relay's integration point. */
   'relay-message': [msg: RelayMsg];
 }
+
+/** Deadline of each NAT probe connection. */
+const NAT_PROBE_TIMEOUT_MS = 3000;
 
 interface PendingRequest {
   peerId: string;
@@ -72,6 +78,8 @@ export class Peer extends EventEmitter<PeerEvents> {
   private readonly relayEnds = new Map<string, (info: RelayEndInfo | undefined) => void>();
   private onlineWaiters = new Set<() => void>();
   private reconnectTimer: NodeJS.Timeout | undefined;
+  private natResult: NatCheckResult | undefined;
+  private natAc: AbortController | undefined;
 
   private constructor(opts: ResolvedPeerOptions) {
     super();
@@ -104,6 +112,19 @@ export class Peer extends EventEmitter<PeerEvents> {
   /** This peer's control connection address as the server sees it. */
   get observed(): Endpoint | undefined {
     return this.conn && { ...this.conn.observed };
+  }
+
+  /** What the last NAT probe measured (`options.natProbe`); undefined until one has finished. */
+  get nat(): NatCheckResult | undefined {
+    return this.natResult;
+  }
+
+  /** This network's NAT mapping as reported to the server with each attempt. */
+  get natMapping(): NatMapping {
+    const r = this.natResult;
+    if (!r) return 'unknown';
+    if (r.nat === 'none' || r.mapping === 'endpoint-independent') return 'independent';
+    return r.mapping === 'endpoint-dependent' ? 'dependent' : 'unknown';
   }
 
   /** The server's numeric endpoint while connected (relay connections may go to the same port). */
@@ -160,6 +181,7 @@ export class Peer extends EventEmitter<PeerEvents> {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.reconnectTimer);
+    this.natAc?.abort();
     // The server tells the other sides (ERR_PEER_OFFLINE) when the control connection closes.
     this.failAll(new TcpPunchError('ERR_PEER_CLOSED', 'The peer was closed'), false);
     for (const w of this.onlineWaiters) w();
@@ -184,13 +206,45 @@ export class Peer extends EventEmitter<PeerEvents> {
     this.conn = conn;
     this.draining = false;
     this.lastToken = conn.token ?? this.lastToken;
-    this.env = { server: conn.server, family: conn.family, localAddress: o.localAddress, punch: o.punch };
+    this.env = {
+      server: conn.server,
+      family: conn.family,
+      localAddress: o.localAddress,
+      punch: o.punch,
+      natMapping: () => this.natMapping,
+    };
     conn.on('message', (msg) => this.onMessage(msg));
     conn.on('close', (err) => this.onClose(conn, err));
     conn.start();
     for (const w of this.onlineWaiters) w();
     this.emit('online');
-    if (conn.closed) this.onClose(conn, undefined);
+    if (conn.closed) return this.onClose(conn, undefined);
+    this.probeNat(conn.server);
+  }
+
+  /** Measures the NAT mapping in the background; a new connection (maybe another network) measures again. */
+  private probeNat(server: Endpoint): void {
+    const probe = this.opts.natProbe;
+    if (!probe) return;
+    this.natAc?.abort();
+    const ac = (this.natAc = new AbortController());
+    checkNat({
+      host: probe.host ?? server.host,
+      probePorts: probe.ports,
+      rounds: 2,
+      timeoutMs: NAT_PROBE_TIMEOUT_MS,
+      localAddress: this.opts.localAddress,
+      signal: ac.signal,
+    }).then(
+      (result) => {
+        if (ac.signal.aborted) return;
+        this.natResult = result;
+        this.emit('nat', result, undefined);
+      },
+      (err: Error) => {
+        if (!ac.signal.aborted) this.emit('nat', undefined, err);
+      },
+    );
   }
 
   private onClose(conn: ControlConnection, err: Error | undefined): void {

@@ -5,11 +5,13 @@ import type { Socket } from 'node:net';
 import type { UpgradableStream } from '../upgrade.js';
 
 import type { Endpoint } from '../protocol/fields.js';
-import type { ROLES } from '../protocol/messages.js';
+import type { NAT_MAPPINGS, ROLES } from '../protocol/messages.js';
 import type { Peer } from './peer.js';
 
 /** Which side of a dial a peer is on; assigned by the server (the dialer is the initiator). */
 export type Role = (typeof ROLES)[number];
+/** This network's NAT mapping as the peer measured it (see `PeerOptions.natProbe`). */
+export type NatMapping = (typeof NAT_MAPPINGS)[number];
 
 /** How an attempt ended. `ok` on success; otherwise why it failed. */
 export type AttemptOutcome =
@@ -151,6 +153,14 @@ export interface PeerOptions {
   accept?: (dial: IncomingDial) => boolean | Promise<boolean>;
   /** Passed to punch(). */
   punch?: { retryDelayMs?: number; ttl?: number };
+  /**
+   * Measure this network's NAT mapping against two probe ports of the server (`tcp-punch serve` opens them at its
+   * port + 1 and + 2; `host` defaults to the server's address) after each (re)connect, and report it with every
+   * attempt: the server then skips punching that cannot work (a symmetric NAT against a peer that is not directly
+   * reachable: `ERR_PUNCH_UNLIKELY`), so `direct-first` moves to the relay at once instead of after its punch
+   * budget. A failed probe only leaves the mapping unknown (punching as usual). Default: off.
+   */
+  natProbe?: false | { ports: [number, number]; host?: string };
   /** Additional dial strategies by name (see {@link DialStrategy}). */
   strategies?: Record<string, DialStrategy>;
 }

@@ -31,6 +31,11 @@ export const ATTEMPT_OUTCOMES = ['ok', 'timeout', 'rst', 'refused', 'auth-failed
  * later move the stream to a direct connection whose `connect` names this dial's coordId in `link`).
  */
 export const PATHS = ['direct', 'relay', 'relay-upgradable'] as const;
+/**
+ * A side's NAT mapping as the peer measured it against the server's probe ports: `independent` (one public port
+ * whatever the destination: punchable), `dependent` (a new public port per destination: "symmetric"), `unknown`.
+ */
+export const NAT_MAPPINGS = ['unknown', 'independent', 'dependent'] as const;
 /** Roles, always assigned by the server: the dialing side is the initiator. */
 export const ROLES = ['initiator', 'responder'] as const;
 
@@ -102,7 +107,13 @@ export const SCHEMAS = {
   // Observe connection, opened from the port that will punch.
   observe: {
     type: 0x20,
-    fields: { coordId: coordId(), attempt: attempt(), token: f.bytes(16), private: f.endpoints(4) },
+    fields: {
+      coordId: coordId(),
+      attempt: attempt(),
+      token: f.bytes(16),
+      private: f.endpoints(4),
+      mapping: f.enum(...NAT_MAPPINGS),
+    },
   },
   observed: { type: 0x21, fields: { endpoint: f.endpoint() } },
   // The punched socket itself.

@@ -12,7 +12,7 @@ import type { Endpoint } from '../protocol/fields.js';
 import type { ATTEMPT_OUTCOMES, Message, Msg, PATHS, ROLES } from '../protocol/messages.js';
 import type { FramedSocket } from '../protocol/stream.js';
 import type { ResolvedOptions } from './options.js';
-import { planAttempt } from './plan.js';
+import { planAttempt, punchHopeless } from './plan.js';
 import type { AttemptPlan, Observation } from './plan.js';
 
 type Role = (typeof ROLES)[number];
@@ -156,7 +156,7 @@ export class Coordinator {
     if (!c || c.phase !== 'observe' || msg.attempt !== c.attempt) return false;
     const side = c.sides.find((s) => safeEqual(s.token, msg.token));
     if (!side || side.observed) return false;
-    side.observed = { public: remote, private: msg.private, conn };
+    side.observed = { public: remote, private: msg.private, mapping: msg.mapping, conn };
     conn.send({ type: 'observed', endpoint: remote });
     if (c.sides.every((s) => s.observed)) this.afterObserve(c);
     return true;
@@ -275,6 +275,8 @@ export class Coordinator {
   private afterObserve(c: Coordination): void {
     const plan = planAttempt(c.sides[0].observed!, c.sides[1].observed!, c.attempt, this.limits.maxAttempts, this.limits.reversal);
     if (!plan) return this.end(c, 'failed', 'ERR_NO_COMMON_FAMILY', 'The peers reach the server over different IP versions');
+    const hopeless = punchHopeless(c.sides[0].observed!, c.sides[1].observed!);
+    if (hopeless) return this.end(c, 'failed', 'ERR_PUNCH_UNLIKELY', `Punching cannot work: ${hopeless}`);
     if (plan.mode === 'reverse') return this.sendPunch(c, plan, [0, 0]);
     c.phase = 'sync';
     c.plan = plan;

@@ -5,6 +5,7 @@
 import { isIP } from 'node:net';
 
 import type { Endpoint } from '../protocol/fields.js';
+import type { NAT_MAPPINGS } from '../protocol/messages.js';
 
 /** What the server learnt about one side in an attempt. */
 export interface Observation {
@@ -12,6 +13,8 @@ export interface Observation {
   public: Endpoint;
   /** The addresses the side reported for its port (its own view). */
   private: Endpoint[];
+  /** The side's NAT mapping as it measured it (`unknown` unless it probed). */
+  mapping: (typeof NAT_MAPPINGS)[number];
 }
 
 /** The decision for one attempt. */
@@ -49,4 +52,19 @@ export function planAttempt(
   // Behind one NAT: LAN addresses first; the last attempt tries hairpinning through the NAT instead.
   if (pa && pb && (attempt === 1 || attempt < maxAttempts)) return { mode, route: 'private', remotes: [pb, pa] };
   return { mode, route: 'hairpin', remotes: [b.public, a.public] };
+}
+
+/**
+ * Why punching cannot work between initiator `a` and responder `b`, or undefined when it may. A side whose NAT
+ * maps per destination punches from a public port nobody can predict: the other side's SYN goes to a mapping that
+ * does not lead back. Only a directly reachable other side (connection reversal: it accepts from any port) or a
+ * shared NAT (LAN addresses) gets around that, so any other pair would spend the whole punch budget for nothing.
+ */
+export function punchHopeless(a: Observation, b: Observation): string | undefined {
+  if (a.public.host === b.public.host) return undefined;
+  if (a.mapping === 'dependent' && !reachable(b))
+    return "the initiator's NAT maps per destination (symmetric) and the responder is not directly reachable";
+  if (b.mapping === 'dependent' && !reachable(a))
+    return "the responder's NAT maps per destination (symmetric) and the initiator is not directly reachable";
+  return undefined;
 }

@@ -6,6 +6,8 @@ export declare const SERVER_CHILD: string;
 export declare const SERVER_PORT: number;
 export declare const SECRET: string;
 
+export declare const PROBE_PORTS: [number, number];
+
 export interface PunchTuning {
   retryDelayMs?: number;
   ttl?: number;
@@ -22,6 +24,8 @@ export interface PairOptions {
   ipv6?: boolean;
   /** bound on the server's and peers' start-up (default 15000 ms) */
   readyTimeoutMs?: number;
+  /** false: no NAT probe ports on the server, no natProbe on the peers (default: both, ports 7011/7012) */
+  natProbe?: boolean;
 }
 
 export interface DialParams {

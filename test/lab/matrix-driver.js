@@ -19,6 +19,8 @@ const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const PEER_CHILD = path.join(HERE, 'peer-child.mjs');
 export const SERVER_CHILD = path.join(HERE, 'server-child.mjs');
 export const SERVER_PORT = 7000;
+/** The server's NAT probe ports; every peer probes its NAT there unless `opts.natProbe` is false. */
+export const PROBE_PORTS = [7011, 7012];
 export const SECRET = 'tcp-punch lab matrix secret';
 
 /**
@@ -140,7 +142,8 @@ export class LibraryPair {
     const { lab, opts } = this;
     const readyMs = opts.readyTimeoutMs ?? 15_000;
     const host = opts.ipv6 ? lab.server.ip6 : lab.server.ip;
-    const serverOptions = { host, port: SERVER_PORT, secret: SECRET, ...(opts.server ?? {}) };
+    const probe = opts.natProbe !== false;
+    const serverOptions = { host, port: SERVER_PORT, secret: SECRET, ...(probe ? { probePorts: PROBE_PORTS } : {}), ...(opts.server ?? {}) };
     this.server = new Child('server', lab.fork('server', SERVER_CHILD, [JSON.stringify(serverOptions)]));
     const s = await this.server.wait(readyOrFatal, readyMs, 'the server to listen');
     if (s.type === 'fatal') throw new Error(`server failed to start: ${s.code} ${s.message}`);
@@ -150,6 +153,7 @@ export class LibraryPair {
           server: this.serverAddress,
           id: who,
           secret: SECRET,
+          ...(probe ? { natProbe: { ports: PROBE_PORTS } } : {}),
           ...(opts.punch?.[who] ? { punch: opts.punch[who] } : {}),
           ...(opts.peer?.[who] ?? {}),
         };

@@ -180,4 +180,8 @@ process.on('message', async (/** @type {any} */ msg) => {
 });
 
 process.on('disconnect', () => process.exit(0)); // the parent is gone
-send({ type: 'ready', id: peer.id, observed: peer.observed ?? null });
+// With a NAT probe, dials start once it has measured (bounded): a dial before that reports `unknown`.
+if (options.natProbe && !peer.nat) {
+  await Promise.race([new Promise((r) => peer.once('nat', r)), new Promise((r) => setTimeout(r, 10_000))]);
+}
+send({ type: 'ready', id: peer.id, observed: peer.observed ?? null, nat: peer.natMapping });

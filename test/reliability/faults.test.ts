@@ -297,7 +297,7 @@ class Ghost {
         obs.on('error', () => undefined);
         obs.resume();
         this.sockets.push(obs);
-        obs.write(encodeMessage({ type: 'observe', coordId: m.coordId, attempt: m.attempt, token: m.token, private: [{ host: '127.0.0.9', port: port.port }] }));
+        obs.write(encodeMessage({ type: 'observe', coordId: m.coordId, attempt: m.attempt, token: m.token, private: [{ host: '127.0.0.9', port: port.port }], mapping: 'unknown' }));
         if (this.at === 'observe') this.vanish();
       })().catch(() => undefined);
       return;
