@@ -98,6 +98,14 @@ describe('tcp-punch user mistakes', () => {
     expect(r.output).toMatch(/--server: expected HOST:PORT/);
   });
 
+  it('exits 2 on bad probe ports, with the flag named', async () => {
+    for (const ports of ['7771', '7771,7771', '7771,99999']) {
+      const r = await runCliToEnd(['connect', '--server', '127.0.0.1:7770', '--peer', 'x', '--listen', '127.0.0.1:0', '--probe-ports', ports]);
+      expect(r.code, ports).toBe(2);
+      expect(r.output, ports).toMatch(/--probe-ports/);
+    }
+  });
+
   it('exits 2 on an unknown flag and on an unknown command', async () => {
     expect((await runCliToEnd(['serve', '--bogus'])).code).toBe(2);
     expect((await runCliToEnd(['frobnicate'])).code).toBe(2);
