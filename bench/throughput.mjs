@@ -63,8 +63,11 @@ export const PATH_LABELS = {
  * @property {number[]} streams e.g. [1, 4]
  * @property {('fwd' | 'rev')[]} directions fwd: the dialing side (iperf3 client) sends; rev: the other side sends
  * @property {string[]} [paths] a subset of NODE_PATHS and RELAY_PATHS (default: all)
- * @property {boolean} [pin] pin the two Node-socket ends to CPUs 0 and 1 (default true where taskset exists)
+ * @property {boolean} [pin] pin the two Node-socket ends to CPUs 0 and 1 (default off; needs taskset)
  */
+
+/** Seconds per Node-socket sample at the least (see the node group). */
+const NODE_MIN_SECONDS = 6;
 
 /** @type {ThroughputOptions} */
 export const DEFAULTS = { runs: 3, seconds: 2, streams: [1, 4], directions: ['fwd', 'rev'] };
@@ -88,7 +91,8 @@ export function options(flags, full) {
     streams: numList(flags.streams, d.streams).map((n) => Math.min(16, Math.max(1, Math.round(n)))),
     directions,
     paths,
-    pin: !flags['no-pin'],
+    // Unpinned by default: pinned runs of both paths split into ~3 and ~15 Gbit/s modes here (2026-12-01).
+    pin: !!flags.pin && !flags['no-pin'],
   };
 }
 
@@ -118,10 +122,13 @@ export async function run(opts) {
   /** @type {string[]} */
   const notes = [];
   const scenarios = [];
-  const budgetMs = (opts.seconds * 1000 + 20_000) * 4;
+  const budgetMs = (Math.max(opts.seconds, NODE_MIN_SECONDS) * 1000 + 20_000) * 4;
 
   // ---- node group
-  const pin = opts.pin !== false && os.cpus().length >= 2 && which('taskset') !== null;
+  // Each Node-socket sample is two fresh process pairs for half the time each: with 1 s halves the processes' own
+  // start-up dominates and the two paths drifted apart (0.6–0.9×); with 3 s halves they agree (2026-12-01).
+  const nodeSeconds = Math.max(opts.seconds, NODE_MIN_SECONDS);
+  const pin = opts.pin === true && os.cpus().length >= 2 && which('taskset') !== null;
   if (nodePaths.length > 0) {
     notes.push(pin ? 'Node-socket ends pinned: A (listener / first puncher) on CPU 0, B on CPU 1' : 'Node-socket ends not pinned');
     for (const streams of opts.streams) {
@@ -136,7 +143,7 @@ export async function run(opts) {
           for (const p of [...nodePaths, ...[...nodePaths].reverse()]) {
             log(`throughput: ${p} ${streams}x ${direction} run ${r + 1}/${opts.runs}`);
             try {
-              halves.get(p)?.push(await measureNode(p, streams, direction, opts.seconds / 2, budgetMs, pin));
+              halves.get(p)?.push(await measureNode(p, streams, direction, nodeSeconds / 2, budgetMs, pin));
             } catch (e) {
               halves.get(p)?.push({ error: String(/** @type {Error} */ (e).message ?? e) });
             }

@@ -33,7 +33,7 @@ const HELP = `Usage: node bench/run.mjs [options]
   --directions LIST  throughput: fwd (dialing side sends), rev (default fwd,rev)
   --paths LIST       throughput: only these paths (node-plain, node-punched, direct, native, js, pipe, socat,
                      haproxy-splice, haproxy-nosplice; native-copy only when named)
-  --no-pin           throughput: do not pin the two Node-socket ends to CPUs 0 and 1
+  --pin              throughput: pin the two Node-socket ends to CPUs 0 and 1 (--no-pin: the default)
   --iterations N     connect: dials per figure (default 200; --full 500)
   --lab              connect: also the NAT lab (root; default with --full)
   --rtts LIST        connect: lab RTTs in ms (default 0,20,100)
@@ -67,6 +67,7 @@ export async function main(argv) {
         paths: { type: 'string' },
         iterations: { type: 'string' },
         lab: { type: 'boolean' },
+        pin: { type: 'boolean', default: false },
         'no-pin': { type: 'boolean', default: false },
         rtts: { type: 'string' },
         strategies: { type: 'string' },
