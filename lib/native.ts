@@ -69,11 +69,18 @@ export interface Binding {
   pumpStart(
     fdA: number,
     fdB: number,
-    options: { maxBytes?: number; maxDurationMs?: number; headA?: Uint8Array; headB?: Uint8Array; splice?: boolean },
+    options: {
+      maxBytes?: number;
+      maxDurationMs?: number;
+      idleTimeoutMs?: number;
+      headA?: Uint8Array;
+      headB?: Uint8Array;
+      splice?: boolean;
+    },
     onDone: (result: {
       bytesAToB: number;
       bytesBToA: number;
-      reason: 'eof' | 'error' | 'reset' | 'limit-bytes' | 'limit-duration' | 'stopped';
+      reason: 'eof' | 'error' | 'reset' | 'limit-bytes' | 'limit-duration' | 'limit-idle' | 'stopped';
       /** errno name, with reason 'error' or 'reset'. */
       error?: string;
       /** Whose socket failed, with reason 'error' or 'reset'. */
@@ -81,7 +88,7 @@ export interface Binding {
       durationMs: number;
     }) => void,
   ): number;
-  pumpStop(id: number, reason?: 'stopped' | 'limit-bytes' | 'limit-duration'): void;
+  pumpStop(id: number, reason?: 'stopped' | 'limit-bytes' | 'limit-duration' | 'limit-idle'): void;
   pumpStats(): {
     sessions: number;
     waiting: number;

@@ -351,6 +351,7 @@ static Napi::Value tp_napi_pump_start(const Napi::CallbackInfo& info) {
   const double max_safe = 9007199254740991.0;
   opts.max_bytes = static_cast<uint64_t>(tp_napi_read_number(o, "maxBytes", 0, 0, max_safe));
   opts.max_duration_ms = static_cast<uint64_t>(tp_napi_read_number(o, "maxDurationMs", 0, 0, max_safe));
+  opts.idle_ms = static_cast<uint64_t>(tp_napi_read_number(o, "idleTimeoutMs", 0, 0, max_safe));
   std::string head_a = tp_napi_read_head(o, "headA");
   std::string head_b = tp_napi_read_head(o, "headB");
   opts.head_a = head_a.data();
@@ -384,8 +385,9 @@ static Napi::Value tp_napi_pump_stop(const Napi::CallbackInfo& info) {
     std::string name = info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
     if (name == "limit-bytes") reason = TP_PUMP_LIMIT_BYTES;
     else if (name == "limit-duration") reason = TP_PUMP_LIMIT_DURATION;
+    else if (name == "limit-idle") reason = TP_PUMP_LIMIT_IDLE;
     else if (name != "stopped")
-      throw tp_napi_arg_error(env, false, "reason must be 'stopped', 'limit-bytes' or 'limit-duration'");
+      throw tp_napi_arg_error(env, false, "reason must be 'stopped', 'limit-bytes', 'limit-duration' or 'limit-idle'");
   }
   auto it = penv->live.find(info[0].As<Napi::Number>().Uint32Value());
   if (it == penv->live.end()) return env.Undefined();

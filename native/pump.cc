@@ -22,6 +22,7 @@ const char* tp_pump_reason_name(tp_pump_reason_t reason) {
     case TP_PUMP_LIMIT_BYTES: return "limit-bytes";
     case TP_PUMP_LIMIT_DURATION: return "limit-duration";
     case TP_PUMP_STOPPED: return "stopped";
+    case TP_PUMP_LIMIT_IDLE: return "limit-idle";
   }
   return "error";
 }
@@ -208,6 +209,7 @@ int tp_pump_start(tp_pump_engine_t* e, const tp_pump_opts_t* opts, tp_pump_done_
   s->fds[1] = fb;
   s->allowance = opts->max_bytes > 0 ? opts->max_bytes : UINT64_MAX;
   s->max_duration_ms = opts->max_duration_ms;
+  s->idle_ms = opts->idle_ms;
   s->cb = cb;
   s->data = data;
   s->result.side = -1;

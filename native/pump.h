@@ -25,6 +25,7 @@ typedef enum {
   TP_PUMP_LIMIT_BYTES,         // more than max_bytes were offered
   TP_PUMP_LIMIT_DURATION,      // the session outlived max_duration_ms
   TP_PUMP_STOPPED,             // tp_pump_stop() or engine shutdown
+  TP_PUMP_LIMIT_IDLE,          // no byte moved either way for idle_ms
 } tp_pump_reason_t;
 
 typedef struct {
@@ -32,6 +33,7 @@ typedef struct {
   int fd_b;
   uint64_t max_bytes;          // 0: none. The sum of both directions: what the session costs the relay.
   uint64_t max_duration_ms;    // 0: none
+  uint64_t idle_ms;            // 0: none
   const char* head_a;          // sent to A before any relayed byte (copied; not counted), e.g. a "paired" frame
   size_t head_a_len;
   const char* head_b;

@@ -36,7 +36,9 @@ struct tp_session_s {
   tp_dir_t dirs[2];            // [0] A to B, [1] B to A
   uint64_t allowance;          // bytes left to read, both directions together
   uint64_t max_duration_ms;
+  uint64_t idle_ms;
   uint64_t started_at;
+  uint64_t last_active;        // loop time of the last byte moved either way
   int handles;                 // open uv handles; the session is freed when the last one has closed
   int ending;
   tp_pump_result_t result;

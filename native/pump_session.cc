@@ -94,7 +94,9 @@ void tp_session_end(tp_session_t* s, tp_pump_reason_t reason, int err, int side)
 static void tp__session_run(tp_session_t* s, int i) {
   tp_dir_t* d = &s->dirs[i];
   if (s->ending || d->waiting) return;
+  uint64_t before = d->bytes;
   int r = tp_dir_run(d, &s->engine->pool, &s->allowance, TP_PUMP_BUDGET);
+  if (d->bytes != before) s->last_active = uv_now(&s->engine->loop);
   switch (r) {
     case TP_DIR_AGAIN:
       return;
@@ -148,10 +150,31 @@ static void tp__session_update(tp_session_t* s) {
   }
 }
 
+// One timer serves both limits: it is armed for whichever comes first, the duration limit or idle_ms after the
+// last byte moved (a busy session pushes that back without touching the timer on every write).
+static void tp__session_arm(tp_session_t* s);
+
 static void tp__session_on_timer(uv_timer_t* timer) {
   tp_session_t* s = static_cast<tp_session_t*>(timer->data);
-  tp_session_end(s, TP_PUMP_LIMIT_DURATION, 0, -1);
+  uint64_t now = uv_now(&s->engine->loop);
+  if (s->max_duration_ms > 0 && now - s->started_at >= s->max_duration_ms) {
+    tp_session_end(s, TP_PUMP_LIMIT_DURATION, 0, -1);
+  } else if (s->idle_ms > 0 && now - s->last_active >= s->idle_ms) {
+    tp_session_end(s, TP_PUMP_LIMIT_IDLE, 0, -1);
+  } else {
+    tp__session_arm(s);
+    return;
+  }
   tp_wake_waiters(s->engine);
+}
+
+static void tp__session_arm(tp_session_t* s) {
+  uint64_t now = uv_now(&s->engine->loop);
+  uint64_t due = UINT64_MAX;
+  if (s->max_duration_ms > 0) due = s->started_at + s->max_duration_ms;
+  if (s->idle_ms > 0 && s->last_active + s->idle_ms < due) due = s->last_active + s->idle_ms;
+  if (due == UINT64_MAX) return;
+  uv_timer_start(&s->timer, tp__session_on_timer, due > now ? due - now : 0, 0);
 }
 
 void tp_session_begin(tp_pump_engine_t* e, tp_session_t* s) {
@@ -159,6 +182,7 @@ void tp_session_begin(tp_pump_engine_t* e, tp_session_t* s) {
   s->timer.data = s;
   s->handles = 1;
   s->started_at = uv_now(&e->loop);
+  s->last_active = s->started_at;
   int err = 0;
   for (int i = 0; i < 2 && err == 0; i++) {
     err = uv_poll_init(&e->loop, &s->polls[i], s->fds[i]);
@@ -178,7 +202,7 @@ void tp_session_begin(tp_pump_engine_t* e, tp_session_t* s) {
     tp_session_end(s, TP_PUMP_ERROR, err, -1);
     return;
   }
-  if (s->max_duration_ms > 0) uv_timer_start(&s->timer, tp__session_on_timer, s->max_duration_ms, 0);
+  tp__session_arm(s);
   tp__session_run(s, 0);
   tp__session_run(s, 1);
   tp__session_update(s);

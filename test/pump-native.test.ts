@@ -144,6 +144,7 @@ describe.runIf(nativePump !== undefined)('native pump', () => {
     expect(() => binding.pumpStart(fd, 1e9, {}, () => {})).toThrow(expect.objectContaining({ code: 'EBADF' }));
     expect(() => binding.pumpStart(fd, fd + 1, { headA: Buffer.alloc(70_000) }, () => {})).toThrow(RangeError);
     expect(() => binding.pumpStart(fd, fd + 1, { maxBytes: -1 }, () => {})).toThrow(RangeError);
+    expect(() => binding.pumpStart(fd, fd + 1, { idleTimeoutMs: -1 }, () => {})).toThrow(RangeError);
     expect(() => binding.pumpStop(123456, 'whatever' as never)).toThrow(RangeError);
     binding.pumpStop(123456); // unknown id: nothing to do
     expect(openFds()).toBe(baseline);

@@ -133,6 +133,26 @@ describe.each(variants)('$name pump', ({ pump, extra }) => {
     expect(await bOut).toMatch(/ECONNRESET/);
   });
 
+  it('ends with limit-idle once no byte moves for idleTimeoutMs, and not while bytes keep moving', async () => {
+    const { a, b, session } = await relayed({ idleTimeoutMs: 2000 });
+    const [aOut, bOut] = [outcome(a), outcome(b)];
+    // 3 s of small writes every 50 ms, both ways: longer than the idle limit, never idle for long.
+    let gotA = 0;
+    let gotB = 0;
+    a.on('data', (d: Buffer) => (gotA += d.length));
+    b.on('data', (d: Buffer) => (gotB += d.length));
+    for (let i = 0; i < 60; i++) {
+      a.write('ab');
+      b.write('ba');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const result = await session.done; // then nothing moves: the idle limit ends it
+    expect(result).toMatchObject({ reason: 'limit-idle', bytesAToB: 120, bytesBToA: 120 });
+    expect([gotA, gotB]).toEqual([120, 120]);
+    expect(await aOut).toMatch(/ECONNRESET/);
+    expect(await bOut).toMatch(/ECONNRESET/);
+  });
+
   it('ends with the reason given to stop()', async () => {
     const { a, b, session } = await relayed();
     const [aOut, bOut] = [outcome(a), outcome(b)];

@@ -36,6 +36,7 @@ ${SECRET_HELP}
   --relay-max-sessions N      relayed sessions at once (default 4096)
   --relay-max-bytes SIZE      bytes per session, both ways together, e.g. 512M; 0 = no limit (default 128M)
   --relay-max-duration T      duration per session, e.g. 30m; 0 = no limit (default 15m)
+  --relay-idle-timeout T      time a session may move no byte, e.g. 10m; 0 = no limit (default 5m)
   --relay-sessions-per-peer N sessions at once per peer id (default 8)
   --relay-sessions-per-ip N   sessions at once per IP address (default 32)
   --relay-join-timeout T      time the second side has to join (default 30s)
@@ -59,6 +60,7 @@ const OPTIONS = {
   'relay-max-sessions': { type: 'string' },
   'relay-max-bytes': { type: 'string' },
   'relay-max-duration': { type: 'string' },
+  'relay-idle-timeout': { type: 'string' },
   'relay-sessions-per-peer': { type: 'string' },
   'relay-sessions-per-ip': { type: 'string' },
   'relay-join-timeout': { type: 'string' },
@@ -156,6 +158,7 @@ function relayOptions(v: Record<string, string | boolean | undefined>): ServerRe
   put('maxSessions', parseCount(str('relay-max-sessions'), '--relay-max-sessions', { min: 1, max: 1_000_000 }));
   put('maxBytesPerSession', parseBytes(str('relay-max-bytes'), '--relay-max-bytes'));
   put('maxDurationMs', parseDuration(str('relay-max-duration'), '--relay-max-duration', { min: 0, max: 2 ** 31 - 1 }));
+  put('idleTimeoutMs', parseDuration(str('relay-idle-timeout'), '--relay-idle-timeout', { min: 0, max: 2 ** 31 - 1 }));
   put('maxSessionsPerPeer', parseCount(str('relay-sessions-per-peer'), '--relay-sessions-per-peer', { min: 1, max: 1_000_000 }));
   put('maxSessionsPerIp', parseCount(str('relay-sessions-per-ip'), '--relay-sessions-per-ip', { min: 1, max: 1_000_000 }));
   put('joinTimeoutMs', parseDuration(str('relay-join-timeout'), '--relay-join-timeout', { max: 2 ** 31 - 1 }));

@@ -31,6 +31,7 @@ export const RELAY_END_REASONS = [
   'reset',
   'limit-bytes',
   'limit-duration',
+  'limit-idle',
   'stopped',
   'join-timeout',
   'rejected',

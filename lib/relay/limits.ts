@@ -9,7 +9,7 @@
 import { validateInteger } from '../endpoint.js';
 import { invalidArgType } from '../errors.js';
 
-/** Limits of a relay; 0 disables `maxBytesPerSession` and `maxDurationMs`. */
+/** Limits of a relay; 0 disables `maxBytesPerSession`, `maxDurationMs` and `idleTimeoutMs`. */
 export interface RelayLimits {
   /** Sessions at once, waiting for their second side or relaying; default 4096. */
   maxSessions: number;
@@ -17,6 +17,8 @@ export interface RelayLimits {
   maxBytesPerSession: number;
   /** How long one session may last, in ms; default 15 minutes. */
   maxDurationMs: number;
+  /** How long a session may go without moving a byte either way, in ms; default 5 minutes. */
+  idleTimeoutMs: number;
   /** Sessions one peer id may take part in at once; default 8. */
   maxSessionsPerPeer: number;
   /** Relay connections one IP address may hold at once (waiting or relaying); default 32. */
@@ -30,6 +32,7 @@ export const RELAY_DEFAULTS: Readonly<RelayLimits> = Object.freeze({
   maxSessions: 4096,
   maxBytesPerSession: 128 * 1024 * 1024,
   maxDurationMs: 15 * 60 * 1000,
+  idleTimeoutMs: 5 * 60 * 1000,
   maxSessionsPerPeer: 8,
   maxSessionsPerIp: 32,
   joinTimeoutMs: 30_000,
@@ -42,6 +45,7 @@ export function resolveLimits(limits: Partial<RelayLimits> = {}): RelayLimits {
   validateInteger(out.maxSessions, 'options.limits.maxSessions', 1, 1_000_000);
   validateInteger(out.maxBytesPerSession, 'options.limits.maxBytesPerSession', 0, Number.MAX_SAFE_INTEGER);
   validateInteger(out.maxDurationMs, 'options.limits.maxDurationMs', 0, 2 ** 31 - 1);
+  validateInteger(out.idleTimeoutMs, 'options.limits.idleTimeoutMs', 0, 2 ** 31 - 1);
   validateInteger(out.maxSessionsPerPeer, 'options.limits.maxSessionsPerPeer', 1, 1_000_000);
   validateInteger(out.maxSessionsPerIp, 'options.limits.maxSessionsPerIp', 1, 1_000_000);
   validateInteger(out.joinTimeoutMs, 'options.limits.joinTimeoutMs', 1, 2 ** 31 - 1);

@@ -35,6 +35,8 @@ class JsPumpSession implements PumpSession {
   private allowance: number;
   private readonly startedAt = Date.now();
   private timer: NodeJS.Timeout | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private lastActive = Date.now();
   private settled = false;
   private result: Omit<PumpResult, 'bytesAToB' | 'bytesBToA' | 'durationMs'> | undefined;
 
@@ -56,6 +58,17 @@ class JsPumpSession implements PumpSession {
       this.timer = setTimeout(() => this.end('limit-duration'), options.maxDurationMs);
       this.timer.unref();
     }
+    if (options.idleTimeoutMs > 0) this.armIdle(options.idleTimeoutMs, options.idleTimeoutMs);
+  }
+
+  /** Checks for idleness `inMs` from now; traffic meanwhile only moves the next check (no timer per chunk). */
+  private armIdle(idleMs: number, inMs: number): void {
+    this.idleTimer = setTimeout(() => {
+      const idleFor = Date.now() - this.lastActive;
+      if (idleFor >= idleMs) this.end('limit-idle');
+      else this.armIdle(idleMs, idleMs - idleFor);
+    }, inMs);
+    this.idleTimer.unref();
   }
 
   stop(reason: PumpStopReason = 'stopped'): void {
@@ -102,6 +115,7 @@ class JsPumpSession implements PumpSession {
 
   private forward(i: number, dst: Socket, chunk: Buffer): boolean {
     this.bytes[i]! += chunk.length;
+    this.lastActive = Date.now();
     return dst.write(chunk);
   }
 
@@ -111,6 +125,7 @@ class JsPumpSession implements PumpSession {
     if (error !== undefined) this.result.error = error;
     if (side !== undefined) this.result.side = side;
     clearTimeout(this.timer);
+    clearTimeout(this.idleTimer);
     // A RST, not a FIN: the peer still reading must not take a cut stream for a complete one.
     for (const s of this.sockets) reset(s);
     this.settle();
@@ -122,6 +137,7 @@ class JsPumpSession implements PumpSession {
     this.settled = true;
     this.result ??= { reason: 'eof' };
     clearTimeout(this.timer);
+    clearTimeout(this.idleTimer);
     active--;
     this.resolve({
       bytesAToB: this.bytes[0]!,

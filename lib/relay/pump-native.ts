@@ -71,7 +71,7 @@ function createNativePump(n: Native): Pump {
     kind: 'native',
     start(a: Socket, b: Socket, options: NativePumpOptions = {}): PumpSession {
       checkPumpSockets(a, b);
-      const { maxBytes, maxDurationMs, headA, headB } = checkPumpOptions(options);
+      const { maxBytes, maxDurationMs, idleTimeoutMs, headA, headB } = checkPumpOptions(options);
       const fdA = fdOf(a, 'a');
       const fdB = fdOf(b, 'b');
       let resolve!: (r: PumpResult) => void;
@@ -79,7 +79,7 @@ function createNativePump(n: Native): Pump {
       let finished = false;
       let id: number;
       try {
-        const opts: Parameters<Native['pumpStart']>[2] = { maxBytes, maxDurationMs };
+        const opts: Parameters<Native['pumpStart']>[2] = { maxBytes, maxDurationMs, idleTimeoutMs };
         if (headA) opts.headA = headA;
         if (headB) opts.headB = headB;
         if (options.splice === false) opts.splice = false;

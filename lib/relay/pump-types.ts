@@ -8,6 +8,7 @@
  * - `reset` / `error`: a socket failed (`error` holds its code, `side` says whose); the other is reset;
  * - `limit-bytes`: more than `maxBytes` (both directions together) were offered;
  * - `limit-duration`: the session outlived `maxDurationMs`;
+ * - `limit-idle`: no byte moved either way for `idleTimeoutMs`;
  * - `stopped`: {@link PumpSession.stop} (e.g. server shutdown).
  * Every end other than `eof` closes both sockets with a RST, so a peer that is still reading sees ECONNRESET,
  * never a clean end: a cut stream can never pass for a complete one.
@@ -22,10 +23,10 @@ import { TcpPunchError, invalidArgType } from '../errors.js';
 import { validateInteger } from '../endpoint.js';
 
 /** Why a pump session ended. */
-export type PumpEndReason = 'eof' | 'error' | 'reset' | 'limit-bytes' | 'limit-duration' | 'stopped';
+export type PumpEndReason = 'eof' | 'error' | 'reset' | 'limit-bytes' | 'limit-duration' | 'limit-idle' | 'stopped';
 
 /** Reasons a caller may give {@link PumpSession.stop}. */
-export type PumpStopReason = 'stopped' | 'limit-bytes' | 'limit-duration';
+export type PumpStopReason = 'stopped' | 'limit-bytes' | 'limit-duration' | 'limit-idle';
 
 /** How a pump session ended. */
 export interface PumpResult {
@@ -46,6 +47,8 @@ export interface PumpOptions {
   maxBytes?: number;
   /** Longest the session may last in ms; 0 or absent: no limit. */
   maxDurationMs?: number;
+  /** Longest the session may go without moving a byte either way, in ms; 0 or absent: no limit. */
+  idleTimeoutMs?: number;
   /** Bytes sent to A before anything relayed (the relay's `relay-paired` frame); not counted. At most 64 KiB. */
   headA?: Uint8Array;
   /** Bytes sent to B before anything relayed. */
@@ -92,15 +95,16 @@ const MAX_HEAD = 65536;
 /** @internal Validates options; returns them with defaults. */
 export function checkPumpOptions(options: PumpOptions): Required<Omit<PumpOptions, 'headA' | 'headB'>> & PumpOptions {
   if (typeof options !== 'object' || options === null) throw invalidArgType('options', 'an object', options);
-  const { maxBytes = 0, maxDurationMs = 0, headA, headB } = options;
+  const { maxBytes = 0, maxDurationMs = 0, idleTimeoutMs = 0, headA, headB } = options;
   validateInteger(maxBytes, 'options.maxBytes', 0, Number.MAX_SAFE_INTEGER);
   validateInteger(maxDurationMs, 'options.maxDurationMs', 0, Number.MAX_SAFE_INTEGER);
+  validateInteger(idleTimeoutMs, 'options.idleTimeoutMs', 0, 2 ** 31 - 1);
   for (const [name, head] of [['options.headA', headA], ['options.headB', headB]] as const) {
     if (head === undefined) continue;
     if (!(head instanceof Uint8Array)) throw invalidArgType(name, 'a Buffer or Uint8Array', head);
     validateInteger(head.length, `${name}.length`, 0, MAX_HEAD);
   }
-  return { maxBytes, maxDurationMs, headA, headB };
+  return { maxBytes, maxDurationMs, idleTimeoutMs, headA, headB };
 }
 
 /** @internal Throws unless both are open, connected sockets with nothing buffered in JS either way. */

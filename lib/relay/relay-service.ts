@@ -116,6 +116,7 @@ const EMPTY = Buffer.alloc(0);
 const CODE_OF: Partial<Record<RelayEndReason, string>> = {
   'limit-bytes': 'ERR_RELAY_LIMIT_BYTES',
   'limit-duration': 'ERR_RELAY_LIMIT_DURATION',
+  'limit-idle': 'ERR_RELAY_LIMIT_IDLE',
   stopped: 'ERR_RELAY_STOPPED',
 };
 
@@ -292,12 +293,18 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     const [a, b] = first.claims.side === 'a' ? [first as Joiner, second] : [second, first as Joiner];
     const sid = a.claims.sid;
     const info: RelaySessionInfo = { sessionId: sid, a: a.claims.peer, b: b.claims.peer };
-    const { maxBytesPerSession: maxBytes, maxDurationMs } = this.limits;
+    const { maxBytesPerSession: maxBytes, maxDurationMs, idleTimeoutMs } = this.limits;
     const paired = (side: 'a' | 'b', peer: string): Buffer =>
       encodeRelayFrame('relay-paired', { sessionId: sid, side, peer, maxBytes, maxDurationMs });
     let session: PumpSession;
     try {
-      session = this.pump.start(a.socket, b.socket, { maxBytes, maxDurationMs, headA: paired('a', b.claims.peer), headB: paired('b', a.claims.peer) });
+      session = this.pump.start(a.socket, b.socket, {
+        maxBytes,
+        maxDurationMs,
+        idleTimeoutMs,
+        headA: paired('a', b.claims.peer),
+        headB: paired('b', a.claims.peer),
+      });
     } catch (err) {
       const code = (err as TcpPunchError).code === 'ERR_PUMP_SOCKET' ? 'ERR_RELAY_PEER_GONE' : 'ERR_RELAY_INTERNAL';
       for (const j of [a, b]) this.release(j);
