@@ -136,23 +136,15 @@ describe.each<PumpKind>(['native', 'js'])('relay with the %s pump', (pump) => {
     expect(await bOut).toMatch(/ECONNRESET|end|close/);
   });
 
-  it('ends a session that moves nothing and tells both peers why', async () => {
-    const relay = await startRelay({ idleTimeoutMs: 150 }, pump);
+  it.each([
+    ['past its duration limit', { maxDurationMs: 150 }, 'limit-duration', 'ERR_RELAY_LIMIT_DURATION'],
+    ['that moves nothing for its idle limit', { idleTimeoutMs: 150 }, 'limit-idle', 'ERR_RELAY_LIMIT_IDLE'],
+  ] as const)('ends a session %s and tells both peers why', async (_what, limits, reason, code) => {
+    const relay = await startRelay(limits, pump);
     const { ca, cb } = await joinBoth(relay);
     const [aOut, bOut] = [outcome(ca.socket), outcome(cb.socket)];
     for (const peer of ['alice', 'bob']) {
-      expect((await relay.noticesFor(peer))[0]).toMatchObject({ reason: 'limit-idle', code: 'ERR_RELAY_LIMIT_IDLE' });
-    }
-    expect(await aOut).toBe('ECONNRESET');
-    expect(await bOut).toBe('ECONNRESET');
-  });
-
-  it('ends a session past its duration limit and tells both peers why', async () => {
-    const relay = await startRelay({ maxDurationMs: 150 }, pump);
-    const { ca, cb } = await joinBoth(relay);
-    const [aOut, bOut] = [outcome(ca.socket), outcome(cb.socket)];
-    for (const peer of ['alice', 'bob']) {
-      expect((await relay.noticesFor(peer))[0]).toMatchObject({ reason: 'limit-duration', code: 'ERR_RELAY_LIMIT_DURATION' });
+      expect((await relay.noticesFor(peer))[0]).toMatchObject({ reason, code });
     }
     expect(await aOut).toBe('ECONNRESET');
     expect(await bOut).toBe('ECONNRESET');
