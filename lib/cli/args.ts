@@ -83,6 +83,19 @@ export function parsePort(value: string | undefined, flag: string, fallback: num
   return parsePortText(value, flag, minPort);
 }
 
+/**
+ * `--probe-ports A,B`: a server's two NAT probe ports. Absent: the server port + 1 and + 2 (what `serve` opens), or
+ * undefined where those pass 65535. `minPort` 0 lets `serve` take ports the system picks.
+ */
+export function parseProbePorts(value: string | undefined, serverPort: number, minPort = 1): [number, number] | undefined {
+  if (value === undefined) return serverPort + 2 <= 65535 ? [serverPort + 1, serverPort + 2] : undefined;
+  const parts = value.split(',');
+  if (parts.length !== 2) throw new CliError(`--probe-ports: expected two ports like 7771,7772, got "${value}"`, EXIT.USAGE);
+  const ports = parts.map((p) => parsePortText(p, '--probe-ports', minPort)) as [number, number];
+  if (ports[0] === ports[1] && ports[0] !== 0) throw new CliError('--probe-ports: expected two different ports', EXIT.USAGE);
+  return ports;
+}
+
 function parsePortText(text: string, flag: string, minPort: number): number {
   const port = /^\d{1,5}$/.test(text) ? Number(text) : Number.NaN;
   if (!(port >= minPort && port <= 65535)) {

@@ -3,7 +3,7 @@
  * probe ports (by default the server port + 1 and + 2, which `tcp-punch serve` opens).
  */
 import { checkNat } from '../nat-check/check.js';
-import { COMMON_HELP, loggerFrom, parse, parseCount, parseHostPort } from './args.js';
+import { COMMON_HELP, loggerFrom, parse, parseCount, parseHostPort, parseProbePorts } from './args.js';
 import { CliError, EXIT, toCliError } from './errors.js';
 import type { Command } from './run.js';
 
@@ -24,13 +24,8 @@ export const natCheck: Command = {
     const v = parse(argv, { server: { type: 'string' }, 'probe-ports': { type: 'string' }, rounds: { type: 'string' } }, HELP);
     const log = loggerFrom(v);
     const server = parseHostPort(v.server, '--server');
-    let probePorts: [number, number] = [server.port + 1, server.port + 2];
-    if (v['probe-ports'] !== undefined) {
-      const parts = v['probe-ports'].split(',');
-      if (parts.length !== 2) throw new CliError('--probe-ports: expected two ports, e.g. 7771,7772', EXIT.USAGE);
-      probePorts = parts.map((p) => parseHostPort(p, '--probe-ports', { defaultHost: server.host }).port) as [number, number];
-    }
-    if (probePorts.some((p) => p > 65535)) throw new CliError('--probe-ports: the default probe ports exceed 65535; pass --probe-ports', EXIT.USAGE);
+    const probePorts = parseProbePorts(v['probe-ports'], server.port);
+    if (!probePorts) throw new CliError('--probe-ports: the default probe ports exceed 65535; pass --probe-ports', EXIT.USAGE);
     const rounds = parseCount(v.rounds, '--rounds', { min: 1, max: 20 }) ?? 3;
     let result;
     try {

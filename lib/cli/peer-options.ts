@@ -3,8 +3,8 @@
  */
 import { Peer } from '../peer/index.js';
 import type { TunnelEvent } from '../tunnel/expose.js';
-import { SECRET_HELP, SECRET_OPTIONS, parseHostPort, readSecret } from './args.js';
-import { CliError, EXIT, toCliError } from './errors.js';
+import { SECRET_HELP, SECRET_OPTIONS, parseHostPort, parseProbePorts, readSecret } from './args.js';
+import { toCliError } from './errors.js';
 import { formatBytes, formatMs, type Logger } from './log.js';
 
 export const PEER_OPTIONS = {
@@ -24,12 +24,8 @@ ${SECRET_HELP}`;
 /** The natProbe option: the server's probe ports unless --no-probe; none when the default would not fit. */
 function natProbeOf(values: { 'probe-ports'?: string; 'no-probe'?: boolean }, serverPort: number): { ports: [number, number] } | false {
   if (values['no-probe']) return false;
-  if (values['probe-ports'] === undefined) return serverPort + 2 <= 65535 ? { ports: [serverPort + 1, serverPort + 2] } : false;
-  const parts = values['probe-ports'].split(',');
-  if (parts.length !== 2) throw new CliError(`--probe-ports: expected two ports like 7771,7772, got "${values['probe-ports']}"`, EXIT.USAGE);
-  const ports = parts.map((p) => parseHostPort(`0.0.0.0:${p}`, '--probe-ports').port) as [number, number];
-  if (ports[0] === ports[1]) throw new CliError('--probe-ports: expected two different ports', EXIT.USAGE);
-  return { ports };
+  const ports = parseProbePorts(values['probe-ports'], serverPort);
+  return ports ? { ports } : false;
 }
 
 /** Registers with the server; failures become CLI errors with their exit codes. */

@@ -6,7 +6,7 @@ import { createMetricsRegistry, startMetricsServer } from '../metrics.js';
 import { startProbeServer } from '../nat-check/probe-server.js';
 import type { RelayLimits } from '../relay/limits.js';
 import { startServer, type ServerOptions, type ServerRelayOptions } from '../server/index.js';
-import { COMMON_HELP, SECRET_HELP, SECRET_OPTIONS, loggerFrom, parse, parseBytes, parseCount, parseDuration, parsePort, readSecret } from './args.js';
+import { COMMON_HELP, SECRET_HELP, SECRET_OPTIONS, loggerFrom, parse, parseBytes, parseCount, parseDuration, parsePort, parseProbePorts, readSecret } from './args.js';
 import { CliError, EXIT, toCliError } from './errors.js';
 import type { Command } from './run.js';
 import { untilSignal } from './signals.js';
@@ -101,7 +101,8 @@ export const serve: Command = {
       const addr = server.address();
       let probeNote = 'nat-check probes off';
       if (!v['no-probe']) {
-        const probePorts = parseProbePorts(v['probe-ports'], addr.port);
+        const probePorts = parseProbePorts(v['probe-ports'], addr.port, 0);
+        if (!probePorts) throw new CliError('the default probe ports (PORT+1, PORT+2) exceed 65535: pass --probe-ports or --no-probe', EXIT.USAGE);
         const probes = await startProbeServer({ host: v.host, ports: probePorts }).catch((err: unknown) => {
           throw toCliError(err, `opening nat-check probe ports ${probePorts.join(',')} (use --probe-ports or --no-probe)`);
         });
@@ -169,12 +170,3 @@ function relayOptions(v: Record<string, string | boolean | undefined>): ServerRe
   return { limits, pump };
 }
 
-function parseProbePorts(value: string | undefined, port: number): number[] {
-  if (value === undefined) {
-    if (port + 2 > 65535) throw new CliError('the default probe ports (PORT+1, PORT+2) exceed 65535: pass --probe-ports or --no-probe', EXIT.USAGE);
-    return [port + 1, port + 2];
-  }
-  const parts = value.split(',');
-  if (parts.length !== 2) throw new CliError(`--probe-ports: expected two ports like 7771,7772, got "${value}"`, EXIT.USAGE);
-  return parts.map((p) => parsePort(p, '--probe-ports', 0, 0));
-}

@@ -8,7 +8,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 
-import { parse, parseBytes, parseCount, parseDuration, parseHostPort, parsePort } from '../../lib/cli/args.js';
+import { parse, parseBytes, parseCount, parseDuration, parseHostPort, parsePort, parseProbePorts } from '../../lib/cli/args.js';
 import { CliError, EXIT } from '../../lib/cli/errors.js';
 import { resolveOptions } from '../../lib/server/options.js';
 import { resolveLimits } from '../../lib/relay/limits.js';
@@ -67,6 +67,23 @@ describe('fuzz: CLI configuration parsers', () => {
     );
     stats.hostPort = kinds;
     stats.runs = ((stats.runs as number) ?? 0) + scale(20_000, 200_000);
+  });
+
+  it('parseProbePorts: two different ports in range, the defaults next to the server port, or a usage error', () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.tuple(digits, digits).map(([a, b]) => `${a},${b}`), hostPort), fc.integer({ min: 0, max: 65535 }), fc.constantFrom(0, 1), (v, port, minPort) => {
+        const r = outcome(() => parseProbePorts(v, port, minPort), '--probe-ports');
+        if (r.kind === 'ok') {
+          const [a, b] = r.value as [number, number];
+          for (const p of [a, b]) expect(Number.isInteger(p) && p >= minPort && p <= 65535).toBe(true);
+          if (a !== 0) expect(a).not.toBe(b);
+        }
+      }),
+      { numRuns: scale(5_000, 50_000) },
+    );
+    expect(parseProbePorts(undefined, 7770)).toEqual([7771, 7772]);
+    expect(parseProbePorts(undefined, 65534)).toBeUndefined();
+    stats.runs = ((stats.runs as number) ?? 0) + scale(5_000, 50_000);
   });
 
   it('parseCount: an integer within [min, max], or a usage error', () => {
