@@ -122,12 +122,12 @@ export async function run(opts) {
   /** @type {string[]} */
   const notes = [];
   const scenarios = [];
-  const budgetMs = (Math.max(opts.seconds, NODE_MIN_SECONDS) * 1000 + 20_000) * 4;
-
-  // ---- node group
   // Each Node-socket sample is two fresh process pairs for half the time each: with 1 s halves the processes' own
   // start-up dominates and the two paths drifted apart (0.6–0.9×); with 3 s halves they agree (2026-12-01).
   const nodeSeconds = Math.max(opts.seconds, NODE_MIN_SECONDS);
+  const budgetMs = (nodeSeconds * 1000 + 20_000) * 4;
+
+  // ---- node group
   const pin = opts.pin === true && os.cpus().length >= 2 && which('taskset') !== null;
   if (nodePaths.length > 0) {
     notes.push(pin ? 'Node-socket ends pinned: A (listener / first puncher) on CPU 0, B on CPU 1' : 'Node-socket ends not pinned');

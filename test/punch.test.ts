@@ -19,14 +19,11 @@ function noFdLeak(): void {
   });
 }
 
-/**
- * Starts two punches towards each other at the same moment and checks they are the two ends of one connection.
- * The sockets allow half-open: one side finishing its bytes first must not cut the other side's writing.
- */
+/** Starts two punches towards each other at the same moment and checks they are the two ends of one connection. */
 async function punchPair(a: ReusablePort, b: ReusablePort, host = LOCAL): Promise<[PunchResult, PunchResult]> {
   const [x, y] = await Promise.all([
-    punchDetailed({ port: a, remote: { host, port: b.port }, allowHalfOpen: true }),
-    punchDetailed({ port: b, remote: { host, port: a.port }, allowHalfOpen: true }),
+    punchDetailed({ port: a, remote: { host, port: b.port } }),
+    punchDetailed({ port: b, remote: { host, port: a.port } }),
   ]);
   expect(x.socket.localPort).toBe(a.port);
   expect(y.socket.localPort).toBe(b.port);
