@@ -1,15 +1,8 @@
-import { defineConfig } from 'vitest/config';
+// `npm test`: unit, loopback end-to-end and fuzz tests; needs Node and the addon, no root, no system tools.
+// A tier's directory named on the command line (`npx vitest run test/lab/lab.test.ts`) is not excluded, so single
+// files of any tier still run with plain `npx vitest run <file>`.
+import { OWN_TIER_DIRS, tier } from './test/helpers/vitest-tier.js';
 
-export default defineConfig({
-  test: {
-    include: ['test/**/*.test.ts'],
-    globalSetup: ['test/global-setup.ts'],
-    // Network tests share two cores with their own servers: generous limits, never timing assertions.
-    testTimeout: 60_000,
-    hookTimeout: 120_000,
-    // Files run in separate forks so fd counts and native state of one file never bleed into another.
-    pool: 'forks',
-    // The NAT lab needs the whole machine; lab files also serialise among themselves.
-    fileParallelism: true,
-  },
-});
+const named = (dir: string): boolean => process.argv.some((a) => a.replace(/^\.\//, '').startsWith(dir));
+
+export default tier(['test/**/*.test.ts'], OWN_TIER_DIRS.filter((d) => !named(d)).map((d) => `${d}/**`));

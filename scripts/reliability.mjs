@@ -6,7 +6,7 @@
 //
 //   node scripts/reliability.mjs            bounded run (~2 min on 2 cores), then render
 //   node scripts/reliability.mjs --soak     long soak (TCP_PUNCH_SOAK=1: longer attacks, more dials and runs)
-//   node scripts/reliability.mjs --render   only re-merge the recorded results (e.g. of `npm test`) and re-render
+//   node scripts/reliability.mjs --render   only re-merge the recorded results (e.g. of single test files) and re-render
 //                                           (with --soak: the soak's)
 //   node scripts/reliability.mjs --print    print the tables instead of writing the document
 //
@@ -21,6 +21,8 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const RESULTS = join(ROOT, 'test/reliability/.results');
 const SUMMARY = join(RESULTS, 'summary.json');
 const DOC = join(ROOT, 'docs/RELIABILITY.md');
+/** The skip reporter's last line (test/helpers/skip-reporter.ts), printed again as this script's last line. */
+const SKIPS = join(RESULTS, 'skipped.txt');
 /** Each kind of run renders into its own section of the document (markers `<!-- results:begin ...` / `<!-- soak:begin ...`). */
 const markers = (kind) => [`<!-- ${kind}:begin (rendered by scripts/reliability.mjs from test/reliability/.results/summary-${kind}.json) -->`, `<!-- ${kind}:end -->`];
 
@@ -36,8 +38,8 @@ if (!args.has('--render')) {
   const vitest = join(ROOT, 'node_modules/vitest/vitest.mjs');
   const run = spawnSync(
     process.execPath,
-    [vitest, 'run', 'test/reliability', 'test/fuzz', ...(soak ? ['--testTimeout=3600000', '--hookTimeout=600000'] : [])],
-    { cwd: ROOT, stdio: 'inherit', env: { ...process.env, TCP_PUNCH_SOAK: soak ? '1' : '0' } },
+    [vitest, 'run', '--config', 'vitest.reliability.config.ts', ...(soak ? ['--testTimeout=3600000', '--hookTimeout=600000'] : [])],
+    { cwd: ROOT, stdio: 'inherit', env: { ...process.env, TCP_PUNCH_SOAK: soak ? '1' : '0', TCP_PUNCH_SKIP_SUMMARY: SKIPS } },
   );
   exitCode = run.status ?? 1;
   writeSummary({ passed: exitCode === 0, wallSeconds: Math.round((Date.now() - t0) / 1000) }, soak);
@@ -67,6 +69,7 @@ if (args.has('--print')) {
   writeFileSync(DOC, `${doc.slice(0, a + BEGIN.length)}\n\n${md}\n\n${doc.slice(b)}`);
   process.stdout.write(`rendered the ${kind} section of docs/RELIABILITY.md from ${SUMMARY}\n`);
 }
+if (!args.has('--render') && existsSync(SKIPS)) process.stdout.write(readFileSync(SKIPS, 'utf8'));
 process.exit(exitCode);
 
 // ---------------------------------------------------------------------------------------------------------------

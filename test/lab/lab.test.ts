@@ -19,6 +19,7 @@ import {
   ttlProbe,
   udpPing,
 } from './probes.js';
+import { labSkipNote } from '../helpers/skip-note.js';
 import { cleanupStaleLabs, createLab, LAB_DIR, labPrerequisites, listLabNamespaces, type Lab, type LabSpec } from './topology.js';
 
 const pre = labPrerequisites({ delay: true, hairpin: true });
@@ -64,7 +65,7 @@ function rootSnapshot(): string {
     .join('\n--\n');
 }
 
-describe.skipIf(!pre.ok)('NAT lab', () => {
+describe.skipIf(!pre.ok)('NAT lab', labSkipNote(pre.missing), () => {
   describe('hygiene', () => {
     it('touches nothing in the root namespace and removes every namespace on destroy()', async () => {
       const before = rootSnapshot();

@@ -15,6 +15,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { LibraryPair, type DialRecord } from './matrix-driver.js';
+import { labSkipNote } from '../helpers/skip-note.js';
 import { createLab, LAB_DIR, labPrerequisites, type Lab, type LabSpec, type PeerSpec } from './topology.js';
 
 // ----------------------------------------------------------------------------------------------------------------
@@ -313,10 +314,10 @@ function scenarioTests(group: string, list: Scenario[], bytes: number): void {
   }
 }
 
-describe.skipIf(!pre.ok)('NAT matrix: the library through real NATs', () => {
+describe.skipIf(!pre.ok)('NAT matrix: the library through real NATs', labSkipNote(pre.missing), () => {
   scenarioTests('no delay', DEFAULT, BYTES);
 });
 
-describe.skipIf(!pre.ok)('NAT matrix: 50 ms per access link (100 ms RTT between the peers), 1 % loss', () => {
+describe.skipIf(!pre.ok)('NAT matrix: 50 ms per access link (100 ms RTT between the peers), 1 % loss', labSkipNote(pre.missing), () => {
   scenarioTests('50 ms, 1 %', SHAPED, BYTES_SHAPED);
 });

@@ -10,6 +10,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
+import { labSkipNote } from '../helpers/skip-note.js';
 import { createLab, labPrerequisites, type Lab, type LabSpec } from './topology.js';
 
 const CLI = fileURLToPath(new URL('../../dist/cli/main.js', import.meta.url));
@@ -65,7 +66,7 @@ function cli(lab: Lab, node: Parameters<Lab['spawn']>[0], args: string[]) {
 }
 
 function scenario(name: string, spec: LabSpec, expectedPath: 'direct' | 'relay'): void {
-  describe.skipIf(!ready)(`tunnel ${name}`, () => {
+  describe.skipIf(!ready)(`tunnel ${name}`, labSkipNote(hasIperf3() ? pre.missing : [...pre.missing, 'iperf3']), () => {
     let lab: Lab;
     let procs: ReturnType<typeof cli>[] = [];
     let iperfServer: ChildProcess | undefined;
