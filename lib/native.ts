@@ -1,9 +1,13 @@
 /**
- * Loads the addon (a prebuild from prebuilds/ when one matches, else build/Release) and types its surface.
- * Internal: the rest of lib/ goes through this module and never touches the binding directly.
+ * The addon, present or not, decided here once: a prebuild from prebuilds/<platform>-<arch> when one matches, else
+ * build/Release (node-gyp-build's order). Nothing else in lib/ loads or touches the binding: a module that needs it
+ * asks {@link requireNative} at call time, and a module that can do without it reads {@link native}. Without the
+ * addon the library still loads: the server, the relay with the JS pump, the protocol and the CLI's `serve` work;
+ * punching, reusable ports and the native pump throw `ERR_NATIVE_UNAVAILABLE`.
  * @internal
  */
 import { createRequire } from 'node:module';
+import type { Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TcpPunchError } from './errors.js';
@@ -109,17 +113,65 @@ export interface Binding {
 
 const require = createRequire(import.meta.url);
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
-const load = require('node-gyp-build') as (dir: string) => unknown;
 
 /**
- * The loaded addon. `TCP_PUNCH_ADDON` names a specific build to load instead (the sanitizer run uses it to load
- * build-asan/Release/tcp_punch.node).
+ * Loads the addon, or returns why it could not. `TCP_PUNCH_ADDON` names a specific build to load instead (the
+ * sanitizer run loads build-asan/Release/tcp_punch.node; a path that does not exist shows the library without it).
  */
-export const binding = (process.env.TCP_PUNCH_ADDON ? require(process.env.TCP_PUNCH_ADDON) : load(root)) as Binding;
+function load(): { binding: Binding; error?: undefined } | { binding?: undefined; error: Error } {
+  try {
+    const path = process.env.TCP_PUNCH_ADDON;
+    const binding = (path ? require(path) : (require('node-gyp-build') as (dir: string) => unknown)(root)) as Binding;
+    return { binding };
+  } catch (err) {
+    return { error: err instanceof Error ? err : new Error(String(err)) };
+  }
+}
 
-/** Converts an addon error (errno `code`) into a {@link TcpPunchError}; argument errors pass through unchanged. */
+const loaded = load();
+
+/** The loaded addon, or undefined where none could be loaded ({@link nativeLoadError} says why). */
+export const native: Binding | undefined = loaded.binding;
+
+/** Why the addon did not load: none found, or one found that cannot load here (an older glibc, say). */
+export const nativeLoadError: Error | undefined = loaded.error;
+
+/**
+ * The addon, for `what` (the operation that needs it, e.g. "punch()").
+ * @throws TcpPunchError `ERR_NATIVE_UNAVAILABLE` without it, saying where it was looked for and how to get it; the
+ *   load error is its `cause`.
+ */
+export function requireNative(what: string): Binding {
+  if (native) return native;
+  const where = process.env.TCP_PUNCH_ADDON ?? `${join(root, 'prebuilds', `${process.platform}-${process.arch}`)} or ${join(root, 'build', 'Release')}`;
+  const why = nativeLoadError?.message.split('\n')[0] ?? 'not found';
+  throw new TcpPunchError(
+    'ERR_NATIVE_UNAVAILABLE',
+    `${what} needs the tcp-punch native addon, which did not load from ${where} (${why}). ` +
+      'Install a C++ toolchain (make, g++, python3) and run `npm rebuild tcp-punch`, ' +
+      'or use a platform with a prebuild (linux-x64 or linux-arm64 with glibc 2.28 or later)',
+    { cause: nativeLoadError },
+  );
+}
+
+/**
+ * The file descriptor of a connected net.Socket, for an addon call.
+ * @throws TcpPunchError `code` when the socket has none (not a TCP socket, or already closed).
+ */
+export function fdOf(socket: Socket, name: string, code: string): number {
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  if (typeof fd !== 'number' || fd < 0) {
+    throw new TcpPunchError(code, `socket ${name} has no file descriptor (not a TCP socket?)`);
+  }
+  return fd;
+}
+
+/**
+ * Converts an addon error (errno `code`) into a {@link TcpPunchError}; argument errors and errors that already are
+ * TcpPunchErrors pass through unchanged.
+ */
 export function fromNative(err: unknown): Error {
-  if (err instanceof TypeError || err instanceof RangeError || !(err instanceof Error)) return err as Error;
+  if (err instanceof TcpPunchError || err instanceof TypeError || err instanceof RangeError || !(err instanceof Error)) return err as Error;
   const { code, errno, syscall, attempts, lastErrors } = err as NativeError;
-  return new TcpPunchError(code ?? 'ERR_NATIVE', err.message, { errno, syscall, attempts, lastErrors });
+  return new TcpPunchError(code ?? 'ERR_NATIVE', err.message, { errno, syscall, attempts, lastErrors, cause: err });
 }

@@ -24,7 +24,7 @@ import {
   validateInteger,
   validatePort,
 } from './endpoint.js';
-import { binding, fromNative, type NativePunchOptions } from './native.js';
+import { fromNative, requireNative, type NativePunchOptions } from './native.js';
 import type { ReusablePort } from './reusable-port.js';
 
 /** Options of {@link punch}. */
@@ -167,6 +167,7 @@ function validateSignal(signal: unknown): asserts signal is AbortSignal | undefi
 
 function run(options: NativePunchOptions, signal: AbortSignal | undefined, allowHalfOpen = false): Promise<PunchResult> {
   return new Promise((resolve, reject) => {
+    const binding = requireNative('punch()');
     let id = 0;
     const onAbort = (): void => binding.punchAbort(id);
     try {

@@ -3,7 +3,7 @@
  * from it (an observe connection to a rendezvous server, say) and a punch can later listen and connect on it.
  */
 import type { Socket } from 'node:net';
-import { binding, fromNative } from './native.js';
+import { fromNative, native, requireNative } from './native.js';
 import { type Endpoint, type Family, anyAddress, familyOf, validatePort } from './endpoint.js';
 import { TcpPunchError, invalidArgType, invalidArgValue } from './errors.js';
 import { nativeConnect, type ConnectOptions } from './punch.js';
@@ -23,7 +23,8 @@ export interface BindReusableOptions {
   listen?: boolean;
 }
 
-const finalizer = new FinalizationRegistry<number>((fd) => binding.socketClose(fd));
+// Only ports bound through the addon are registered, so the addon is there when one is collected.
+const finalizer = new FinalizationRegistry<number>((fd) => native?.socketClose(fd));
 
 /** A held, reusable local port. Create it with {@link bindReusable}; close it when done. */
 export class ReusablePort {
@@ -75,7 +76,7 @@ export class ReusablePort {
   close(): void {
     if (this.#fd < 0) return;
     finalizer.unregister(this);
-    binding.socketClose(this.#fd);
+    requireNative('ReusablePort.close()').socketClose(this.#fd);
     this.#fd = -1;
   }
 }
@@ -94,7 +95,7 @@ export async function bindReusable(options: BindReusableOptions = {}): Promise<R
     throw invalidArgValue('options.address', 'must be a numeric IPv4 or IPv6 address', address);
   }
   try {
-    const bound = binding.socketBind({ host: address, port }, listen);
+    const bound = requireNative('bindReusable()').socketBind({ host: address, port }, listen);
     return new ReusablePort(bound.fd, bound.host, bound.port, listen);
   } catch (err) {
     throw fromNative(err);

@@ -5,8 +5,11 @@
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { binding } from '../lib/native.js';
+import { requireNative } from '../lib/native.js';
 import { openFds, settledFds } from './helpers/fds.js';
+
+// `npm test` needs the addon: without it this file fails at once with ERR_NATIVE_UNAVAILABLE.
+const binding = requireNative('test/native.test.ts');
 
 const anyValue = fc.oneof(
   fc.anything(),

@@ -11,6 +11,7 @@ import { EventEmitter } from 'node:events';
 import type { Socket } from 'node:net';
 
 import { AbortError, TcpPunchError, invalidArgType, throwIfAborted } from '../errors.js';
+import { requireNative } from '../native.js';
 import { wrapPairKey } from '../protocol/crypto.js';
 import type { Endpoint } from '../protocol/fields.js';
 import type { Message, Msg, RelayMsg } from '../protocol/messages.js';
@@ -163,7 +164,11 @@ export class Peer extends EventEmitter<PeerEvents> {
         timeoutMs,
         signal: ac.signal,
         // An upgrade runs after the dial has resolved: its own timeout, not the dial's deadline.
-        direct: (o = {}) => this.dialPath(peerId, 'direct', o.link ? (o.timeoutMs ?? timeoutMs) : left(o.timeoutMs), o.signal ?? ac.signal, o.link),
+        // Without the addon a punch cannot start: fail here (ERR_NATIVE_UNAVAILABLE) before asking the server.
+        direct: async (o = {}) => {
+          requireNative('a direct dial (hole punching)');
+          return this.dialPath(peerId, 'direct', o.link ? (o.timeoutMs ?? timeoutMs) : left(o.timeoutMs), o.signal ?? ac.signal, o.link);
+        },
         relay: async (o = {}) => {
           const path = o.upgradable ? 'relay-upgradable' : 'relay';
           const coordId = { value: '' };

@@ -13,7 +13,7 @@
 import type { Socket } from 'node:net';
 
 import { TcpPunchError } from '../errors.js';
-import type { Binding } from '../native.js';
+import { type Binding, fdOf, fromNative, native as binding, requireNative } from '../native.js';
 import {
   type Pump,
   type PumpOptions,
@@ -47,24 +47,8 @@ export interface NativePumpOptions extends PumpOptions {
   splice?: boolean;
 }
 
-const native: Native | undefined = await loadNative();
-
-async function loadNative(): Promise<Native | undefined> {
-  try {
-    const { binding } = await import('../native.js');
-    return typeof binding.pumpStart === 'function' ? binding : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-function fdOf(socket: Socket, name: string): number {
-  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) {
-    throw new TcpPunchError('ERR_PUMP_SOCKET', `socket ${name} has no file descriptor (not a TCP socket?)`);
-  }
-  return fd;
-}
+/** The addon's pump, unless the addon is absent or predates it. */
+const native: Native | undefined = typeof binding?.pumpStart === 'function' ? binding : undefined;
 
 function createNativePump(n: Native): Pump {
   return {
@@ -72,8 +56,8 @@ function createNativePump(n: Native): Pump {
     start(a: Socket, b: Socket, options: NativePumpOptions = {}): PumpSession {
       checkPumpSockets(a, b);
       const { maxBytes, maxDurationMs, idleTimeoutMs, headA, headB } = checkPumpOptions(options);
-      const fdA = fdOf(a, 'a');
-      const fdB = fdOf(b, 'b');
+      const fdA = fdOf(a, 'a', 'ERR_PUMP_SOCKET');
+      const fdB = fdOf(b, 'b', 'ERR_PUMP_SOCKET');
       let resolve!: (r: PumpResult) => void;
       const done = new Promise<PumpResult>((r) => (resolve = r));
       let finished = false;
@@ -88,9 +72,7 @@ function createNativePump(n: Native): Pump {
           resolve({ ...r });
         });
       } catch (err) {
-        const e = err as { code?: string; message?: string };
-        if (err instanceof TypeError || err instanceof RangeError) throw err;
-        throw new TcpPunchError(e.code ?? 'ERR_NATIVE', e.message ?? 'pumpStart failed', { cause: err });
+        throw fromNative(err);
       }
       // Same tick as the dup: Node never reads these sockets again. Their 'close' events still fire.
       a.destroy();
@@ -123,9 +105,11 @@ export const nativePump: Pump | undefined = native ? createNativePump(native) : 
 
 /**
  * Sets the native pump's pool sizes (process-wide for this thread's addon instance).
- * @throws TcpPunchError `ERR_PUMP_UNAVAILABLE` without the native pump.
+ * @throws TcpPunchError `ERR_NATIVE_UNAVAILABLE` without the addon, `ERR_PUMP_UNAVAILABLE` with an addon that
+ *   predates the pump.
  */
 export function configureNativePump(config: NativePumpConfig): void {
+  requireNative('the native relay pump');
   if (!native) throw new TcpPunchError('ERR_PUMP_UNAVAILABLE', 'the native pump is not available');
   native.pumpConfigure(config);
 }

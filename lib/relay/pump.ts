@@ -4,6 +4,7 @@
  * `TCP_PUNCH_PUMP=js` in the environment makes {@link choosePump}('auto') pick the JS pump (benchmarks, debugging).
  */
 import { TcpPunchError, invalidArgValue } from '../errors.js';
+import { requireNative } from '../native.js';
 import { jsPump } from './pump-js.js';
 import { nativePump } from './pump-native.js';
 import type { Pump } from './pump-types.js';
@@ -25,13 +26,15 @@ export type PumpKind = 'auto' | 'native' | 'js';
 
 /**
  * Returns the pump of that kind.
- * @throws TcpPunchError `ERR_PUMP_UNAVAILABLE` for `native` where the addon has no pump.
+ * @throws TcpPunchError for `native`: `ERR_NATIVE_UNAVAILABLE` without the addon, `ERR_PUMP_UNAVAILABLE` where
+ *   the addon has no pump.
  */
 export function choosePump(kind: PumpKind = 'auto'): Pump {
   switch (kind) {
     case 'js':
       return jsPump;
     case 'native':
+      requireNative('the native relay pump');
       if (!nativePump) throw new TcpPunchError('ERR_PUMP_UNAVAILABLE', 'the native pump is not available');
       return nativePump;
     case 'auto':

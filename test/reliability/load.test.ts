@@ -2,11 +2,12 @@
  * Load: N peers × M dials each (every strategy, both roles), paced to a bounded rate and bounded in time, in
  * several rounds against one server with its default limits. Every stream is SHA-256 checked both ways. Expected
  * failures: zero. The server's and the peers' descriptors and memory are taken before the first round and after
- * each round (after a full GC): descriptors must come back exactly, memory must not grow round over round.
- * Numbers go to .results/load.json.
+ * each round (after a full GC): descriptors must come back exactly, and the retained heap must not keep rising
+ * with the rounds (a trend over the rounds, test/helpers/trend.ts). Numbers go to .results/load.json.
  */
 import { afterEach, describe, expect, it } from 'vitest';
 
+import { trend } from '../helpers/trend.js';
 import { Fleet, ServerChild, STRATEGIES, mb, netFds, settleServer } from './helpers.js';
 import { record, scale } from './summary.js';
 
@@ -19,7 +20,8 @@ describe('load', () => {
   it('N peers × M dials at a bounded rate, in rounds: zero failures, no descriptor or memory growth', { timeout: scale(240_000, 3_600_000) }, async () => {
     const N = scale(20, 40);
     const M = scale(10, 50);
-    const rounds = scale(3, 8);
+    // Enough rounds for a trend to stand out of the noise between rounds.
+    const rounds = scale(8, 10);
     const plan = {
       dialsPerPeer: M,
       strategies: STRATEGIES,
@@ -85,8 +87,11 @@ describe('load', () => {
     }
     const fleetEnd = await fleet.stats();
     const srvEnd = await srv.stats(true);
-    const first = results[0] as { server: { heapMB: number }; peers: { heapMB: number; fds: number } };
-    const last = results[results.length - 1] as { server: { heapMB: number }; peers: { heapMB: number; fds: number } };
+    const heaps = results as { server: { heapMB: number }; peers: { heapMB: number } }[];
+    const first = heaps[0]!;
+    const last = heaps[heaps.length - 1]!;
+    const serverTrend = trend(heaps.map((x) => x.server.heapMB));
+    const peersTrend = trend(heaps.map((x) => x.peers.heapMB));
     const summary = {
       N,
       M,
@@ -101,6 +106,7 @@ describe('load', () => {
         before: { fds: srv0.fds, netFds: netFds(srv0), rssMB: mb(srv0.rss), heapMB: mb(srv0.heapUsed) },
         after: { fds: srvEnd.fds, netFds: netFds(srvEnd), rssMB: mb(srvEnd.rss), heapMB: mb(srvEnd.heapUsed), peakRssMB: mb(srvEnd.peakRss) },
         heapGrowthFirstToLastRoundMB: Math.round((last.server.heapMB - first.server.heapMB) * 10) / 10,
+        heapTrend: serverTrend,
         errors: srvEnd.stats.errors,
         totals: srvEnd.stats.totals,
       },
@@ -108,6 +114,7 @@ describe('load', () => {
         before: { fds: fleet0.fds, rssMB: mb(fleet0.rss), heapMB: mb(fleet0.heapUsed) },
         after: { fds: fleetEnd.fds, rssMB: mb(fleetEnd.rss), heapMB: mb(fleetEnd.heapUsed) },
         heapGrowthFirstToLastRoundMB: Math.round((last.peers.heapMB - first.peers.heapMB) * 10) / 10,
+        heapTrend: peersTrend,
       },
       rounds: results,
     };
@@ -117,13 +124,13 @@ describe('load', () => {
     // Descriptors come back exactly, in both processes.
     expect(netFds(srvEnd)).toBe(netFds(srv0));
     expect(fleetEnd.fds).toBe(fleet0.fds);
-    // Memory does not grow round over round (retained heap after a full GC; a leak of even 1 KB per dial would
-    // show as several MB here).
-    expect(last.server.heapMB - first.server.heapMB).toBeLessThan(4);
-    expect(last.peers.heapMB - first.peers.heapMB).toBeLessThan(4);
+    // The retained heap (after a full GC) does not keep rising with the rounds: a leak of a few KB per dial rises
+    // by a similar step every round, while a warm-up step or the noise of a busy machine does not.
+    expect(serverTrend, 'server heap MB per round').toMatchObject({ rising: false });
+    expect(peersTrend, 'peers heap MB per round').toMatchObject({ rising: false });
   });
 
-  it('relay-first under load: every stream hash-checked, upgrades counted; the only failures are at the very end of a stream (open issue)', { timeout: scale(120_000, 1_800_000) }, async () => {
+  it('relay-first under load: every stream hash-checked, upgrades counted; no dial fails and no stream is cut short', { timeout: scale(120_000, 1_800_000) }, async () => {
     const N = 10;
     const srv = await ServerChild.start({ relay: { limits: { maxSessionsPerIp: 1024 } } });
     cleanup.push(() => srv.kill());
@@ -180,8 +187,8 @@ describe('load', () => {
     }
     const f = await fleet.stats();
     record('load', 'relayFirst', { dials, dialFailures, failedAtEnd, otherFailures: other, upgradeEvents: f.events.upgrade, bytesChecked: bytes, runs, acceptorSamples: f.incoming.samples });
-    // Every dial connects; nothing is ever corrupted or cut short. What fails, fails at the very end of the stream
-    // with every payload byte delivered (reset, or stuck until the exchange's deadline): findings.test.ts.
+    // Every dial connects; nothing is ever corrupted or cut short. Failures at the very end of a stream with every
+    // payload byte delivered (the cases findings.test.ts reproduces) are counted apart and recorded.
     expect(dialFailures).toBe(0);
     expect(other).toBe(0);
   });
