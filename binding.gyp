@@ -4,6 +4,8 @@
       "target_name": "tcp_punch",
       "sources": [
         "native/binding.cc",
+        "native/binding_punch.cc",
+        "native/binding_pump.cc",
         "native/socket.cc",
         "native/punch.cc",
         "native/pump.cc",

@@ -34,7 +34,7 @@ import {
   table as textTable,
 } from './lib/common.mjs';
 import { num, numList, strList } from './lib/cli.mjs';
-import { findLab, findPeer, findStartServer } from './lib/modules.mjs';
+import { findLab } from './lib/lab.mjs';
 
 const AGENT = path.join(BENCH_DIR, 'lib', 'peer-agent.mjs');
 const OBSERVER = path.join(BENCH_DIR, 'lib', 'lab-observer.mjs');
@@ -225,17 +225,12 @@ const LAB_PEER_CASES = [
 
 /** @param {ConnectOptions} opts @returns {Promise<Row[]>} */
 async function loopbackPeer(opts) {
-  const [srv, peer] = await Promise.all([findStartServer(), findPeer()]);
-  if (!srv.value || !peer.value) {
-    const note = !srv.value ? `rendezvous server ${srv.note}` : `Peer ${peer.note}`;
-    return loopbackStrategies(opts).map((s) => unavailableRow('loopback', `peer-${s}`, peerLabel(s), null, note));
-  }
   const budget = (opts.budgetSeconds * opts.strategies.length + 60) * 1000;
   const rendezvous = forkChild(RENDEZVOUS, [], { lifetimeMs: budget });
   const a = forkChild(AGENT, [], { lifetimeMs: budget });
   const b = forkChild(AGENT, [], { lifetimeMs: budget });
   try {
-    const { port } = await request(rendezvous, 'start', { host: '127.0.0.1', secret: SECRET, options: benchServerOptions() });
+    const { port } = await request(rendezvous, 'start', { host: '127.0.0.1', secret: SECRET });
     const server = `127.0.0.1:${port}`;
     await Promise.all([
       request(a, 'peer', { server, id: 'bench-a', secret: SECRET }),
@@ -254,21 +249,6 @@ async function loopbackPeer(opts) {
   } finally {
     await Promise.all([stopChild(a), stopChild(b), stopChild(rendezvous)]);
   }
-}
-
-/** Server options for benchmarks: every client comes from one address, so the per-IP limits (the built-in relay's too) are raised. */
-export function benchServerOptions() {
-  return {
-    maxConnections: 20_000,
-    maxConnectionsPerIp: 20_000,
-    connectionRatePerIp: 1_000_000,
-    connectionBurstPerIp: 1_000_000,
-    maxPendingPerPeer: 4096,
-    maxCoordinations: 16_384,
-    frameRate: 100_000,
-    frameBurst: 100_000,
-    relay: { limits: { maxSessions: 9900, maxSessionsPerIp: 20_000, maxSessionsPerPeer: 1000 } },
-  };
 }
 
 /**
@@ -351,8 +331,6 @@ async function labRows(opts, notes) {
     return [];
   }
   const { createLab } = labMod.value;
-  const [srv, peer] = await Promise.all([findStartServer(), findPeer()]);
-  const peerNote = !srv.value ? `rendezvous server ${srv.note}` : !peer.value ? `Peer ${peer.note}` : null;
   /** @type {Row[]} */
   const rows = [];
   for (const rtt of opts.rtts) {
@@ -365,10 +343,6 @@ async function labRows(opts, notes) {
       if (!opts.strategies.includes(strategy)) continue;
       const p = `lab-peer-${name}`;
       const label = `Peer.dial ${strategy} (cone/${bNat})`;
-      if (peerNote) {
-        rows.push(unavailableRow('lab', p, label, rtt, peerNote));
-        continue;
-      }
       log(`connect: lab Peer.dial ${strategy}, RTT ${rtt} ms`);
       rows.push(await labPeer(createLab, { a: { nat: 'cone', ...shape }, b: { nat: bNat, ...shape }, server: shape }, rtt, strategy, p, label, opts));
     }
@@ -476,7 +450,7 @@ async function labPeer(createLab, spec, rtt, strategy, p, label, opts) {
   const lab = await createLab(spec);
   try {
     const rendezvous = lab.fork('server', RENDEZVOUS, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    const { port } = await request(rendezvous, 'start', { host: '0.0.0.0', secret: SECRET, options: benchServerOptions() });
+    const { port } = await request(rendezvous, 'start', { host: '0.0.0.0', secret: SECRET });
     const server = `${lab.server.ip}:${port}`;
     const a = labAgent(lab, 'a');
     const b = labAgent(lab, 'b');

@@ -4,14 +4,13 @@
  * margin of error) for the protocol's frame codec, message codec and handshake MACs (dist/protocol), next to the
  * floor they sit on (one node:crypto HMAC-SHA256, Buffer.allocUnsafe).
  *
- * Each case is run once before it is timed: a case whose module is not built, or whose sample message no longer
- * matches the schema, is reported with a note instead of a figure.
+ * Each case is run once before it is timed: a case whose sample message no longer matches the schema is reported
+ * with a note instead of a figure.
  */
 import { createHmac, randomBytes } from 'node:crypto';
 import { createRequire } from 'node:module';
-import { fmt, isMain, log, table as textTable } from './lib/common.mjs';
+import { fmt, importDist, isMain, log, table as textTable } from './lib/common.mjs';
 import { num } from './lib/cli.mjs';
-import { findProtocol } from './lib/modules.mjs';
 
 const require = createRequire(import.meta.url);
 /** @type {any} */
@@ -34,8 +33,8 @@ export function options(flags, full) {
 }
 
 /**
- * The cases: [group, name, fn]. Built from the protocol module when it exists.
- * @param {any} p the protocol module, or null
+ * The cases: [group, name, fn].
+ * @param {any} p the protocol module
  * @returns {[string, string, () => unknown][]}
  */
 function cases(p) {
@@ -48,7 +47,6 @@ function cases(p) {
     ['floor', 'node:crypto HMAC-SHA256 of 64 B', () => createHmac('sha256', key).update(msg64).digest()],
     ['floor', 'Buffer.allocUnsafe(70)', () => Buffer.allocUnsafe(70)],
   ];
-  if (!p) return list;
 
   const body32 = randomBytes(32);
   const body1k = randomBytes(1024);
@@ -153,12 +151,11 @@ function cases(p) {
 
 /** @param {MicroOptions} opts */
 export async function run(opts) {
-  const proto = await findProtocol();
+  const proto = await importDist('protocol/index.js');
   /** @type {string[]} */
   const notes = [];
-  if (!proto.value) notes.push(`protocol cases skipped: ${proto.note}`);
   const results = [];
-  for (const [group, name, fn] of cases(proto.value)) {
+  for (const [group, name, fn] of cases(proto)) {
     try {
       fn();
     } catch (e) {
@@ -181,7 +178,7 @@ export async function run(opts) {
       samples: b.stats.sample.length,
     });
   }
-  return { name: 'micro', options: opts, from: proto.from ?? null, results, notes };
+  return { name: 'micro', options: opts, from: 'dist/protocol/index.js', results, notes };
 }
 
 /**

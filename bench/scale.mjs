@@ -8,7 +8,7 @@
  * load process joining with a token pair (RelayTokens, same secret) and one byte crossing each way. The others
  * accept, connect to the sink and pump.
  *   - setup rate: sessions opened, proven end to end by one echoed byte, and closed per second, `concurrency` at
- *     a time (the issue's "relay sessions set up per second"); `direct` (no relay) is the ceiling;
+ *     a time; `direct` (no relay) is the ceiling;
  *   - idle sessions: `sessions` sessions opened and held; per session: relay RSS, relay fds (sockets, pipes),
  *     system memory (MemAvailable), slab and TCP socket-buffer memory (kernel, the four sockets of a session:
  *     client, relay × 2, sink), and for the native pump its pool counters (pipes are only lent while bytes move).
@@ -16,7 +16,7 @@
  *   - peers registered (Peer.connect) per second up to `peers`, and the server's RSS per registered peer;
  *   - coordinations per second: Peer.dial between registered pairs (loopback: connection reversal or punch).
  *
- * fd plan at 9,000 sessions (hard limit 20,000 per process, ANCHORS): relay 18,000 sockets + its pool's pipes
+ * fd plan at 9,000 sessions (hard limit 20,000 per process): relay 18,000 sockets + its pool's pipes
  * (≤ 2 × max pipes); load process 9,000; sink process 9,000.
  */
 import path from 'node:path';
@@ -36,9 +36,7 @@ import {
   tcpSockMem,
 } from './lib/common.mjs';
 import { num, strList } from './lib/cli.mjs';
-import { findPeer, findStartServer } from './lib/modules.mjs';
 import { FD_HARD_LIMIT, RELAY_LABELS, startRelay } from './lib/relays.mjs';
-import { benchServerOptions } from './connect-time.mjs';
 
 const LOAD = path.join(BENCH_DIR, 'lib', 'load-proc.mjs');
 const SWARM = path.join(BENCH_DIR, 'lib', 'swarm-proc.mjs');
@@ -239,17 +237,13 @@ async function idleSessions(kind, opts) {
 
 /** @param {ScaleOptions} opts */
 async function rendezvousScale(opts) {
-  const [srv, peer] = await Promise.all([findStartServer(), findPeer()]);
-  if (!srv.value || !peer.value) {
-    return { note: !srv.value ? `rendezvous server ${srv.note}` : `Peer ${peer.note}` };
-  }
   const lifetimeMs = (opts.budgetSeconds * 3 + 60) * 1000;
   const server = forkChild(RENDEZVOUS, [], { lifetimeMs, execArgv: ['--expose-gc'] });
   // Each swarm process holds at most 9,000 control connections (plus observe and dial sockets).
   const nSwarms = Math.max(1, Math.ceil(opts.peers / 9000));
   const swarms = Array.from({ length: nSwarms }, () => forkChild(SWARM, [], { lifetimeMs }));
   try {
-    const { port } = await request(server, 'start', { host: '127.0.0.1', secret: SECRET, options: benchServerOptions() });
+    const { port } = await request(server, 'start', { host: '127.0.0.1', secret: SECRET });
     const addr = `127.0.0.1:${port}`;
     const pid = /** @type {number} */ (server.pid);
     await sleep(300);

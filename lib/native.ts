@@ -62,53 +62,6 @@ export interface Binding {
     callback: (err: NativeError | null, result: NativePunchResult) => void,
   ): number;
   punchAbort(id: number): void;
-
-  // The relay pump (native/pump.h); lib/relay/pump-native.ts wraps it.
-  /**
-   * Starts relaying between two connected stream sockets. The addon duplicates both fds at once: the caller must
-   * then close its own (destroy its net.Sockets) in the same tick, before Node can read from them again.
-   * `maxBytes` bounds both directions together; 0 or absent means no limit, as for `maxDurationMs`.
-   * `headA` / `headB` are sent to A / B before any relayed byte and are not counted.
-   */
-  pumpStart(
-    fdA: number,
-    fdB: number,
-    options: {
-      maxBytes?: number;
-      maxDurationMs?: number;
-      idleTimeoutMs?: number;
-      headA?: Uint8Array;
-      headB?: Uint8Array;
-      splice?: boolean;
-    },
-    onDone: (result: {
-      bytesAToB: number;
-      bytesBToA: number;
-      reason: 'eof' | 'error' | 'reset' | 'limit-bytes' | 'limit-duration' | 'limit-idle' | 'stopped';
-      /** errno name, with reason 'error' or 'reset'. */
-      error?: string;
-      /** Whose socket failed, with reason 'error' or 'reset'. */
-      side?: 'a' | 'b';
-      durationMs: number;
-    }) => void,
-  ): number;
-  pumpStop(id: number, reason?: 'stopped' | 'limit-bytes' | 'limit-duration' | 'limit-idle'): void;
-  pumpStats(): {
-    sessions: number;
-    waiting: number;
-    pipesIdle: number;
-    pipesInUse: number;
-    buffersIdle: number;
-    buffersInUse: number;
-    started: number;
-    completed: number;
-    threadRunning: boolean;
-    maxPipes: number;
-    pipeSize: number;
-    maxBuffers: number;
-    bufferSize: number;
-  };
-  pumpConfigure(config: { maxPipes?: number; pipeSize?: number; maxBuffers?: number; bufferSize?: number; maxIdle?: number }): void;
 }
 
 const require = createRequire(import.meta.url);

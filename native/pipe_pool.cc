@@ -7,16 +7,11 @@
 
 #include "socket.h"
 
-void tp_pool_init(tp_pool_t* pool) {
-#ifdef __linux__
-  pool->config.max_pipes = TP_POOL_DEFAULT_MAX_PIPES;
-#else
-  pool->config.max_pipes = 0;  // no splice(2) outside Linux
-#endif
-  pool->config.pipe_size = TP_POOL_DEFAULT_PIPE_SIZE;
-  pool->config.max_buffers = TP_POOL_DEFAULT_MAX_BUFFERS;
-  pool->config.buffer_size = TP_POOL_DEFAULT_BUFFER_SIZE;
-  pool->config.max_idle = TP_POOL_DEFAULT_MAX_IDLE;
+// Bytes of the scratch buffer (tp_pool_scratch).
+#define TP_POOL_SCRATCH_SIZE (64 * 1024)
+
+void tp_pool_init(tp_pool_t* pool, const tp_pump_config_t* config) {
+  pool->config = *config;
   pool->idle_pipes = NULL;
   pool->idle_buffers = NULL;
   pool->pipes_idle = 0;
@@ -137,8 +132,8 @@ void tp_pool_give(tp_pool_t* pool, tp_carrier_t* c, int empty) {
 
 char* tp_pool_scratch(tp_pool_t* pool, size_t* size) {
   if (pool->scratch == NULL) {
-    pool->scratch = static_cast<char*>(malloc(TP_POOL_DEFAULT_BUFFER_SIZE));
-    pool->scratch_size = pool->scratch != NULL ? TP_POOL_DEFAULT_BUFFER_SIZE : 0;
+    pool->scratch = static_cast<char*>(malloc(TP_POOL_SCRATCH_SIZE));
+    pool->scratch_size = pool->scratch != NULL ? TP_POOL_SCRATCH_SIZE : 0;
   }
   *size = pool->scratch_size;
   return pool->scratch;

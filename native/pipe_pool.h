@@ -15,6 +15,8 @@
 
 #include <atomic>
 
+#include "pump.h"
+
 typedef enum { TP_CARRIER_PIPE = 1, TP_CARRIER_BUFFER = 2 } tp_carrier_kind_t;
 
 typedef struct tp_carrier_s {
@@ -27,15 +29,7 @@ typedef struct tp_carrier_s {
 } tp_carrier_t;
 
 typedef struct {
-  size_t max_pipes;            // pipes in all (idle + lent); 0 disables splice
-  size_t pipe_size;            // asked of F_SETPIPE_SZ; the kernel may round it or refuse
-  size_t max_buffers;          // buffers in all (idle + lent)
-  size_t buffer_size;
-  size_t max_idle;             // of each kind, kept for reuse while sessions run
-} tp_pool_config_t;
-
-typedef struct {
-  tp_pool_config_t config;
+  tp_pump_config_t config;
   tp_carrier_t* idle_pipes;
   tp_carrier_t* idle_buffers;
   std::atomic<size_t> pipes_idle;
@@ -47,13 +41,7 @@ typedef struct {
   size_t scratch_size;
 } tp_pool_t;
 
-#define TP_POOL_DEFAULT_MAX_PIPES 64
-#define TP_POOL_DEFAULT_PIPE_SIZE (256 * 1024)
-#define TP_POOL_DEFAULT_MAX_BUFFERS 256
-#define TP_POOL_DEFAULT_BUFFER_SIZE (64 * 1024)
-#define TP_POOL_DEFAULT_MAX_IDLE 16
-
-void tp_pool_init(tp_pool_t* pool);
+void tp_pool_init(tp_pool_t* pool, const tp_pump_config_t* config);
 
 // Lends an empty pipe (Linux only), or NULL when the cap is reached or a pipe cannot be made (`pool->pipe_error`).
 tp_carrier_t* tp_pool_take_pipe(tp_pool_t* pool);

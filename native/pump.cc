@@ -45,13 +45,8 @@ static void tp__engine_on_async(uv_async_t* async) {
       auto it = e->sessions.find(cmd->id);
       if (it != e->sessions.end()) tp_session_end(it->second, cmd->reason, 0, -1);
     } else {
-      tp_pool_config_t* c = &e->pool.config;
-      c->max_pipes = cmd->config.max_pipes;
-      c->pipe_size = cmd->config.pipe_size;
-      c->max_buffers = cmd->config.max_buffers;
-      c->buffer_size = cmd->config.buffer_size;
-      c->max_idle = cmd->config.max_idle;
-      tp_pool_trim(&e->pool, c->max_idle);
+      e->pool.config = cmd->config;
+      tp_pool_trim(&e->pool, cmd->config.max_idle);
     }
     free(cmd);
     cmd = next;
@@ -88,20 +83,20 @@ static void tp__engine_thread(void* arg) {
 
 void tp_pump_config_default(tp_pump_config_t* c) {
 #ifdef __linux__
-  c->max_pipes = TP_POOL_DEFAULT_MAX_PIPES;
+  c->max_pipes = 64;
 #else
-  c->max_pipes = 0;
+  c->max_pipes = 0;  // no splice(2) outside Linux
 #endif
-  c->pipe_size = TP_POOL_DEFAULT_PIPE_SIZE;
-  c->max_buffers = TP_POOL_DEFAULT_MAX_BUFFERS;
-  c->buffer_size = TP_POOL_DEFAULT_BUFFER_SIZE;
-  c->max_idle = TP_POOL_DEFAULT_MAX_IDLE;
+  c->pipe_size = 256 * 1024;
+  c->max_buffers = 256;
+  c->buffer_size = 64 * 1024;
+  c->max_idle = 16;
 }
 
-int tp_pump_engine_new(tp_pump_engine_t** out) {
+int tp_pump_engine_new(tp_pump_engine_t** out, const tp_pump_config_t* config) {
   tp_pump_engine_t* e = new (std::nothrow) tp_pump_engine_t();
   if (e == NULL) return -ENOMEM;
-  tp_pool_init(&e->pool);
+  tp_pool_init(&e->pool, config);
   int err = uv_loop_init(&e->loop);
   if (err != 0) {
     delete e;
@@ -254,12 +249,7 @@ int tp_pump_configure(tp_pump_engine_t* e, const tp_pump_config_t* config) {
 #endif
   if (!e->thread_started) {
     // No thread yet, so no race: apply it here and now.
-    tp_pool_config_t* c = &e->pool.config;
-    c->max_pipes = cmd->config.max_pipes;
-    c->pipe_size = cmd->config.pipe_size;
-    c->max_buffers = cmd->config.max_buffers;
-    c->buffer_size = cmd->config.buffer_size;
-    c->max_idle = cmd->config.max_idle;
+    e->pool.config = cmd->config;
     free(cmd);
     return 0;
   }

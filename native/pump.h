@@ -18,6 +18,15 @@
 
 typedef struct tp_pump_engine_s tp_pump_engine_t;
 
+// Pool sizes (pipe_pool.h).
+typedef struct {
+  size_t max_pipes;            // pipes in all (idle + lent); 0 disables splice
+  size_t pipe_size;            // asked of F_SETPIPE_SZ; the kernel may round it or refuse
+  size_t max_buffers;          // buffers in all (idle + lent), at least 1
+  size_t buffer_size;          // at least 1
+  size_t max_idle;             // of each kind, kept for reuse while sessions run
+} tp_pump_config_t;
+
 typedef enum {
   TP_PUMP_EOF = 0,             // both directions reached EOF and were propagated
   TP_PUMP_ERROR,               // a socket failed with an error other than a reset
@@ -66,19 +75,11 @@ typedef struct {
   int thread_running;
 } tp_pump_stats_t;
 
-typedef struct {
-  size_t max_pipes;            // 0 disables splice
-  size_t pipe_size;
-  size_t max_buffers;          // at least 1
-  size_t buffer_size;          // at least 1
-  size_t max_idle;
-} tp_pump_config_t;
-
 // The defaults: 64 pipes of 256 KiB (none outside Linux), 256 buffers of 64 KiB, 16 idle of each kind kept.
 void tp_pump_config_default(tp_pump_config_t* config);
 
-// Makes an engine. Its thread starts with the first session.
-int tp_pump_engine_new(tp_pump_engine_t** out);
+// Makes an engine with these pool sizes. Its thread starts with the first session.
+int tp_pump_engine_new(tp_pump_engine_t** out, const tp_pump_config_t* config);
 
 // Ends every session (their callbacks run with TP_PUMP_STOPPED), joins the thread and frees the engine.
 // Must not be called from the I/O thread (that is, not from a done callback).

@@ -9,15 +9,12 @@ import { createServer, type AddressInfo, type Socket } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { type Binding, native } from '../lib/native.js';
-import { configureNativePump, nativePump } from '../lib/relay/pump-native.js';
+import { configureNativePump, nativePump, nativePumpBinding } from '../lib/relay/pump-native.js';
 import type { Pump } from '../lib/relay/pump-types.js';
 import { openFds, settledFds } from './helpers/fds.js';
 import { drainHash, sendRandom } from './helpers/net.js';
 import { Acceptor, outcome } from './helpers/relay.js';
 
-// Undefined without the addon: the group that uses it runs only where the pump loaded.
-const binding = native as Binding;
 
 const MB = 1024 * 1024;
 
@@ -136,18 +133,19 @@ describe.runIf(nativePump !== undefined)('native pump', () => {
   });
 
   it('checks its arguments and leaks nothing when it refuses', async () => {
+    const binding = nativePumpBinding!;
     const { client, server } = await acceptor.pair();
     const fd = (server as unknown as { _handle: { fd: number } })._handle.fd;
     const baseline = openFds();
     const devnull = openSync('/dev/null', 'r');
-    expect(() => binding.pumpStart(fd, devnull, {}, () => {})).toThrow(expect.objectContaining({ code: 'ENOTSOCK' }));
+    expect(() => binding.pumpStart(fd, devnull, {})).toThrow(expect.objectContaining({ code: 'ENOTSOCK' }));
     closeSync(devnull);
-    expect(() => binding.pumpStart(fd, fd, {}, () => {})).toThrow(RangeError);
-    expect(() => binding.pumpStart(-1, fd, {}, () => {})).toThrow(RangeError);
-    expect(() => binding.pumpStart(fd, 1e9, {}, () => {})).toThrow(expect.objectContaining({ code: 'EBADF' }));
-    expect(() => binding.pumpStart(fd, fd + 1, { headA: Buffer.alloc(70_000) }, () => {})).toThrow(RangeError);
-    expect(() => binding.pumpStart(fd, fd + 1, { maxBytes: -1 }, () => {})).toThrow(RangeError);
-    expect(() => binding.pumpStart(fd, fd + 1, { idleTimeoutMs: -1 }, () => {})).toThrow(RangeError);
+    expect(() => binding.pumpStart(fd, fd, {})).toThrow(RangeError);
+    expect(() => binding.pumpStart(-1, fd, {})).toThrow(RangeError);
+    expect(() => binding.pumpStart(fd, 1e9, {})).toThrow(expect.objectContaining({ code: 'EBADF' }));
+    expect(() => binding.pumpStart(fd, fd + 1, { headA: Buffer.alloc(70_000) })).toThrow(RangeError);
+    expect(() => binding.pumpStart(fd, fd + 1, { maxBytes: -1 })).toThrow(RangeError);
+    expect(() => binding.pumpStart(fd, fd + 1, { idleTimeoutMs: -1 })).toThrow(RangeError);
     expect(() => binding.pumpStop(123456, 'whatever' as never)).toThrow(RangeError);
     binding.pumpStop(123456); // unknown id: nothing to do
     expect(openFds()).toBe(baseline);
@@ -168,12 +166,13 @@ describe.runIf(nativePump !== undefined)('native pump', () => {
       const net = require('node:net');
       const { once } = require('node:events');
       const b = workerData.addon ? require(workerData.addon) : require('node-gyp-build')(workerData.root);
+      b.pumpOnDone(() => {});
       (async () => {
         for (let i = 0; i < 20; i++) {
           const x = net.connect(workerData.port, '127.0.0.1');
           const y = net.connect(workerData.port, '127.0.0.1');
           await Promise.all([once(x, 'connect'), once(y, 'connect')]);
-          b.pumpStart(x._handle.fd, y._handle.fd, {}, () => {});
+          b.pumpStart(x._handle.fd, y._handle.fd, {});
           x.destroy();
           y.destroy();
         }

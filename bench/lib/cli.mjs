@@ -11,7 +11,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { DIST, RESULTS_DIR, killChildren, log, machineInfo, writeResults } from './common.mjs';
+import { DIST, RESULTS_DIR, killChildren, log, machineInfo } from './common.mjs';
 
 /** Section name → module (each exports run(opts), report(section), options(flags, full)). */
 export const SECTIONS = {
@@ -31,7 +31,7 @@ const HELP = `Usage: node bench/run.mjs [options]
   --seconds S        throughput: seconds per run (default 2; --full 5)
   --streams LIST     throughput: parallel stream counts (default 1,4)
   --directions LIST  throughput: fwd (dialing side sends), rev (default fwd,rev)
-  --paths LIST       throughput: only these paths (node-plain, node-punched, direct, native, js, pipe, socat,
+  --paths LIST       throughput: only these paths (node-plain, node-punched, direct, c-splice, native, js, pipe, socat,
                      haproxy-splice, haproxy-nosplice; native-copy only when named)
   --pin              throughput: pin the two Node-socket ends to CPUs 0 and 1 (--no-pin: the default)
   --iterations N     connect: dials per figure (default 200; --full 500)
@@ -137,11 +137,11 @@ export async function main(argv) {
   killChildren();
   const result = { schema: 1, machine, argv, wallSeconds: (Date.now() - started) / 1000, sections };
   if (!flags['no-save']) {
-    const file = writeResults(result);
+    fs.mkdirSync(RESULTS_DIR, { recursive: true });
     const merged = mergeLatest(result);
     const { renderChart } = await import('../chart.mjs');
     fs.writeFileSync(path.join(RESULTS_DIR, 'latest.svg'), renderChart(merged));
-    log(`\nresults: ${path.relative(process.cwd(), file)} (merged into bench/results/latest.json, chart latest.svg)`);
+    log('\nresults merged into bench/results/latest.json (chart: latest.svg)');
   }
   log(`total ${((Date.now() - started) / 1000).toFixed(0)} s`);
 }

@@ -468,32 +468,16 @@ export async function waitUntil(test, timeoutMs, everyMs = 20) {
 }
 
 /**
- * Imports a module of the built package (relative to dist/) if it exists, else returns null. Errors other than
- * "not built" propagate, so a broken build is never mistaken for a missing module.
+ * Imports a module of the built package (relative to dist/; `npm run build:ts` makes it).
  * @param {string} rel e.g. 'relay/pump.js'
  */
 export async function importDist(rel) {
   const file = path.join(DIST, rel);
-  if (!fs.existsSync(file)) return null;
+  if (!fs.existsSync(file)) throw new Error(`${path.relative(ROOT, file)} is missing: run npm run build:ts first`);
   return import(new URL(`file://${file}`).href);
 }
 
 // ------------------------------------------------------------------ results
-
-/**
- * Writes a run's results as bench/results/<stamp>-<commit>.json.
- * @param {object} result @returns {string} the per-run file
- */
-export function writeResults(result) {
-  fs.mkdirSync(RESULTS_DIR, { recursive: true });
-  const r = /** @type {{ machine?: { date?: string, git?: { commit?: string | null } } }} */ (result);
-  const stamp = (r.machine?.date ?? new Date().toISOString()).replace(/[:.]/g, '-');
-  const commit = r.machine?.git?.commit?.slice(0, 8) ?? 'nogit';
-  const file = path.join(RESULTS_DIR, `${stamp}-${commit}.json`);
-  const text = `${JSON.stringify(result, null, 2)}\n`;
-  fs.writeFileSync(file, text);
-  return file;
-}
 
 /**
  * A temporary directory under the system tmp dir, removed at exit.

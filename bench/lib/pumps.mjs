@@ -8,7 +8,7 @@
  * - `native`: tcp-punch's native splice pump (`nativePump` of dist/relay/pump.js); `native-copy` the same with
  *   splice off (its read/write path).
  *
- * A pump that is not built yet is reported as unavailable with a note instead of failing the run.
+ * Where the addon has no native pump, the native kinds come back unavailable with a note.
  */
 import { importDist } from './common.mjs';
 
@@ -44,20 +44,11 @@ export const PUMP_LABELS = {
 export async function loadPump(kind, config) {
   const label = PUMP_LABELS[kind] ?? kind;
   if (kind === 'pipe') return { kind, label, available: true, start: pipePump };
-  let mod;
-  try {
-    mod = await importDist('relay/pump.js');
-  } catch (e) {
-    return unavailable(kind, label, `dist/relay/pump.js failed to load: ${/** @type {Error} */ (e).message}`);
-  }
-  if (!mod) return unavailable(kind, label, 'not available yet (dist/relay/pump.js is not built)');
+  const mod = await importDist('relay/pump.js');
   /** @type {any} */
   const pump = kind === 'js' ? mod.jsPump : mod.nativePump;
-  if (!pump) {
-    const why = kind === 'js' ? 'no jsPump in dist/relay/pump.js' : 'the loaded addon has no pump (an old prebuild, or build/ being rebuilt?)';
-    return unavailable(kind, label, `not available (${why})`);
-  }
-  if (kind !== 'js' && config && mod.configureNativePump) mod.configureNativePump(config);
+  if (!pump) return unavailable(kind, label, 'the loaded addon has no pump');
+  if (kind !== 'js' && config) mod.configureNativePump(config);
   /** @type {Record<string, unknown>} */
   const startOptions = kind === 'native-copy' ? { splice: false } : {};
   return {

@@ -103,10 +103,6 @@ async function listen(m) {
  */
 async function listenService(m) {
   const relay = await importDist('relay/index.js');
-  if (!relay?.RelayService || !relay?.listenRelay) {
-    send({ type: 'listen-service:ok', port: 0, available: false, note: 'not available yet (no RelayService/listenRelay in dist/relay/index.js)' });
-    return;
-  }
   if (m.pump === 'native' && !relay.nativePump) {
     send({ type: 'listen-service:ok', port: 0, available: false, note: 'the addon has no native pump' });
     return;

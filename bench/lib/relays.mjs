@@ -3,11 +3,13 @@
  * The relays compared by the benchmarks, each started as a process of its own in front of an upstream endpoint
  * on 127.0.0.1, behind one interface: `startRelay(kind, upstreamPort)` → { port, pid, cpuSeconds(), stop() }.
  *
- * Kinds: `direct` (no relay: the port is the upstream's own, the reference), `native`, `native-copy`, `js`, `pipe` (Node relay
+ * Kinds: `direct` (no relay: the port is the upstream's own, the reference), `c-splice` (bench/splice-relay.c, the
+ * limit of a relay: one thread, epoll, splice, nothing else), `native`, `native-copy`, `js`, `pipe` (Node relay
  * process, see relay-proc.mjs), `socat`, `haproxy-splice`, `haproxy-nosplice`. A kind whose program or module is
  * missing comes back with `available: false` and a note. `service-native` and `service-js` are tcp-punch's relay
  * service itself (RelayService + listenRelay): no upstream, clients come in pairs holding tokens (see `secret`).
  */
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -27,12 +29,13 @@ import {
 } from './common.mjs';
 import { PUMP_LABELS } from './pumps.mjs';
 
-/** Open files hard limit of one process on this machine (ANCHORS): not raisable, even as root. */
+/** Open files hard limit of one process on this machine: not raisable, even as root. */
 export const FD_HARD_LIMIT = 20_000;
 
 /** @type {Record<string, string>} */
 export const RELAY_LABELS = {
   direct: 'direct, no relay (reference)',
+  'c-splice': 'minimal C splice relay (the limit of a relay)',
   native: PUMP_LABELS.native,
   'native-copy': PUMP_LABELS['native-copy'],
   js: PUMP_LABELS.js,
@@ -84,6 +87,8 @@ export async function startRelay(kind, upstreamPort, opts) {
       return startRelayService(kind, opts);
     case 'socat':
       return startSocat(upstreamPort, opts);
+    case 'c-splice':
+      return startSpliceRelay(upstreamPort, opts);
     case 'haproxy-splice':
     case 'haproxy-nosplice':
       return startHaproxy(kind === 'haproxy-splice', upstreamPort, opts);
@@ -206,6 +211,34 @@ export async function awaitListening(child, port, what) {
     const alerts = text.filter((l) => /ALERT|error/i.test(l));
     throw new Error(`${what} did not start listening on ${port}: ${(alerts.length ? alerts : text).join(' / ')}`);
   }
+}
+
+/** The compiled bench/splice-relay.c, built once per benchmark process (null without a C compiler). */
+let spliceRelayBin = /** @type {string | null | undefined} */ (undefined);
+
+/** @param {number} upstreamPort @param {{ lifetimeMs: number }} opts @returns {Promise<Relay>} */
+async function startSpliceRelay(upstreamPort, opts) {
+  if (process.platform !== 'linux') return missing('c-splice', 'splice(2) is Linux only');
+  if (spliceRelayBin === undefined) {
+    const cc = which('cc') ?? which('gcc');
+    spliceRelayBin = cc ? path.join(tempDir('c-splice'), 'splice-relay') : null;
+    if (cc && spliceRelayBin) execFileSync(cc, ['-O2', '-o', spliceRelayBin, path.join(BENCH_DIR, 'splice-relay.c')]);
+  }
+  if (!spliceRelayBin) return missing('c-splice', 'no C compiler (cc) to build bench/splice-relay.c');
+  const port = await freePort();
+  const child = spawnTool(spliceRelayBin, [String(port), String(upstreamPort)], { lifetimeMs: opts.lifetimeMs });
+  await awaitListening(child, port, 'c-splice');
+  const pid = /** @type {number} */ (child.pid);
+  return {
+    kind: 'c-splice',
+    available: true,
+    note: 'one thread, epoll edge-triggered, two 256 KiB pipes per connection',
+    port,
+    pid,
+    cpuSeconds: () => treeCpuSeconds(pid),
+    idle: async () => {},
+    stop: () => stopChild(child),
+  };
 }
 
 /** @param {number} upstreamPort @param {{ lifetimeMs: number }} opts @returns {Promise<Relay>} */

@@ -7,10 +7,23 @@
  *   → { type: 'stats', gc? }                     ← { type: 'stats:ok', stats, rss, heapUsed, cpu }
  *     (gc: collect garbage first, when started with --expose-gc)
  *
- * `options` are passed to startServer (the benchmarks raise the per-IP limits: every client comes from one
- * address); the server runs its built-in relay on the same port. Exits when the IPC channel closes.
+ * The server runs with BENCH_SERVER_OPTIONS (plus `options`, passed to startServer) and its built-in relay on
+ * the same port. Exits when the IPC channel closes.
  */
 import { importDist } from './common.mjs';
+
+/** Every benchmark client comes from one address: the per-IP limits (the built-in relay's too) are raised. */
+const BENCH_SERVER_OPTIONS = {
+  maxConnections: 20_000,
+  maxConnectionsPerIp: 20_000,
+  connectionRatePerIp: 1_000_000,
+  connectionBurstPerIp: 1_000_000,
+  maxPendingPerPeer: 4096,
+  maxCoordinations: 16_384,
+  frameRate: 100_000,
+  frameBurst: 100_000,
+  relay: { limits: { maxSessions: 9900, maxSessionsPerIp: 20_000, maxSessionsPerPeer: 1000 } },
+};
 
 /** @type {any} */
 let server = null;
@@ -21,9 +34,8 @@ process.on('disconnect', () => process.exit(0));
 process.on('message', async (/** @type {any} */ m) => {
   try {
     if (m.type === 'start') {
-      const pkg = await importDist('index.js');
-      const startServer = pkg.startServer ?? (await importDist('server/index.js'))?.startServer;
-      server = await startServer({ host: m.host, port: 0, secret: m.secret, ...(m.options ?? {}) });
+      const { startServer } = await importDist('index.js');
+      server = await startServer({ host: m.host, port: 0, secret: m.secret, ...BENCH_SERVER_OPTIONS, ...(m.options ?? {}) });
       send({ type: 'start:ok', port: server.address().port });
     } else if (m.type === 'stats') {
       if (m.gc) globalThis.gc?.();

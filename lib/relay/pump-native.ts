@@ -13,9 +13,10 @@
 import type { Socket } from 'node:net';
 
 import { TcpPunchError } from '../errors.js';
-import { type Binding, fdOf, fromNative, native as binding, requireNative } from '../native.js';
+import { fdOf, fromNative, native as binding, requireNative } from '../native.js';
 import {
   type Pump,
+  type PumpEndReason,
   type PumpOptions,
   type PumpResult,
   type PumpSession,
@@ -25,7 +26,30 @@ import {
   checkPumpSockets,
 } from './pump-types.js';
 
-type Native = Pick<Binding, 'pumpStart' | 'pumpStop' | 'pumpStats' | 'pumpConfigure'>;
+/** The addon's pump functions (native/binding_pump.cc). */
+interface NativePumpBinding {
+  /** Where every session's end is reported; set once, before the first pumpStart. */
+  pumpOnDone(
+    onDone: (
+      id: number,
+      bytesAToB: number,
+      bytesBToA: number,
+      reason: PumpEndReason,
+      error: string | undefined,
+      side: 'a' | 'b' | undefined,
+      durationMs: number,
+    ) => void,
+  ): void;
+  /**
+   * Starts relaying between two connected stream sockets. The addon duplicates both fds at once: the caller must
+   * then close its own (destroy its net.Sockets) in the same tick, before Node can read from them again.
+   */
+  pumpStart(fdA: number, fdB: number, options: NativePumpOptions & Omit<PumpOptions, 'splice'>): number;
+  pumpStop(id: number, reason?: PumpStopReason): void;
+  pumpStats(): Omit<PumpStats, 'kind'> & Required<NativePumpConfig> & { started: number; completed: number; threadRunning: boolean };
+  pumpConfigure(config: NativePumpConfig): void;
+}
+type Native = NativePumpBinding;
 
 /** Pool sizes of the native pump (see native/pipe_pool.h); absent keys keep their value. */
 export interface NativePumpConfig {
@@ -48,9 +72,36 @@ export interface NativePumpOptions extends PumpOptions {
 }
 
 /** The addon's pump, unless the addon is absent or predates it. */
-const native: Native | undefined = typeof binding?.pumpStart === 'function' ? binding : undefined;
+const native: Native | undefined =
+  typeof (binding as Partial<Native> | undefined)?.pumpStart === 'function' ? (binding as unknown as Native) : undefined;
+
+class NativeSession implements PumpSession {
+  readonly done: Promise<PumpResult>;
+  resolve!: (r: PumpResult) => void;
+  finished = false;
+  constructor(
+    private readonly n: Native,
+    readonly id: number,
+  ) {
+    this.done = new Promise<PumpResult>((r) => (this.resolve = r));
+  }
+  stop(reason: PumpStopReason = 'stopped'): void {
+    if (!this.finished) this.n.pumpStop(this.id, reason);
+  }
+}
 
 function createNativePump(n: Native): Pump {
+  const live = new Map<number, NativeSession>();
+  n.pumpOnDone((id, bytesAToB, bytesBToA, reason, error, side, durationMs) => {
+    const s = live.get(id);
+    if (!s) return;
+    live.delete(id);
+    s.finished = true;
+    const r: PumpResult = { bytesAToB, bytesBToA, reason, durationMs };
+    if (error !== undefined) r.error = error;
+    if (side !== undefined) r.side = side;
+    s.resolve(r);
+  });
   return {
     kind: 'native',
     start(a: Socket, b: Socket, options: NativePumpOptions = {}): PumpSession {
@@ -58,32 +109,22 @@ function createNativePump(n: Native): Pump {
       const { maxBytes, maxDurationMs, idleTimeoutMs, headA, headB } = checkPumpOptions(options);
       const fdA = fdOf(a, 'a', 'ERR_PUMP_SOCKET');
       const fdB = fdOf(b, 'b', 'ERR_PUMP_SOCKET');
-      let resolve!: (r: PumpResult) => void;
-      const done = new Promise<PumpResult>((r) => (resolve = r));
-      let finished = false;
       let id: number;
       try {
         const opts: Parameters<Native['pumpStart']>[2] = { maxBytes, maxDurationMs, idleTimeoutMs };
         if (headA) opts.headA = headA;
         if (headB) opts.headB = headB;
         if (options.splice === false) opts.splice = false;
-        id = n.pumpStart(fdA, fdB, opts, (r) => {
-          finished = true;
-          resolve({ ...r });
-        });
+        id = n.pumpStart(fdA, fdB, opts);
       } catch (err) {
         throw fromNative(err);
       }
       // Same tick as the dup: Node never reads these sockets again. Their 'close' events still fire.
       a.destroy();
       b.destroy();
-      return {
-        id,
-        done,
-        stop(reason: PumpStopReason = 'stopped'): void {
-          if (!finished) n.pumpStop(id, reason);
-        },
-      };
+      const session = new NativeSession(n, id);
+      live.set(id, session);
+      return session;
     },
     stats(): PumpStats {
       const s = n.pumpStats();
@@ -113,6 +154,9 @@ export function configureNativePump(config: NativePumpConfig): void {
   if (!native) throw new TcpPunchError('ERR_PUMP_UNAVAILABLE', 'the native pump is not available');
   native.pumpConfigure(config);
 }
+
+/** @internal The addon's pump functions themselves, for the tests of its argument checks. */
+export const nativePumpBinding: NativePumpBinding | undefined = native;
 
 /** @internal The native pump's raw counters and configuration, for tests and metrics. */
 export function nativePumpStats(): ReturnType<Native['pumpStats']> | undefined {

@@ -1,0 +1,186 @@
+// The N-API glue of sockets and punches (socket.h, punch.h): both run on Node's own loop through uv_poll.
+#include <string.h>
+#include <uv.h>
+
+#include <string>
+#include <unordered_map>
+
+#include "binding.h"
+#include "punch.h"
+#include "socket.h"
+
+static Napi::Object tp_napi_endpoint(Napi::Env env, const struct sockaddr_storage* ss) {
+  char ip[TP_IP_MAX] = "";
+  int port = 0;
+  tp_sockaddr_format(reinterpret_cast<const struct sockaddr*>(ss), ip, &port);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("host", Napi::String::New(env, ip));
+  o.Set("port", Napi::Number::New(env, port));
+  return o;
+}
+
+// Reads { host, port } into a sockaddr; throws on anything that is not a numeric IP and a port in 0..65535.
+static void tp_napi_read_endpoint(Napi::Env env, Napi::Value v, const char* name, struct sockaddr_storage* out) {
+  if (!v.IsObject()) throw tp_napi_arg_error(env, true, std::string(name) + " must be an object { host, port }");
+  Napi::Object o = v.As<Napi::Object>();
+  Napi::Value host = o.Get("host");
+  Napi::Value port = o.Get("port");
+  if (!host.IsString()) throw tp_napi_arg_error(env, true, std::string(name) + ".host must be a string");
+  if (!port.IsNumber()) throw tp_napi_arg_error(env, true, std::string(name) + ".port must be a number");
+  double p = port.As<Napi::Number>().DoubleValue();
+  if (!(p >= 0 && p <= 65535) || p != static_cast<int>(p))
+    throw tp_napi_arg_error(env, false, std::string(name) + ".port must be an integer in 0..65535");
+  std::string ip = host.As<Napi::String>().Utf8Value();
+  if (tp_sockaddr_parse(ip.c_str(), static_cast<int>(p), out) < 0)
+    throw tp_napi_arg_error(env, false, std::string(name) + ".host must be a numeric IPv4 or IPv6 address");
+}
+
+// socketBind({ host, port }, listen: boolean) -> { fd, host, port }
+Napi::Value tp_napi_socket_bind(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  struct sockaddr_storage addr;
+  tp_napi_read_endpoint(env, info[0], "local", &addr);
+  bool listen = info[1].ToBoolean().Value();
+
+  int fd = tp_socket_reusable(reinterpret_cast<struct sockaddr*>(&addr));
+  if (fd < 0) throw tp_napi_errno_error(env, fd, "bind");
+  int err = listen ? tp_socket_listen(fd, 64) : 0;
+  if (err == 0) err = tp_socket_local(fd, &addr);
+  if (err != 0) {
+    tp_socket_close(fd);
+    throw tp_napi_errno_error(env, err, listen ? "listen" : "getsockname");
+  }
+  Napi::Object o = tp_napi_endpoint(env, &addr);
+  o.Set("fd", Napi::Number::New(env, fd));
+  return o;
+}
+
+// socketClose(fd): only for fds this addon handed out and Node never adopted.
+Napi::Value tp_napi_socket_close(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  tp_socket_close(tp_napi_read_fd(env, info[0], "fd"));
+  return env.Undefined();
+}
+
+// A punch in flight as JS sees it. Lives from punchStart until its completion callback has been delivered.
+struct tp_napi_punch_t {
+  Napi::Env env;
+  Napi::FunctionReference callback;
+  Napi::AsyncContext context;
+  uint32_t id;
+  tp_punch_t* punch;  // NULL once finished
+  bool env_gone;      // the environment is shutting down: free without calling into JS
+  tp_napi_punch_t(Napi::Env e, Napi::Function cb, uint32_t i) : env(e), callback(Napi::Persistent(cb)),
+      context(e, "tcp-punch:punch"), id(i), punch(NULL), env_gone(false) {}
+};
+
+// Punches still running in one environment, by id: JS refers to a punch by number, so a stale id can never reach
+// freed memory, and an exiting worker can abort what is left instead of leaking fds.
+struct tp_napi_punches_t {
+  uint32_t next_id = 1;
+  std::unordered_map<uint32_t, tp_napi_punch_t*> live;
+};
+
+static void tp_napi_punch_on_done(const tp_punch_result_t* r, void* data) {
+  tp_napi_punch_t* js = static_cast<tp_napi_punch_t*>(data);
+  js->punch = NULL;
+  if (js->env_gone) {
+    if (r->fd >= 0) tp_socket_close(r->fd);
+    delete js;
+    return;
+  }
+  Napi::Env env = js->env;
+  tp_napi_state(env)->punches->live.erase(js->id);
+  Napi::HandleScope scope(env);
+
+  Napi::Array last_errors = Napi::Array::New(env, r->target_count);
+  for (int i = 0; i < r->target_count; i++) {
+    int e = r->last_errors[i];
+    last_errors.Set(i, e == 0 ? env.Null() : Napi::String::New(env, uv_err_name(e)));
+  }
+  Napi::Value err = env.Null();
+  Napi::Object res = Napi::Object::New(env);
+  if (r->status != 0) {
+    Napi::Error e = tp_napi_errno_error(env, r->status, r->syscall ? r->syscall : "punch");
+    e.Set("attempts", Napi::Number::New(env, r->attempts));
+    e.Set("lastErrors", last_errors);
+    err = e.Value();
+  } else {
+    res.Set("fd", Napi::Number::New(env, r->fd));
+    res.Set("via", Napi::String::New(env, r->via_accept ? "accept" : "connect"));
+    res.Set("local", tp_napi_endpoint(env, &r->local));
+    res.Set("remote", tp_napi_endpoint(env, &r->remote));
+    res.Set("attempts", Napi::Number::New(env, r->attempts));
+    res.Set("lastErrors", last_errors);
+  }
+  res.Set("elapsedMs", Napi::Number::New(env, static_cast<double>(r->elapsed_ms)));
+  tp_napi_call(env, js->callback, {err, res}, js->context);
+  delete js;
+}
+
+// punchStart({ local, listenFd, listen, targets, timeoutMs, retryMs, firstTtl }, callback) -> id
+Napi::Value tp_napi_punch_start(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) throw tp_napi_arg_error(env, true, "options must be an object");
+  if (!info[1].IsFunction()) throw tp_napi_arg_error(env, true, "callback must be a function");
+  Napi::Object o = info[0].As<Napi::Object>();
+
+  tp_punch_opts_t opts;
+  memset(&opts, 0, sizeof(opts));
+  tp_napi_read_endpoint(env, o.Get("local"), "local", &opts.local);
+  opts.listen_fd = static_cast<int>(tp_napi_read_number(o, "listenFd", -1, -1, INT32_MAX));
+  opts.listen = o.Get("listen").ToBoolean().Value();
+  Napi::Value targets = o.Get("targets");
+  if (!targets.IsArray()) throw tp_napi_arg_error(env, true, "targets must be an array");
+  Napi::Array arr = targets.As<Napi::Array>();
+  if (arr.Length() < 1 || arr.Length() > TP_PUNCH_MAX_TARGETS)
+    throw tp_napi_arg_error(env, false, "targets must hold 1.." + std::to_string(TP_PUNCH_MAX_TARGETS) + " endpoints");
+  opts.target_count = static_cast<int>(arr.Length());
+  for (int i = 0; i < opts.target_count; i++) {
+    tp_napi_read_endpoint(env, arr.Get(i), "targets[i]", &opts.targets[i]);
+    if (opts.targets[i].ss_family != opts.local.ss_family)
+      throw tp_napi_arg_error(env, false, "targets must have the same address family as local");
+  }
+  opts.timeout_ms = static_cast<uint64_t>(tp_napi_read_number(o, "timeoutMs", 10000, 1, 86400000));
+  opts.retry_ms = static_cast<int64_t>(tp_napi_read_number(o, "retryMs", 5, -1, 60000));
+  opts.first_ttl = static_cast<int>(tp_napi_read_number(o, "firstTtl", 0, 0, 255));
+  opts.accept_any_port = o.Get("acceptAnyPort").ToBoolean().Value() ? 1 : 0;
+
+  uv_loop_t* loop = NULL;
+  if (napi_get_uv_event_loop(env, &loop) != napi_ok) throw Napi::Error::New(env, "no event loop");
+
+  tp_napi_punches_t* state = tp_napi_state(env)->punches;
+  uint32_t id = state->next_id++;
+  if (state->next_id == 0) state->next_id = 1;
+  tp_napi_punch_t* js = new tp_napi_punch_t(env, info[1].As<Napi::Function>(), id);
+  const char* syscall = NULL;
+  int err = tp_punch_start(loop, &opts, tp_napi_punch_on_done, js, &js->punch, &syscall);
+  if (err != 0) {
+    delete js;
+    throw tp_napi_errno_error(env, err, syscall);
+  }
+  state->live[id] = js;
+  return Napi::Number::New(env, id);
+}
+
+// punchAbort(id): the callback then reports ECANCELED. A no-op once the punch has finished.
+Napi::Value tp_napi_punch_abort(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber()) throw tp_napi_arg_error(env, true, "id must be a number");
+  tp_napi_punches_t* state = tp_napi_state(env)->punches;
+  auto it = state->live.find(info[0].As<Napi::Number>().Uint32Value());
+  if (it != state->live.end() && it->second->punch != NULL) tp_punch_abort(it->second->punch);
+  return env.Undefined();
+}
+
+void tp_napi_punch_init(Napi::Env, tp_napi_state_t* state) {
+  state->punches = new tp_napi_punches_t();
+}
+
+void tp_napi_punch_cleanup(tp_napi_state_t* state) {
+  for (auto& entry : state->punches->live) {
+    entry.second->env_gone = true;
+    if (entry.second->punch != NULL) tp_punch_abort(entry.second->punch);
+  }
+  delete state->punches;
+}
