@@ -57,9 +57,14 @@ export interface NativeError extends Error {
 export interface Binding {
   socketBind(local: NativeEndpoint, listen: boolean): NativeBound;
   socketClose(fd: number): void;
+  /**
+   * With `onCandidate` the punch hands every connection there (the callee owns the fd) and runs on until
+   * `punchAbort(id)` or its deadline; `callback` then only reports how it ended (an error).
+   */
   punchStart(
     options: NativePunchOptions,
     callback: (err: NativeError | null, result: NativePunchResult) => void,
+    onCandidate?: (candidate: Omit<NativePunchResult, 'lastErrors'>) => void,
   ): number;
   punchAbort(id: number): void;
 }

@@ -7,12 +7,13 @@
  *
  * Errors (all {@link TcpPunchError} unless an argument is invalid):
  * - `ETIMEDOUT`: no connection within `timeoutMs`; `attempts` and `lastErrors` (per target) say what was seen.
+ * - `ERR_AUTH_FAILED` (with `verify`): connections came, but none passed `verify` before the deadline.
  * - `ABORT_ERR`: the signal fired.
  * - an errno name from bind/listen (`EADDRINUSE`, `EACCES`...) or a non-retryable connect error.
  * - `ERR_NO_USABLE_ADDRESS`: no remote address of the local address family.
  */
-import { Socket } from 'node:net';
-import { AbortError, TcpPunchError, invalidArgType, invalidArgValue, throwIfAborted } from './errors.js';
+import type { Socket } from 'node:net';
+import { TcpPunchError, invalidArgType, invalidArgValue, throwIfAborted } from './errors.js';
 import {
   type Endpoint,
   type Family,
@@ -24,8 +25,11 @@ import {
   validateInteger,
   validatePort,
 } from './endpoint.js';
-import { fromNative, requireNative, type NativePunchOptions } from './native.js';
+import { DEFAULT_TIMEOUT_MS, type NativeConnection, runNative, validateSignal } from './native-op.js';
+import { punchVerified, type Verify } from './punch-verify.js';
 import type { ReusablePort } from './reusable-port.js';
+
+export type { ConnectOptions } from './native-op.js';
 
 /** Options of {@link punch}. */
 export interface PunchOptions {
@@ -49,9 +53,20 @@ export interface PunchOptions {
   ttl?: number;
   /**
    * Which incoming connections the listener takes: from a target's exact endpoint (default), or from a target's
-   * address on any port (`host`: when the peer's NAT is symmetric and connects from an unpredictable port).
+   * address on any port (`host`: when the peer's NAT is symmetric and connects from an unpredictable port). With
+   * `host`, anyone behind the peer's address can connect: pair it with `verify`.
    */
   acceptFrom?: 'endpoint' | 'host';
+  /**
+   * Proves that a connection is the peer (a handshake on the socket). With it, every connection from a target
+   * (accepted or connected) is handed here, one call per connection, several at once; the punch resolves with the
+   * first whose promise resolves (bytes the peer sent after its proof stay in the socket). A connection whose
+   * verify rejects is destroyed and the punch keeps listening and retrying until `timeoutMs`, which covers
+   * verification too. `signal` fires when the punch no longer needs that connection (another one won, abort,
+   * deadline); the socket is destroyed then. Rejects at the deadline with `ERR_AUTH_FAILED` (`rejected`: how many
+   * failed, `cause`: the last failure) when connections came and none proved itself, else `ETIMEDOUT`.
+   */
+  verify?: Verify;
   /**
    * Like `net.connect`'s option: when false (the default), the socket ends its writing side once the peer's FIN
    * arrives; set it to keep sending after the peer has finished.
@@ -60,27 +75,12 @@ export interface PunchOptions {
   signal?: AbortSignal;
 }
 
-/** Options of `ReusablePort.connect`. */
-export interface ConnectOptions {
-  /** Deadline in ms (default 10000). */
-  timeoutMs?: number;
-  signal?: AbortSignal;
-}
+/**
+ * What {@link punchDetailed} resolves to: the connected socket (adopted by Node), how it arrived (our connect()
+ * completed, or the peer's SYN reached our listener first), and the connect() calls made in all.
+ */
+export type PunchResult = NativeConnection;
 
-/** What {@link punchDetailed} resolves to. */
-export interface PunchResult {
-  /** The connected socket, adopted by Node. */
-  socket: Socket;
-  /** How the connection arrived: our connect() completed, or the peer's SYN reached our listener first. */
-  via: 'connect' | 'accept';
-  local: Endpoint;
-  remote: Endpoint;
-  /** connect() calls made in all, across targets and retries. */
-  attempts: number;
-  elapsedMs: number;
-}
-
-const DEFAULT_TIMEOUT_MS = 10_000;
 const DEFAULT_RETRY_DELAY_MS = 5;
 const MAX_TARGETS = 16;
 
@@ -106,6 +106,8 @@ export async function punchDetailed(options: PunchOptions): Promise<PunchResult>
   validateSignal(signal);
   const allowHalfOpen = options.allowHalfOpen ?? false;
   if (typeof allowHalfOpen !== 'boolean') throw invalidArgType('options.allowHalfOpen', 'a boolean', allowHalfOpen);
+  const { verify } = options;
+  if (verify !== undefined && typeof verify !== 'function') throw invalidArgType('options.verify', 'a function', verify);
   if (port !== undefined) {
     if (typeof port !== 'object' || port === null || typeof port.fd !== 'number') {
       throw invalidArgType('options.port', 'a ReusablePort from bindReusable()', port);
@@ -132,82 +134,15 @@ export async function punchDetailed(options: PunchOptions): Promise<PunchResult>
   }
   if (port?.closed) throw new TcpPunchError('ERR_PORT_CLOSED', 'the reusable port is closed');
 
-  return run(
-    {
-      local: port ? port.local : { host: localAddress ?? anyAddress(family), port: localPort },
-      listenFd: port?.listening ? port.fd : -1,
-      listen: port ? port.listening : true,
-      targets,
-      timeoutMs,
-      retryMs: retryDelayMs,
-      firstTtl: ttl,
-      acceptAnyPort: options.acceptFrom === 'host',
-    },
-    signal,
-    allowHalfOpen,
-  );
-}
-
-/** @internal One connect from a reusable local endpoint, no listener, no retries (ReusablePort.connect). */
-export async function nativeConnect(local: Endpoint, remote: Endpoint, options: ConnectOptions): Promise<Socket> {
-  validateEndpoint(remote, 'remote');
-  const { timeoutMs = DEFAULT_TIMEOUT_MS, signal } = options;
-  validateInteger(timeoutMs, 'options.timeoutMs', 1, 86_400_000);
-  validateSignal(signal);
-  throwIfAborted(signal);
-  const targets = (await resolveEndpoints([remote])).filter((r) => familyOf(r.host) === familyOf(local.host));
-  if (targets.length === 0) throw new TcpPunchError('ERR_NO_USABLE_ADDRESS', `no usable address for ${formatEndpoint(remote)}`);
-  const result = await run({ local, listen: false, targets: targets.slice(0, 1), timeoutMs, retryMs: -1, firstTtl: 0 }, signal);
-  return result.socket;
-}
-
-function validateSignal(signal: unknown): asserts signal is AbortSignal | undefined {
-  if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgType('options.signal', 'an AbortSignal', signal);
-}
-
-function run(options: NativePunchOptions, signal: AbortSignal | undefined, allowHalfOpen = false): Promise<PunchResult> {
-  return new Promise((resolve, reject) => {
-    const binding = requireNative('punch()');
-    let id = 0;
-    const onAbort = (): void => binding.punchAbort(id);
-    try {
-      id = binding.punchStart(options, (err, res) => {
-        signal?.removeEventListener('abort', onAbort);
-        if (err) {
-          if (err.code === 'ECANCELED' && signal?.aborted) reject(new AbortError(undefined, signal.reason));
-          else reject(withTargets(fromNative(err), options.targets));
-          return;
-        }
-        let socket: Socket;
-        try {
-          socket = new Socket({ fd: res.fd, readable: true, writable: true, allowHalfOpen });
-        } catch (adoptErr) {
-          binding.socketClose(res.fd);
-          reject(adoptErr);
-          return;
-        }
-        resolve({ socket, via: res.via, local: res.local, remote: res.remote, attempts: res.attempts, elapsedMs: res.elapsedMs });
-      });
-    } catch (err) {
-      reject(fromNative(err));
-      return;
-    }
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
-}
-
-/** Replaces the addon's per-index `lastErrors` with a `{ "host:port": code }` record and names the targets. */
-function withTargets(err: Error, targets: readonly Endpoint[]): Error {
-  const e = err as Error & { code?: string; lastErrors?: unknown; attempts?: number };
-  if (!Array.isArray(e.lastErrors)) return err;
-  const last: Record<string, string> = {};
-  e.lastErrors.forEach((code, i) => {
-    if (typeof code === 'string' && targets[i]) last[formatEndpoint(targets[i])] = code;
-  });
-  e.lastErrors = last;
-  if (e.code === 'ETIMEDOUT') {
-    const seen = Object.entries(last).map(([t, c]) => `${t} ${c}`).join(', ');
-    e.message = `punch timed out after ${e.attempts} attempt(s) to ${targets.map(formatEndpoint).join(', ')}${seen ? ` (last: ${seen})` : ''}`;
-  }
-  return err;
+  const native = {
+    local: port ? port.local : { host: localAddress ?? anyAddress(family), port: localPort },
+    listenFd: port?.listening ? port.fd : -1,
+    listen: port ? port.listening : true,
+    targets,
+    timeoutMs,
+    retryMs: retryDelayMs,
+    firstTtl: ttl,
+    acceptAnyPort: options.acceptFrom === 'host',
+  };
+  return verify ? punchVerified(native, signal, allowHalfOpen, verify) : runNative(native, { signal, allowHalfOpen });
 }

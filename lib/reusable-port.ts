@@ -6,7 +6,7 @@ import type { Socket } from 'node:net';
 import { fromNative, native, requireNative } from './native.js';
 import { type Endpoint, type Family, anyAddress, familyOf, validatePort } from './endpoint.js';
 import { TcpPunchError, invalidArgType, invalidArgValue } from './errors.js';
-import { nativeConnect, type ConnectOptions } from './punch.js';
+import { nativeConnect, type ConnectOptions } from './native-op.js';
 
 /** Options of {@link bindReusable}. */
 export interface BindReusableOptions {

@@ -66,6 +66,7 @@ Napi::Value tp_napi_socket_close(const Napi::CallbackInfo& info) {
 struct tp_napi_punch_t {
   Napi::Env env;
   Napi::FunctionReference callback;
+  Napi::FunctionReference on_candidate;  // empty unless the punch hands over candidates
   Napi::AsyncContext context;
   uint32_t id;
   tp_punch_t* punch;  // NULL once finished
@@ -118,7 +119,27 @@ static void tp_napi_punch_on_done(const tp_punch_result_t* r, void* data) {
   delete js;
 }
 
-// punchStart({ local, listenFd, listen, targets, timeoutMs, retryMs, firstTtl }, callback) -> id
+// A candidate of a punch that keeps going: onCandidate({ fd, via, local, remote, attempts, elapsedMs }).
+static void tp_napi_punch_on_candidate(const tp_punch_result_t* r, void* data) {
+  tp_napi_punch_t* js = static_cast<tp_napi_punch_t*>(data);
+  if (js->env_gone) {
+    tp_socket_close(r->fd);
+    return;
+  }
+  Napi::Env env = js->env;
+  Napi::HandleScope scope(env);
+  Napi::Object res = Napi::Object::New(env);
+  res.Set("fd", Napi::Number::New(env, r->fd));
+  res.Set("via", Napi::String::New(env, r->via_accept ? "accept" : "connect"));
+  res.Set("local", tp_napi_endpoint(env, &r->local));
+  res.Set("remote", tp_napi_endpoint(env, &r->remote));
+  res.Set("attempts", Napi::Number::New(env, r->attempts));
+  res.Set("elapsedMs", Napi::Number::New(env, static_cast<double>(r->elapsed_ms)));
+  tp_napi_call(env, js->on_candidate, {res}, js->context);
+}
+
+// punchStart({ local, listenFd, listen, targets, timeoutMs, retryMs, firstTtl }, callback[, onCandidate]) -> id
+// With onCandidate the punch hands every connection there and runs until punchAbort(id) or its deadline.
 Napi::Value tp_napi_punch_start(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsObject()) throw tp_napi_arg_error(env, true, "options must be an object");
@@ -153,6 +174,10 @@ Napi::Value tp_napi_punch_start(const Napi::CallbackInfo& info) {
   uint32_t id = state->next_id++;
   if (state->next_id == 0) state->next_id = 1;
   tp_napi_punch_t* js = new tp_napi_punch_t(env, info[1].As<Napi::Function>(), id);
+  if (info.Length() > 2 && info[2].IsFunction()) {
+    js->on_candidate = Napi::Persistent(info[2].As<Napi::Function>());
+    opts.on_candidate = tp_napi_punch_on_candidate;
+  }
   const char* syscall = NULL;
   int err = tp_punch_start(loop, &opts, tp_napi_punch_on_done, js, &js->punch, &syscall);
   if (err != 0) {

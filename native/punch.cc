@@ -43,6 +43,7 @@ struct tp_punch_s {
 
 static void tp__punch_finish(tp_punch_t* p, int status, const char* syscall, tp_sock_t* winner);
 static void tp__punch_arm(tp_punch_t* p);
+static void tp__punch_connected(tp_punch_t* p, tp_sock_t* s);
 
 static void tp__punch_release(tp_punch_t* p) {
   if (--p->handles > 0) return;
@@ -109,6 +110,17 @@ static int tp__retryable(int err) {
 
 static void tp__connector_on_io(uv_poll_t* handle, int status, int events);
 
+// The next SYN must follow an RST or ICMP abort within milliseconds: our NAT's entry is still open for it, and
+// the peer's SYN may arrive at any moment. After the first seconds the peer is unlikely to be merely late, so
+// the pace drops to spare the network.
+static void tp__target_retry(tp_punch_t* p, int target) {
+  uint64_t now = uv_now(p->loop);
+  uint64_t gap = static_cast<uint64_t>(p->opts.retry_ms);
+  if (now - p->started >= TP_PUNCH_FAST_RETRY_MS && gap < TP_PUNCH_SLOW_RETRY_MS) gap = TP_PUNCH_SLOW_RETRY_MS;
+  p->targets[target].retry_at = now + gap;
+  tp__punch_arm(p);
+}
+
 static void tp__target_failed(tp_punch_t* p, int target, int err) {
   tp_target_state_t* t = &p->targets[target];
   p->result.last_errors[target] = err;
@@ -124,14 +136,7 @@ static void tp__target_failed(tp_punch_t* p, int target, int err) {
     if (!pending) tp__punch_finish(p, err, "connect", NULL);
     return;
   }
-  // The next SYN must follow an RST or ICMP abort within milliseconds: our NAT's entry is still open for it, and
-  // the peer's SYN may arrive at any moment. After the first seconds the peer is unlikely to be merely late, so
-  // the pace drops to spare the network.
-  uint64_t now = uv_now(p->loop);
-  uint64_t gap = static_cast<uint64_t>(p->opts.retry_ms);
-  if (now - p->started >= TP_PUNCH_FAST_RETRY_MS && gap < TP_PUNCH_SLOW_RETRY_MS) gap = TP_PUNCH_SLOW_RETRY_MS;
-  t->retry_at = now + gap;
-  tp__punch_arm(p);
+  tp__target_retry(p, target);
 }
 
 static void tp__target_connect(tp_punch_t* p, int target) {
@@ -172,7 +177,9 @@ static void tp__target_connect(tp_punch_t* p, int target) {
     return;
   }
   t->sock = s;
-  if (err == 0) tp__punch_finish(p, 0, NULL, s);
+  // A candidate punch learns of an immediate connect from its poll handle: a candidate must never reach the caller
+  // from inside tp_punch_start().
+  if (err == 0 && p->opts.on_candidate == NULL) tp__punch_finish(p, 0, NULL, s);
 }
 
 static void tp__connector_on_io(uv_poll_t* handle, int status, int events) {
@@ -185,7 +192,7 @@ static void tp__connector_on_io(uv_poll_t* handle, int status, int events) {
   // soft error, left in SO_ERROR while the handshake goes on and completes.
   struct sockaddr_storage peer;
   if (tp_socket_peer(s->fd, &peer) == 0) {
-    tp__punch_finish(p, 0, NULL, s);
+    tp__punch_connected(p, s);
     return;
   }
   int err = tp_socket_error(s->fd);
@@ -198,6 +205,38 @@ static void tp__connector_on_io(uv_poll_t* handle, int status, int events) {
   int target = s->target;
   tp__sock_close(s);
   tp__target_failed(p, target, err);
+}
+
+// Hands a connected fd to the candidate callback, which owns it from then on.
+static void tp__punch_candidate(tp_punch_t* p, int fd, int via_accept) {
+  tp_punch_result_t c;
+  memset(&c, 0, sizeof(c));
+  c.fd = fd;
+  c.via_accept = via_accept;
+  tp_socket_local(fd, &c.local);
+  tp_socket_peer(fd, &c.remote);
+  c.attempts = p->result.attempts;
+  memcpy(c.last_errors, p->result.last_errors, sizeof(c.last_errors));
+  c.target_count = p->result.target_count;
+  c.elapsed_ms = uv_now(p->loop) - p->started;
+  p->opts.on_candidate(&c, p->data);
+}
+
+// A connector's connect() completed: the winner, or (candidate punch) one candidate more. The target then gets a
+// fresh connector at the retry pace: should the candidate fail the caller's check and be closed, the 4-tuple is
+// free again (until then the kernel refuses the duplicate with EADDRNOTAVAIL, a retryable error).
+static void tp__punch_connected(tp_punch_t* p, tp_sock_t* s) {
+  if (p->opts.on_candidate == NULL) {
+    tp__punch_finish(p, 0, NULL, s);
+    return;
+  }
+  int fd = s->fd;
+  int target = s->target;
+  s->fd = -1;  // handed over: tp__sock_close() must leave it open
+  p->targets[target].sock = NULL;
+  tp__sock_close(s);
+  if (p->opts.retry_ms >= 0) tp__target_retry(p, target);
+  tp__punch_candidate(p, fd, 0);
 }
 
 static void tp__listener_on_io(uv_poll_t* handle, int status, int events) {
@@ -220,19 +259,27 @@ static void tp__listener_on_io(uv_poll_t* handle, int status, int events) {
       tp__punch_finish(p, fd, "accept", NULL);
       return;
     }
-    for (int t = 0; t < p->opts.target_count; t++) {
+    int expected = 0;
+    for (int t = 0; t < p->opts.target_count && !expected; t++) {
       // A symmetric NAT in front of the peer gives its connection to us another port than the one the server saw.
       const struct sockaddr* want = reinterpret_cast<struct sockaddr*>(&p->opts.targets[t]);
       const struct sockaddr* got = reinterpret_cast<struct sockaddr*>(&peer);
-      if (!(p->opts.accept_any_port ? tp_sockaddr_equal_host(got, want) : tp_sockaddr_equal(got, want))) continue;
+      expected = p->opts.accept_any_port ? tp_sockaddr_equal_host(got, want) : tp_sockaddr_equal(got, want);
+    }
+    if (!expected) {
+      // Someone other than the expected peer found the port: refuse without disturbing the punch.
+      tp_socket_close(fd);
+      continue;
+    }
+    if (p->opts.on_candidate == NULL) {
       p->result.via_accept = 1;
       p->result.fd = fd;
       memcpy(&p->result.remote, &peer, sizeof(peer));
       tp__punch_finish(p, 0, NULL, NULL);
       return;
     }
-    // Someone other than the expected peer found the port: refuse without disturbing the punch.
-    tp_socket_close(fd);
+    tp__punch_candidate(p, fd, 1);
+    if (p->done) return;  // the caller stopped the punch from its callback
   }
 }
 

@@ -3,6 +3,11 @@
 // A punch listens on the local port and connects from the same port to each target at once. Whichever
 // connection to a target establishes first wins, whether through connect() or accept(); every other socket
 // is closed and the winner's fd is handed to the callback, which from then on owns it.
+//
+// With a candidate callback the punch does not stop at the first connection: each one is handed over as a
+// candidate while the listener and the other connectors carry on, until tp_punch_abort() (the caller found the
+// connection it wanted) or the deadline. Someone else on the peer's address (a carrier NAT shares it) who
+// connects first then cannot end the punch.
 #ifndef TCP_PUNCH_PUNCH_H
 #define TCP_PUNCH_PUNCH_H
 
@@ -13,6 +18,11 @@
 #define TP_PUNCH_MAX_TARGETS 16
 
 typedef struct tp_punch_s tp_punch_t;
+typedef struct tp_punch_result_s tp_punch_result_t;
+
+// A connection handed over while the punch goes on (status 0, fd >= 0): the callee owns `fd` from then on.
+// Always called from a poll callback, never from inside tp_punch_start(); the callee may call tp_punch_abort().
+typedef void (*tp_punch_candidate_cb)(const tp_punch_result_t* candidate, void* data);
 
 typedef struct {
   struct sockaddr_storage local;  // address family and port to use; port 0 picks one
@@ -24,9 +34,10 @@ typedef struct {
   int64_t retry_ms;               // pause before reconnecting after an abort (RST, ICMP); < 0: a failure is final
   int first_ttl;                  // hop limit of each target's first SYN, 0 to leave it alone
   int accept_any_port;            // 1: the listener takes a target's address from any port (its NAT may remap it)
+  tp_punch_candidate_cb on_candidate;  // set: hand every connection here and keep going (see above); NULL: stop at one
 } tp_punch_opts_t;
 
-typedef struct {
+struct tp_punch_result_s {
   int status;                     // 0, or a negative errno (-ETIMEDOUT at the deadline, -ECANCELED on abort)
   const char* syscall;            // the call that failed, for error messages
   int fd;                         // the connected socket when status is 0, else -1
@@ -37,7 +48,7 @@ typedef struct {
   int last_errors[TP_PUNCH_MAX_TARGETS];  // each target's last connect error (negative errno), 0 if none
   int target_count;
   uint64_t elapsed_ms;
-} tp_punch_result_t;
+};
 
 // Called exactly once, always from a later loop iteration than tp_punch_start(); the punch is freed after it.
 typedef void (*tp_punch_cb)(const tp_punch_result_t* result, void* data);
@@ -48,7 +59,8 @@ typedef void (*tp_punch_cb)(const tp_punch_result_t* result, void* data);
 int tp_punch_start(uv_loop_t* loop, const tp_punch_opts_t* opts, tp_punch_cb cb, void* data, tp_punch_t** out,
                    const char** syscall);
 
-// Ends the punch early: the callback then reports -ECANCELED. Does nothing once the punch has finished.
+// Ends the punch early: the callback then reports -ECANCELED (the way a caller of a candidate punch stops it once
+// a candidate proved good). Does nothing once the punch has finished.
 void tp_punch_abort(tp_punch_t* punch);
 
 #endif

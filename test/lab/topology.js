@@ -393,30 +393,30 @@ function inetRules(shaped) {
   for (const net of ['10.0.0.0/8', '172.16.0.0/12', '192.168.0.0/16', '100.64.0.0/10']) {
     L.push(`-A FORWARD -s ${net} -j LEAK`, `-A FORWARD -d ${net} -j LEAK`);
   }
-  L.push('-A LEAK -j DROP', 'COMMIT');
-  if (shaped.length) {
-    L.push('*mangle', ':PREROUTING ACCEPT [0:0]', ':INPUT ACCEPT [0:0]', ':FORWARD ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]', ':POSTROUTING ACCEPT [0:0]');
-    for (const s of shaped) {
-      L.push(`-A PREROUTING -i ${s.ifname} -j NFQUEUE --queue-num ${s.queue}`);
-      L.push(`-A POSTROUTING -o ${s.ifname} -j NFQUEUE --queue-num ${s.queue}`);
-    }
-    L.push('COMMIT');
-  }
+  L.push('-A LEAK -j DROP', 'COMMIT', ...shapeRules(shaped));
   return L.join('\n') + '\n';
 }
 
-/** @param {{ ifname: string, queue: number }[]} shaped */
+/** IPv6 side of the internet router: no addresses to police, the same shaped links. @param {{ ifname: string, queue: number }[]} shaped */
 function inet6Rules(shaped) {
-  const L = ['*filter', ':INPUT ACCEPT [0:0]', ':FORWARD ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]', 'COMMIT'];
-  if (shaped.length) {
-    L.push('*mangle', ':PREROUTING ACCEPT [0:0]', ':INPUT ACCEPT [0:0]', ':FORWARD ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]', ':POSTROUTING ACCEPT [0:0]');
-    for (const s of shaped) {
-      L.push(`-A PREROUTING -i ${s.ifname} -j NFQUEUE --queue-num ${s.queue}`);
-      L.push(`-A POSTROUTING -o ${s.ifname} -j NFQUEUE --queue-num ${s.queue}`);
-    }
-    L.push('COMMIT');
-  }
+  const L = ['*filter', ':INPUT ACCEPT [0:0]', ':FORWARD ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]', 'COMMIT', ...shapeRules(shaped)];
   return L.join('\n') + '\n';
+}
+
+/**
+ * The mangle table that hands every packet of a shaped link, both ways, to its nfq-delay queue. The same lines
+ * serve iptables-restore and ip6tables-restore.
+ * @param {{ ifname: string, queue: number }[]} shaped
+ */
+function shapeRules(shaped) {
+  if (!shaped.length) return [];
+  const L = ['*mangle', ':PREROUTING ACCEPT [0:0]', ':INPUT ACCEPT [0:0]', ':FORWARD ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]', ':POSTROUTING ACCEPT [0:0]'];
+  for (const s of shaped) {
+    L.push(`-A PREROUTING -i ${s.ifname} -j NFQUEUE --queue-num ${s.queue}`);
+    L.push(`-A POSTROUTING -o ${s.ifname} -j NFQUEUE --queue-num ${s.queue}`);
+  }
+  L.push('COMMIT');
+  return L;
 }
 
 /**
