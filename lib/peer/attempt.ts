@@ -157,6 +157,8 @@ export class AttemptRunner {
       this.releaseWarm(); // the punch's listener is gone: another punch may use the port
     }
     const t2 = performance.now();
+    // Without Nagle, the first bytes either side writes leave at once instead of waiting for the ACK of the proof.
+    res.socket.setNoDelay(true);
     try {
       this.check();
       await this.authenticate(res.socket, msg, auth);

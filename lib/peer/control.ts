@@ -52,6 +52,8 @@ export interface WarmPort {
 }
 
 const SOFTWARE = 'tcp-punch/0.1';
+/** Pings sent back to back after registration (each carries the round trip of the one before). */
+const WARMUP_PINGS = 3;
 
 /** A registered control connection. */
 export class ControlConnection extends EventEmitter<ControlEvents> {
@@ -64,6 +66,8 @@ export class ControlConnection extends EventEmitter<ControlEvents> {
   private pingSentAt = 0;
   private pingSeq = -1;
   private lastRttUs = 0;
+  /** Quick pings still to send after registration, so that the server's first estimates are not a cold start's. */
+  private warmup = WARMUP_PINGS;
 
   private constructor(
     private readonly framed: FramedSocket,
@@ -100,7 +104,7 @@ export class ControlConnection extends EventEmitter<ControlEvents> {
       this.ping();
     }, every);
     this.keepalive.unref();
-    // The server times punches by the round trips peers report: hand it a second sample at once.
+    // The server times punches by the round trips peers report: hand it a few samples at once.
     this.lastRttUs = Math.round(firstRttMs * 1000);
     this.ping();
   }
@@ -198,7 +202,9 @@ export class ControlConnection extends EventEmitter<ControlEvents> {
   private onMessage(msg: Message): void {
     this.lastSeen = performance.now();
     if (msg.type === 'pong') {
-      if (msg.seq === this.pingSeq) this.lastRttUs = Math.round((this.lastSeen - this.pingSentAt) * 1000);
+      if (msg.seq !== this.pingSeq) return;
+      this.lastRttUs = Math.round((this.lastSeen - this.pingSentAt) * 1000);
+      if (this.warmup-- > 0) this.ping();
       return;
     }
     if (msg.type === 'ping') return void this.send({ type: 'pong', seq: msg.seq });
