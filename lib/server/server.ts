@@ -45,6 +45,8 @@ export interface ServerStats {
     failed: number;
     cancelled: number;
     attempts: number;
+    /** Attempts in which both sides punched from their warm ports (no observe connection). */
+    warmAttempts: number;
   };
   /** Connections that ended with an error, by code (the codes of `error` frames sent, and socket errors). */
   errors: Record<string, number>;
@@ -172,6 +174,7 @@ export class RendezvousServer implements SessionHost {
         failed: c.failed,
         cancelled: c.cancelled,
         attempts: c.attempts,
+        warmAttempts: c.warmAttempts,
       },
       errors: { ...this.errors },
       relay: this.relay?.stats(),
