@@ -78,7 +78,7 @@ describe('direct-auth handshake', () => {
     f.write('SSH-2.0-OpenSSH\r\n');
     await expect(directAuth(e, { ...p, role: 'initiator' })).rejects.toMatchObject({ code: 'ERR_AUTH_FAILED' });
     const [g, h] = await pair();
-    h.write(encodeMessage({ type: 'ping', seq: 1 }));
+    h.write(encodeMessage({ type: 'ping', seq: 1, rttUs: 0 }));
     await expect(directAuth(g, { ...p, role: 'initiator' })).rejects.toMatchObject({ code: 'ERR_AUTH_FAILED' });
   });
 
@@ -93,13 +93,13 @@ describe('direct-auth handshake', () => {
 });
 
 /**
- * A registered peer that follows the whole protocol (observe, sync, punch) but does not know the pair key:
+ * A registered peer that follows the whole protocol (observe, punch) but does not know the pair key:
  * it stands for a stranger on the punched port.
  */
 async function impostor(s: RendezvousServer, id: string): Promise<void> {
   const framed = new FramedSocket(await raw(s));
   cleanup.push(() => framed.destroy());
-  const env = { server: { host: '127.0.0.1', port: s.address().port }, family: 4 as const, localAddress: undefined, punch: {}, natMapping: () => 'unknown' as const };
+  const env = { server: { host: '127.0.0.1', port: s.address().port }, family: 4 as const, localAddress: undefined, punch: {}, natMapping: () => 'unknown' as const, warm: undefined };
   let runner: AttemptRunner | undefined;
   cleanup.push(() => runner?.dispose());
   const ready = new Promise<void>((resolve) => {
@@ -113,14 +113,12 @@ async function impostor(s: RendezvousServer, id: string): Promise<void> {
           runner?.dispose();
           runner = new AttemptRunner(env, msg);
           return void runner.observe().catch(() => undefined);
-        case 'sync':
-          return void framed.send({ type: 'sync-ack', coordId: msg.coordId, attempt: msg.attempt, seq: msg.seq });
         case 'punch': {
           const r = runner!;
           r.punch(msg, { pairKey: random(32), role: 'responder' }).then(
             (ok) => ok.socket.destroy(),
             (err: unknown) => {
-              framed.send({ type: 'result', coordId: msg.coordId, attempt: msg.attempt, outcome: outcomeOf(err), detail: '' });
+              framed.send({ type: 'result', coordId: msg.coordId, attempt: msg.attempt, outcome: outcomeOf(err), detail: '', committed: false });
               r.dispose();
             },
           );
@@ -131,7 +129,7 @@ async function impostor(s: RendezvousServer, id: string): Promise<void> {
       }
     });
   });
-  framed.send({ type: 'hello', id, nonce: random(16), software: 'impostor' });
+  framed.send({ type: 'hello', id, nonce: random(16), software: 'impostor', private: [], warm: false });
   await ready;
 }
 
@@ -155,8 +153,8 @@ describe('direct-auth end to end', () => {
 
   it('readMessage leaves the socket usable for a following reader', async () => {
     const [a, b] = await pair();
-    a.write(Buffer.concat([encodeMessage({ type: 'ping', seq: 3 }), encodeMessage({ type: 'pong', seq: 4 })]));
-    expect(await readMessage(b)).toEqual({ type: 'ping', seq: 3 });
+    a.write(Buffer.concat([encodeMessage({ type: 'ping', seq: 3, rttUs: 0 }), encodeMessage({ type: 'pong', seq: 4 })]));
+    expect(await readMessage(b)).toEqual({ type: 'ping', seq: 3, rttUs: 0 });
     expect(await readMessage(b)).toEqual({ type: 'pong', seq: 4 });
   });
 });

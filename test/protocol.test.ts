@@ -243,9 +243,9 @@ async function socketPair(): Promise<[Socket, Socket]> {
 describe('socket helpers', () => {
   it('readMessage returns one message and leaves the following bytes in the socket', async () => {
     const [a, b] = await socketPair();
-    a.write(Buffer.concat([encodeMessage({ type: 'ping', seq: 7 }), Buffer.from('payload')]));
+    a.write(Buffer.concat([encodeMessage({ type: 'ping', seq: 7, rttUs: 0 }), Buffer.from('payload')]));
     const msg = await readMessage(b, { timeoutMs: 5000 });
-    expect(msg).toEqual({ type: 'ping', seq: 7 });
+    expect(msg).toEqual({ type: 'ping', seq: 7, rttUs: 0 });
     b.setEncoding('utf8');
     let got = '';
     b.on('data', (d: string) => (got += d));
@@ -270,8 +270,8 @@ describe('socket helpers', () => {
     const framed = new FramedSocket(b);
     const errors: string[] = [];
     framed.on('protocol-error', (e) => errors.push(e.code));
-    framed.on('message', (m) => expect(m).toEqual({ type: 'ping', seq: 1 }));
-    a.write(Buffer.concat([encodeMessage({ type: 'ping', seq: 1 }), Buffer.from([0x54, 0x50, 9, 0, 0, 0])]));
+    framed.on('message', (m) => expect(m).toEqual({ type: 'ping', seq: 1, rttUs: 0 }));
+    a.write(Buffer.concat([encodeMessage({ type: 'ping', seq: 1, rttUs: 0 }), Buffer.from([0x54, 0x50, 9, 0, 0, 0])]));
     const reply = await readMessage(a, { timeoutMs: 5000 });
     expect(reply).toMatchObject({ type: 'error', code: 'ERR_UNSUPPORTED_VERSION' });
     await once(framed, 'close');

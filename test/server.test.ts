@@ -6,7 +6,8 @@ import fc from 'fast-check';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import { clientProof, deriveIdKey } from '../lib/protocol/crypto.js';
-import { encodeFrame } from '../lib/protocol/frame.js';
+import { FrameDecoder, HEADER_SIZE, PROTOCOL_VERSION, encodeFrame, encodeFrameAs } from '../lib/protocol/frame.js';
+import { decodeMessage, encodeBody } from '../lib/protocol/messages.js';
 import { Peer } from '../lib/peer/peer.js';
 import { MemoryRegistry } from '../lib/server/registry.js';
 import type { RendezvousServer } from '../lib/server/server.js';
@@ -47,7 +48,7 @@ async function codeFor(s: RendezvousServer, bytes: Buffer, from?: string): Promi
   return reply?.type === 'error' ? reply.code : undefined;
 }
 
-const hello = (id: string) => ({ type: 'hello' as const, id, nonce: new Uint8Array(16).fill(1), software: 't' });
+const hello = (id: string) => ({ type: 'hello' as const, id, nonce: new Uint8Array(16).fill(1), software: 't', private: [], warm: false });
 
 describe('server: hostile input', () => {
   it('answers random bytes with a coded error and closes, while a good peer keeps working', async () => {
@@ -69,14 +70,14 @@ describe('server: hostile input', () => {
 
   it('rejects oversized, wrong-version, truncated and out-of-place frames with their codes', async () => {
     const { s, check } = await arena({ handshakeTimeoutMs: 300 });
-    expect(await codeFor(s, Buffer.from([0x54, 0x50, 1, 0x01, 0xff, 0xff]))).toBe('ERR_FRAME_TOO_LARGE');
-    expect(await codeFor(s, Buffer.from([0x54, 0x50, 2, 0x01, 0, 0]))).toBe('ERR_UNSUPPORTED_VERSION');
+    expect(await codeFor(s, Buffer.from([0x54, 0x50, PROTOCOL_VERSION, 0x01, 0xff, 0xff]))).toBe('ERR_FRAME_TOO_LARGE');
+    expect(await codeFor(s, Buffer.from([0x54, 0x50, PROTOCOL_VERSION + 1, 0x01, 0, 0]))).toBe('ERR_UNSUPPORTED_VERSION');
     expect(await codeFor(s, Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'))).toBe('ERR_BAD_MAGIC');
     expect(await codeFor(s, encodeFrame(0x01, Buffer.from([0, 5, 0x61])))).toBe('ERR_MALFORMED_FRAME');
     expect(await codeFor(s, encodeFrame(0x7f, Buffer.alloc(0)))).toBe('ERR_UNKNOWN_TYPE');
     // A frame cut short just stalls until the handshake deadline.
     expect(await codeFor(s, encodeFrame(0x05, Buffer.alloc(4)).subarray(0, 7))).toBe('ERR_HANDSHAKE_TIMEOUT');
-    const ping = encodeFrame(0x05, Buffer.alloc(4));
+    const ping = encodeFrame(0x05, Buffer.alloc(8));
     expect(await codeFor(s, ping)).toBe('ERR_UNEXPECTED_MESSAGE');
     const observe = { type: 'observe' as const, coordId: new Uint8Array(16), attempt: 1, token: new Uint8Array(16), private: [], mapping: 'unknown' as const };
     const sock = await raw(s);
@@ -88,7 +89,7 @@ describe('server: hostile input', () => {
     expect(await next(relay)).toMatchObject({ type: 'error', code: 'ERR_MALFORMED_FRAME' });
     // Messages out of order inside a control handshake.
     const ctl = await raw(s);
-    send(ctl, hello('early'), { type: 'ping', seq: 1 });
+    send(ctl, hello('early'), { type: 'ping', seq: 1, rttUs: 0 });
     let m = await next(ctl);
     if (m?.type === 'challenge') m = await next(ctl);
     expect(m).toMatchObject({ type: 'error', code: 'ERR_UNEXPECTED_MESSAGE' });
@@ -207,7 +208,7 @@ describe('server: hostile input', () => {
     const { s, check } = await arena({ frameRate: 10, frameBurst: 20 });
     const sock = await rawPeer(s, 'flooder');
     sock.pause();
-    const frames = Buffer.concat(Array.from({ length: 200 }, (_, i) => encodeFrame(0x05, Buffer.from([0, 0, 0, i]))));
+    const frames = Buffer.concat(Array.from({ length: 200 }, (_, i) => encodeFrame(0x05, Buffer.from([0, 0, 0, i, 0, 0, 0, 0]))));
     sock.write(frames);
     sock.resume();
     let code: string | undefined;
@@ -254,5 +255,51 @@ describe('server: hostile input', () => {
     expect(reply).toBe('paired');
     expect(Buffer.from(handed!.body).toString()).toBe('token');
     expect(handed!.rest.toString()).toBe('payload');
+  });
+});
+
+describe('protocol versions', () => {
+  it('answers a version 1 peer with an error frame of version 1 that names both versions', async () => {
+    const { s, check } = await arena();
+    const sock = await raw(s);
+    // A version 1 hello: the same type byte, framed with version 1.
+    sock.write(encodeFrameAs(1, 0x01, encodeBody({ type: 'hello', id: 'old', nonce: new Uint8Array(16), software: 'v1', private: [], warm: false })));
+    const chunks: Buffer[] = [];
+    sock.on('data', (d: Buffer) => chunks.push(d));
+    expect(await closed(sock)).toBe(true);
+    const reply = Buffer.concat(chunks);
+    expect([reply[0], reply[1], reply[2], reply[3]]).toEqual([0x54, 0x50, 1, 0x07]);
+    const msg = decodeMessage({ type: reply[3]!, body: reply.subarray(HEADER_SIZE, HEADER_SIZE + reply.readUInt16BE(4)) });
+    expect(msg).toMatchObject({ type: 'error', code: 'ERR_UNSUPPORTED_VERSION' });
+    expect((msg as { message: string }).message).toMatch(/version 1\b.*version 2\b/);
+    await check();
+  });
+
+  it('a peer refused by a version 1 server fails with ERR_UNSUPPORTED_VERSION naming both versions, never hangs', async () => {
+    const { createServer } = await import('node:net');
+    // What a version 1 server does with a version 2 frame: its decoder refuses the version byte and answers with a
+    // version 1 error frame, then closes.
+    const old = createServer((c) => {
+      c.on('error', () => undefined);
+      c.once('data', () => c.end(encodeFrameAs(1, 0x07, encodeBody({ type: 'error', code: 'ERR_UNSUPPORTED_VERSION', message: 'Unsupported protocol version 2' }))));
+    });
+    old.listen(0, '127.0.0.1');
+    await once(old, 'listening');
+    cleanup.push(() => new Promise<void>((r) => old.close(() => r())));
+    const before = await stableFdCount();
+    const port = (old.address() as { port: number }).port;
+    const err = await Peer.connect({ server: `127.0.0.1:${port}`, id: 'new', reconnect: false, connectTimeoutMs: 5000 }).then(
+      () => undefined,
+      (e: { code: string; message: string }) => e,
+    );
+    expect(err?.code).toBe('ERR_UNSUPPORTED_VERSION');
+    expect(err?.message).toMatch(/version 1\b.*version 2\b/);
+    expect(await settleFds(before)).toBe(before);
+  });
+
+  it('the decoder names the version it got and the one it speaks', () => {
+    const d = new FrameDecoder();
+    d.write(Buffer.from([0x54, 0x50, 1, 0x01, 0, 0]));
+    expect(() => d.read()).toThrow(/version 1 is not supported: this end speaks version 2/);
   });
 });

@@ -37,6 +37,7 @@ const HELP = `Usage: node bench/run.mjs [options]
   --iterations N     connect: dials per figure (default 200; --full 500)
   --lab              connect: also the NAT lab (root; default with --full)
   --rtts LIST        connect: lab RTTs in ms (default 0,20,100)
+  --loss PCT         connect: lab packet loss per path in % (default 0; each of the two links drops half)
   --strategies LIST  connect: Peer.dial strategies (default direct,direct-first,relay,relay-first)
   --sessions N       scale: idle relay sessions held at once (default 2000; --full 9000)
   --peers N          scale: peers registered on one rendezvous server (default 2000; --full 10000)
@@ -70,6 +71,7 @@ export async function main(argv) {
         pin: { type: 'boolean', default: false },
         'no-pin': { type: 'boolean', default: false },
         rtts: { type: 'string' },
+        loss: { type: 'string' },
         strategies: { type: 'string' },
         sessions: { type: 'string' },
         peers: { type: 'string' },

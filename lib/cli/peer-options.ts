@@ -16,14 +16,15 @@ export const PEER_OPTIONS = {
 } as const;
 
 export const PEER_HELP = `  --server H:P       the tcp-punch server
-  --probe-ports A,B  the server's NAT probe ports (default PORT+1,PORT+2, as \`serve\` opens them): a symmetric
-                     NAT found there goes to the relay at once instead of punching in vain
+  --probe-ports A,B  NAT probe ports (default: those the server announces): a symmetric NAT found there goes to
+                     the relay at once instead of punching in vain
   --no-probe         do not probe the NAT
 ${SECRET_HELP}`;
 
-/** The natProbe option: the server's probe ports unless --no-probe; none when the default would not fit. */
-function natProbeOf(values: { 'probe-ports'?: string; 'no-probe'?: boolean }, serverPort: number): { ports: [number, number] } | false {
+/** The natProbe option: off with --no-probe, explicit ports with --probe-ports, else those the server announces. */
+function natProbeOf(values: { 'probe-ports'?: string; 'no-probe'?: boolean }, serverPort: number): { ports: [number, number] } | false | undefined {
   if (values['no-probe']) return false;
+  if (values['probe-ports'] === undefined) return undefined;
   const ports = parseProbePorts(values['probe-ports'], serverPort);
   return ports ? { ports } : false;
 }
@@ -42,7 +43,7 @@ export async function connectPeer(
     peer = await Peer.connect({
       server: `${server.host.includes(':') ? `[${server.host}]` : server.host}:${server.port}`,
       id,
-      natProbe,
+      ...(natProbe !== undefined ? { natProbe } : {}),
       ...(secret ? { secret } : {}),
     });
   } catch (err) {

@@ -3,7 +3,6 @@
  * optionally Prometheus metrics.
  */
 import { createMetricsRegistry, startMetricsServer } from '../metrics.js';
-import { startProbeServer } from '../nat-check/probe-server.js';
 import type { RelayLimits } from '../relay/limits.js';
 import { startServer, type ServerOptions, type ServerRelayOptions } from '../server/index.js';
 import { COMMON_HELP, SECRET_HELP, SECRET_OPTIONS, loggerFrom, parse, parseBytes, parseCount, parseDuration, parsePort, parseProbePorts, readSecret } from './args.js';
@@ -87,11 +86,15 @@ export const serve: Command = {
     limits.relay = v['no-relay'] ? false : relayOptions(v);
     const metricsPort = v['metrics-port'] === undefined ? undefined : parsePort(v['metrics-port'], '--metrics-port', 0, 0);
 
+    // The server opens the probe listeners itself (PORT+1, PORT+2 unless told otherwise) and announces them.
+    const natProbe = v['no-probe'] ? false : v['probe-ports'] !== undefined ? { ports: parseProbePorts(v['probe-ports'], port, 0)! } : undefined;
+    if (natProbe === undefined && port !== 0 && port + 2 > 65535)
+      throw new CliError('the default probe ports (PORT+1, PORT+2) exceed 65535: pass --probe-ports or --no-probe', EXIT.USAGE);
     let server;
     try {
-      server = await startServer({ host: v.host, port, ...(secret ? { secret } : {}), ...limits });
+      server = await startServer({ host: v.host, port, ...(secret ? { secret } : {}), ...limits, ...(natProbe !== undefined ? { natProbe } : {}) });
     } catch (err) {
-      throw toCliError(err, `listening on ${v.host ?? '*'}:${port}`);
+      throw toCliError(err, `listening on ${v.host ?? '*'}:${port} (nat-check probes: --probe-ports or --no-probe)`);
     }
     const closers: (() => Promise<void>)[] = [() => server.close()];
     const shutdown = async (): Promise<void> => {
@@ -99,16 +102,7 @@ export const serve: Command = {
     };
     try {
       const addr = server.address();
-      let probeNote = 'nat-check probes off';
-      if (!v['no-probe']) {
-        const probePorts = parseProbePorts(v['probe-ports'], addr.port, 0);
-        if (!probePorts) throw new CliError('the default probe ports (PORT+1, PORT+2) exceed 65535: pass --probe-ports or --no-probe', EXIT.USAGE);
-        const probes = await startProbeServer({ host: v.host, ports: probePorts }).catch((err: unknown) => {
-          throw toCliError(err, `opening nat-check probe ports ${probePorts.join(',')} (use --probe-ports or --no-probe)`);
-        });
-        closers.push(() => probes.close());
-        probeNote = `nat-check probes on ports ${probes.ports.join(', ')}`;
-      }
+      const probeNote = server.probePorts ? `nat-check probes on ports ${server.probePorts.join(', ')}` : 'nat-check probes off';
       if (metricsPort !== undefined) {
         const relay = server.relay;
         let relayBytes = 0;

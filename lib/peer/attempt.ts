@@ -1,6 +1,7 @@
 /**
- * One punch attempt on one side: bind a fresh reusable port, open the observe connection from it, then (when the
- * server says `punch`) wait the synchronisation delay, punch, and authenticate the socket.
+ * One punch attempt on one side. From a fresh port: bind a reusable port and open the observe connection from it.
+ * From the warm port (the control connection's, whose mapping the server already knows): nothing to prepare. Then,
+ * when the server says `punch`, wait the synchronisation delay, punch, and authenticate the socket.
  *
  * `dispose()` releases everything the attempt holds except a socket it has already returned.
  */
@@ -9,7 +10,7 @@ import type { Socket } from 'node:net';
 import { TcpPunchError } from '../errors.js';
 import { DIRECT_AUTH_TIMEOUT_MS } from '../protocol/constants.js';
 import { unmapAddress } from '../protocol/fields.js';
-import type { Endpoint } from '../protocol/fields.js';
+import type { Endpoint } from '../endpoint.js';
 import { encodeMessage } from '../protocol/messages.js';
 import type { Msg } from '../protocol/messages.js';
 import { readMessage } from '../protocol/stream.js';
@@ -28,7 +29,36 @@ export interface AttemptEnv {
   punch: { retryDelayMs?: number; ttl?: number };
   /** This network's NAT mapping as last measured (PeerOptions.natProbe), reported with each observation. */
   natMapping: () => NatMapping;
+  /** The control connection's reusable port, when it has one. */
+  warm: WarmSlot | undefined;
 }
+
+/**
+ * The warm port and its one-punch-at-a-time rule: a second listener on the port would share its accepts
+ * (SO_REUSEPORT balances them), so a punch that finds the port busy fails at once and the server moves on.
+ */
+export class WarmSlot {
+  private busy = false;
+
+  constructor(
+    readonly address: string,
+    readonly port: number,
+  ) {}
+
+  /** Takes the port; false when another punch holds it. */
+  claim(): boolean {
+    if (this.busy) return false;
+    this.busy = true;
+    return true;
+  }
+
+  release(): void {
+    this.busy = false;
+  }
+}
+
+/** What an attempt needs from `prepare` (or from a `coord` that folds attempt 1 in). */
+export type AttemptStart = Pick<Msg<'prepare'>, 'coordId' | 'attempt' | 'nonce' | 'token' | 'port'>;
 
 /** A successful attempt. */
 export interface AttemptSuccess {
@@ -38,6 +68,13 @@ export interface AttemptSuccess {
   delayMs: number;
   punchMs: number;
   handshakeMs: number;
+  /** Punched from the warm port. */
+  warm: boolean;
+  /**
+   * Our first SYN was never refused or replaced (one connect() in all): the NAT state behind this socket is the
+   * one our first SYN created, so a proof received on it means the path works both ways (see docs/PROTOCOL.md).
+   */
+  clean: boolean;
 }
 
 const OBSERVE_TIMEOUT_MS = 5000;
@@ -48,10 +85,11 @@ export class AttemptRunner {
   private observer: Socket | undefined;
   private observeMs = 0;
   private disposed = false;
+  private warmHeld = false;
 
   constructor(
     private readonly env: AttemptEnv,
-    readonly prepare: Msg<'prepare'>,
+    readonly prepare: AttemptStart,
   ) {}
 
   /** The attempt number. */
@@ -59,8 +97,13 @@ export class AttemptRunner {
     return this.prepare.attempt;
   }
 
-  /** Binds the port and registers its public mapping with the server. */
+  /**
+   * Fresh port: binds it and registers its public mapping with the server. Warm port: takes it (the server knows
+   * its mapping already).
+   * @throws TcpPunchError `ERR_WARM_PORT_BUSY`, `ERR_NO_WARM_PORT`, or what binding and observing throw.
+   */
   async observe(): Promise<void> {
+    if (this.prepare.port === 'warm') return this.claimWarm();
     const t0 = performance.now();
     const { env } = this;
     const port = await bindReusable({ family: env.family, ...(env.localAddress ? { address: env.localAddress } : {}) });
@@ -91,33 +134,34 @@ export class AttemptRunner {
 
   /** Waits the server's delay, punches towards `msg.remote` from the port, and authenticates the socket. */
   async punch(msg: Msg<'punch'>, auth: { pairKey: Uint8Array; role: Role }): Promise<AttemptSuccess> {
-    if (!this.port) throw new TcpPunchError('ERR_NOT_PREPARED', 'punch before the port was observed');
+    const warm = this.warmHeld ? this.env.warm : undefined;
+    if (!this.port && !warm) throw new TcpPunchError('ERR_NOT_PREPARED', 'punch before the port was observed');
     await sleep(msg.delayMs, this.ac.signal);
     const t1 = performance.now();
-    const res = await punchDetailed({
-      port: this.port,
-      remote: msg.remote,
-      timeoutMs: Math.max(1, msg.timeoutMs),
-      signal: this.ac.signal,
-      ...this.env.punch,
-      // Reverse mode: one side is reachable and the other's SYN may come from any port of its NAT (symmetric).
-      // The direct-auth exchange still proves who it is.
-      acceptFrom: msg.mode === 'reverse' ? 'host' : 'endpoint',
-      // Half-close works the same on every path: relayed sockets allow half-open too.
-      allowHalfOpen: true,
-    });
+    let res;
+    try {
+      res = await punchDetailed({
+        // The warm port: the punch opens its own listener next to the control connection (both reusable).
+        ...(warm ? { localAddress: warm.address, localPort: warm.port } : { port: this.port }),
+        remote: msg.remote,
+        timeoutMs: Math.max(1, msg.timeoutMs),
+        signal: this.ac.signal,
+        ...this.env.punch,
+        // Reverse mode: one side is reachable and the other's SYN may come from any port of its NAT (symmetric).
+        // The direct-auth exchange still proves who it is.
+        acceptFrom: msg.mode === 'reverse' ? 'host' : 'endpoint',
+        // Half-close works the same on every path: relayed sockets allow half-open too.
+        allowHalfOpen: true,
+      });
+    } finally {
+      this.releaseWarm(); // the punch's listener is gone: another punch may use the port
+    }
     const t2 = performance.now();
+    // Without Nagle, the first bytes either side writes leave at once instead of waiting for the ACK of the proof.
+    res.socket.setNoDelay(true);
     try {
       this.check();
-      await directAuth(res.socket, {
-        pairKey: auth.pairKey,
-        coordId: msg.coordId,
-        attempt: msg.attempt,
-        role: auth.role,
-        nonce: this.prepare.nonce,
-        timeoutMs: DIRECT_AUTH_TIMEOUT_MS,
-        signal: this.ac.signal,
-      });
+      await this.authenticate(res.socket, msg, auth);
       this.check();
     } catch (err) {
       res.socket.destroy();
@@ -130,6 +174,8 @@ export class AttemptRunner {
       delayMs: msg.delayMs,
       punchMs: t2 - t1,
       handshakeMs: performance.now() - t2,
+      warm: warm !== undefined,
+      clean: res.attempts === 1,
     };
   }
 
@@ -140,6 +186,34 @@ export class AttemptRunner {
     this.ac.abort();
     this.observer?.destroy();
     this.port?.close();
+    this.releaseWarm();
+  }
+
+  /** Proves the pairing on the punched socket: our proof goes out at once, the other side's is checked. */
+  private authenticate(socket: Socket, msg: Msg<'punch'>, auth: { pairKey: Uint8Array; role: Role }): Promise<void> {
+    return directAuth(socket, {
+      pairKey: auth.pairKey,
+      coordId: msg.coordId,
+      attempt: msg.attempt,
+      role: auth.role,
+      nonce: this.prepare.nonce,
+      timeoutMs: DIRECT_AUTH_TIMEOUT_MS,
+      signal: this.ac.signal,
+    });
+  }
+
+  private claimWarm(): void {
+    this.check();
+    const slot = this.env.warm;
+    if (!slot) throw new TcpPunchError('ERR_NO_WARM_PORT', 'The server asked for the warm port, but this connection has none');
+    if (!slot.claim()) throw new TcpPunchError('ERR_WARM_PORT_BUSY', 'Another punch is using the warm port');
+    this.warmHeld = true;
+  }
+
+  private releaseWarm(): void {
+    if (!this.warmHeld) return;
+    this.warmHeld = false;
+    this.env.warm?.release();
   }
 
   private check(): void {

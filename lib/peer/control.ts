@@ -6,12 +6,14 @@ import { EventEmitter } from 'node:events';
 import { connect } from 'node:net';
 import type { Socket } from 'node:net';
 
+import { familyOf, resolveEndpoints } from '../endpoint.js';
+import type { Endpoint } from '../endpoint.js';
 import { TcpPunchError } from '../errors.js';
 import { clientProof, random, safeEqual, serverProof, sessionKey } from '../protocol/crypto.js';
 import { unmapAddress } from '../protocol/fields.js';
-import type { Endpoint } from '../protocol/fields.js';
 import type { Message } from '../protocol/messages.js';
 import { FramedSocket } from '../protocol/stream.js';
+import { bindReusable } from '../reusable-port.js';
 
 /** Options of {@link ControlConnection.open}. */
 export interface ControlOptions {
@@ -39,9 +41,19 @@ export const FATAL_CODES: ReadonlySet<string> = new Set([
   'ERR_ID_TAKEN',
   'ERR_REPLACED',
   'ERR_SERVER_AUTH_FAILED',
+  'ERR_UNSUPPORTED_VERSION',
 ]);
 
+/** The reusable local port a control connection leaves from: punches can start from it, its mapping known. */
+export interface WarmPort {
+  /** The bound address (the wildcard unless `localAddress` was given) and port. */
+  readonly address: string;
+  readonly port: number;
+}
+
 const SOFTWARE = 'tcp-punch/0.1';
+/** Pings sent back to back after registration (each carries the round trip of the one before). */
+const WARMUP_PINGS = 3;
 
 /** A registered control connection. */
 export class ControlConnection extends EventEmitter<ControlEvents> {
@@ -51,6 +63,11 @@ export class ControlConnection extends EventEmitter<ControlEvents> {
   private seq = 0;
   private backlog: Message[] | undefined = [];
   private isClosed = false;
+  private pingSentAt = 0;
+  private pingSeq = -1;
+  private lastRttUs = 0;
+  /** Quick pings still to send after registration, so that the server's first estimates are not a cold start's. */
+  private warmup = WARMUP_PINGS;
 
   private constructor(
     private readonly framed: FramedSocket,
@@ -64,6 +81,11 @@ export class ControlConnection extends EventEmitter<ControlEvents> {
     readonly server: Endpoint,
     readonly family: 4 | 6,
     keepaliveMs: number,
+    /** The warm port, when the connection leaves from a reusable one. */
+    readonly warm: WarmPort | undefined,
+    /** The server's NAT probe ports from `welcome` (undefined: it runs none). */
+    readonly probePorts: [number, number] | undefined,
+    firstRttMs: number,
   ) {
     super();
     framed.on('message', (msg) => this.onMessage(msg));
@@ -79,9 +101,18 @@ export class ControlConnection extends EventEmitter<ControlEvents> {
         framed.destroy();
         return;
       }
-      this.send({ type: 'ping', seq: (this.seq = (this.seq + 1) >>> 0) });
+      this.ping();
     }, every);
     this.keepalive.unref();
+    // The server times punches by the round trips peers report: hand it a few samples at once.
+    this.lastRttUs = Math.round(firstRttMs * 1000);
+    this.ping();
+  }
+
+  private ping(): void {
+    this.pingSeq = this.seq = (this.seq + 1) >>> 0;
+    this.pingSentAt = performance.now();
+    this.send({ type: 'ping', seq: this.seq, rttUs: Math.min(this.lastRttUs, 0xffffffff) });
   }
 
   /**
@@ -91,13 +122,19 @@ export class ControlConnection extends EventEmitter<ControlEvents> {
    * `ERR_SERVER_AUTH_FAILED` (the server's proof is wrong: not the server we share a key with).
    */
   static async open(o: ControlOptions): Promise<ControlConnection> {
-    const socket = await dial(o);
+    const { socket, warm } = await dialWarm(o);
     const framed = new FramedSocket(socket);
     const inbox = new Inbox(framed, o.timeoutMs);
     try {
       const clientNonce = random(16);
-      framed.send({ type: 'hello', id: o.id, nonce: clientNonce, software: SOFTWARE });
+      const local = { host: unmapAddress(socket.localAddress), port: socket.localPort ?? 0 };
+      const helloAt = performance.now();
+      framed.send({
+        type: 'hello', id: o.id, nonce: clientNonce, software: SOFTWARE,
+        private: local.host && local.port ? [local] : [], warm: warm !== undefined,
+      });
       const challenge = await inbox.next('challenge');
+      const firstRttMs = performance.now() - helloAt;
       let key: Uint8Array | undefined;
       if (challenge.auth === 'secret') {
         if (!o.idKey) throw new TcpPunchError('ERR_AUTH_REQUIRED', 'The server requires a secret (or id key)');
@@ -122,6 +159,9 @@ export class ControlConnection extends EventEmitter<ControlEvents> {
         { host: unmapAddress(socket.remoteAddress), port: socket.remotePort ?? o.server.port },
         socket.remoteFamily === 'IPv6' && !socket.remoteAddress?.startsWith('::ffff:') ? 6 : 4,
         welcome.keepaliveMs,
+        warm,
+        welcome.probePort1 && welcome.probePort2 ? [welcome.probePort1, welcome.probePort2] : undefined,
+        firstRttMs,
       );
       for (const m of leftovers) conn.onMessage(m);
       return conn;
@@ -161,7 +201,12 @@ export class ControlConnection extends EventEmitter<ControlEvents> {
 
   private onMessage(msg: Message): void {
     this.lastSeen = performance.now();
-    if (msg.type === 'pong') return;
+    if (msg.type === 'pong') {
+      if (msg.seq !== this.pingSeq) return;
+      this.lastRttUs = Math.round((this.lastSeen - this.pingSentAt) * 1000);
+      if (this.warmup-- > 0) this.ping();
+      return;
+    }
     if (msg.type === 'ping') return void this.send({ type: 'pong', seq: msg.seq });
     if (msg.type === 'error') this.closeError ??= new TcpPunchError(msg.code, `Server: ${msg.message}`);
     if (this.backlog) this.backlog.push(msg);
@@ -218,6 +263,40 @@ class Inbox {
     this.framed.removeListener('message', this.onMessage);
     this.framed.removeListener('close', this.onClose);
     return this.queue.splice(0);
+  }
+}
+
+/**
+ * Connects from a reusable port (SO_REUSEADDR + SO_REUSEPORT), so that punches can later leave from the same port
+ * and the server's view of this connection is the mapping they will use. Without a usable addon, a plain socket.
+ */
+async function dialWarm(o: ControlOptions): Promise<{ socket: Socket; warm: WarmPort | undefined }> {
+  let targets: Endpoint[];
+  try {
+    targets = await resolveEndpoints([o.server]);
+  } catch (err) {
+    throw new TcpPunchError('ERR_SERVER_UNREACHABLE', `Cannot resolve the server: ${(err as Error).message}`, { cause: err });
+  }
+  const wanted = o.localAddress ? familyOf(o.localAddress) : familyOf(targets[0]?.host ?? '');
+  const target = targets.find((t) => familyOf(t.host) === wanted);
+  if (!target) return { socket: await dial(o), warm: undefined };
+  let port;
+  try {
+    port = await bindReusable({ family: wanted || 4, listen: false, ...(o.localAddress ? { address: o.localAddress } : {}) });
+  } catch {
+    return { socket: await dial(o), warm: undefined }; // no reusable port here: register without one
+  }
+  try {
+    const socket = await port.connect(target, { timeoutMs: o.timeoutMs });
+    socket.setNoDelay(true);
+    return { socket, warm: { address: port.address, port: port.port } };
+  } catch (err) {
+    const e = err as TcpPunchError;
+    const cause = e.code === 'ETIMEDOUT' ? new TcpPunchError('ETIMEDOUT', 'connect timed out') : e;
+    const text = e.code === 'ETIMEDOUT' ? `No connection to the server within ${o.timeoutMs} ms` : `Cannot reach the server: ${e.message}`;
+    throw new TcpPunchError('ERR_SERVER_UNREACHABLE', text, { cause, errno: e.code });
+  } finally {
+    port.close(); // the connected socket keeps the port
   }
 }
 

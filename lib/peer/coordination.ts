@@ -1,14 +1,19 @@
 /**
- * One coordinated dial as a peer lives it, on either side: follows the server's prepare / sync / punch / end
- * messages, runs one {@link AttemptRunner} at a time, reports each attempt's result to the server and as an
- * `attempt` event, and settles with the authenticated socket or a coded error.
+ * One coordinated dial as a peer lives it, on either side: follows the server's coord (which may carry attempt 1)
+ * / prepare / punch / end messages, runs one {@link AttemptRunner} at a time, reports each attempt's result to the
+ * server and as an `attempt` event, and settles with the authenticated socket or a coded error.
+ *
+ * A socket whose punch was clean (our first SYN never refused or replaced) is handed over as soon as the other
+ * side's proof checks out, and the result tells the server so (`committed`); any other socket is held until the
+ * server's `end ok` says the other side verified our proof too (a NAT may black-hole one direction after a
+ * messy simultaneous open).
  */
 import { TcpPunchError } from '../errors.js';
 import { DIRECT_AUTH_TIMEOUT_MS, RESULT_GRACE_MS } from '../protocol/constants.js';
 import { truncateUtf8 } from '../protocol/fields.js';
 import type { Message, Msg } from '../protocol/messages.js';
 import { AttemptRunner, outcomeOf } from './attempt.js';
-import type { AttemptEnv } from './attempt.js';
+import type { AttemptEnv, AttemptStart, AttemptSuccess } from './attempt.js';
 import type { AttemptEvent, AttemptOutcome, DialResult, RelayEndInfo, Role } from './types.js';
 import { joinRelay } from '../relay/relay-client.js';
 import type { RelayTokenGrant } from '../relay/frames.js';
@@ -23,7 +28,7 @@ export interface CoordinationHooks {
   relayEnd(sessionId: string): Promise<RelayEndInfo | undefined>;
 }
 
-type Step = Msg<'prepare'> | Msg<'sync'> | Msg<'punch'> | Msg<'end'>;
+type Step = AttemptStart | Msg<'prepare'> | Msg<'punch'> | Msg<'end'>;
 
 export class PeerCoordination {
   readonly key: string;
@@ -36,6 +41,8 @@ export class PeerCoordination {
   /** Settles with the socket, or rejects with a coded error carrying `attempts`. */
   readonly result: Promise<DialResult>;
   private readonly coordId: Uint8Array;
+  /** Attempt 1 folded into `coord`, run by {@link begin}. */
+  private readonly folded: [AttemptStart, Msg<'punch'>] | undefined;
   private readonly events: AttemptEvent[] = [];
   private readonly reported = new Set<number>();
   private runner: AttemptRunner | undefined;
@@ -63,6 +70,14 @@ export class PeerCoordination {
     this.peerId = coord.peer;
     this.path = coord.path;
     this.link = coord.link.some((b) => b !== 0) ? Buffer.from(coord.link).toString('hex') : '';
+    const remote = coord.remote[0];
+    if (coord.attempt > 0 && remote) {
+      const { coordId, attempt, nonce } = coord;
+      this.folded = [
+        { coordId, attempt, nonce, token: new Uint8Array(16), port: 'warm' },
+        { type: 'punch', coordId, attempt, mode: coord.mode, route: coord.route, remote, delayMs: coord.delayMs, timeoutMs: coord.punchTimeoutMs },
+      ];
+    }
     this.result = new Promise((resolve, reject) => {
       this.resolveFn = resolve;
       this.rejectFn = reject;
@@ -88,12 +103,18 @@ export class PeerCoordination {
     this.held ??= [];
   }
 
+  /** Starts attempt 1 when `coord` carried it (after {@link hold}, if the dial awaits a decision). */
+  begin(): void {
+    if (!this.folded) return;
+    for (const step of this.folded) this.handle(step);
+  }
+
   /** Releases held messages, in order. */
   open(): void {
     const held = this.held ?? [];
     this.held = undefined;
     for (const msg of held) {
-      if ('token' in msg && 'sessionId' in msg) this.relayGrant(msg);
+      if ('sessionId' in msg) this.relayGrant(msg);
       else this.handle(msg);
     }
   }
@@ -116,7 +137,7 @@ export class PeerCoordination {
     }).then(
       (conn) => {
         if (this.settled) return void conn.socket.destroy();
-        this.hooks.send({ type: 'result', coordId: this.coordId, attempt: 1, outcome: 'ok', detail: '' });
+        this.hooks.send({ type: 'result', coordId: this.coordId, attempt: 1, outcome: 'ok', detail: '', committed: false });
         this.report(1, 'ok', undefined, 'Connected through the relay');
         this.settle();
         const joinMs = performance.now() - this.preparedAt;
@@ -137,7 +158,9 @@ export class PeerCoordination {
         const code = (err as { code?: string }).code;
         const message = err instanceof Error ? err.message : String(err);
         const outcome = outcomeOf(err);
-        this.hooks.send({ type: 'result', coordId: this.coordId, attempt: 1, outcome, detail: truncateUtf8(`${code ?? ''} ${message}`.trim(), 256) });
+        this.hooks.send({
+          type: 'result', coordId: this.coordId, attempt: 1, outcome, detail: truncateUtf8(`${code ?? ''} ${message}`.trim(), 256), committed: false,
+        });
         this.report(1, outcome, code, message);
       },
     );
@@ -146,14 +169,12 @@ export class PeerCoordination {
   /** Handles a server message addressed to this coordination. */
   handle(msg: Step): void {
     if (this.settled) return;
+    if (!('type' in msg) || msg.type === 'prepare') {
+      if (this.held) return void this.held.push(msg);
+      return this.prepare(msg);
+    }
     if (this.held && msg.type !== 'end') return void this.held.push(msg);
     switch (msg.type) {
-      case 'prepare':
-        return this.prepare(msg);
-      case 'sync':
-        if (this.runner?.attempt === msg.attempt)
-          this.hooks.send({ type: 'sync-ack', coordId: this.coordId, attempt: msg.attempt, seq: msg.seq });
-        return;
       case 'punch':
         return this.punch(msg);
       case 'end':
@@ -170,7 +191,7 @@ export class PeerCoordination {
     this.fail(err);
   }
 
-  private prepare(msg: Msg<'prepare'>): void {
+  private prepare(msg: AttemptStart): void {
     this.dropWon();
     if (this.runner) {
       this.reportCurrent('aborted', 'ERR_SUPERSEDED', `The server started attempt ${msg.attempt}: the other side was not ready`);
@@ -190,12 +211,14 @@ export class PeerCoordination {
     runner.punch(msg, { pairKey: this.pairKey, role: this.role }).then(
       (ok) => {
         if (this.settled || this.runner !== runner) return void ok.socket.destroy();
-        this.hooks.send({ type: 'result', coordId: this.coordId, attempt: msg.attempt, outcome: 'ok', detail: '' });
+        this.hooks.send({ type: 'result', coordId: this.coordId, attempt: msg.attempt, outcome: 'ok', detail: '', committed: ok.clean });
         // Receiving the other side's frame proves only the inbound direction: our own frame may be black-holed (a
-        // NAT that drops our side of a half-broken simultaneous open as INVALID). The server's `end ok` says the
-        // other side verified our frame too; until then the socket is held, and dropped if the attempt fails.
+        // NAT that drops our side of a half-broken simultaneous open as INVALID, seen only after a refused or
+        // replaced SYN). A clean punch is handed over at once; otherwise the server's `end ok` says the other side
+        // verified our frame too, and until then the socket is held, and dropped if the attempt fails.
         // Nobody listens on the socket while it is held: keep its error (a reset by the other side) for confirmed().
         ok.socket.on('error', this.onHeldError);
+        if (ok.warm) this.releaseOnClose(ok);
         this.won = {
           socket: ok.socket,
           path: 'direct',
@@ -212,9 +235,15 @@ export class PeerCoordination {
             handshakeMs: ok.handshakeMs,
           },
         };
+        if (ok.clean) this.confirmed();
       },
       (err: unknown) => this.attemptFailed(runner, err),
     );
+  }
+
+  /** Tells the server when a socket punched from the warm port closes: the pair's 4-tuples are free again. */
+  private releaseOnClose(ok: AttemptSuccess): void {
+    ok.socket.once('close', () => void this.hooks.send({ type: 'release', coordId: this.coordId }));
   }
 
   /** The server confirmed both sides: hand the held socket over. */
@@ -263,6 +292,7 @@ export class PeerCoordination {
       attempt: runner.attempt,
       outcome,
       detail: truncateUtf8(`${code ?? ''} ${message}`.trim(), 256),
+      committed: false,
     });
     this.report(runner.attempt, outcome, code, message);
     runner.dispose();

@@ -21,7 +21,8 @@ export interface ResolvedPeerOptions {
   reconnect: { minDelayMs: number; maxDelayMs: number } | undefined;
   accept: PeerOptions['accept'];
   punch: { retryDelayMs?: number; ttl?: number };
-  natProbe: { ports: [number, number]; host: string | undefined } | undefined;
+  /** Explicit probe ports; undefined: those the server announces; false: no probe. */
+  natProbe: { ports: [number, number]; host: string | undefined } | false | undefined;
   strategies: Record<string, DialStrategy>;
 }
 
@@ -78,7 +79,7 @@ export function resolvePeerOptions(o: PeerOptions): ResolvedPeerOptions {
     if (typeof s?.dial !== 'function') throw invalidArgType(`options.strategies.${name}`, 'a DialStrategy', s);
     strategies[name] = s;
   }
-  let natProbe: ResolvedPeerOptions['natProbe'];
+  let natProbe: ResolvedPeerOptions['natProbe'] = o.natProbe === false ? false : undefined;
   if (o.natProbe !== undefined && o.natProbe !== false) {
     if (typeof o.natProbe !== 'object' || o.natProbe === null) throw invalidArgType('options.natProbe', 'false or { ports, host? }', o.natProbe);
     const { ports, host } = o.natProbe;

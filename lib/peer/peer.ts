@@ -15,6 +15,7 @@ import { requireNative } from '../native.js';
 import { wrapPairKey } from '../protocol/crypto.js';
 import type { Endpoint } from '../protocol/fields.js';
 import type { Message, Msg, RelayMsg } from '../protocol/messages.js';
+import { WarmSlot } from './attempt.js';
 import type { AttemptEnv } from './attempt.js';
 import { ControlConnection, FATAL_CODES } from './control.js';
 import { PeerCoordination } from './coordination.js';
@@ -217,6 +218,7 @@ export class Peer extends EventEmitter<PeerEvents> {
       localAddress: o.localAddress,
       punch: o.punch,
       natMapping: () => this.natMapping,
+      warm: conn.warm && new WarmSlot(conn.warm.address, conn.warm.port),
     };
     conn.on('message', (msg) => this.onMessage(msg));
     conn.on('close', (err) => this.onClose(conn, err));
@@ -224,18 +226,23 @@ export class Peer extends EventEmitter<PeerEvents> {
     for (const w of this.onlineWaiters) w();
     this.emit('online');
     if (conn.closed) return this.onClose(conn, undefined);
-    this.probeNat(conn.server);
+    this.probeNat(conn);
   }
 
-  /** Measures the NAT mapping in the background; a new connection (maybe another network) measures again. */
-  private probeNat(server: Endpoint): void {
+  /**
+   * Measures the NAT mapping in the background against the probe ports the server announced (or those of
+   * `options.natProbe`), and reports it; a new connection (maybe another network) measures again.
+   */
+  private probeNat(conn: ControlConnection): void {
     const probe = this.opts.natProbe;
-    if (!probe) return;
+    if (probe === false) return;
+    const ports = probe?.ports ?? conn.probePorts;
+    if (!ports) return;
     this.natAc?.abort();
     const ac = (this.natAc = new AbortController());
     checkNat({
-      host: probe.host ?? server.host,
-      probePorts: probe.ports,
+      host: probe?.host ?? conn.server.host,
+      probePorts: ports,
       rounds: 2,
       timeoutMs: NAT_PROBE_TIMEOUT_MS,
       localAddress: this.opts.localAddress,
@@ -244,6 +251,7 @@ export class Peer extends EventEmitter<PeerEvents> {
       (result) => {
         if (ac.signal.aborted) return;
         this.natResult = result;
+        conn.send({ type: 'report', mapping: this.natMapping });
         this.emit('nat', result, undefined);
       },
       (err: Error) => {
@@ -300,7 +308,6 @@ export class Peer extends EventEmitter<PeerEvents> {
         return r?.onReject(new TcpPunchError(msg.code, msg.message));
       }
       case 'prepare':
-      case 'sync':
       case 'punch':
       case 'end':
         return this.coords.get(Buffer.from(msg.coordId).toString('hex'))?.handle(msg);
@@ -356,9 +363,13 @@ export class Peer extends EventEmitter<PeerEvents> {
     pc.result.then(forget, forget);
     if (msg.role === 'initiator') {
       if (!request) return pc.cancel(new AbortError('The dial was abandoned before the server answered'), true);
-      return request.onCoord(pc);
+      request.onCoord(pc);
+      return pc.begin();
     }
-    if (pc.link) return this.acceptUpgrade(pc);
+    if (pc.link) {
+      this.acceptUpgrade(pc);
+      return pc.begin();
+    }
     pc.result.then(({ socket, ...info }) => {
       if (this.listenerCount('connection') === 0) return void socket.destroy();
       if (pc.path === 'relay-upgradable') {
@@ -373,8 +384,9 @@ export class Peer extends EventEmitter<PeerEvents> {
     const refuse = (): void => pc.cancel(new TcpPunchError('ERR_PEER_REFUSED', `${this.id} refused the connection`), true);
     if (this.listenerCount('connection') === 0) return refuse(); // nobody would take the socket
     const { accept } = this.opts;
-    if (!accept) return;
+    if (!accept) return pc.begin();
     pc.hold();
+    pc.begin();
     Promise.resolve()
       .then(() => accept({ peerId: msg.peer, path: pc.path === 'direct' ? 'direct' : 'relay' }))
       .then((ok) => (ok === true ? pc.open() : refuse()), refuse);

@@ -154,11 +154,12 @@ export interface PeerOptions {
   /** Passed to punch(). */
   punch?: { retryDelayMs?: number; ttl?: number };
   /**
-   * Measure this network's NAT mapping against two probe ports of the server (`tcp-punch serve` opens them at its
-   * port + 1 and + 2; `host` defaults to the server's address) after each (re)connect, and report it with every
-   * attempt: the server then skips punching that cannot work (a symmetric NAT against a peer that is not directly
-   * reachable: `ERR_PUNCH_UNLIKELY`), so `direct-first` moves to the relay at once instead of after its punch
-   * budget. A failed probe only leaves the mapping unknown (punching as usual). Default: off.
+   * The NAT probe: after each (re)connect, measure this network's NAT mapping against the two probe ports the
+   * server announces (`startServer()` and `tcp-punch serve` open them by default) and report it to the server,
+   * which then skips punching that cannot work (a symmetric NAT against a peer that is not directly reachable:
+   * `ERR_PUNCH_UNLIKELY`), so `direct-first` moves to the relay at once instead of after its punch budget.
+   * `{ ports, host? }` probes other ports (`host` defaults to the server's address); `false` turns it off. A failed
+   * probe only leaves the mapping unknown (punching as usual). Default: the server's announced ports.
    */
   natProbe?: false | { ports: [number, number]; host?: string };
   /** Additional dial strategies by name (see {@link DialStrategy}). */

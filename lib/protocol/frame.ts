@@ -17,7 +17,7 @@
 import { TcpPunchError, invalidArgType, outOfRange } from '../errors.js';
 
 /** The protocol version this implementation speaks (byte 2 of every frame). */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 /** Size of the fixed frame header in bytes. */
 export const HEADER_SIZE = 6;
 /** The hard upper bound of a frame body (the u16 length field). */
@@ -36,6 +36,17 @@ export interface RawFrame {
 
 /** Encodes one frame. Throws `ERR_FRAME_TOO_LARGE` if the body exceeds {@link MAX_FRAME_SIZE}. */
 export function encodeFrame(type: number, body: Uint8Array): Buffer {
+  return encodeFrameAs(PROTOCOL_VERSION, type, body);
+}
+
+/**
+ * The oldest version whose `error` frame has today's layout (code, message): a frame of a version from here to
+ * {@link PROTOCOL_VERSION} is refused with an `error` frame of the sender's own version, which it can read.
+ */
+export const FIRST_VERSION = 1;
+
+/** Encodes one frame with another version byte: only for the `error` frame answering a frame of that version. */
+export function encodeFrameAs(version: number, type: number, body: Uint8Array): Buffer {
   if (!Number.isInteger(type) || type < 0 || type > 0xff) throw outOfRange('type', '0..255', type);
   if (body.length > MAX_FRAME_SIZE) {
     throw new TcpPunchError('ERR_FRAME_TOO_LARGE', `Frame body of ${body.length} bytes exceeds ${MAX_FRAME_SIZE}`, {
@@ -45,7 +56,7 @@ export function encodeFrame(type: number, body: Uint8Array): Buffer {
   const out = Buffer.allocUnsafe(HEADER_SIZE + body.length);
   out[0] = MAGIC0;
   out[1] = MAGIC1;
-  out[2] = PROTOCOL_VERSION;
+  out[2] = version;
   out[3] = type;
   out.writeUInt16BE(body.length, 4);
   out.set(body, HEADER_SIZE);
@@ -106,7 +117,7 @@ export class FrameDecoder {
     }
     if (have > 2 && head[2] !== PROTOCOL_VERSION) {
       return this.fail(
-        new TcpPunchError('ERR_UNSUPPORTED_VERSION', `Unsupported protocol version ${head[2]}`, {
+        new TcpPunchError('ERR_UNSUPPORTED_VERSION', versionMismatch(head[2]!), {
           version: head[2],
           supported: PROTOCOL_VERSION,
         }),
@@ -183,4 +194,9 @@ export class FrameDecoder {
     }
     return out;
   }
+}
+
+/** The text of `ERR_UNSUPPORTED_VERSION`: names the version received and the one spoken here. */
+export function versionMismatch(received: number): string {
+  return `Protocol version ${received} is not supported: this end speaks version ${PROTOCOL_VERSION}`;
 }

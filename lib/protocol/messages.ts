@@ -10,7 +10,7 @@
 import { TcpPunchError } from '../errors.js';
 import { BodyReader, BodyWriter, f, malformed, readField, writeField } from './fields.js';
 import type { FieldSpec, FieldValue } from './fields.js';
-import { encodeFrame } from './frame.js';
+import { encodeFrame, encodeFrameAs } from './frame.js';
 import type { RawFrame } from './frame.js';
 
 /** Peer ids: 1..64 printable ASCII characters, no spaces. */
@@ -42,7 +42,12 @@ export const ROLES = ['initiator', 'responder'] as const;
 /** Schemas by message name: `type` is the frame type byte; `fields` are written in this order. */
 export const SCHEMAS = {
   // Control connection: handshake and liveness.
-  hello: { type: 0x01, fields: { id: id(), nonce: f.bytes(16), software: f.string(64) } },
+  // private: the control connection's local endpoint as the peer sees it; warm: that port is reusable (SO_REUSEADDR +
+  // SO_REUSEPORT), so the peer can punch from it and the server's view of this connection is its NAT mapping.
+  hello: {
+    type: 0x01,
+    fields: { id: id(), nonce: f.bytes(16), software: f.string(64), private: f.endpoints(4), warm: f.bool() },
+  },
   challenge: { type: 0x02, fields: { nonce: f.bytes(32), auth: f.enum('none', 'secret', 'token') } },
   auth: { type: 0x03, fields: { proof: f.varbytes(0, 32) } },
   welcome: {
@@ -53,12 +58,20 @@ export const SCHEMAS = {
       observed: f.endpoint(),
       keepaliveMs: f.u32(),
       maxPending: f.u16(),
+      // The server's NAT probe listeners (0: none), on the address the peer connected to.
+      probePort1: f.u16(),
+      probePort2: f.u16(),
     },
   },
-  ping: { type: 0x05, fields: { seq: f.u32() } },
+  // rttUs: the round trip of the sender's previous ping (µs; 0 when none), which the server uses to time punches.
+  ping: { type: 0x05, fields: { seq: f.u32(), rttUs: f.u32() } },
   pong: { type: 0x06, fields: { seq: f.u32() } },
   error: { type: 0x07, fields: { code: code(), message: text() } },
   goaway: { type: 0x08, fields: { code: code(), message: text() } },
+  // This network's NAT mapping as the peer measured it, whenever it (re)measures.
+  report: { type: 0x09, fields: { mapping: f.enum(...NAT_MAPPINGS) } },
+  // A socket punched from the warm port of coordination coordId has closed on the sender's side.
+  release: { type: 0x0a, fields: { coordId: coordId() } },
   // Control connection: coordination of one dial.
   connect: {
     type: 0x10,
@@ -78,12 +91,24 @@ export const SCHEMAS = {
       pairKey: f.bytes(32),
       timeoutMs: f.u32(),
       link: f.bytes(16),
+      // Attempt 1 folded in when both sides punch from their warm ports (attempt 0: none, prepare/punch follow):
+      // the same fields as `prepare` (nonce) and `punch`.
+      attempt: attempt(),
+      nonce: f.bytes(16),
+      mode: f.enum('sync', 'reverse'),
+      route: f.enum('public', 'private', 'hairpin'),
+      remote: f.endpoints(1),
+      delayMs: f.u32(),
+      punchTimeoutMs: f.u32(),
     },
   },
   cancel: { type: 0x13, fields: { coordId: coordId(), code: code(), message: text() } },
-  prepare: { type: 0x14, fields: { coordId: coordId(), attempt: attempt(), token: f.bytes(16), nonce: f.bytes(16) } },
-  sync: { type: 0x15, fields: { coordId: coordId(), attempt: attempt(), seq: f.u32() } },
-  'sync-ack': { type: 0x16, fields: { coordId: coordId(), attempt: attempt(), seq: f.u32() } },
+  // port: `fresh` binds a new port and observes it (observe connection); `warm` punches from the control
+  // connection's port, whose mapping the server knows. 0x15 and 0x16 (version 1's sync round) are retired.
+  prepare: {
+    type: 0x14,
+    fields: { coordId: coordId(), attempt: attempt(), token: f.bytes(16), nonce: f.bytes(16), port: f.enum('fresh', 'warm') },
+  },
   punch: {
     type: 0x17,
     fields: {
@@ -98,7 +123,8 @@ export const SCHEMAS = {
   },
   result: {
     type: 0x18,
-    fields: { coordId: coordId(), attempt: attempt(), outcome: f.enum(...ATTEMPT_OUTCOMES), detail: text() },
+    // committed: the sender has handed its socket over already (it awaits no `end ok`).
+    fields: { coordId: coordId(), attempt: attempt(), outcome: f.enum(...ATTEMPT_OUTCOMES), detail: text(), committed: f.bool() },
   },
   end: {
     type: 0x19,
@@ -188,6 +214,11 @@ export function encodeBody(msg: Message): Buffer {
 /** Encodes a message as a complete frame. */
 export function encodeMessage(msg: Message): Buffer {
   return encodeFrame(isRelayMsg(msg) ? msg.typeByte : SCHEMAS[msg.type].type, encodeBody(msg));
+}
+
+/** Encodes an `error` frame in another protocol version (see {@link encodeFrameAs}). */
+export function encodeErrorAs(version: number, msg: Msg<'error'>): Buffer {
+  return encodeFrameAs(version, SCHEMAS.error.type, encodeBody(msg));
 }
 
 function isRelayMsg(msg: Message): msg is RelayMsg {

@@ -10,8 +10,8 @@ import type { Socket } from 'node:net';
 
 import { TcpPunchError, AbortError } from '../errors.js';
 import { truncateUtf8 } from './fields.js';
-import { FrameDecoder } from './frame.js';
-import { decodeMessage, encodeMessage } from './messages.js';
+import { FIRST_VERSION, FrameDecoder, PROTOCOL_VERSION } from './frame.js';
+import { decodeMessage, encodeErrorAs, encodeMessage } from './messages.js';
 import type { Message } from './messages.js';
 
 /** Options of a {@link FramedSocket}. */
@@ -72,10 +72,14 @@ export class FramedSocket extends EventEmitter<FramedSocketEvents> {
     return true;
   }
 
-  /** Sends an `error` frame with `code`, then closes the connection (ignoring further input). */
-  fail(code: string, message: string): void {
+  /**
+   * Sends an `error` frame with `code`, then closes the connection (ignoring further input). `version` frames it for
+   * a far side that speaks another protocol version (the `error` layout is the same in all of them).
+   */
+  fail(code: string, message: string, version?: number): void {
     if (this.state !== 'open') return;
-    const frame = safeEncode({ type: 'error', code, message: truncateUtf8(message, 256) });
+    const error = { type: 'error', code, message: truncateUtf8(message, 256) } as const;
+    const frame = version === undefined ? safeEncode(error) : encodeErrorAs(version, error);
     this.state = 'closing';
     this.lastError ??= new TcpPunchError(code, message);
     this.finish(frame);
@@ -134,7 +138,9 @@ export class FramedSocket extends EventEmitter<FramedSocketEvents> {
         msg = decodeMessage(frame);
       } catch (err) {
         const e = asCoded(err);
-        this.fail(e.code, e.message);
+        // A far side of another version can still read an error frame of its own version.
+        const theirs = e.code === 'ERR_UNSUPPORTED_VERSION' ? (e as { version?: number }).version : undefined;
+        this.fail(e.code, e.message, theirs !== undefined && theirs >= FIRST_VERSION && theirs < PROTOCOL_VERSION ? theirs : undefined);
         this.emit('protocol-error', e);
         return;
       }

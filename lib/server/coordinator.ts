@@ -1,14 +1,28 @@
 /**
- * The coordinator: drives each dial from `connect` to `end` through up to N attempts of
- * prepare → observe → (sync) → punch → result, and enforces the per-peer and server-wide pending limits.
+ * The coordinator: drives each dial from `connect` to `end`, and enforces the per-peer and server-wide pending
+ * limits.
  *
- * It only talks to peers through {@link CoordPeer} (a registered control session) and to observe connections
- * through their FramedSocket; it knows nothing about sockets, auth or the registry.
+ * Attempt 1 between two peers whose control connections leave from reusable ("warm") ports needs no round trip
+ * of its own: the server already knows both mappings (each control connection's source address) and both round
+ * trips (measured continuously by the sessions), so the `coord` message itself carries the punch instruction,
+ * each side's start delayed by (max − rtt)/2 so that both SYNs leave together. Where a warm port cannot be used —
+ * it is busy with another punch (one listener per port), or the pair's warm 4-tuple is still held by an earlier
+ * connection — that side observes a fresh port first (prepare → observe → punch), and so do both sides of every
+ * later attempt (a failed warm attempt may mean a mapping that no longer holds). `result` messages arrive off the
+ * dial's critical path; they decide retries, the relay fallback and `end`.
+ *
+ * The seam (several server nodes): the coordinator never assumes that a peer is local. It sees peers only as
+ * {@link CoordPeer} — id, `send`, `sendCoord` (which wraps the pair key: only the node holding the peer's session
+ * knows its session key, so a peer on another node is a proxy whose `sendCoord` ships the clear pair key to that
+ * node over an authenticated channel and lets it wrap), `warm` and `rttMs` (state the owning node reports) —
+ * and every peer → coordinator message enters through {@link Coordinator.handle}, keyed by coordId, so the owning
+ * node forwards a remote peer's messages by calling `handle(proxy, msg)` on the coordinating node. Observe
+ * connections reach {@link Coordinator.observe} on the node they connect to, which must be the coordinating one.
  */
 import { DIRECT_AUTH_TIMEOUT_MS, MIN_ATTEMPT_MS, RESULT_GRACE_MS } from '../protocol/constants.js';
-import { random, safeEqual, wrapPairKey } from '../protocol/crypto.js';
+import { random, safeEqual } from '../protocol/crypto.js';
 import { truncateUtf8 } from '../protocol/fields.js';
-import type { Endpoint } from '../protocol/fields.js';
+import type { Endpoint } from '../endpoint.js';
 import type { ATTEMPT_OUTCOMES, Message, Msg, PATHS, ROLES } from '../protocol/messages.js';
 import type { FramedSocket } from '../protocol/stream.js';
 import type { ResolvedOptions } from './options.js';
@@ -18,6 +32,7 @@ import type { AttemptPlan, Observation } from './plan.js';
 type Role = (typeof ROLES)[number];
 type Outcome = (typeof ATTEMPT_OUTCOMES)[number];
 type Path = (typeof PATHS)[number];
+type PortKind = Msg<'prepare'>['port'];
 
 /**
  * Issues the relay grants of a relayed dial: the `relay-token` messages for the initiator (`a`) and the responder
@@ -25,13 +40,23 @@ type Path = (typeof PATHS)[number];
  */
 export type RelayGrantIssuer = (pair: { a: string; b: string; sessionId: string; ttlMs: number }) => { a: Message; b: Message };
 
-/** A registered peer as the coordinator sees it. */
+/** A `coord` message before its pair key is wrapped for the receiving peer. */
+export type CoordDraft = Omit<Msg<'coord'>, 'pairKey'>;
+
+/** A registered peer as the coordinator sees it (a local control session, or a proxy of one on another node). */
 export interface CoordPeer {
   readonly id: string;
-  /** Key derived during auth; wraps pair keys sent to this peer. */
-  readonly sessionKey: Uint8Array;
   send(msg: Message): boolean;
+  /** Sends `coord` with `pairKey` wrapped for this peer (by whoever holds its session key). */
+  sendCoord(msg: CoordDraft, pairKey: Uint8Array): boolean;
+  /** The control connection's mapping when its port is reusable (the peer can punch from it), else undefined. */
+  readonly warm: Observation | undefined;
+  /** Round-trip estimate to the peer in ms (0: unknown). */
+  readonly rttMs: number;
 }
+
+/** The messages a peer sends to the coordinator. */
+export type CoordRequest = Msg<'connect'> | Msg<'cancel'> | Msg<'result'> | Msg<'release'>;
 
 /** Counters the coordinator maintains. */
 export interface CoordStats {
@@ -40,17 +65,19 @@ export interface CoordStats {
   failed: number;
   cancelled: number;
   attempts: number;
+  /** Attempts whose every side punched from its warm port (no observe round). */
+  warmAttempts: number;
 }
 
 interface Side {
   readonly peer: CoordPeer;
   readonly role: Role;
   token: Buffer;
-  observed: (Observation & { conn: FramedSocket }) | undefined;
-  seq: number;
-  sentAt: number;
-  rtt: number | undefined;
+  port: PortKind;
+  observed: (Observation & { conn?: FramedSocket }) | undefined;
   outcome: Outcome | undefined;
+  /** The side handed its socket over without waiting for `end ok`. */
+  committed: boolean;
   detail: string;
 }
 
@@ -61,10 +88,19 @@ interface Coordination {
   readonly path: Path;
   readonly deadline: number;
   attempt: number;
-  phase: 'observe' | 'sync' | 'punch' | 'ended';
+  phase: 'observe' | 'punch' | 'ended';
   nonce: Buffer;
-  plan: AttemptPlan | undefined;
   timer: NodeJS.Timeout | undefined;
+}
+
+/**
+ * A connection punched between two warm ports: its 4-tuples stay taken while either side holds its socket, so the
+ * pair does not punch warm-to-warm again until both sides released theirs.
+ */
+interface WarmLink {
+  readonly key: string;
+  readonly peers: readonly [CoordPeer, CoordPeer];
+  readonly holding: Set<CoordPeer>;
 }
 
 type Limits = Pick<
@@ -79,11 +115,18 @@ type Limits = Pick<
   | 'reversal'
 >;
 
+/** Most warm links remembered per peer; beyond it the peer's further pairs observe fresh ports. */
+const MAX_LINKS_PER_PEER = 256;
+
 /** Coordinates dials between registered peers. */
 export class Coordinator {
-  readonly stats: CoordStats = { started: 0, succeeded: 0, failed: 0, cancelled: 0, attempts: 0 };
+  readonly stats: CoordStats = { started: 0, succeeded: 0, failed: 0, cancelled: 0, attempts: 0, warmAttempts: 0 };
   private readonly coords = new Map<string, Coordination>();
   private readonly byPeer = new Map<CoordPeer, Set<Coordination>>();
+  /** The coordination whose punch uses a peer's warm port right now. */
+  private readonly warmBusy = new Map<CoordPeer, Coordination>();
+  private readonly links = new Map<string, WarmLink>();
+  private readonly linksOf = new Map<CoordPeer, Set<WarmLink>>();
   private draining = false;
   private drainWaiters: (() => void)[] = [];
 
@@ -98,8 +141,54 @@ export class Coordinator {
     return this.coords.size;
   }
 
-  /** Handles a `connect` request from a registered peer. */
-  request(from: CoordPeer, msg: Msg<'connect'>): void {
+  /** The one entry point of peer → coordinator messages. */
+  handle(from: CoordPeer, msg: CoordRequest): void {
+    switch (msg.type) {
+      case 'connect':
+        return this.request(from, msg);
+      case 'cancel':
+        return this.cancel(from, msg);
+      case 'result':
+        return this.result(from, msg);
+      case 'release':
+        return this.release(from, msg);
+    }
+  }
+
+  /** An observe connection presented `msg`; returns false when its coordination, attempt or token is not valid. */
+  observe(conn: FramedSocket, msg: Msg<'observe'>, remote: Endpoint): boolean {
+    const c = this.coords.get(Buffer.from(msg.coordId).toString('hex'));
+    if (!c || c.phase !== 'observe' || msg.attempt !== c.attempt) return false;
+    const side = c.sides.find((s) => safeEqual(s.token, msg.token));
+    if (!side || side.observed) return false;
+    side.observed = { public: remote, private: msg.private, mapping: msg.mapping, conn };
+    conn.send({ type: 'observed', endpoint: remote });
+    if (c.sides.every((s) => s.observed)) this.afterObserve(c);
+    return true;
+  }
+
+  /** A peer's control session ended: its dials fail for the other side with `ERR_PEER_OFFLINE`. */
+  peerGone(peer: CoordPeer): void {
+    for (const c of [...this.pendingOf(peer)]) this.end(c, 'failed', 'ERR_PEER_OFFLINE', `Peer ${peer.id} went offline`);
+    this.byPeer.delete(peer);
+    // Its warm port went with the connection: a new registration punches from another one.
+    for (const link of [...(this.linksOf.get(peer) ?? [])]) this.dropLink(link);
+    this.linksOf.delete(peer);
+  }
+
+  /** Refuses new dials from now on; resolves once none is in flight. */
+  drain(): Promise<void> {
+    this.draining = true;
+    if (this.coords.size === 0) return Promise.resolve();
+    return new Promise((resolve) => this.drainWaiters.push(resolve));
+  }
+
+  /** Ends every dial in flight with `code`. */
+  endAll(code: string, message: string): void {
+    for (const c of [...this.coords.values()]) this.end(c, 'failed', code, message);
+  }
+
+  private request(from: CoordPeer, msg: Msg<'connect'>): void {
     const reject = (code: string, message: string): void => void from.send({ type: 'reject', reqId: msg.reqId, code, message });
     if (this.draining) return reject('ERR_SERVER_CLOSING', 'The server is shutting down');
     if (msg.path !== 'direct' && !this.relayGrants) return reject('ERR_PATH_UNSUPPORTED', 'This server runs no relay');
@@ -115,7 +204,7 @@ export class Coordinator {
     const timeoutMs = msg.timeoutMs === 0 ? this.limits.defaultDialTimeoutMs : Math.min(msg.timeoutMs, this.limits.maxDialTimeoutMs);
     const id = random(16);
     const side = (peer: CoordPeer, role: Role): Side => ({
-      peer, role, token: random(16), observed: undefined, seq: 0, sentAt: 0, rtt: undefined, outcome: undefined, detail: '',
+      peer, role, token: random(16), port: 'fresh', observed: undefined, outcome: undefined, committed: false, detail: '',
     });
     const c: Coordination = {
       key: id.toString('hex'),
@@ -126,61 +215,95 @@ export class Coordinator {
       attempt: 0,
       phase: 'observe',
       nonce: random(16),
-      plan: undefined,
       timer: undefined,
     };
     this.coords.set(c.key, c);
     for (const s of c.sides) this.pendingOf(s.peer).add(c);
     this.stats.started++;
     const pairKey = random(32);
+    const announce = (fold?: { plan: AttemptPlan; delays: [number, number]; timeoutMs: number }): void => {
+      for (const [i, s] of c.sides.entries()) {
+        s.peer.sendCoord(
+          {
+            type: 'coord',
+            reqId: s.role === 'initiator' ? msg.reqId : 0,
+            coordId: id,
+            peer: c.sides[1 - i]!.peer.id,
+            role: s.role,
+            path: msg.path,
+            timeoutMs,
+            link: msg.link,
+            attempt: fold ? c.attempt : 0,
+            nonce: c.nonce,
+            mode: fold?.plan.mode ?? 'sync',
+            route: fold?.plan.route ?? 'public',
+            remote: fold ? [fold.plan.remotes[i]!] : [],
+            delayMs: fold?.delays[i] ?? 0,
+            punchTimeoutMs: fold?.timeoutMs ?? 0,
+          },
+          pairKey,
+        );
+      }
+    };
+    if (c.path !== 'direct') {
+      announce();
+      return this.startRelay(c);
+    }
+    const ports = this.warmPorts(c);
+    if (ports[0] === 'warm' && ports[1] === 'warm') return this.foldedAttempt(c, announce);
+    announce();
+    this.startAttempt(c, ports);
+  }
+
+  /** Attempt 1 with both sides warm: planned from what the sessions know, sent inside `coord`. */
+  private foldedAttempt(c: Coordination, announce: (fold?: { plan: AttemptPlan; delays: [number, number]; timeoutMs: number }) => void): void {
+    c.attempt = 1;
+    this.stats.attempts++;
     for (const s of c.sides) {
-      s.peer.send({
-        type: 'coord',
-        reqId: s.role === 'initiator' ? msg.reqId : 0,
-        coordId: id,
-        peer: (s.role === 'initiator' ? target : from).id,
-        role: s.role,
-        path: msg.path,
-        pairKey: wrapPairKey(s.peer.sessionKey, id, pairKey),
-        timeoutMs,
-        link: msg.link,
-      });
+      s.port = 'warm';
+      s.observed = { ...s.peer.warm! };
     }
-    if (c.path === 'direct') this.startAttempt(c);
-    else this.startRelay(c);
+    const verdict = this.planOf(c);
+    if (typeof verdict === 'string') {
+      announce();
+      return this.end(c, 'failed', verdict === 'family' ? 'ERR_NO_COMMON_FAMILY' : 'ERR_PUNCH_UNLIKELY', this.planError(c, verdict));
+    }
+    const delays = this.delaysOf(c, verdict);
+    const timeoutMs = this.punchTimeout(c, delays);
+    if (timeoutMs < 1) {
+      announce();
+      return this.end(c, 'failed', 'ETIMEDOUT', 'The dial deadline passed');
+    }
+    this.occupyWarm(c);
+    this.stats.warmAttempts++;
+    c.phase = 'punch';
+    announce({ plan: verdict, delays, timeoutMs });
+    this.armPunch(c, delays, timeoutMs);
   }
 
-  /** An observe connection presented `msg`; returns false when its coordination, attempt or token is not valid. */
-  observe(conn: FramedSocket, msg: Msg<'observe'>, remote: Endpoint): boolean {
+  /** Which port each side of attempt 1 punches from. */
+  private warmPorts(c: Coordination): [PortKind, PortKind] {
+    const [a, b] = c.sides.map((s) => (s.peer.warm && !this.warmBusy.has(s.peer) ? 'warm' : 'fresh')) as [PortKind, PortKind];
+    // The pair's warm-to-warm 4-tuple is still taken: a fresh port on the dialing side makes new ones.
+    if (a === 'warm' && b === 'warm' && this.linked(c.sides[0].peer, c.sides[1].peer)) return ['fresh', 'warm'];
+    return [a, b];
+  }
+
+  private cancel(from: CoordPeer, msg: Msg<'cancel'>): void {
     const c = this.coords.get(Buffer.from(msg.coordId).toString('hex'));
-    if (!c || c.phase !== 'observe' || msg.attempt !== c.attempt) return false;
-    const side = c.sides.find((s) => safeEqual(s.token, msg.token));
-    if (!side || side.observed) return false;
-    side.observed = { public: remote, private: msg.private, mapping: msg.mapping, conn };
-    conn.send({ type: 'observed', endpoint: remote });
-    if (c.sides.every((s) => s.observed)) this.afterObserve(c);
-    return true;
-  }
-
-  /** Handles `sync-ack`. */
-  syncAck(from: CoordPeer, msg: Msg<'sync-ack'>): void {
-    const c = this.find(msg.coordId, msg.attempt, 'sync');
-    const side = c && this.sideOf(c, from);
-    if (!c || !side || side.rtt !== undefined || side.seq !== msg.seq) return;
-    side.rtt = performance.now() - side.sentAt;
-    if (c.sides.every((s) => s.rtt !== undefined)) {
-      const max = Math.max(...c.sides.map((s) => s.rtt!));
-      this.sendPunch(c, c.plan!, c.sides.map((s) => Math.round((max - s.rtt!) / 2)) as [number, number]);
-    }
+    if (!c || !this.sideOf(c, from)) return;
+    this.end(c, 'cancelled', msg.code, msg.message);
   }
 
   /** Handles `result`: a side's outcome of the current attempt. */
-  result(from: CoordPeer, msg: Msg<'result'>): void {
+  private result(from: CoordPeer, msg: Msg<'result'>): void {
     const c = this.find(msg.coordId, msg.attempt);
     const side = c && this.sideOf(c, from);
     if (!c || !side || side.outcome !== undefined) return;
     side.outcome = msg.outcome;
     side.detail = msg.detail;
+    side.committed = msg.outcome === 'ok' && msg.committed;
+    this.freeWarm(c, side);
     if (c.phase !== 'punch') return this.attemptFailed(c); // a side gave up before punching (bind or observe failed)
     // A relayed dial pairs both joins or nothing: once one side could not join, the other side's join can never be
     // paired, so end the dial now rather than leave that side waiting for its join deadline. Likewise a side whose
@@ -190,29 +313,12 @@ export class Coordinator {
     if (c.sides.every((s) => s.outcome !== undefined)) this.conclude(c);
   }
 
-  /** Handles `cancel` from either side: the dial ends for both with the sender's code. */
-  cancel(from: CoordPeer, msg: Msg<'cancel'>): void {
-    const c = this.coords.get(Buffer.from(msg.coordId).toString('hex'));
-    if (!c || !this.sideOf(c, from)) return;
-    this.end(c, 'cancelled', msg.code, msg.message);
-  }
-
-  /** A peer's control session ended: its dials fail for the other side with `ERR_PEER_OFFLINE`. */
-  peerGone(peer: CoordPeer): void {
-    for (const c of [...this.pendingOf(peer)]) this.end(c, 'failed', 'ERR_PEER_OFFLINE', `Peer ${peer.id} went offline`);
-    this.byPeer.delete(peer);
-  }
-
-  /** Refuses new dials from now on; resolves once none is in flight. */
-  drain(): Promise<void> {
-    this.draining = true;
-    if (this.coords.size === 0) return Promise.resolve();
-    return new Promise((resolve) => this.drainWaiters.push(resolve));
-  }
-
-  /** Ends every dial in flight with `code`. */
-  endAll(code: string, message: string): void {
-    for (const c of [...this.coords.values()]) this.end(c, 'failed', code, message);
+  /** A side closed a socket punched from its warm port. */
+  private release(from: CoordPeer, msg: Msg<'release'>): void {
+    const link = this.links.get(Buffer.from(msg.coordId).toString('hex'));
+    if (!link || !link.peers.includes(from)) return;
+    link.holding.delete(from);
+    if (link.holding.size === 0) this.dropLink(link);
   }
 
   private pendingOf(peer: CoordPeer): Set<Coordination> {
@@ -221,10 +327,9 @@ export class Coordinator {
     return set;
   }
 
-  private find(coordId: Uint8Array, attempt: number, phase?: Coordination['phase']): Coordination | undefined {
+  private find(coordId: Uint8Array, attempt: number): Coordination | undefined {
     const c = this.coords.get(Buffer.from(coordId).toString('hex'));
-    if (!c || c.attempt !== attempt || (phase && c.phase !== phase)) return undefined;
-    return c;
+    return c && c.attempt === attempt ? c : undefined;
   }
 
   private sideOf(c: Coordination, peer: CoordPeer): Side | undefined {
@@ -240,25 +345,30 @@ export class Coordinator {
     c.timer = setTimeout(onExpiry, Math.max(0, ms));
   }
 
-  private startAttempt(c: Coordination): void {
+  /** Starts an attempt in which `ports` says which side observes a fresh port first. */
+  private startAttempt(c: Coordination, ports: [PortKind, PortKind] = ['fresh', 'fresh']): void {
+    this.freeWarm(c);
     c.attempt++;
     c.phase = 'observe';
     c.nonce = random(16);
     this.stats.attempts++;
-    for (const s of c.sides) {
+    c.sides.forEach((s, i) => {
       s.token = random(16);
-      s.observed = undefined;
-      s.rtt = undefined;
+      s.port = ports[i]!;
+      s.observed = s.port === 'warm' ? { ...s.peer.warm! } : undefined;
       s.outcome = undefined;
+      s.committed = false;
       s.detail = '';
-      s.peer.send({ type: 'prepare', coordId: c.id, attempt: c.attempt, token: s.token, nonce: c.nonce });
-    }
+      s.peer.send({ type: 'prepare', coordId: c.id, attempt: c.attempt, token: s.token, nonce: c.nonce, port: s.port });
+    });
+    this.occupyWarm(c);
+    if (c.sides.every((s) => s.observed)) return this.afterObserve(c);
     this.arm(c, Math.min(this.remaining(c), this.limits.handshakeTimeoutMs), () => this.phaseTimeout(c, 'observe'));
   }
 
   /**
    * A relayed dial is one attempt: both sides get a grant for the same relay session (named after the
-   * coordination), join the relay and report their `result` like a punch.
+   * coordination), sent right behind `coord`, join the relay and report their `result` like a punch.
    */
   private startRelay(c: Coordination): void {
     c.attempt = 1;
@@ -272,34 +382,52 @@ export class Coordinator {
     this.arm(c, this.remaining(c) + RESULT_GRACE_MS, () => this.phaseTimeout(c, 'punch'));
   }
 
-  private afterObserve(c: Coordination): void {
-    const plan = planAttempt(c.sides[0].observed!, c.sides[1].observed!, c.attempt, this.limits.maxAttempts, this.limits.reversal);
-    if (!plan) return this.end(c, 'failed', 'ERR_NO_COMMON_FAMILY', 'The peers reach the server over different IP versions');
-    const hopeless = punchHopeless(c.sides[0].observed!, c.sides[1].observed!);
-    if (hopeless) return this.end(c, 'failed', 'ERR_PUNCH_UNLIKELY', `Punching cannot work: ${hopeless}`);
-    if (plan.mode === 'reverse') return this.sendPunch(c, plan, [0, 0]);
-    c.phase = 'sync';
-    c.plan = plan;
-    const now = performance.now();
-    for (const s of c.sides) {
-      s.seq = random(4).readUInt32BE(0);
-      s.sentAt = now;
-      s.peer.send({ type: 'sync', coordId: c.id, attempt: c.attempt, seq: s.seq });
-    }
-    this.arm(c, Math.min(this.remaining(c), this.limits.handshakeTimeoutMs), () => this.phaseTimeout(c, 'sync'));
+  /** The plan of the current attempt from both observations, or why there is none. */
+  private planOf(c: Coordination): AttemptPlan | 'family' | 'hopeless' {
+    const [a, b] = [c.sides[0].observed!, c.sides[1].observed!];
+    const plan = planAttempt(a, b, c.attempt, this.limits.maxAttempts, this.limits.reversal);
+    if (!plan) return 'family';
+    return punchHopeless(a, b) ? 'hopeless' : plan;
   }
 
-  private sendPunch(c: Coordination, plan: AttemptPlan, delays: [number, number]): void {
-    const maxDelay = Math.max(...delays);
-    const timeoutMs = Math.floor(Math.min(this.limits.attemptTimeoutMs, this.remaining(c) - maxDelay));
+  private planError(c: Coordination, verdict: 'family' | 'hopeless'): string {
+    if (verdict === 'family') return 'The peers reach the server over different IP versions';
+    return `Punching cannot work: ${punchHopeless(c.sides[0].observed!, c.sides[1].observed!)}`;
+  }
+
+  /** Start delays that make both SYNs leave together: each side waits (max − its rtt) / 2 after the message arrives. */
+  private delaysOf(c: Coordination, plan: AttemptPlan): [number, number] {
+    if (plan.mode === 'reverse') return [0, 0];
+    const rtts = c.sides.map((s) => s.peer.rttMs);
+    const max = Math.max(...rtts);
+    return rtts.map((r) => Math.round((max - r) / 2)) as [number, number];
+  }
+
+  private punchTimeout(c: Coordination, delays: [number, number]): number {
+    return Math.floor(Math.min(this.limits.attemptTimeoutMs, this.remaining(c) - Math.max(...delays)));
+  }
+
+  private afterObserve(c: Coordination): void {
+    const verdict = this.planOf(c);
+    if (verdict === 'family') return this.end(c, 'failed', 'ERR_NO_COMMON_FAMILY', this.planError(c, verdict));
+    if (verdict === 'hopeless') return this.end(c, 'failed', 'ERR_PUNCH_UNLIKELY', this.planError(c, verdict));
+    const delays = this.delaysOf(c, verdict);
+    const timeoutMs = this.punchTimeout(c, delays);
     if (timeoutMs < 1) return this.end(c, 'failed', 'ETIMEDOUT', 'The dial deadline passed');
     c.phase = 'punch';
+    if (c.sides.every((s) => s.port === 'warm')) this.stats.warmAttempts++;
     c.sides.forEach((s, i) => {
       s.peer.send({
-        type: 'punch', coordId: c.id, attempt: c.attempt, mode: plan.mode, route: plan.route,
-        remote: plan.remotes[i]!, delayMs: delays[i]!, timeoutMs,
+        type: 'punch', coordId: c.id, attempt: c.attempt, mode: verdict.mode, route: verdict.route,
+        remote: verdict.remotes[i]!, delayMs: delays[i]!, timeoutMs,
       });
     });
+    this.armPunch(c, delays, timeoutMs);
+  }
+
+  private armPunch(c: Coordination, delays: [number, number], timeoutMs: number): void {
+    if (c.sides.every((s) => s.port === 'warm')) this.addLink(c);
+    const maxDelay = Math.max(...delays);
     this.arm(c, maxDelay + timeoutMs + DIRECT_AUTH_TIMEOUT_MS + RESULT_GRACE_MS, () => this.phaseTimeout(c, 'punch'));
   }
 
@@ -320,19 +448,24 @@ export class Coordinator {
     if (ok === 2) return this.end(c, 'ok', 'OK', 'Connected');
     // One side authenticated, the other did not: the connection works in one direction only (a NAT dropped one
     // side's packets). Like a failed attempt: the next one uses fresh ports; the last one ends the dial.
-    if (ok === 1 && (c.attempt >= this.limits.maxAttempts || this.remaining(c) < MIN_ATTEMPT_MS)) {
-      const bad = c.sides.find((s) => s.outcome !== 'ok')!;
-      return this.end(c, 'failed', 'ERR_HANDSHAKE_FAILED', `${bad.peer.id}: ${bad.outcome} ${bad.detail}`.trim());
-    }
+    if (ok === 1 && (c.attempt >= this.limits.maxAttempts || this.remaining(c) < MIN_ATTEMPT_MS)) return this.oneSided(c);
     this.attemptFailed(c);
+  }
+
+  private oneSided(c: Coordination): void {
+    const bad = c.sides.find((s) => s.outcome !== 'ok')!;
+    this.end(c, 'failed', 'ERR_HANDSHAKE_FAILED', `${bad.peer.id}: ${bad.outcome} ${bad.detail}`.trim());
   }
 
   private attemptFailed(c: Coordination): void {
     this.closeObserves(c);
+    // A side that already handed its socket over cannot take part in another attempt.
+    if (c.sides.some((s) => s.committed)) return this.oneSided(c);
     if (c.path !== 'direct') {
       const why = c.sides.map((s) => `${s.peer.id}: ${s.outcome ?? 'aborted'}${s.detail ? ` (${s.detail})` : ''}`).join('; ');
       return this.end(c, 'failed', 'ERR_RELAY_FAILED', `The relay could not connect the peers: ${why}`);
     }
+    this.settleLink(c, false);
     if (c.attempt < this.limits.maxAttempts && this.remaining(c) >= MIN_ATTEMPT_MS) return this.startAttempt(c);
     const why = c.sides.map((s) => `${s.peer.id}: ${s.outcome ?? 'aborted'}${s.detail ? ` (${s.detail})` : ''}`).join('; ');
     if (c.attempt < this.limits.maxAttempts) return this.end(c, 'failed', 'ETIMEDOUT', `The dial deadline passed: ${why}`);
@@ -340,7 +473,47 @@ export class Coordinator {
   }
 
   private closeObserves(c: Coordination): void {
-    for (const s of c.sides) s.observed?.conn.end();
+    for (const s of c.sides) s.observed?.conn?.end();
+  }
+
+  private occupyWarm(c: Coordination): void {
+    for (const s of c.sides) if (s.port === 'warm') this.warmBusy.set(s.peer, c);
+  }
+
+  /** Frees the warm ports `c` occupies (one side's, or all). */
+  private freeWarm(c: Coordination, only?: Side): void {
+    for (const s of only ? [only] : c.sides) if (this.warmBusy.get(s.peer) === c) this.warmBusy.delete(s.peer);
+  }
+
+  private linked(a: CoordPeer, b: CoordPeer): boolean {
+    const mine = this.linksOf.get(a);
+    if (mine && mine.size >= MAX_LINKS_PER_PEER) return true;
+    for (const link of mine ?? []) if (link.peers.includes(b)) return true;
+    return false;
+  }
+
+  private addLink(c: Coordination): void {
+    const peers = [c.sides[0].peer, c.sides[1].peer] as const;
+    const link: WarmLink = { key: c.key, peers, holding: new Set(peers) };
+    this.links.set(c.key, link);
+    for (const p of peers) {
+      let set = this.linksOf.get(p);
+      if (!set) this.linksOf.set(p, (set = new Set()));
+      set.add(link);
+    }
+  }
+
+  /** The attempt is over: sides that hold no socket of it no longer hold its 4-tuples. */
+  private settleLink(c: Coordination, ok: boolean): void {
+    const link = this.links.get(c.key);
+    if (!link) return;
+    for (const s of c.sides) if (!(ok || s.committed)) link.holding.delete(s.peer);
+    if (link.holding.size === 0) this.dropLink(link);
+  }
+
+  private dropLink(link: WarmLink): void {
+    if (this.links.get(link.key) === link) this.links.delete(link.key);
+    for (const p of link.peers) this.linksOf.get(p)?.delete(link);
   }
 
   private end(c: Coordination, outcome: 'ok' | 'failed' | 'cancelled', code: string, message: string): void {
@@ -348,6 +521,8 @@ export class Coordinator {
     c.phase = 'ended';
     clearTimeout(c.timer);
     this.closeObserves(c);
+    this.freeWarm(c);
+    this.settleLink(c, outcome === 'ok');
     this.coords.delete(c.key);
     for (const s of c.sides) {
       this.byPeer.get(s.peer)?.delete(c);

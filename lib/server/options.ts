@@ -5,7 +5,7 @@ import type { Socket } from 'node:net';
 
 import { invalidArgType, outOfRange } from '../errors.js';
 import { DEFAULT_MAX_FRAME_SIZE, MAX_FRAME_SIZE } from '../protocol/frame.js';
-import type { Endpoint } from '../protocol/fields.js';
+import type { Endpoint } from '../endpoint.js';
 import type { Message, RelayMsg } from '../protocol/messages.js';
 import type { Registry } from './registry.js';
 import type { RelayLimits } from '../relay/limits.js';
@@ -39,6 +39,12 @@ export interface ServerOptions {
   host?: string;
   /** Port to listen on; default 0 (the system picks one; see `address()`). */
   port?: number;
+  /**
+   * The NAT probe listeners peers measure their NAT mapping against (announced in `welcome`; a peer then skips
+   * punches that cannot work, `ERR_PUNCH_UNLIKELY`): default on, at `port` + 1 and + 2 (system-chosen ports when
+   * `port` is 0). `false` turns them off; `{ ports }` puts them elsewhere (0 = system-chosen).
+   */
+  natProbe?: false | { ports: [number, number] };
   /**
    * Shared secret. When set, peers authenticate with `HMAC(secret, id)` derived keys (docs/PROTOCOL.md);
    * when absent the server is open: an id belongs to its first registrant, who proves a server-issued token.
@@ -131,6 +137,8 @@ export interface ResolvedOptions {
   idReservationMs: number;
   closeTimeoutMs: number;
   reversal: boolean;
+  /** Probe ports to open (0: system-chosen), or undefined for none. */
+  natProbe: [number, number] | undefined;
   relay: RelayHooks;
 }
 
@@ -205,5 +213,23 @@ export function resolveOptions(options: ServerOptions): ResolvedOptions {
   if (typeof reversal !== 'boolean') throw invalidArgType('options.reversal', 'of type boolean', reversal);
   if (options.relay !== undefined && options.relay !== false && (typeof options.relay !== 'object' || options.relay === null))
     throw invalidArgType('options.relay', 'false, relay options or relay hooks', options.relay);
-  return { ...(out as typeof SERVER_DEFAULTS), host, port, secret: key, reversal, relay } as ResolvedOptions;
+  return { ...(out as typeof SERVER_DEFAULTS), host, port, secret: key, reversal, natProbe: resolveNatProbe(options.natProbe, port), relay } as ResolvedOptions;
+}
+
+/** The probe ports of `natProbe` for a server on `port`: PORT+1, PORT+2 by default, system-chosen for port 0. */
+function resolveNatProbe(probe: ServerOptions['natProbe'], port: number): [number, number] | undefined {
+  if (probe === false) return undefined;
+  if (probe === undefined) {
+    if (port === 0) return [0, 0];
+    if (port + 2 > 65535) throw outOfRange('options.natProbe', `explicit ports: the default ${port}+1, ${port}+2 exceed 65535`, port);
+    return [port + 1, port + 2];
+  }
+  if (typeof probe !== 'object' || probe === null || !Array.isArray(probe.ports) || probe.ports.length !== 2)
+    throw invalidArgType('options.natProbe', 'false or { ports: [number, number] }', probe);
+  probe.ports.forEach((p, i) => {
+    if (typeof p !== 'number') throw invalidArgType(`options.natProbe.ports[${i}]`, 'of type number', p);
+    if (!Number.isInteger(p) || p < 0 || p > 65535) throw outOfRange(`options.natProbe.ports[${i}]`, 'an integer in 0..65535', p);
+  });
+  if (probe.ports[0] !== 0 && probe.ports[0] === probe.ports[1]) throw outOfRange('options.natProbe.ports', 'two different ports', probe.ports);
+  return [probe.ports[0], probe.ports[1]];
 }

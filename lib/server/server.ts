@@ -11,7 +11,9 @@ import type { AddressInfo, Server, Socket } from 'node:net';
 
 import { TcpPunchError } from '../errors.js';
 import { unmapAddress } from '../protocol/fields.js';
-import type { Endpoint } from '../protocol/fields.js';
+import type { Endpoint } from '../endpoint.js';
+import { startProbeServer } from '../nat-check/probe-server.js';
+import type { ProbeServer } from '../nat-check/probe-server.js';
 import type { Message, RelayMsg } from '../protocol/messages.js';
 import { FramedSocket } from '../protocol/stream.js';
 import { Coordinator } from './coordinator.js';
@@ -43,6 +45,8 @@ export interface ServerStats {
     failed: number;
     cancelled: number;
     attempts: number;
+    /** Attempts in which both sides punched from their warm ports (no observe connection). */
+    warmAttempts: number;
   };
   /** Connections that ended with an error, by code (the codes of `error` frames sent, and socket errors). */
   errors: Record<string, number>;
@@ -77,6 +81,7 @@ export class RendezvousServer implements SessionHost {
   private readonly totals = { connections: 0, refused: 0 };
   private readonly errors: Record<string, number> = {};
   private closePromise: Promise<void> | undefined;
+  private probes: ProbeServer | undefined;
   private listening = true;
   private socketsGone: (() => void) | undefined;
 
@@ -115,8 +120,27 @@ export class RendezvousServer implements SessionHost {
     return this.closePromise !== undefined;
   }
 
+  /** The NAT probe ports announced to peers, once listening (undefined with `natProbe: false`). */
+  get probePorts(): readonly [number, number] | undefined {
+    return this.probes && [this.probes.ports[0]!, this.probes.ports[1]!];
+  }
+
   /** @internal */
-  listen(): Promise<void> {
+  async listen(): Promise<void> {
+    await this.listenControl();
+    const ports = this.options.natProbe;
+    if (!ports) return;
+    try {
+      this.probes = await startProbeServer({ ...(this.options.host ? { host: this.options.host } : {}), ports });
+    } catch (err) {
+      await new Promise((resolve) => this.server.close(resolve));
+      this.ips.close();
+      const e = err as NodeJS.ErrnoException;
+      throw new TcpPunchError(e.code ?? 'ERR_LISTEN', `Cannot open the NAT probe ports ${ports.join(', ')} (options.natProbe): ${e.message}`, { cause: err });
+    }
+  }
+
+  private listenControl(): Promise<void> {
     return new Promise((resolve, reject) => {
       const onError = (err: NodeJS.ErrnoException): void => {
         this.ips.close();
@@ -150,6 +174,7 @@ export class RendezvousServer implements SessionHost {
         failed: c.failed,
         cancelled: c.cancelled,
         attempts: c.attempts,
+        warmAttempts: c.warmAttempts,
       },
       errors: { ...this.errors },
       relay: this.relay?.stats(),
@@ -199,6 +224,7 @@ export class RendezvousServer implements SessionHost {
     clearTimeout(timer);
     this.listening = false;
     this.server.close();
+    await this.probes?.close();
     this.coordinator.endAll('ERR_SERVER_CLOSING', 'The server is shutting down');
     // Relayed sessions end (reason `stopped`) while the control connections are still open, so that both peers of
     // each session learn why their stream was cut (relay-end) before those connections close.

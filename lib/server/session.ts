@@ -5,12 +5,13 @@
  * Any message out of order, a wrong proof, or an id held by someone else ends the connection with an `error`
  * frame (`ERR_UNEXPECTED_MESSAGE`, `ERR_AUTH_FAILED`, `ERR_ID_TAKEN`).
  */
-import { clientProof, deriveIdKey, random, safeEqual, serverProof, sessionKey } from '../protocol/crypto.js';
+import { clientProof, deriveIdKey, random, safeEqual, serverProof, sessionKey, wrapPairKey } from '../protocol/crypto.js';
 import type { Endpoint } from '../protocol/fields.js';
 import type { Message, Msg, RelayMsg } from '../protocol/messages.js';
 import type { FramedSocket } from '../protocol/stream.js';
-import type { CoordPeer, Coordinator } from './coordinator.js';
+import type { CoordDraft, CoordPeer, Coordinator } from './coordinator.js';
 import type { ResolvedOptions } from './options.js';
+import type { Observation } from './plan.js';
 import type { IdRecord, Registry } from './registry.js';
 
 /** What a session needs from the server that owns it. */
@@ -28,7 +29,12 @@ export interface SessionHost {
   unregister(session: ControlSession): void;
   /** The handshake is over: the server stops the handshake deadline. */
   handshakeDone(conn: FramedSocket): void;
+  /** The NAT probe ports announced in `welcome`, if the server runs the probe. */
+  readonly probePorts: readonly [number, number] | undefined;
 }
+
+/** Round-trip samples kept per session: the smallest recent one is the estimate (a loss-inflated one passes). */
+const RTT_SAMPLES = 4;
 
 type AuthKind = Msg<'challenge'>['auth'];
 
@@ -49,6 +55,9 @@ export class ControlSession implements CoordPeer {
   private readonly serverNonce = random(32);
   private readonly clientNonce: Uint8Array;
   private idleTimer: NodeJS.Timeout | undefined;
+  private challengedAt = 0;
+  private readonly rtts: number[] = [];
+  private readonly warmObservation: Observation | undefined;
 
   constructor(
     private readonly conn: FramedSocket,
@@ -58,13 +67,26 @@ export class ControlSession implements CoordPeer {
   ) {
     this.id = hello.id;
     this.clientNonce = hello.nonce;
+    // The live control connection is this mapping: a NAT that rebinds it breaks the connection, and the peer's
+    // next registration brings the new one, so the server never holds a mapping older than its connection.
+    this.warmObservation = hello.warm ? { public: remote, private: hello.private, mapping: 'unknown' } : undefined;
     conn.on('close', () => this.closed());
     void this.challenge();
   }
 
-  /** The session key, valid once registered. */
-  get sessionKey(): Uint8Array {
-    return this.key;
+  /** CoordPeer: sends `coord` with the pair key wrapped by this session's key (only this node knows it). */
+  sendCoord(msg: CoordDraft, pairKey: Uint8Array): boolean {
+    return this.send({ ...msg, pairKey: wrapPairKey(this.key, msg.coordId, pairKey) });
+  }
+
+  /** CoordPeer: the control connection's mapping, when its port is reusable. */
+  get warm(): Observation | undefined {
+    return this.warmObservation;
+  }
+
+  /** CoordPeer: the round-trip estimate to this peer in ms (0 until measured). */
+  get rttMs(): number {
+    return this.rtts.length === 0 ? 0 : Math.min(...this.rtts);
   }
 
   /** True while registered. */
@@ -105,18 +127,19 @@ export class ControlSession implements CoordPeer {
     const coord = this.host.coordinator;
     switch (msg.type) {
       case 'ping':
+        if (msg.rttUs > 0) this.sample(msg.rttUs / 1000);
         this.send({ type: 'pong', seq: msg.seq });
         return;
       case 'pong':
         return;
+      case 'report':
+        if (this.warmObservation) this.warmObservation.mapping = msg.mapping;
+        return;
       case 'connect':
-        return coord.request(this, msg);
       case 'cancel':
-        return coord.cancel(this, msg);
-      case 'sync-ack':
-        return coord.syncAck(this, msg);
       case 'result':
-        return coord.result(this, msg);
+      case 'release':
+        return coord.handle(this, msg);
       default:
         if (msg.type.startsWith('relay-') && this.host.options.relay.onControlMessage) {
           return this.host.options.relay.onControlMessage(
@@ -143,11 +166,13 @@ export class ControlSession implements CoordPeer {
     this.token = record?.token ?? null;
     if (this.state !== 'hello') return; // failed or closed meanwhile
     this.state = 'challenged';
+    this.challengedAt = performance.now();
     this.send({ type: 'challenge', nonce: this.serverNonce, auth: this.kind });
   }
 
   private async verify(msg: Msg<'auth'>): Promise<void> {
     this.state = 'verifying';
+    this.sample(performance.now() - this.challengedAt); // challenge → auth: the first round trip
     const { secret, idReservationMs } = this.host.options;
     const { registry } = this.host;
     let issued: Uint8Array = new Uint8Array(0);
@@ -184,10 +209,18 @@ export class ControlSession implements CoordPeer {
       observed: this.remote,
       keepaliveMs,
       maxPending: Math.min(maxPendingPerPeer, 0xffff),
+      probePort1: this.host.probePorts?.[0] ?? 0,
+      probePort2: this.host.probePorts?.[1] ?? 0,
     });
     this.key = sessionKey(this.key, this.serverNonce, this.clientNonce);
     this.host.handshakeDone(this.conn);
     this.idleTimer = setTimeout(() => this.fail('ERR_IDLE_TIMEOUT', `Nothing received for ${idleTimeoutMs} ms`), idleTimeoutMs);
+  }
+
+  private sample(ms: number): void {
+    if (!Number.isFinite(ms) || ms < 0) return;
+    this.rtts.push(ms);
+    if (this.rtts.length > RTT_SAMPLES) this.rtts.shift();
   }
 
   private proofOk(proof: Uint8Array): boolean {

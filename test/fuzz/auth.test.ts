@@ -111,7 +111,7 @@ async function runControlFuzz(s: RendezvousServer, mode: 'secret' | 'open', vict
       const sock = await raw(s);
       const count = (k: string): void => void (outcomes[k] = (outcomes[k] ?? 0) + 1);
       try {
-        const helloMsg: Message = { type: 'hello', id: plan.id, nonce: plan.nonce, software: 'fuzz' };
+        const helloMsg: Message = { type: 'hello', id: plan.id, nonce: plan.nonce, software: 'fuzz', private: [], warm: false };
         const helloBytes = plan.helloOps ? mutate(fieldsOf(helloMsg), plan.helloOps, plan.other).bytes : encodeMessage(helloMsg);
         const { msg: hello, trailing: helloJunk } = localDecode(helloBytes);
         sock.write(helloBytes);
@@ -167,7 +167,7 @@ async function runControlFuzz(s: RendezvousServer, mode: 'secret' | 'open', vict
         } else if (plan.proof === 'hello-again') {
           sock.write(encodeMessage(helloMsg));
         } else if (plan.proof === 'ping') {
-          sock.write(encodeMessage({ type: 'ping', seq: 1 }));
+          sock.write(encodeMessage({ type: 'ping', seq: 1, rttUs: 0 }));
         } else {
           const authMsg: Message = { type: 'auth', proof };
           const bytes = plan.authOps ? mutate(fieldsOf(authMsg), plan.authOps, plan.other).bytes : encodeMessage(authMsg);

@@ -134,7 +134,7 @@ export async function echoCheck(a: Duplex, b: Duplex, payload: string): Promise<
  */
 export async function rawPeer(s: RendezvousServer, id: string, localAddress?: string): Promise<Socket> {
   const sock = await raw(s, localAddress);
-  send(sock, { type: 'hello', id, nonce: new Uint8Array(16), software: 'test' });
+  send(sock, { type: 'hello', id, nonce: new Uint8Array(16), software: 'test', private: [], warm: false });
   const challenge = await next(sock);
   if (challenge?.type !== 'challenge') throw new Error(`expected challenge, got ${challenge?.type}`);
   send(sock, { type: 'auth', proof: new Uint8Array(0) });
