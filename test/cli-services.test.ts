@@ -122,7 +122,8 @@ describe('tcp-punch as a service: secret server, several services, config file, 
     await Promise.all([roundTrip(ports.web!, 64 * 1024, 'W'), roundTrip(ports.ssh!, 64 * 1024, 'S')]);
     const closes = (p: CliProcess) => p.events.filter((e) => e.event === 'tunnel-close');
     await expect.poll(() => closes(connector).length).toBeGreaterThanOrEqual(2);
-    expect(new Set(closes(connector).map((e) => e.service))).toEqual(new Set(['web', 'ssh']));
+    expect(new Set(closes(connector).map((e) => e.peerId))).toEqual(new Set(['web', 'ssh']));
+    await expect.poll(() => new Set(closes(exposer).map((e) => e.service))).toEqual(new Set(['web', 'ssh']));
     expect(closes(connector).every((e) => e.path === 'relay' && e.reason === 'eof')).toBe(true);
   });
 
@@ -169,14 +170,14 @@ describe('tcp-punch as a service: secret server, several services, config file, 
 
 describe('tcp-punch serve start-up line and quiet mode', () => {
   it('an open server says which caps are on; --quiet prints nothing at start', async () => {
-    const port = await freePort();
-    const open = runCli(['serve', '--host', '127.0.0.1', '--port', String(port), '--no-probe']);
+    const open = runCli(['serve', '--host', '127.0.0.1', '--port', String(await freePort()), '--no-probe']);
     await expect.poll(() => open.output(), { timeout: 15_000 }).toMatch(/relay on \(per session: byte cap 128M, duration cap 15m, idle limit 5m\)/);
     expect(await open.stop()).toBe(0);
-    const quiet = runCli(['serve', '--quiet', '--host', '127.0.0.1', '--port', String(port), '--no-probe', '--secret', 'x', '--relay-idle-timeout', '0']);
     const text = runCli(['serve', '--host', '127.0.0.1', '--port', String(await freePort()), '--no-probe', '--secret', 'x', '--relay-idle-timeout', '0']);
     await expect.poll(() => text.output(), { timeout: 15_000 }).toMatch(/relay on \(per session: no byte cap, no duration cap, no idle limit\)/);
     expect(await text.stop()).toBe(0);
+    const port = await freePort();
+    const quiet = runCli(['serve', '--quiet', '--host', '127.0.0.1', '--port', String(port), '--no-probe', '--secret', 'x']);
     await expect.poll(() => accepts(port), { timeout: 15_000 }).toBe(true); // the quiet server is up
     expect(await quiet.stop()).toBe(0);
     expect(quiet.output()).toBe('');

@@ -93,8 +93,10 @@ describe('server metrics', () => {
     expect(text).toMatch(/^tcp_punch_connections_open \d/m);
     expect(collisions(text)).toEqual([]);
     // The same text in the OpenMetrics format prom-client renders, where a collision would be an error.
-    registry.setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
-    expect(collisions(await registry.metrics())).toEqual([]);
+    (registry as unknown as Registry<typeof Registry.OPENMETRICS_CONTENT_TYPE>).setContentType(Registry.OPENMETRICS_CONTENT_TYPE);
+    const open = await registry.metrics();
+    expect(open).toMatch(/^# TYPE tcp_punch_connections counter$/m);
+    expect(collisions(open)).toEqual([]);
   });
 
   it('counts accepted and refused connections apart', async () => {

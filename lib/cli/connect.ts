@@ -92,7 +92,7 @@ export const connect: Command = {
           strategy: m.strategy,
           poolSize: m.poolSize,
           onEvent: (e) => {
-            logTunnelEvent(log, e, several ? m.peer : undefined);
+            logTunnelEvent(log, e); // its peer is the service: the line names it already
             metrics?.onEvent(e, m.peer);
           },
         }).catch((err: unknown) => {

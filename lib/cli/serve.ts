@@ -211,7 +211,7 @@ function logRelayEnd(log: Logger, e: RelaySessionEnd): void {
   log.info(
     'relay-end',
     { ...e },
-    `relay ended    ${e.a} ⇄ ${e.b} ${e.a}→${e.b}=${formatBytes(e.bytesAToB)} ${e.b}→${e.a}=${formatBytes(e.bytesBToA)} ` +
+    `relay ended    a=${e.a} b=${e.b} a→b=${formatBytes(e.bytesAToB)} b→a=${formatBytes(e.bytesBToA)} ` +
       `duration=${formatMs(e.durationMs)} reason=${e.reason}${e.code ? ` (${e.code})` : ''}`,
   );
 }
