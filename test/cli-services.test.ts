@@ -6,7 +6,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -169,12 +169,16 @@ describe('tcp-punch as a service: secret server, several services, config file, 
 });
 
 describe('tcp-punch serve start-up line and quiet mode', () => {
-  it('an open server says which caps are on; --quiet prints nothing at start', async () => {
+  it('an open server says which caps are on; a loose secret file is warned about; --quiet prints nothing at start', async () => {
     const open = runCli(['serve', '--host', '127.0.0.1', '--port', String(await freePort()), '--no-probe']);
     await expect.poll(() => open.output(), { timeout: 15_000 }).toMatch(/relay on \(per session: byte cap 128M, duration cap 15m, idle limit 5m\)/);
     expect(await open.stop()).toBe(0);
-    const text = runCli(['serve', '--host', '127.0.0.1', '--port', String(await freePort()), '--no-probe', '--secret', 'x', '--relay-idle-timeout', '0']);
+    const loose = join(dir, 'loose-secret');
+    writeFileSync(loose, 'x\n');
+    chmodSync(loose, 0o644);
+    const text = runCli(['serve', '--host', '127.0.0.1', '--port', String(await freePort()), '--no-probe', '--secret-file', loose, '--relay-idle-timeout', '0']);
     await expect.poll(() => text.output(), { timeout: 15_000 }).toMatch(/relay on \(per session: no byte cap, no duration cap, no idle limit\)/);
+    expect(text.output()).toMatch(/WARN --secret-file: .*loose-secret is accessible to other users \(mode 0644\); chmod 600 it/);
     expect(await text.stop()).toBe(0);
     const port = await freePort();
     const quiet = runCli(['serve', '--quiet', '--host', '127.0.0.1', '--port', String(port), '--no-probe', '--secret', 'x']);

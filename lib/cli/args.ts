@@ -2,7 +2,7 @@
  * Argument parsing shared by the commands: node:util parseArgs in strict mode, plus the value parsers whose
  * mistakes become usage errors (exit code 2) that name the flag and the expected form.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { CliError, EXIT } from './errors.js';
@@ -158,6 +158,21 @@ export function readSecret(values: { secret?: unknown; 'secret-file'?: unknown }
   secret ??= process.env.TCP_PUNCH_SECRET;
   if (secret !== undefined && secret.length === 0) throw new CliError('the secret is empty', EXIT.USAGE);
   return secret;
+}
+
+/** Warns when the secret file can be read or written by other users than its owner (ssh's rule for keys). */
+export function warnLooseSecretFile(log: Logger, values: { 'secret-file'?: unknown }, where: (key: string) => string = (k) => `--${k}`): void {
+  const file = values['secret-file'] as string | undefined;
+  if (file === undefined) return;
+  let mode: number;
+  try {
+    mode = statSync(file).mode & 0o777;
+  } catch {
+    return; // readSecret has reported it already
+  }
+  if ((mode & 0o077) === 0) return;
+  const octal = mode.toString(8).padStart(4, '0');
+  log.warn('secret-file', { file, mode: octal }, `${where('secret-file')}: ${file} is accessible to other users (mode ${octal}); chmod 600 it`);
 }
 
 export const SECRET_OPTIONS = {

@@ -68,7 +68,7 @@ export const connect: Command = {
     const log = loggerFrom(settings.values);
     const maps = mapsOf(settings);
     const id = checkId((settings.values.id as string | undefined) ?? `connect-${randomBytes(6).toString('hex')}`, settings.where('id'));
-    const peerOptions = peerSettings(settings);
+    const peerOptions = peerSettings(settings, log);
     const metricsAt = metricsSettings(settings);
 
     let metrics: AgentMetrics | undefined;

@@ -59,7 +59,7 @@ export const expose: Command = {
     const settings = readSettings(argv, SECTIONS, HELP, { service: SERVICE_KEYS });
     const log = loggerFrom(settings.values);
     const services = servicesOf(settings);
-    const peerOptions = peerSettings(settings);
+    const peerOptions = peerSettings(settings, log);
     const metricsAt = metricsSettings(settings);
 
     // Everything is checked above; from here a failure undoes what started, so nothing runs half-configured.

@@ -6,7 +6,7 @@ import { createMetricsRegistry, startMetricsServer, tunnelMetrics, type TunnelMe
 import { Peer } from '../peer/index.js';
 import { PEER_ID_PATTERN } from '../protocol/messages.js';
 import type { TunnelEvent } from '../tunnel/expose.js';
-import { SECRET_OPTIONS, parseHostPort, parsePort, parseProbePorts, readSecret, type HostPort } from './args.js';
+import { SECRET_OPTIONS, parseHostPort, parsePort, parseProbePorts, readSecret, warnLooseSecretFile, type HostPort } from './args.js';
 import type { Settings } from './config.js';
 import { CliError, EXIT, toCliError } from './errors.js';
 import type { Flags } from './flags.js';
@@ -46,9 +46,11 @@ export interface PeerSettings {
 }
 
 /** Reads the server, secret and probe settings; usage errors name the flag or config key. */
-export function peerSettings(s: Settings): PeerSettings {
+export function peerSettings(s: Settings, log: Logger): PeerSettings {
   const server = parseHostPort(s.values.server as string | undefined, s.where('server'));
-  return { server, secret: readSecret(s.values, s.where), natProbe: natProbeOf(s, server.port) };
+  const secret = readSecret(s.values, s.where);
+  warnLooseSecretFile(log, s.values, s.where);
+  return { server, secret, natProbe: natProbeOf(s, server.port) };
 }
 
 /** Registers `id` with the server; failures become CLI errors with their exit codes. */

@@ -11,7 +11,7 @@ import { RANGES } from '../server/options.js';
 import { SERVER_DEFAULTS, startServer, type ServerOptions, type ServerRelayOptions } from '../server/index.js';
 import {
   COMMON_OPTIONS, CONFIG_OPTIONS, SECRET_OPTIONS, loggerFrom, parseBytes, parseCount, parseDuration, parsePort, parseProbePorts,
-  readSecret, showBytes, showDuration,
+  readSecret, showBytes, showDuration, warnLooseSecretFile,
 } from './args.js';
 import type { Command } from './command.js';
 import { readSettings, type Settings } from './config.js';
@@ -113,6 +113,7 @@ export const serve: Command = {
     const log = loggerFrom(v);
     const port = parsePort(str('port'), where('port'), DEFAULT_PORT, 0);
     const secret = readSecret(v, where);
+    warnLooseSecretFile(log, v, where);
     const options: ServerOptions = {};
     for (const [flag, l] of Object.entries(SERVER_LIMITS)) {
       const n = parseLimit(settings, flag, l.kind, RANGES[l.key]);
