@@ -37,7 +37,7 @@ const SECTIONS: FlagSection[] = [
         type: 'string',
         multiple: true,
         arg: 'NAME=HOST:PORT',
-        help: 'one more service, offered under NAME (repeatable; in a config file: [[service]] name, to)',
+        help: 'one more service, offered under NAME (repeatable;\nin a config file: [[service]] with name and to)',
       },
       ...PEER_OPTIONS,
       ...CONFIG_OPTIONS,

@@ -17,7 +17,7 @@ export const PEER_OPTIONS = {
   'probe-ports': {
     type: 'string',
     arg: 'A,B',
-    help: "the server's NAT probe ports (default PORT+1,PORT+2, as `serve` opens them): a symmetric\nNAT found there goes to the relay at once instead of punching in vain",
+    help: "the server's NAT probe ports (default PORT+1,PORT+2, as `serve` opens them):\na symmetric NAT found there goes to the relay at once instead of punching in vain",
   },
   'no-probe': { type: 'boolean', help: 'do not probe the NAT' },
   ...SECRET_OPTIONS,
