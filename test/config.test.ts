@@ -11,7 +11,7 @@ import fc from 'fast-check';
 import { stringify } from 'smol-toml';
 import { afterAll, describe, expect, it } from 'vitest';
 
-import { COMMON_OPTIONS, CONFIG_OPTIONS, parseBytes, parseDuration, showBytes, showDuration } from '../lib/cli/args.js';
+import { COMMON_OPTIONS, CONFIG_OPTIONS, SECRET_OPTIONS, parseBytes, parseDuration, readSecret, showBytes, showDuration } from '../lib/cli/args.js';
 import { readSettings } from '../lib/cli/config.js';
 import { mapsOf } from '../lib/cli/connect.js';
 import { CliError, EXIT } from '../lib/cli/errors.js';
@@ -71,6 +71,17 @@ describe('config file', () => {
     expect(s.values).toMatchObject({ port: '7001', 'no-relay': true, json: true });
     expect(s.where('port')).toBe('--port');
     expect(s.where('no-relay')).toBe(`${path}: no-relay`);
+  });
+
+  it('a secret on the command line replaces the file\'s secret-file and the other way round; both in one place is an error; a relative secret-file is next to the file', () => {
+    const both = file('secret = "a"\nsecret-file = "/x"\n');
+    const flags: FlagSection[] = [{ flags: { ...SECRET_OPTIONS, ...CONFIG_OPTIONS } }];
+    expect(readSettings(['--config', file('secret-file = "/x"\n'), '--secret', 's'], flags, 'help').values).toEqual({ config: expect.any(String), secret: 's' });
+    expect(readSettings(['--config', file('secret = "a"\n'), '--secret-file', '/y'], flags, 'help').values).toMatchObject({ 'secret-file': '/y' });
+    expect(readSettings(['--config', file('secret-file = "s.txt"\n')], flags, 'help').values['secret-file']).toBe(join(dir, 's.txt'));
+    expect(readSettings(['--config', file('secret-file = "/etc/s"\n')], flags, 'help').values['secret-file']).toBe('/etc/s');
+    const s = readSettings(['--config', both], flags, 'help');
+    expect(usageError(() => readSecret(s.values, s.where))).toMatch(/give either .*: secret or .*: secret-file, not both/);
   });
 
   it('refuses an unknown key, a wrong type, a bad table, naming the file, key and value', () => {

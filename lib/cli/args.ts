@@ -176,8 +176,8 @@ export function warnLooseSecretFile(log: Logger, values: { 'secret-file'?: unkno
 }
 
 export const SECRET_OPTIONS = {
-  secret: { type: 'string', arg: 'S', help: "the server's shared secret (or set TCP_PUNCH_SECRET)" },
-  'secret-file': { type: 'string', arg: 'FILE', help: 'read the secret from FILE (keep it mode 0600)' },
+  secret: { type: 'string', arg: 'S', help: "the server's shared secret (or set TCP_PUNCH_SECRET)", replaces: 'secret-file' },
+  'secret-file': { type: 'string', arg: 'FILE', help: 'read the secret from FILE (keep it mode 0600)', replaces: 'secret', path: true },
 } as const satisfies Flags;
 
 /** A byte count in the notation {@link parseBytes} reads: 134217728 → "128M", 0 → "0". */

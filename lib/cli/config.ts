@@ -2,13 +2,15 @@
  * The config file of `serve`, `expose` and `connect` (`--config FILE`): TOML whose top-level keys are the command's
  * flag names without the dashes (`port = 7770`, `secret-file = "/etc/tcp-punch/secret"`, `no-probe = true`), plus
  * arrays of tables for repeated records (`[[service]]` with `name` and `to`). Flags given on the command line win
- * over the file.
+ * over the file (and `--secret` replaces the file's `secret-file`, and the other way round). A relative path in
+ * the file (`secret-file`) is taken relative to the file's folder.
  *
  * Everything is checked before the command starts anything: a file that cannot be read or parsed, an unknown key,
  * a value of the wrong type is a usage error (exit 2) naming the file, the key and the value; the values then go
  * through the same parsers as flags, whose messages name `FILE: key` instead of `--flag`.
  */
 import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { parse as parseToml } from 'smol-toml';
 import { CliError, EXIT } from './errors.js';
 import { parse } from './args.js';
@@ -53,10 +55,16 @@ export function loadSettings(argv: FlagValues, flags: Flags, path: string | unde
       });
       continue;
     }
-    fileValues[key] = convertTable({ [key]: value }, flags, (k) => `${path}: ${k}`)[key];
+    const converted = convertTable({ [key]: value }, flags, (k) => `${path}: ${k}`)[key];
+    fileValues[key] = flags[key]!.path && typeof converted === 'string' ? resolve(dirname(path), converted) : converted;
   }
   const values: FlagValues = { ...fileValues };
-  for (const [key, value] of Object.entries(argv)) if (value !== undefined) values[key] = value;
+  for (const [key, value] of Object.entries(argv)) {
+    if (value === undefined) continue;
+    values[key] = value;
+    const replaced = Object.hasOwn(flags, key) ? flags[key]!.replaces : undefined;
+    if (replaced !== undefined && !fromArgv(replaced)) delete values[replaced];
+  }
   return { values, where: (key) => (fromArgv(key) ? `--${key}` : `${path}: ${key}`), tables: fileTables };
 }
 

@@ -14,6 +14,10 @@ export interface Flag extends ParseOption {
   help?: string;
   /** Only on the command line: not a key of the config file (`--help`, `--config`). */
   cliOnly?: boolean;
+  /** Its value is a file path: a relative one in the config file is taken relative to that file's folder. */
+  path?: boolean;
+  /** Another flag this one replaces: given on the command line, it drops that one's value from the config file. */
+  replaces?: string;
 }
 
 export type Flags = Record<string, Flag>;
