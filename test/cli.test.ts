@@ -188,7 +188,7 @@ describe('tcp-punch connect through the relay', () => {
     const text = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
     expect(text).toMatch(/^tcp_punch_peers_online 2$/m);
     expect(text).toMatch(/^tcp_punch_relay_sessions_total [1-9]/m);
-    expect(text).toMatch(/^tcp_punch_relay_bytes_total [1-9]/m);
+    expect(text).toMatch(/^tcp_punch_relay_bytes_total{direction="a_to_b"} [1-9]/m);
     expect(await c.stop()).toBe(0);
     expect(await exposer.stop()).toBe(0);
     expect(await server.stop('SIGTERM')).toBe(0);

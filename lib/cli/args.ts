@@ -2,26 +2,27 @@
  * Argument parsing shared by the commands: node:util parseArgs in strict mode, plus the value parsers whose
  * mistakes become usage errors (exit code 2) that name the flag and the expected form.
  */
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { CliError, EXIT } from './errors.js';
+import type { Flags } from './flags.js';
 import { Logger, type Level } from './log.js';
 
 type Options = NonNullable<ParseArgsConfig['options']>;
 
 /** Flags every command takes. */
 export const COMMON_OPTIONS = {
-  help: { type: 'boolean', short: 'h' },
-  json: { type: 'boolean' },
-  quiet: { type: 'boolean', short: 'q' },
-  verbose: { type: 'boolean', short: 'v' },
-} as const satisfies Options;
+  help: { type: 'boolean', short: 'h', help: 'show this help', cliOnly: true },
+  json: { type: 'boolean', help: 'log JSON lines instead of text' },
+  quiet: { type: 'boolean', short: 'q', help: 'log errors only' },
+  verbose: { type: 'boolean', short: 'v', help: 'log debug events too' },
+} as const satisfies Flags;
 
-export const COMMON_HELP = `  -h, --help       show this help
-      --json       log JSON lines instead of text
-  -q, --quiet      log errors only
-  -v, --verbose    log debug events too`;
+/** `--config FILE`, for the commands that run a service (see config.ts). */
+export const CONFIG_OPTIONS = {
+  config: { type: 'string', arg: 'FILE', help: 'read settings from a TOML file; flags given here win over it', cliOnly: true },
+} as const satisfies Flags;
 
 /** The parsed flag values of a command whose own flags are `O`. */
 export type Values<O extends Options> = ReturnType<
@@ -87,12 +88,12 @@ export function parsePort(value: string | undefined, flag: string, fallback: num
  * `--probe-ports A,B`: a server's two NAT probe ports. Absent: the server port + 1 and + 2 (what `serve` opens), or
  * undefined where those pass 65535. `minPort` 0 lets `serve` take ports the system picks.
  */
-export function parseProbePorts(value: string | undefined, serverPort: number, minPort = 1): [number, number] | undefined {
+export function parseProbePorts(value: string | undefined, serverPort: number, minPort = 1, flag = '--probe-ports'): [number, number] | undefined {
   if (value === undefined) return serverPort + 2 <= 65535 ? [serverPort + 1, serverPort + 2] : undefined;
   const parts = value.split(',');
-  if (parts.length !== 2) throw new CliError(`--probe-ports: expected two ports like 7771,7772, got "${value}"`, EXIT.USAGE);
-  const ports = parts.map((p) => parsePortText(p, '--probe-ports', minPort)) as [number, number];
-  if (ports[0] === ports[1] && ports[0] !== 0) throw new CliError('--probe-ports: expected two different ports', EXIT.USAGE);
+  if (parts.length !== 2) throw new CliError(`${flag}: expected two ports like 7771,7772, got "${value}"`, EXIT.USAGE);
+  const ports = parts.map((p) => parsePortText(p, flag, minPort)) as [number, number];
+  if (ports[0] === ports[1] && ports[0] !== 0) throw new CliError(`${flag}: expected two different ports`, EXIT.USAGE);
   return ports;
 }
 
@@ -137,17 +138,21 @@ export function parseDuration(value: string | undefined, flag: string, { min = 1
   return ms;
 }
 
-/** The shared secret from `--secret`, `--secret-file` or `TCP_PUNCH_SECRET`; at most one of the flags. */
-export function readSecret(values: { secret?: string; 'secret-file'?: string }): string | undefined {
-  if (values.secret !== undefined && values['secret-file'] !== undefined) {
-    throw new CliError('give either --secret or --secret-file, not both', EXIT.USAGE);
+/**
+ * The shared secret from `--secret`, `--secret-file` or `TCP_PUNCH_SECRET`; at most one of the two settings.
+ * `where` names a setting in messages (see config.ts).
+ */
+export function readSecret(values: { secret?: unknown; 'secret-file'?: unknown }, where: (key: string) => string = (k) => `--${k}`): string | undefined {
+  const file = values['secret-file'] as string | undefined;
+  let secret = values.secret as string | undefined;
+  if (secret !== undefined && file !== undefined) {
+    throw new CliError(`give either ${where('secret')} or ${where('secret-file')}, not both`, EXIT.USAGE);
   }
-  let secret = values.secret;
-  if (values['secret-file'] !== undefined) {
+  if (file !== undefined) {
     try {
-      secret = readFileSync(values['secret-file'], 'utf8').trim();
+      secret = readFileSync(file, 'utf8').trim();
     } catch (err) {
-      throw new CliError(`--secret-file: cannot read ${values['secret-file']}: ${(err as Error).message}`, EXIT.USAGE);
+      throw new CliError(`${where('secret-file')}: cannot read ${file}: ${(err as Error).message}`, EXIT.USAGE);
     }
   }
   secret ??= process.env.TCP_PUNCH_SECRET;
@@ -155,10 +160,39 @@ export function readSecret(values: { secret?: string; 'secret-file'?: string }):
   return secret;
 }
 
-export const SECRET_OPTIONS = {
-  secret: { type: 'string' },
-  'secret-file': { type: 'string' },
-} as const satisfies Options;
+/** Warns when the secret file can be read or written by other users than its owner (ssh's rule for keys). */
+export function warnLooseSecretFile(log: Logger, values: { 'secret-file'?: unknown }, where: (key: string) => string = (k) => `--${k}`): void {
+  const file = values['secret-file'] as string | undefined;
+  if (file === undefined) return;
+  let mode: number;
+  try {
+    mode = statSync(file).mode & 0o777;
+  } catch {
+    return; // readSecret has reported it already
+  }
+  if ((mode & 0o077) === 0) return;
+  const octal = mode.toString(8).padStart(4, '0');
+  log.warn('secret-file', { file, mode: octal }, `${where('secret-file')}: ${file} is accessible to other users (mode ${octal}); chmod 600 it`);
+}
 
-export const SECRET_HELP = `      --secret S       the server's shared secret (or set TCP_PUNCH_SECRET)
-      --secret-file F  read the secret from file F`;
+export const SECRET_OPTIONS = {
+  secret: { type: 'string', arg: 'S', help: "the server's shared secret (or set TCP_PUNCH_SECRET)", replaces: 'secret-file' },
+  'secret-file': { type: 'string', arg: 'FILE', help: 'read the secret from FILE (keep it mode 0600)', replaces: 'secret', path: true },
+} as const satisfies Flags;
+
+/** A byte count in the notation {@link parseBytes} reads: 134217728 → "128M", 0 → "0". */
+export function showBytes(n: number): string {
+  for (const [unit, size] of [['T', 2 ** 40], ['G', 2 ** 30], ['M', 2 ** 20], ['k', 2 ** 10]] as const) {
+    if (n >= size && n % size === 0) return `${n / size}${unit}`;
+  }
+  return String(n);
+}
+
+/** A duration in the notation {@link parseDuration} reads: 300000 → "5m", 1500 → "1500ms", 0 → "0". */
+export function showDuration(ms: number): string {
+  if (ms === 0) return '0';
+  for (const [unit, size] of [['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) {
+    if (ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
+}

@@ -1,41 +1,133 @@
 /**
- * `tcp-punch expose --server H:P --id NAME --to HOST:PORT`: registers NAME and forwards every peer connection to
- * the local service.
+ * `tcp-punch expose --server H:P --id NAME --to HOST:PORT` (or `--service NAME=HOST:PORT`, repeatable): registers
+ * each NAME with the server and carries every peer connection to NAME to its local service. Each service is a
+ * peer of its own on the server (its name is the id peers dial), so one process serves many, like frpc.
  */
-import { exposeService } from '../tunnel/expose.js';
-import { COMMON_HELP, loggerFrom, parse, parseHostPort } from './args.js';
+import type { Peer } from '../peer/index.js';
+import { exposeService, type ExposedService } from '../tunnel/expose.js';
+import { COMMON_OPTIONS, CONFIG_OPTIONS, loggerFrom, parseHostPort, type HostPort } from './args.js';
+import type { Command } from './command.js';
+import { readSettings, type CommandSettings, type Settings } from './config.js';
 import { CliError, EXIT } from './errors.js';
-import { PEER_HELP, PEER_OPTIONS, connectPeer, logTunnelEvent } from './peer-options.js';
-import type { Command } from './run.js';
+import { renderFlags, type FlagSection, type Flags } from './flags.js';
+import {
+  PEER_OPTIONS, checkId, connectPeer, logTunnelEvent, metricsSettings, peerSettings, splitPair, startAgentMetrics, type AgentMetrics,
+} from './peer-options.js';
 import { untilSignal } from './signals.js';
 
-const HELP = `Usage: tcp-punch expose --server H:P --id NAME --to HOST:PORT [flags]
+/** One service to expose; per-service options go here too. */
+export interface ServiceSpec {
+  /** The name peers dial (this service's peer id). */
+  name: string;
+  to: HostPort;
+}
 
-Registers NAME with the server and carries every connection a peer makes to NAME to the local service
+/** The keys of a `[[service]]` table in the config file. */
+const SERVICE_KEYS = {
+  name: { type: 'string' },
+  to: { type: 'string' },
+} as const satisfies Flags;
+
+const SECTIONS: FlagSection[] = [
+  {
+    flags: {
+      id: { type: 'string', arg: 'NAME', help: 'the name peers connect to (1-64 printable characters, no spaces)' },
+      to: { type: 'string', arg: 'HOST:PORT', help: "the local service of --id" },
+      service: {
+        type: 'string',
+        multiple: true,
+        arg: 'NAME=HOST:PORT',
+        help: 'one more service, offered under NAME (repeatable;\nin a config file: [[service]] with name and to)',
+      },
+      ...PEER_OPTIONS,
+      ...CONFIG_OPTIONS,
+    },
+  },
+  { flags: COMMON_OPTIONS },
+];
+
+const HELP = `Usage: tcp-punch expose --server H:P (--id NAME --to HOST:PORT | --service NAME=HOST:PORT ...) [flags]
+
+Registers each NAME with the server and carries every connection a peer makes to NAME to its local service
 HOST:PORT, over a punched connection or the relay.
 
-  --id NAME          the name peers connect to (1-64 printable characters, no spaces)
-  --to HOST:PORT     the local service
-${PEER_HELP}
-${COMMON_HELP}`;
+${renderFlags(SECTIONS)}`;
 
 export const expose: Command = {
-  summary: 'offer a local TCP service to peers under a name',
   help: HELP,
   async run(argv) {
-    const v = parse(argv, { ...PEER_OPTIONS, to: { type: 'string' } }, HELP);
-    const log = loggerFrom(v);
-    if (v.id === undefined) throw new CliError('--id is required', EXIT.USAGE);
-    const to = parseHostPort(v.to, '--to');
-    const peer = await connectPeer(v, v.id, log);
-    const service = exposeService(peer, { to, onEvent: (e) => logTunnelEvent(log, e) });
-    log.info('exposing', { id: v.id, to }, `exposing ${to.host}:${to.port} as "${v.id}" — Ctrl-C to stop`);
-    const stopped = new Promise<Error | undefined>((resolve) => peer.once('close', resolve));
+    const settings = readSettings(argv, SECTIONS, HELP, { service: SERVICE_KEYS });
+    const log = loggerFrom(settings.values);
+    const services = servicesOf(settings);
+    const peerOptions = peerSettings(settings, log);
+    const metricsAt = metricsSettings(settings);
+
+    // Everything is checked above; from here a failure undoes what started, so nothing runs half-configured.
+    const running: { peer: Peer; service: ExposedService }[] = [];
+    let metrics: AgentMetrics | undefined;
+    const stop = async (): Promise<void> => {
+      for (const r of running) r.service.close();
+      await Promise.all(running.map((r) => r.peer.close()));
+      await metrics?.close();
+    };
+    try {
+      if (metricsAt) metrics = await startAgentMetrics(metricsAt, log);
+      const several = services.length > 1;
+      for (const s of services) {
+        const peer = await connectPeer(peerOptions, s.name, log);
+        const service = exposeService(peer, {
+          to: s.to,
+          onEvent: (e) => {
+            logTunnelEvent(log, e, several ? s.name : undefined);
+            metrics?.onEvent(e, s.name);
+          },
+        });
+        running.push({ peer, service });
+        log.info('exposing', { id: s.name, to: s.to }, `exposing ${s.to.host}:${s.to.port} as "${s.name}"`);
+      }
+    } catch (err) {
+      await stop();
+      throw err;
+    }
+    log.info('ready', { services: services.map((s) => s.name) }, `${services.length} service${services.length > 1 ? 's' : ''} exposed — Ctrl-C to stop`);
+    const stopped = Promise.race(running.map((r) => new Promise<Error | undefined>((resolve) => r.peer.once('close', resolve))));
     const outcome = await Promise.race([untilSignal(), stopped]);
-    service.close();
-    await peer.close();
+    await stop();
     if (outcome instanceof Error) throw outcome;
     log.info('stopped', { signal: outcome }, `stopped (${outcome ?? 'peer closed'})`);
     return EXIT.OK;
   },
 };
+
+/**
+ * The services asked for: `--id`/`--to`, `--service` items and the config file's `[[service]]` tables. A name
+ * given twice in one place is an error; one given on the command line replaces the file's.
+ */
+export function servicesOf(s: CommandSettings): ServiceSpec[] {
+  const byName = new Map<string, ServiceSpec & { where: string; fromFile: boolean }>();
+  const add = (name: string, to: HostPort, where: string, fromFile: boolean): void => {
+    const seen = byName.get(name);
+    if (seen && seen.fromFile === fromFile) throw new CliError(`${where}: duplicate service name "${name}" (also in ${seen.where})`, EXIT.USAGE);
+    byName.set(name, { name, to, where, fromFile });
+  };
+  for (const entry of s.tables.service ?? []) add(...tableService(entry), true);
+  const id = s.values.id as string | undefined;
+  const to = s.values.to as string | undefined;
+  if (id !== undefined || to !== undefined) {
+    if (id === undefined) throw new CliError(`${s.where('to')} needs --id NAME`, EXIT.USAGE);
+    if (to === undefined) throw new CliError(`${s.where('id')} needs --to HOST:PORT (or use --service NAME=HOST:PORT)`, EXIT.USAGE);
+    add(checkId(id, s.where('id')), parseHostPort(to, s.where('to')), s.where('id'), !s.where('id').startsWith('--'));
+  }
+  for (const item of (s.values.service as string[] | undefined) ?? []) {
+    const [name, target] = splitPair(item, '--service', 'NAME=HOST:PORT');
+    add(checkId(name, '--service'), parseHostPort(target, `--service ${name}`), `--service ${item}`, false);
+  }
+  if (byName.size === 0) throw new CliError('nothing to expose: give --id NAME --to HOST:PORT, or --service NAME=HOST:PORT', EXIT.USAGE);
+  return [...byName.values()].map(({ name, to: target }) => ({ name, to: target }));
+}
+
+function tableService(entry: Settings): [string, HostPort, string] {
+  const name = entry.values.name as string | undefined;
+  if (name === undefined) throw new CliError(`${entry.where('name')}: missing (every [[service]] needs a name and a to)`, EXIT.USAGE);
+  return [checkId(name, entry.where('name')), parseHostPort(entry.values.to as string | undefined, entry.where('to')), entry.where('name')];
+}

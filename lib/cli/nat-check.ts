@@ -3,25 +3,33 @@
  * probe ports (by default the server port + 1 and + 2, which `tcp-punch serve` opens).
  */
 import { checkNat } from '../nat-check/check.js';
-import { COMMON_HELP, loggerFrom, parse, parseCount, parseHostPort, parseProbePorts } from './args.js';
+import { COMMON_OPTIONS, loggerFrom, parse, parseCount, parseHostPort, parseProbePorts } from './args.js';
 import { CliError, EXIT, toCliError } from './errors.js';
-import type { Command } from './run.js';
+import { allFlags, renderFlags, type FlagSection } from './flags.js';
+import type { Command } from './command.js';
+
+const SECTIONS: FlagSection[] = [
+  {
+    flags: {
+      server: { type: 'string', arg: 'H:P', help: 'the tcp-punch server' },
+      'probe-ports': { type: 'string', arg: 'A,B', help: "the server's probe ports (default PORT+1,PORT+2)" },
+      rounds: { type: 'string', arg: 'N', help: 'local ports to test (default 3)' },
+    },
+  },
+  { flags: COMMON_OPTIONS },
+];
 
 const HELP = `Usage: tcp-punch nat-check --server HOST:PORT [flags]
 
 Reports whether this network's NAT keeps one public mapping per local port (endpoint-independent, what TCP hole
 punching needs) or picks a new one per destination (symmetric), and whether it preserves port numbers.
 
-  --server H:P        the tcp-punch server
-  --probe-ports A,B   the server's probe ports (default PORT+1,PORT+2)
-  --rounds N          local ports to test (default 3)
-${COMMON_HELP}`;
+${renderFlags(SECTIONS)}`;
 
 export const natCheck: Command = {
-  summary: "report this network's NAT mapping behaviour",
   help: HELP,
   async run(argv) {
-    const v = parse(argv, { server: { type: 'string' }, 'probe-ports': { type: 'string' }, rounds: { type: 'string' } }, HELP);
+    const v = parse(argv, allFlags(SECTIONS), HELP) as { server?: string; 'probe-ports'?: string; rounds?: string; json?: boolean };
     const log = loggerFrom(v);
     const server = parseHostPort(v.server, '--server');
     const probePorts = parseProbePorts(v['probe-ports'], server.port);

@@ -1,43 +1,63 @@
 /**
- * Flags shared by the commands that run a Peer (expose, connect), and the tunnel log lines they print.
+ * What the commands that run a Peer (expose, connect) share: their flags, registering with the server, their
+ * metrics endpoint, the `NAME=HOST:PORT`-style list flags, and the tunnel log lines they print.
  */
+import { createMetricsRegistry, startMetricsServer, tunnelMetrics, type TunnelMetrics } from '../metrics.js';
 import { Peer } from '../peer/index.js';
+import { PEER_ID_PATTERN } from '../protocol/messages.js';
 import type { TunnelEvent } from '../tunnel/expose.js';
-import { SECRET_HELP, SECRET_OPTIONS, parseHostPort, parseProbePorts, readSecret } from './args.js';
-import { toCliError } from './errors.js';
+import { SECRET_OPTIONS, parseHostPort, parsePort, parseProbePorts, readSecret, warnLooseSecretFile, type HostPort } from './args.js';
+import type { Settings } from './config.js';
+import { CliError, EXIT, toCliError } from './errors.js';
+import type { Flags } from './flags.js';
 import { formatBytes, formatMs, type Logger } from './log.js';
 
 export const PEER_OPTIONS = {
-  server: { type: 'string' },
-  id: { type: 'string' },
-  'probe-ports': { type: 'string' },
-  'no-probe': { type: 'boolean' },
+  server: { type: 'string', arg: 'H:P', help: 'the tcp-punch server' },
+  'probe-ports': {
+    type: 'string',
+    arg: 'A,B',
+    help: 'NAT probe ports (default: those the server announces): a symmetric NAT found there goes to\nthe relay at once instead of punching in vain',
+  },
+  'no-probe': { type: 'boolean', help: 'do not probe the NAT' },
   ...SECRET_OPTIONS,
-} as const;
+  'metrics-port': { type: 'string', arg: 'M', help: 'serve Prometheus metrics of the tunnels on http://HOST:M/metrics' },
+  'metrics-host': { type: 'string', arg: 'H', help: 'address for metrics (default 127.0.0.1)' },
+} as const satisfies Flags;
 
-export const PEER_HELP = `  --server H:P       the tcp-punch server
-  --probe-ports A,B  NAT probe ports (default: those the server announces): a symmetric NAT found there goes to
-                     the relay at once instead of punching in vain
-  --no-probe         do not probe the NAT
-${SECRET_HELP}`;
+/** Checks a peer id (a service name) where `where` names its setting. */
+export function checkId(id: string, where: string): string {
+  if (!PEER_ID_PATTERN.test(id)) throw new CliError(`${where}: "${id}" is not a name: 1-64 printable ASCII characters, no spaces`, EXIT.USAGE);
+  return id;
+}
 
 /** The natProbe option: off with --no-probe, explicit ports with --probe-ports, else those the server announces. */
-function natProbeOf(values: { 'probe-ports'?: string; 'no-probe'?: boolean }, serverPort: number): { ports: [number, number] } | false | undefined {
-  if (values['no-probe']) return false;
-  if (values['probe-ports'] === undefined) return undefined;
-  const ports = parseProbePorts(values['probe-ports'], serverPort);
+function natProbeOf(s: Settings, serverPort: number): { ports: [number, number] } | false | undefined {
+  if (s.values['no-probe']) return false;
+  const text = s.values['probe-ports'] as string | undefined;
+  if (text === undefined) return undefined;
+  const ports = parseProbePorts(text, serverPort, 1, s.where('probe-ports'));
   return ports ? { ports } : false;
 }
 
-/** Registers with the server; failures become CLI errors with their exit codes. */
-export async function connectPeer(
-  values: { server?: string; id?: string; secret?: string; 'secret-file'?: string; 'probe-ports'?: string; 'no-probe'?: boolean },
-  id: string,
-  log: Logger,
-): Promise<Peer> {
-  const server = parseHostPort(values.server, '--server');
-  const secret = readSecret(values);
-  const natProbe = natProbeOf(values, server.port);
+/** What registering needs, checked before anything connects. */
+export interface PeerSettings {
+  server: HostPort;
+  secret: string | undefined;
+  natProbe: { ports: [number, number] } | false | undefined;
+}
+
+/** Reads the server, secret and probe settings; usage errors name the flag or config key. */
+export function peerSettings(s: Settings, log: Logger): PeerSettings {
+  const server = parseHostPort(s.values.server as string | undefined, s.where('server'));
+  const secret = readSecret(s.values, s.where);
+  warnLooseSecretFile(log, s.values, s.where);
+  return { server, secret, natProbe: natProbeOf(s, server.port) };
+}
+
+/** Registers `id` with the server; failures become CLI errors with their exit codes. */
+export async function connectPeer(p: PeerSettings, id: string, log: Logger): Promise<Peer> {
+  const { server, secret, natProbe } = p;
   let peer: Peer;
   try {
     peer = await Peer.connect({
@@ -50,8 +70,8 @@ export async function connectPeer(
     throw toCliError(err, `registering as "${id}" with ${server.host}:${server.port}`);
   }
   log.info('registered', { id, server: `${server.host}:${server.port}` }, `registered as "${id}" with ${server.host}:${server.port}`);
-  peer.on('offline', (err) => log.warn('offline', { error: err?.message }, `lost the server${err ? `: ${err.message}` : ''}; reconnecting`));
-  peer.on('online', () => log.info('online', {}, 're-registered with the server'));
+  peer.on('offline', (err) => log.warn('offline', { id, error: err?.message }, `"${id}" lost the server${err ? `: ${err.message}` : ''}; reconnecting`));
+  peer.on('online', () => log.info('online', { id }, `"${id}" re-registered with the server`));
   peer.on('nat', (result, err) => {
     if (result) log.info('nat', { mapping: result.mapping, nat: result.nat }, `NAT: ${result.verdict}`);
     else log.debug('nat', { error: err?.message }, `NAT probe failed (${err?.message}); punching as usual`);
@@ -63,23 +83,59 @@ export async function connectPeer(
   return peer;
 }
 
-/** One line per tunnel opening, closing or failing. */
-export function logTunnelEvent(log: Logger, e: TunnelEvent): void {
+/** A running metrics endpoint of a tunnel agent. */
+export interface AgentMetrics extends TunnelMetrics {
+  close(): Promise<void>;
+}
+
+/** The metrics port's value, checked (before anything starts); undefined without `--metrics-port`. */
+export function metricsSettings(s: Settings): { port: number; host: string } | undefined {
+  const text = s.values['metrics-port'] as string | undefined;
+  if (text === undefined) return undefined;
+  return { port: parsePort(text, s.where('metrics-port'), 0, 0), host: (s.values['metrics-host'] as string | undefined) ?? '127.0.0.1' };
+}
+
+/** Starts the tunnel metrics endpoint asked for; one that cannot listen is a CLI error. */
+export async function startAgentMetrics(m: { port: number; host: string }, log: Logger): Promise<AgentMetrics> {
+  const registry = createMetricsRegistry();
+  const metrics = tunnelMetrics(registry);
+  const server = await startMetricsServer(registry, m.port, m.host).catch((err: unknown) => {
+    throw toCliError(err, `opening the metrics port ${m.port}`);
+  });
+  const a = server.address();
+  log.info('metrics', { address: a.address, port: a.port }, `metrics on http://${a.address}:${a.port}/metrics`);
+  return { onEvent: metrics.onEvent, close: () => server.close() };
+}
+
+/**
+ * Splits a `KEY=VALUE` list item (`--service web=127.0.0.1:80`, `--map 8080=web`) at its first `=`.
+ * `what` describes the expected form for the message.
+ */
+export function splitPair(item: string, where: string, what: string): [string, string] {
+  const i = item.indexOf('=');
+  if (i <= 0 || i === item.length - 1) throw new CliError(`${where}: expected ${what}, got "${item}"`, EXIT.USAGE);
+  return [item.slice(0, i), item.slice(i + 1)];
+}
+
+/** One line per tunnel opening, closing or failing; `service` names the tunnel's service when there are several. */
+export function logTunnelEvent(log: Logger, e: TunnelEvent, service?: string): void {
+  const tag = service === undefined ? '' : ` service=${service}`;
+  const extra = service === undefined ? {} : { service };
   switch (e.type) {
     case 'open':
-      log.info('tunnel-open', e, `tunnel open    peer=${e.peerId} path=${e.path} attempts=${e.attempt} connect=${formatMs(e.connectMs)} wait=${formatMs(e.waitMs)}`);
+      log.info('tunnel-open', { ...e, ...extra }, `tunnel open   ${tag} peer=${e.peerId} path=${e.path} attempts=${e.attempt} connect=${formatMs(e.connectMs)} wait=${formatMs(e.waitMs)}`);
       break;
     case 'close': {
       const r = e.result;
       log.info(
         'tunnel-close',
-        { peerId: e.peerId, path: e.path, ...r },
-        `tunnel closed  peer=${e.peerId} path=${e.path} sent=${formatBytes(r.bytesAToB)} received=${formatBytes(r.bytesBToA)} duration=${formatMs(r.durationMs)} reason=${r.reason}${r.error ? ` (${r.error})` : ''}`,
+        { peerId: e.peerId, path: e.path, ...r, ...extra },
+        `tunnel closed ${tag} peer=${e.peerId} path=${e.path} sent=${formatBytes(r.bytesAToB)} received=${formatBytes(r.bytesBToA)} duration=${formatMs(r.durationMs)} reason=${r.reason}${r.error ? ` (${r.error})` : ''}`,
       );
       break;
     }
     case 'fail':
-      log.warn('tunnel-fail', e, `tunnel failed  peer=${e.peerId} ${e.code}: ${e.message}`);
+      log.warn('tunnel-fail', { ...e, ...extra }, `tunnel failed ${tag} peer=${e.peerId} ${e.code}: ${e.message}`);
       break;
   }
 }

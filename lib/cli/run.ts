@@ -3,27 +3,18 @@
  * (see errors.ts). Commands that run until stopped resolve when SIGINT/SIGTERM has closed them cleanly.
  */
 import { createRequire } from 'node:module';
+import type { CommandEntry } from './command.js';
 import { CliError, EXIT, toCliError } from './errors.js';
 
-export interface Command {
-  summary: string;
-  help: string;
-  /** Resolves to the exit code. */
-  run(argv: string[]): Promise<number>;
-}
-
-const COMMANDS: Record<string, () => Promise<Command>> = {
-  serve: async () => (await import('./serve.js')).serve,
-  expose: async () => (await import('./expose.js')).expose,
-  connect: async () => (await import('./connect.js')).connect,
-  'nat-check': async () => (await import('./nat-check.js')).natCheck,
-};
-
-const SUMMARIES: Record<string, string> = {
-  serve: 'run the rendezvous + relay server',
-  expose: 'offer a local TCP service to peers under a name',
-  connect: "listen locally and carry each connection to a peer's exposed service",
-  'nat-check': "report this network's NAT mapping behaviour",
+/** Every subcommand, loaded only when it runs (so `--help` and a usage error start fast). */
+const COMMANDS: Record<string, CommandEntry> = {
+  serve: { summary: 'run the rendezvous + relay server', load: async () => (await import('./serve.js')).serve },
+  expose: { summary: 'offer local TCP services to peers under names', load: async () => (await import('./expose.js')).expose },
+  connect: {
+    summary: "listen locally and carry each connection to a peer's exposed service",
+    load: async () => (await import('./connect.js')).connect,
+  },
+  'nat-check': { summary: "report this network's NAT mapping behaviour", load: async () => (await import('./nat-check.js')).natCheck },
 };
 
 export const USAGE = `tcp-punch — direct TCP connections between peers behind NATs
@@ -31,8 +22,8 @@ export const USAGE = `tcp-punch — direct TCP connections between peers behind 
 Usage: tcp-punch <command> [flags]
 
 Commands:
-${Object.entries(SUMMARIES)
-  .map(([name, s]) => `  ${name.padEnd(10)} ${s}`)
+${Object.entries(COMMANDS)
+  .map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`)
   .join('\n')}
 
 Run "tcp-punch <command> --help" for a command's flags.
@@ -49,12 +40,12 @@ export async function run(argv: string[]): Promise<number> {
     process.stdout.write(`${version}\n`);
     return EXIT.OK;
   }
-  const load = COMMANDS[name];
-  if (!load) {
+  const entry = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (!entry) {
     process.stderr.write(`tcp-punch: unknown command "${name}"\n\n${USAGE}\n`);
     return EXIT.USAGE;
   }
-  const command = await load();
+  const command = await entry.load();
   if (rest.includes('--help') || rest.includes('-h')) {
     process.stdout.write(`${command.help}\n`);
     return EXIT.OK;

@@ -1,100 +1,139 @@
 /**
  * `tcp-punch serve`: the rendezvous + relay server on one port, the two mapping-probe ports nat-check uses, and
- * optionally Prometheus metrics.
+ * optionally Prometheus metrics. The limit flags are a table over the library's own defaults and ranges, so the
+ * help shows the defaults as they are.
  */
-import { createMetricsRegistry, startMetricsServer } from '../metrics.js';
-import type { RelayLimits } from '../relay/limits.js';
-import { startServer, type ServerOptions, type ServerRelayOptions } from '../server/index.js';
-import { COMMON_HELP, SECRET_HELP, SECRET_OPTIONS, loggerFrom, parse, parseBytes, parseCount, parseDuration, parsePort, parseProbePorts, readSecret } from './args.js';
+import { createMetricsRegistry, serverMetrics, startMetricsServer } from '../metrics.js';
+import { RELAY_RANGES, relayDefaults, type RelayLimits } from '../relay/limits.js';
+import type { RelaySessionEnd } from '../relay/relay-service.js';
+import { RANGES } from '../server/options.js';
+import { SERVER_DEFAULTS, startServer, type ServerOptions, type ServerRelayOptions } from '../server/index.js';
+import {
+  COMMON_OPTIONS, CONFIG_OPTIONS, SECRET_OPTIONS, loggerFrom, parseBytes, parseCount, parseDuration, parsePort, parseProbePorts,
+  readSecret, showBytes, showDuration, warnLooseSecretFile,
+} from './args.js';
+import type { Command } from './command.js';
+import { readSettings, type Settings } from './config.js';
 import { CliError, EXIT, toCliError } from './errors.js';
-import type { Command } from './run.js';
+import { renderFlags, type FlagSection, type Flags } from './flags.js';
+import { formatBytes, formatMs, type Logger } from './log.js';
 import { untilSignal } from './signals.js';
 
 export const DEFAULT_PORT = 7770;
 
+type Kind = 'count' | 'bytes' | 'duration';
+
+/** A numeric limit flag and the library option it sets. */
+interface Limit<K extends string> {
+  key: K;
+  kind: Kind;
+  arg: string;
+  help: string;
+}
+
+const SERVER_LIMITS: Record<string, Limit<keyof typeof SERVER_DEFAULTS>> = {
+  'max-connections': { key: 'maxConnections', kind: 'count', arg: 'N', help: 'connections at once' },
+  'max-connections-per-ip': { key: 'maxConnectionsPerIp', kind: 'count', arg: 'N', help: 'connections at once from one IP' },
+  'handshake-timeout': { key: 'handshakeTimeoutMs', kind: 'duration', arg: 'T', help: 'time to authenticate' },
+  'idle-timeout': { key: 'idleTimeoutMs', kind: 'duration', arg: 'T', help: 'silence before a peer is dropped' },
+  'max-pending-per-peer': { key: 'maxPendingPerPeer', kind: 'count', arg: 'N', help: 'dials one peer may take part in at once' },
+};
+
+const RELAY_LIMITS: Record<string, Limit<keyof RelayLimits>> = {
+  'relay-max-sessions': { key: 'maxSessions', kind: 'count', arg: 'N', help: 'relayed sessions at once' },
+  'relay-max-bytes': { key: 'maxBytesPerSession', kind: 'bytes', arg: 'SIZE', help: 'bytes per session, both ways together, e.g. 512M' },
+  'relay-max-duration': { key: 'maxDurationMs', kind: 'duration', arg: 'T', help: 'duration per session, e.g. 30m' },
+  'relay-idle-timeout': { key: 'idleTimeoutMs', kind: 'duration', arg: 'T', help: 'time a session may move no byte, e.g. 10m' },
+  'relay-sessions-per-peer': { key: 'maxSessionsPerPeer', kind: 'count', arg: 'N', help: 'sessions at once per peer id' },
+  'relay-sessions-per-ip': { key: 'maxSessionsPerIp', kind: 'count', arg: 'N', help: 'sessions at once per IP address' },
+  'relay-join-timeout': { key: 'joinTimeoutMs', kind: 'duration', arg: 'T', help: 'time the second side has to join' },
+};
+
+/** A limit's value in its flag's notation; 0 is "no limit" where 0 disables it. */
+function show(kind: Kind, n: number): string {
+  if (n === 0) return 'none';
+  return kind === 'bytes' ? showBytes(n) : kind === 'duration' ? showDuration(n) : String(n);
+}
+
+function limitFlags<K extends string>(table: Record<string, Limit<K>>, defaultText: (l: Limit<K>) => string): Flags {
+  const flags: Flags = {};
+  for (const [name, l] of Object.entries(table)) {
+    const text = defaultText(l);
+    flags[name] = { type: 'string', arg: l.arg, help: `${l.help}${l.help.length + text.length > 60 ? '\n' : ' '}(${text})` };
+  }
+  return flags;
+}
+
+const relayDefaultText = (l: Limit<keyof RelayLimits>): string => {
+  const [secret, open] = [relayDefaults('secret')[l.key], relayDefaults('open')[l.key]];
+  const zero = RELAY_RANGES[l.key][0] === 0 ? '; 0 = none' : '';
+  return secret === open ? `default ${show(l.kind, open)}${zero}` : `default ${show(l.kind, open)} open, ${show(l.kind, secret)} with a secret${zero}`;
+};
+
+const SECTIONS: FlagSection[] = [
+  {
+    flags: {
+      host: { type: 'string', arg: 'H', help: 'address to listen on (default: all)' },
+      port: { type: 'string', arg: 'P', help: `port (default ${DEFAULT_PORT})` },
+      ...SECRET_OPTIONS,
+      'probe-ports': { type: 'string', arg: 'A,B', help: 'nat-check probe ports (default PORT+1,PORT+2)' },
+      'no-probe': { type: 'boolean', help: 'open no probe ports' },
+      'metrics-port': { type: 'string', arg: 'M', help: 'serve Prometheus metrics on http://HOST:M/metrics' },
+      'metrics-host': { type: 'string', arg: 'H', help: 'address for metrics (default 127.0.0.1)' },
+      ...CONFIG_OPTIONS,
+    },
+  },
+  { title: 'limits (defaults suit a public server)', flags: limitFlags(SERVER_LIMITS, (l) => `default ${show(l.kind, SERVER_DEFAULTS[l.key])}`) },
+  {
+    title: 'relay (on the same port; limits are reported to both peers when hit)',
+    flags: {
+      'no-relay': { type: 'boolean', help: 'run no relay: peers that cannot punch cannot connect' },
+      ...limitFlags(RELAY_LIMITS, relayDefaultText),
+      'relay-pump': { type: 'string', arg: 'KIND', help: 'auto (default: native where available) | native | js' },
+    },
+  },
+  { flags: COMMON_OPTIONS },
+];
+
 const HELP = `Usage: tcp-punch serve [flags]
 
 Runs the rendezvous server (registration, coordination, relay) on one TCP port. With no flags it listens on
-all addresses, port ${DEFAULT_PORT}, as an open server (any peer may register a free name).
+all addresses, port ${DEFAULT_PORT}, as an open server (any peer may register a free name). With a secret only
+peers holding it may register, and their relayed sessions have no byte or duration cap by default.
 
-  --host H                    address to listen on (default: all)
-  --port P                    port (default ${DEFAULT_PORT})
-${SECRET_HELP}
-  --probe-ports A,B           nat-check probe ports (default PORT+1,PORT+2); --no-probe to disable
-  --no-probe
-  --metrics-port M            serve Prometheus metrics on http://HOST:M/metrics
-  --metrics-host H            address for metrics (default 127.0.0.1)
- limits (defaults suit a public server):
-  --max-connections N         connections at once (default 10000)
-  --max-connections-per-ip N  connections at once from one IP (default 256)
-  --handshake-timeout T       time to authenticate (default 5s)
-  --idle-timeout T            silence before a peer is dropped (default 60s)
-  --max-pending-per-peer N    dials one peer may take part in at once (default 64)
- relay (on the same port; limits are reported to both peers when hit):
-  --no-relay                  run no relay: peers that cannot punch cannot connect
-  --relay-max-sessions N      relayed sessions at once (default 4096)
-  --relay-max-bytes SIZE      bytes per session, both ways together, e.g. 512M; 0 = no limit (default 128M)
-  --relay-max-duration T      duration per session, e.g. 30m; 0 = no limit (default 15m)
-  --relay-idle-timeout T      time a session may move no byte, e.g. 10m; 0 = no limit (default 5m)
-  --relay-sessions-per-peer N sessions at once per peer id (default 8)
-  --relay-sessions-per-ip N   sessions at once per IP address (default 32)
-  --relay-join-timeout T      time the second side has to join (default 30s)
-  --relay-pump KIND           auto (default: native where available) | native | js
-${COMMON_HELP}`;
-
-const OPTIONS = {
-  host: { type: 'string' },
-  port: { type: 'string' },
-  ...SECRET_OPTIONS,
-  'probe-ports': { type: 'string' },
-  'no-probe': { type: 'boolean' },
-  'metrics-port': { type: 'string' },
-  'metrics-host': { type: 'string' },
-  'max-connections': { type: 'string' },
-  'max-connections-per-ip': { type: 'string' },
-  'handshake-timeout': { type: 'string' },
-  'idle-timeout': { type: 'string' },
-  'max-pending-per-peer': { type: 'string' },
-  'no-relay': { type: 'boolean' },
-  'relay-max-sessions': { type: 'string' },
-  'relay-max-bytes': { type: 'string' },
-  'relay-max-duration': { type: 'string' },
-  'relay-idle-timeout': { type: 'string' },
-  'relay-sessions-per-peer': { type: 'string' },
-  'relay-sessions-per-ip': { type: 'string' },
-  'relay-join-timeout': { type: 'string' },
-  'relay-pump': { type: 'string' },
-} as const;
+${renderFlags(SECTIONS)}`;
 
 export const serve: Command = {
-  summary: 'run the rendezvous + relay server',
   help: HELP,
   async run(argv) {
-    const v = parse(argv, OPTIONS, HELP);
+    const settings = readSettings(argv, SECTIONS, HELP);
+    const { values: v, where } = settings;
+    const str = (k: string): string | undefined => v[k] as string | undefined;
     const log = loggerFrom(v);
-    const port = parsePort(v.port, '--port', DEFAULT_PORT, 0);
-    const secret = readSecret(v);
-    const limits: ServerOptions = {};
-    const set = <K extends keyof ServerOptions>(key: K, value: ServerOptions[K] | undefined): void => {
-      if (value !== undefined) limits[key] = value;
-    };
-    set('maxConnections', parseCount(v['max-connections'], '--max-connections', { min: 1 }));
-    set('maxConnectionsPerIp', parseCount(v['max-connections-per-ip'], '--max-connections-per-ip', { min: 1 }));
-    set('handshakeTimeoutMs', parseDuration(v['handshake-timeout'], '--handshake-timeout', { max: 600_000 }));
-    set('idleTimeoutMs', parseDuration(v['idle-timeout'], '--idle-timeout'));
-    set('maxPendingPerPeer', parseCount(v['max-pending-per-peer'], '--max-pending-per-peer', { min: 1, max: 65535 }));
-    limits.relay = v['no-relay'] ? false : relayOptions(v);
-    const metricsPort = v['metrics-port'] === undefined ? undefined : parsePort(v['metrics-port'], '--metrics-port', 0, 0);
-
+    const port = parsePort(str('port'), where('port'), DEFAULT_PORT, 0);
+    const secret = readSecret(v, where);
+    warnLooseSecretFile(log, v, where);
+    const options: ServerOptions = {};
+    for (const [flag, l] of Object.entries(SERVER_LIMITS)) {
+      const n = parseLimit(settings, flag, l.kind, RANGES[l.key]);
+      if (n !== undefined) options[l.key] = n;
+    }
+    options.relay = v['no-relay'] ? false : relayOptions(settings);
+    const metricsPort = str('metrics-port') === undefined ? undefined : parsePort(str('metrics-port'), where('metrics-port'), 0, 0);
     // The server opens the probe listeners itself (PORT+1, PORT+2 unless told otherwise) and announces them.
-    const natProbe = v['no-probe'] ? false : v['probe-ports'] !== undefined ? { ports: parseProbePorts(v['probe-ports'], port, 0)! } : undefined;
+    const probePortsText = str('probe-ports');
+    const natProbe = v['no-probe']
+      ? false
+      : probePortsText !== undefined
+        ? { ports: parseProbePorts(probePortsText, port, 0, where('probe-ports'))! }
+        : undefined;
     if (natProbe === undefined && port !== 0 && port + 2 > 65535)
       throw new CliError('the default probe ports (PORT+1, PORT+2) exceed 65535: pass --probe-ports or --no-probe', EXIT.USAGE);
     let server;
     try {
-      server = await startServer({ host: v.host, port, ...(secret ? { secret } : {}), ...limits, ...(natProbe !== undefined ? { natProbe } : {}) });
+      server = await startServer({ host: str('host'), port, ...(secret ? { secret } : {}), ...options, ...(natProbe !== undefined ? { natProbe } : {}) });
     } catch (err) {
-      throw toCliError(err, `listening on ${v.host ?? '*'}:${port} (nat-check probes: --probe-ports or --no-probe)`);
+      throw toCliError(err, `listening on ${str('host') ?? '*'}:${port} (nat-check probes: --probe-ports or --no-probe)`);
     }
     const closers: (() => Promise<void>)[] = [() => server.close()];
     const shutdown = async (): Promise<void> => {
@@ -103,20 +142,11 @@ export const serve: Command = {
     try {
       const addr = server.address();
       const probeNote = server.probePorts ? `nat-check probes on ports ${server.probePorts.join(', ')}` : 'nat-check probes off';
+      server.relay?.on('session-end', (e) => logRelayEnd(log, e));
       if (metricsPort !== undefined) {
-        const relay = server.relay;
-        let relayBytes = 0;
-        relay?.on('session-end', (e) => (relayBytes += e.bytesAToB + e.bytesBToA));
-        const registry = createMetricsRegistry({
-          server: () => server.stats(),
-          ...(relay && {
-            relay: () => {
-              const r = relay.stats();
-              return { active: r.active, total: r.started, bytes: relayBytes, ended: r.ended, rejected: r.rejected };
-            },
-          }),
-        });
-        const metrics = await startMetricsServer(registry, metricsPort, v['metrics-host'] ?? '127.0.0.1').catch((err: unknown) => {
+        const registry = createMetricsRegistry();
+        serverMetrics(registry, server);
+        const metrics = await startMetricsServer(registry, metricsPort, str('metrics-host') ?? '127.0.0.1').catch((err: unknown) => {
           throw toCliError(err, `opening the metrics port ${metricsPort}`);
         });
         closers.push(() => metrics.close());
@@ -124,11 +154,12 @@ export const serve: Command = {
         log.info('metrics', { address: m.address, port: m.port }, `metrics on http://${m.address}:${m.port}/metrics`);
       }
       const shown = addr.address === '::' || addr.address === '0.0.0.0' ? 'all addresses' : addr.address;
+      const relay = server.relay?.limits;
       log.info(
         'listening',
-        { address: addr.address, port: addr.port, auth: secret ? 'secret' : 'open' },
+        { address: addr.address, port: addr.port, auth: secret ? 'secret' : 'open', relay: relay ?? false },
         `tcp-punch server listening on ${shown}, port ${addr.port} (${secret ? 'shared secret required' : 'open: no secret'}); ` +
-          `relay ${server.relay ? 'on' : 'off'}; ${probeNote}\n` +
+          `${relay ? `relay on (${describeRelayLimits(relay)})` : 'relay off'}; ${probeNote}\n` +
           `  peers: tcp-punch expose --server <this-host>:${addr.port} --id NAME --to HOST:PORT${secret ? ' --secret ...' : ''}\n` +
           `         tcp-punch connect --server <this-host>:${addr.port} --peer NAME --listen 127.0.0.1:PORT${secret ? ' --secret ...' : ''}`,
       );
@@ -144,23 +175,40 @@ export const serve: Command = {
   },
 };
 
-function relayOptions(v: Record<string, string | boolean | undefined>): ServerRelayOptions {
-  const str = (k: string): string | undefined => v[k] as string | undefined;
+function parseLimit(s: Settings, flag: string, kind: Kind, [min, max]: readonly [number, number]): number | undefined {
+  const value = s.values[flag] as string | undefined;
+  if (kind === 'count') return parseCount(value, s.where(flag), { min, max });
+  if (kind === 'bytes') return parseBytes(value, s.where(flag), { max });
+  return parseDuration(value, s.where(flag), { min, max });
+}
+
+function relayOptions(s: Settings): ServerRelayOptions {
   const limits: Partial<RelayLimits> = {};
-  const put = (key: keyof RelayLimits, value: number | undefined): void => {
-    if (value !== undefined) limits[key] = value;
-  };
-  put('maxSessions', parseCount(str('relay-max-sessions'), '--relay-max-sessions', { min: 1, max: 1_000_000 }));
-  put('maxBytesPerSession', parseBytes(str('relay-max-bytes'), '--relay-max-bytes'));
-  put('maxDurationMs', parseDuration(str('relay-max-duration'), '--relay-max-duration', { min: 0, max: 2 ** 31 - 1 }));
-  put('idleTimeoutMs', parseDuration(str('relay-idle-timeout'), '--relay-idle-timeout', { min: 0, max: 2 ** 31 - 1 }));
-  put('maxSessionsPerPeer', parseCount(str('relay-sessions-per-peer'), '--relay-sessions-per-peer', { min: 1, max: 1_000_000 }));
-  put('maxSessionsPerIp', parseCount(str('relay-sessions-per-ip'), '--relay-sessions-per-ip', { min: 1, max: 1_000_000 }));
-  put('joinTimeoutMs', parseDuration(str('relay-join-timeout'), '--relay-join-timeout', { max: 2 ** 31 - 1 }));
-  const pump = str('relay-pump') ?? 'auto';
+  for (const [flag, l] of Object.entries(RELAY_LIMITS)) {
+    const n = parseLimit(s, flag, l.kind, RELAY_RANGES[l.key]);
+    if (n !== undefined) limits[l.key] = n;
+  }
+  const pump = (s.values['relay-pump'] as string | undefined) ?? 'auto';
   if (pump !== 'auto' && pump !== 'native' && pump !== 'js') {
-    throw new CliError(`--relay-pump must be auto, native or js, got "${pump}"`, EXIT.USAGE);
+    throw new CliError(`${s.where('relay-pump')} must be auto, native or js, got "${pump}"`, EXIT.USAGE);
   }
   return { limits, pump };
 }
 
+/** "per session: no byte cap, no duration cap, idle limit 5m": the per-session limits in force. */
+export function describeRelayLimits(l: RelayLimits): string {
+  const bytes = l.maxBytesPerSession ? `byte cap ${showBytes(l.maxBytesPerSession)}` : 'no byte cap';
+  const duration = l.maxDurationMs ? `duration cap ${showDuration(l.maxDurationMs)}` : 'no duration cap';
+  const idle = l.idleTimeoutMs ? `idle limit ${showDuration(l.idleTimeoutMs)}` : 'no idle limit';
+  return `per session: ${bytes}, ${duration}, ${idle}`;
+}
+
+/** One line per relayed session end: both ids, bytes each way, duration, reason. */
+function logRelayEnd(log: Logger, e: RelaySessionEnd): void {
+  log.info(
+    'relay-end',
+    { ...e },
+    `relay ended    a=${e.a} b=${e.b} a→b=${formatBytes(e.bytesAToB)} b→a=${formatBytes(e.bytesBToA)} ` +
+      `duration=${formatMs(e.durationMs)} reason=${e.reason}${e.code ? ` (${e.code})` : ''}`,
+  );
+}

@@ -12,7 +12,7 @@ export {
 export { listenRelay, type ListenRelayOptions, type RelayListener } from './relay-server.js';
 export { joinRelay, type JoinRelayOptions, type RelayConnection } from './relay-client.js';
 export { RelayTokens, MAX_TOKEN_LENGTH, type RelayTokenClaims, type RelayTokenPair, type RelayTokensOptions } from './tokens.js';
-export { RELAY_DEFAULTS, type RelayLimits } from './limits.js';
+export { RELAY_DEFAULTS, relayDefaults, type RelayLimits, type RelayMode } from './limits.js';
 export {
   RELAY_END_REASONS,
   decodeRelay,

@@ -1,5 +1,6 @@
 /**
- * The relay's limits: defaults for a public server, validation, and the per-key counters they are checked with.
+ * The relay's limits: their defaults by mode (open, or with a secret), their validation, and the per-key counters
+ * they are checked with.
  *
  * File descriptors bound a relay process before anything else does: each relayed session holds two sockets, the
  * native pump's pipes take two more each (64 by default), and on Linux a process may not raise its open-file limit
@@ -13,9 +14,9 @@ import { invalidArgType } from '../errors.js';
 export interface RelayLimits {
   /** Sessions at once, waiting for their second side or relaying; default 4096. */
   maxSessions: number;
-  /** Bytes one session may relay, both directions together; default 128 MiB. */
+  /** Bytes one session may relay, both directions together; default 128 MiB on an open server, none with a secret. */
   maxBytesPerSession: number;
-  /** How long one session may last, in ms; default 15 minutes. */
+  /** How long one session may last, in ms; default 15 minutes on an open server, none with a secret. */
   maxDurationMs: number;
   /** How long a session may go without moving a byte either way, in ms; default 5 minutes. */
   idleTimeoutMs: number;
@@ -27,7 +28,14 @@ export interface RelayLimits {
   joinTimeoutMs: number;
 }
 
-/** Defaults suited to a public server. */
+/**
+ * Who a relay serves: `open`, anyone who registers a free name on an open server, so each session is capped; or
+ * `secret`, only peers that hold the server's shared secret, whose sessions carry their owners' own traffic and
+ * so have no byte or duration cap (the idle limit still frees sessions whose peers vanished).
+ */
+export type RelayMode = 'open' | 'secret';
+
+/** Defaults suited to a public (open) server; also what a RelayService uses when given no defaults. */
 export const RELAY_DEFAULTS: Readonly<RelayLimits> = Object.freeze({
   maxSessions: 4096,
   maxBytesPerSession: 128 * 1024 * 1024,
@@ -38,17 +46,32 @@ export const RELAY_DEFAULTS: Readonly<RelayLimits> = Object.freeze({
   joinTimeoutMs: 30_000,
 });
 
-/** Validates partial limits and fills in the defaults. */
-export function resolveLimits(limits: Partial<RelayLimits> = {}): RelayLimits {
+const SECRET_DEFAULTS: Readonly<RelayLimits> = Object.freeze({ ...RELAY_DEFAULTS, maxBytesPerSession: 0, maxDurationMs: 0 });
+
+/** The default limits of a relay in `mode`: the one place that decides what a server with a secret relays. */
+export function relayDefaults(mode: RelayMode): Readonly<RelayLimits> {
+  return mode === 'secret' ? SECRET_DEFAULTS : RELAY_DEFAULTS;
+}
+
+/** The accepted range of each limit, inclusive. */
+export const RELAY_RANGES: Readonly<Record<keyof RelayLimits, readonly [number, number]>> = Object.freeze({
+  maxSessions: [1, 1_000_000],
+  maxBytesPerSession: [0, Number.MAX_SAFE_INTEGER],
+  maxDurationMs: [0, 2 ** 31 - 1],
+  idleTimeoutMs: [0, 2 ** 31 - 1],
+  maxSessionsPerPeer: [1, 1_000_000],
+  maxSessionsPerIp: [1, 1_000_000],
+  joinTimeoutMs: [1, 2 ** 31 - 1],
+});
+
+/** Validates partial limits and fills in `defaults` (default {@link RELAY_DEFAULTS}). */
+export function resolveLimits(limits: Partial<RelayLimits> = {}, defaults: Readonly<RelayLimits> = RELAY_DEFAULTS): RelayLimits {
   if (typeof limits !== 'object' || limits === null) throw invalidArgType('options.limits', 'an object', limits);
-  const out = { ...RELAY_DEFAULTS, ...limits };
-  validateInteger(out.maxSessions, 'options.limits.maxSessions', 1, 1_000_000);
-  validateInteger(out.maxBytesPerSession, 'options.limits.maxBytesPerSession', 0, Number.MAX_SAFE_INTEGER);
-  validateInteger(out.maxDurationMs, 'options.limits.maxDurationMs', 0, 2 ** 31 - 1);
-  validateInteger(out.idleTimeoutMs, 'options.limits.idleTimeoutMs', 0, 2 ** 31 - 1);
-  validateInteger(out.maxSessionsPerPeer, 'options.limits.maxSessionsPerPeer', 1, 1_000_000);
-  validateInteger(out.maxSessionsPerIp, 'options.limits.maxSessionsPerIp', 1, 1_000_000);
-  validateInteger(out.joinTimeoutMs, 'options.limits.joinTimeoutMs', 1, 2 ** 31 - 1);
+  const out = { ...defaults, ...limits };
+  for (const key of Object.keys(RELAY_RANGES) as (keyof RelayLimits)[]) {
+    const [min, max] = RELAY_RANGES[key];
+    validateInteger(out[key], `options.limits.${key}`, min, max);
+  }
   return out;
 }
 

@@ -58,6 +58,14 @@ export interface CoordPeer {
 /** The messages a peer sends to the coordinator. */
 export type CoordRequest = Msg<'connect'> | Msg<'cancel'> | Msg<'result'> | Msg<'release'>;
 
+/** How a coordinated dial ended: its path, outcome, code, and the time from the request to the end. */
+export interface CoordinationEnd {
+  path: Path;
+  outcome: 'ok' | 'failed' | 'cancelled';
+  code: string;
+  durationMs: number;
+}
+
 /** Counters the coordinator maintains. */
 export interface CoordStats {
   started: number;
@@ -87,6 +95,7 @@ interface Coordination {
   readonly sides: readonly [Side, Side];
   readonly path: Path;
   readonly deadline: number;
+  readonly startedAt: number;
   attempt: number;
   phase: 'observe' | 'punch' | 'ended';
   nonce: Buffer;
@@ -134,6 +143,7 @@ export class Coordinator {
     private readonly limits: Limits,
     private readonly lookup: (id: string) => CoordPeer | undefined,
     private readonly relayGrants?: RelayGrantIssuer,
+    private readonly onEnd?: (end: CoordinationEnd) => void,
   ) {}
 
   /** Coordinations in flight. */
@@ -212,6 +222,7 @@ export class Coordinator {
       sides: [side(from, 'initiator'), side(target, 'responder')],
       path: msg.path,
       deadline: performance.now() + timeoutMs,
+      startedAt: performance.now(),
       attempt: 0,
       phase: 'observe',
       nonce: random(16),
@@ -531,6 +542,7 @@ export class Coordinator {
     if (outcome === 'ok') this.stats.succeeded++;
     else if (outcome === 'cancelled') this.stats.cancelled++;
     else this.stats.failed++;
+    this.onEnd?.({ path: c.path, outcome, code, durationMs: performance.now() - c.startedAt });
     if (this.draining && this.coords.size === 0) for (const w of this.drainWaiters.splice(0)) w();
   }
 }

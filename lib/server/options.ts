@@ -91,7 +91,8 @@ export interface ServerOptions {
   /** Try connection reversal (no sync, the reachable side is dialled) first when a side is reachable; default true. */
   reversal?: boolean;
   /**
-   * The relay on the server's port. Default: a built-in relay with the limits of `RELAY_DEFAULTS`; pass its
+   * The relay on the server's port. Default: a built-in relay with the limits of `relayDefaults()` for the
+   * server's mode (no byte or duration cap per session with a `secret`, `RELAY_DEFAULTS` when open); pass its
    * options to change them, `false` to run no relay (relayed dials get `ERR_PATH_UNSUPPORTED`), or custom
    * {@link RelayHooks} to plug in a relay of your own.
    */
@@ -100,7 +101,7 @@ export interface ServerOptions {
 
 /** Options of the server's built-in relay. */
 export interface ServerRelayOptions {
-  /** Limits per session, per peer, per IP and in all; see `RELAY_DEFAULTS`. */
+  /** Limits per session, per peer, per IP and in all; unset ones take `relayDefaults()` of the server's mode. */
   limits?: Partial<RelayLimits>;
   /** The pump: 'auto' (native where available, the default), 'native', 'js', or a Pump. */
   pump?: Pump | PumpKind;
@@ -164,7 +165,8 @@ export const SERVER_DEFAULTS = {
   closeTimeoutMs: 10_000,
 } as const;
 
-const RANGES: Record<keyof typeof SERVER_DEFAULTS, [number, number]> = {
+/** The accepted range of each numeric option, inclusive. */
+export const RANGES: Record<keyof typeof SERVER_DEFAULTS, [number, number]> = {
   maxFrameSize: [256, MAX_FRAME_SIZE],
   handshakeTimeoutMs: [1, 600_000],
   idleTimeoutMs: [1, 86_400_000],

@@ -6,6 +6,7 @@
  * `relay-join` → the relay hook. Each connection has its own frame-rate bucket; anything invalid gets an `error`
  * frame with a code and is closed, without affecting other connections.
  */
+import { EventEmitter } from 'node:events';
 import { createServer } from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
 
@@ -16,10 +17,11 @@ import { startProbeServer } from '../nat-check/probe-server.js';
 import type { ProbeServer } from '../nat-check/probe-server.js';
 import type { Message, RelayMsg } from '../protocol/messages.js';
 import { FramedSocket } from '../protocol/stream.js';
-import { Coordinator } from './coordinator.js';
+import { Coordinator, type CoordinationEnd } from './coordinator.js';
 import { IpTable, TokenBucket } from './limits.js';
 import { isRelayHooks, resolveOptions } from './options.js';
 import type { ResolvedOptions, ServerOptions } from './options.js';
+import { relayDefaults, resolveLimits } from '../relay/limits.js';
 import { RelayService, type RelayStats } from '../relay/relay-service.js';
 import { random } from '../protocol/crypto.js';
 import { MemoryRegistry } from './registry.js';
@@ -63,8 +65,14 @@ interface Conn {
   handshakeTimer: NodeJS.Timeout | undefined;
 }
 
+/** Events of a {@link RendezvousServer}. */
+export interface RendezvousServerEvents {
+  /** A coordinated dial ended (for metrics and logs). */
+  coordination: [end: CoordinationEnd];
+}
+
 /** A running rendezvous server; create one with {@link startServer}. */
-export class RendezvousServer implements SessionHost {
+export class RendezvousServer extends EventEmitter<RendezvousServerEvents> implements SessionHost {
   /** @internal The resolved options (for the server's own modules). */
   readonly options: ResolvedOptions;
   /** @internal */
@@ -87,6 +95,7 @@ export class RendezvousServer implements SessionHost {
 
   /** @internal Use {@link startServer}. */
   constructor(options: ServerOptions) {
+    super();
     const resolved = resolveOptions(options);
     if (options.registry !== undefined && (typeof options.registry !== 'object' || options.registry === null))
       throw new TypeError('options.registry must implement Registry');
@@ -96,7 +105,7 @@ export class RendezvousServer implements SessionHost {
       const { limits, pump, tokenSecret } = relayOptions ?? {};
       this.relay = new RelayService({
         secret: tokenSecret ?? random(32),
-        ...(limits ? { limits } : {}),
+        limits: resolveLimits(limits, relayDefaults(resolved.secret ? 'secret' : 'open')),
         ...(pump ? { pump } : {}),
         // Why a relayed session ended reaches each peer on its control connection.
         notify: (peerId, msg) => void this.sessions.get(peerId)?.send(msg),
@@ -110,6 +119,7 @@ export class RendezvousServer implements SessionHost {
       this.options,
       (id) => this.sessions.get(id),
       relay && ((pair) => relay.grants(relay.issueTokens(pair), pair)),
+      (end) => this.emit('coordination', end),
     );
     this.ips = new IpTable(this.options.maxConnectionsPerIp, this.options.connectionRatePerIp, this.options.connectionBurstPerIp);
     this.server = createServer({ noDelay: true }, (socket) => this.accept(socket));

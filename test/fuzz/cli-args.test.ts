@@ -9,7 +9,11 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 
 import { parse, parseBytes, parseCount, parseDuration, parseHostPort, parsePort, parseProbePorts } from '../../lib/cli/args.js';
+import { readSettings } from '../../lib/cli/config.js';
+import { mapsOf } from '../../lib/cli/connect.js';
 import { CliError, EXIT } from '../../lib/cli/errors.js';
+import { servicesOf } from '../../lib/cli/expose.js';
+import { PEER_ID_PATTERN } from '../../lib/protocol/messages.js';
 import { resolveOptions } from '../../lib/server/options.js';
 import { resolveLimits } from '../../lib/relay/limits.js';
 import { record, scale } from '../reliability/summary.js';
@@ -145,6 +149,35 @@ describe('fuzz: CLI configuration parsers', () => {
     );
     stats.runs = ((stats.runs as number) ?? 0) + scale(5000, 50_000);
     record('fuzz-cli', 'cli', stats);
+  });
+
+  it('--service NAME=HOST:PORT / --map [HOST:]PORT=NAME: valid specs, or a usage error naming the flag', () => {
+    const name = fc.oneof(fc.constantFrom('web', 'a', 'x'.repeat(64), 'x'.repeat(65), 'a b', 'é', '', '='), fc.string({ maxLength: 8 }));
+    const item = fc.oneof(
+      fc.tuple(name, fc.oneof(fc.constantFrom('=', '=='), fc.constant('')), fc.oneof(hostPort, digits)).map(([n, eq, v]) => `${n}${eq}${v}`),
+      fc.tuple(fc.oneof(hostPort, digits), name).map(([v, n]) => `${v}=${n}`),
+      fc.string({ maxLength: 24 }),
+    );
+    const flags = {
+      service: { type: 'string', multiple: true },
+      map: { type: 'string', multiple: true },
+    } as const;
+    fc.assert(
+      fc.property(fc.array(item, { minLength: 1, maxLength: 3 }), fc.constantFrom('--service', '--map'), (items, flag) => {
+        const got = outcome(() => {
+          const s = readSettings(items.flatMap((i) => [flag, i]), [{ flags }], 'help');
+          return flag === '--service' ? servicesOf(s) : mapsOf(s);
+        }, flag);
+        if (got.kind !== 'ok') return;
+        for (const spec of got.value as { name?: string; peer?: string; to?: { port: number }; listen?: { port: number } }[]) {
+          expect(spec.name ?? spec.peer).toMatch(PEER_ID_PATTERN);
+          const port = (spec.to ?? spec.listen)!.port;
+          expect(port).toBeGreaterThanOrEqual(flag === '--service' ? 1 : 0);
+          expect(port).toBeLessThanOrEqual(65535);
+        }
+      }),
+      { numRuns: scale(3000, 30_000) },
+    );
   });
 
   // Fixed finding (lib/cli/args.ts, lib/cli/serve.ts): the size and duration parsers used to accept values the

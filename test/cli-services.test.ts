@@ -1,0 +1,221 @@
+/**
+ * The CLI run as a service, with real processes: a server with a secret relays a stream longer than the open
+ * server's byte cap; one `expose` offers two services from a config file and one `connect` maps two local ports;
+ * the server logs each relayed session's end; serve and connect serve metrics that say which path was taken; a bad
+ * config file exits 2 naming the file, key and value before anything registers.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { connect, type AddressInfo, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { runCli, runCliToEnd, type CliProcess } from './helpers/cli.js';
+import { closeServer, listen } from './helpers/net.js';
+import { until } from './helpers/rendezvous.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'tcp-punch-cli-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+async function freePort(): Promise<number> {
+  const s = await listen();
+  const port = (s.address() as AddressInfo).port;
+  await closeServer(s);
+  return port;
+}
+
+/** A service that answers every connection with `tag` and then echoes. */
+function taggedEcho(tag: string): Promise<Server> {
+  return listen((s) => {
+    s.write(tag);
+    s.pipe(s);
+  });
+}
+
+/** Sends `bytes` random bytes through port; checks what comes back is `prefix` + the same bytes. */
+async function roundTrip(port: number, bytes: number, prefix = ''): Promise<void> {
+  const socket = connect({ host: '127.0.0.1', port });
+  await once(socket, 'connect');
+  const payload = randomBytes(bytes);
+  const got = createHash('sha256');
+  let n = 0;
+  socket.on('data', (d: Buffer) => {
+    got.update(d);
+    n += d.length;
+  });
+  const ended = once(socket, 'end');
+  const write = async (): Promise<void> => {
+    for (let off = 0; off < payload.length; off += 1 << 20) {
+      if (!socket.write(payload.subarray(off, off + (1 << 20)))) await once(socket, 'drain');
+    }
+    socket.end();
+  };
+  await Promise.all([write(), ended]);
+  expect(n).toBe(bytes + prefix.length);
+  expect(got.digest('hex')).toBe(createHash('sha256').update(prefix).update(payload).digest('hex'));
+  socket.destroy();
+}
+
+/** True when something accepts TCP connections on the port. */
+function accepts(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect({ host: '127.0.0.1', port });
+    s.once('connect', () => (s.destroy(), resolve(true)));
+    s.once('error', () => resolve(false));
+  });
+}
+
+const scrape = async (port: number): Promise<string> => (await fetch(`http://127.0.0.1:${port}/metrics`)).text();
+
+describe('tcp-punch as a service: secret server, several services, config file, metrics', () => {
+  let web: Server;
+  let ssh: Server;
+  let server: CliProcess;
+  let exposer: CliProcess;
+  let connector: CliProcess;
+  let serverMetricsPort = 0;
+  let connectMetricsPort = 0;
+  const ports: Record<string, number> = {};
+
+  beforeAll(async () => {
+    [web, ssh] = await Promise.all([taggedEcho('W'), taggedEcho('S')]);
+    const serverPort = await freePort();
+    serverMetricsPort = await freePort();
+    connectMetricsPort = await freePort();
+    const secretFile = join(dir, 'secret');
+    writeFileSync(secretFile, 'hunter2\n', { mode: 0o600 });
+    const serveConfig = join(dir, 'serve.toml');
+    writeFileSync(serveConfig, `host = "127.0.0.1"\nport = ${serverPort}\nsecret-file = "${secretFile}"\nno-probe = true\nmetrics-port = ${serverMetricsPort}\n`);
+    server = runCli(['serve', '--json', '--config', serveConfig]);
+    await server.waitFor('listening');
+    const exposeConfig = join(dir, 'expose.toml');
+    writeFileSync(
+      exposeConfig,
+      `server = "127.0.0.1:${serverPort}"\nsecret-file = "${secretFile}"\nno-probe = true\n\n` +
+        `[[service]]\nname = "web"\nto = "127.0.0.1:${(web.address() as AddressInfo).port}"\n\n` +
+        `[[service]]\nname = "ssh"\nto = "127.0.0.1:${(ssh.address() as AddressInfo).port}"\n`,
+    );
+    exposer = runCli(['expose', '--json', '--config', exposeConfig]);
+    await exposer.waitFor('ready');
+    connector = runCli([
+      'connect', '--json', '--server', `127.0.0.1:${serverPort}`, '--secret-file', secretFile, '--no-probe', '--strategy', 'relay',
+      '--pool', '1', '--map', '0=web', '--map', '127.0.0.1:0=ssh', '--metrics-port', String(connectMetricsPort),
+    ]);
+    await connector.waitFor('listening');
+    expect(await until(() => connector.events.filter((e) => e.event === 'listening').length === 2, 15_000)).toBe(true);
+    for (const e of connector.events.filter((e) => e.event === 'listening')) ports[e.peer as string] = e.port as number;
+  });
+
+  afterAll(async () => {
+    await Promise.all([connector?.stop(), exposer?.stop()]);
+    await server?.stop();
+    await Promise.all([web && closeServer(web), ssh && closeServer(ssh)]);
+  });
+
+  it('with a secret the relay has no byte or duration cap; the start-up event says so', async () => {
+    const listening = await server.waitFor('listening');
+    expect(listening).toMatchObject({ auth: 'secret', relay: { maxBytesPerSession: 0, maxDurationMs: 0, idleTimeoutMs: 300_000 } });
+  });
+
+  it('carries each mapped port to its own service', async () => {
+    await Promise.all([roundTrip(ports.web!, 64 * 1024, 'W'), roundTrip(ports.ssh!, 64 * 1024, 'S')]);
+    const closes = (p: CliProcess) => p.events.filter((e) => e.event === 'tunnel-close');
+    await expect.poll(() => closes(connector).length).toBeGreaterThanOrEqual(2);
+    expect(new Set(closes(connector).map((e) => e.peerId))).toEqual(new Set(['web', 'ssh']));
+    await expect.poll(() => new Set(closes(exposer).map((e) => e.service))).toEqual(new Set(['web', 'ssh']));
+    expect(closes(connector).every((e) => e.path === 'relay' && e.reason === 'eof')).toBe(true);
+  });
+
+  it('relays a stream longer than the open server cap (128M) without cutting it', async () => {
+    const bytes = 140 * 1024 * 1024;
+    await roundTrip(ports.web!, bytes, 'W');
+    await expect.poll(() => server.events.filter((e) => e.event === 'relay-end' && (e.bytesAToB as number) > bytes).length, { timeout: 10_000 }).toBe(1);
+  });
+
+  it('logs one line per relayed session end with both ids, bytes each way, duration and reason', () => {
+    const ends = server.events.filter((e) => e.event === 'relay-end');
+    expect(ends.length).toBeGreaterThanOrEqual(3);
+    for (const e of ends) {
+      expect(e).toMatchObject({ reason: 'eof', code: '' });
+      expect(typeof e.a).toBe('string');
+      expect(['web', 'ssh']).toContain(e.b);
+      expect(e.bytesAToB).toBeGreaterThan(0);
+      expect(e.bytesBToA).toBeGreaterThan(0);
+      expect(typeof e.durationMs).toBe('number');
+    }
+  });
+
+  it('serve and connect metrics: relay coordinations labelled relay, tunnels by service, time to connect', async () => {
+    const s = await scrape(serverMetricsPort);
+    expect(s).toMatch(/^tcp_punch_coordinations_total\{path="relay",outcome="ok"\} [1-9]/m);
+    expect(s).not.toMatch(/^tcp_punch_coordinations_total\{path="direct"/m);
+    expect(s).toMatch(/^tcp_punch_coordination_duration_seconds_count\{path="relay",outcome="ok"\} [1-9]/m);
+    expect(s).toMatch(/^tcp_punch_relay_session_bytes_count\{reason="eof"\} [1-9]/m);
+    expect(s).toMatch(/^process_cpu_seconds_total /m);
+    expect(s).toMatch(/^tcp_punch_peers_online 3$/m);
+    const c = await scrape(connectMetricsPort);
+    expect(c).toMatch(/^tcp_punch_tunnels_opened_total\{service="web",path="relay"\} [1-9]/m);
+    expect(c).toMatch(/^tcp_punch_tunnels_opened_total\{service="ssh",path="relay"\} 1$/m);
+    expect(c).toMatch(/^tcp_punch_tunnel_connect_seconds_count\{service="ssh",path="relay"\} 1$/m);
+    expect(c).toMatch(/^tcp_punch_tunnel_bytes_total\{service="ssh",direction="sent"\} 65536$/m);
+    expect(c).toMatch(/^tcp_punch_tunnels_open\{service="ssh"\} 0$/m);
+  });
+
+  it('stops cleanly', async () => {
+    expect(await connector.stop('SIGTERM')).toBe(0);
+    expect(await exposer.stop('SIGINT')).toBe(0);
+  });
+});
+
+describe('tcp-punch serve start-up line and quiet mode', () => {
+  it('an open server says which caps are on; a loose secret file is warned about; --quiet prints nothing at start', async () => {
+    const open = runCli(['serve', '--host', '127.0.0.1', '--port', String(await freePort()), '--no-probe']);
+    await expect.poll(() => open.output(), { timeout: 15_000 }).toMatch(/relay on \(per session: byte cap 128M, duration cap 15m, idle limit 5m\)/);
+    expect(await open.stop()).toBe(0);
+    const loose = join(dir, 'loose-secret');
+    writeFileSync(loose, 'x\n');
+    chmodSync(loose, 0o644);
+    const text = runCli(['serve', '--host', '127.0.0.1', '--port', String(await freePort()), '--no-probe', '--secret-file', loose, '--relay-idle-timeout', '0']);
+    await expect.poll(() => text.output(), { timeout: 15_000 }).toMatch(/relay on \(per session: no byte cap, no duration cap, no idle limit\)/);
+    expect(text.output()).toMatch(/WARN --secret-file: .*loose-secret is accessible to other users \(mode 0644\); chmod 600 it/);
+    expect(await text.stop()).toBe(0);
+    const port = await freePort();
+    const quiet = runCli(['serve', '--quiet', '--host', '127.0.0.1', '--port', String(port), '--no-probe', '--secret', 'x']);
+    await expect.poll(() => accepts(port), { timeout: 15_000 }).toBe(true); // the quiet server is up
+    expect(await quiet.stop()).toBe(0);
+    expect(quiet.output()).toBe('');
+  });
+});
+
+describe('tcp-punch bad config files', () => {
+  const config = (name: string, text: string): string => {
+    const path = join(dir, name);
+    writeFileSync(path, text);
+    return path;
+  };
+
+  it('exit 2 naming the file, key and value; nothing registers', async () => {
+    const port = await freePort();
+    const cases: [string[], RegExp][] = [
+      [['serve', '--config', config('a.toml', 'prot = 7770\n')], /a\.toml: prot: unknown key/],
+      [['serve', '--config', config('b.toml', 'relay-max-bytes = "lots"\n')], /b\.toml: relay-max-bytes: expected a size .*got "lots"/],
+      [['serve', '--config', config('c.toml', 'no-relay = 1\n')], /c\.toml: no-relay: expected true or false, got 1/],
+      [['serve', '--config', join(dir, 'missing.toml')], /--config: cannot read .*missing\.toml/],
+      [
+        ['expose', '--server', `127.0.0.1:${port}`, '--config', config('d.toml', '[[service]]\nname = "a"\nto = "127.0.0.1:1"\n[[service]]\nname = "a"\nto = "127.0.0.1:2"\n')],
+        /d\.toml: service\[1\]\.name: duplicate service name "a"/,
+      ],
+      [['connect', '--server', `127.0.0.1:${port}`, '--config', config('e.toml', '[[map]]\nlisten = "0"\npeer = "a"\npool = "many"\n')], /e\.toml: map\[0\]\.pool: expected an integer/],
+    ];
+    const server = runCli(['serve', '--json', '--host', '127.0.0.1', '--port', String(port), '--no-probe']);
+    await server.waitFor('listening');
+    for (const [args, message] of cases) {
+      const r = await runCliToEnd(args);
+      expect(r.code, args.join(' ')).toBe(2);
+      expect(r.output, args.join(' ')).toMatch(message);
+      expect(r.output).not.toMatch(/registered|listening/);
+    }
+    expect(await server.stop()).toBe(0);
+  });
+});
