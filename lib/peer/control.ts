@@ -51,6 +51,8 @@ export class ControlConnection extends EventEmitter<ControlEvents> {
   private seq = 0;
   private backlog: Message[] | undefined = [];
   private isClosed = false;
+  /** How the server authenticated this connection: `secret` (the server has one), `none` or `token` (open). */
+  auth: 'none' | 'secret' | 'token' = 'none';
 
   private constructor(
     private readonly framed: FramedSocket,
@@ -123,6 +125,7 @@ export class ControlConnection extends EventEmitter<ControlEvents> {
         socket.remoteFamily === 'IPv6' && !socket.remoteAddress?.startsWith('::ffff:') ? 6 : 4,
         welcome.keepaliveMs,
       );
+      conn.auth = challenge.auth;
       for (const m of leftovers) conn.onMessage(m);
       return conn;
     } catch (err) {
