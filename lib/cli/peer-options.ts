@@ -80,6 +80,9 @@ export function logTunnelEvent(log: Logger, e: TunnelEvent): void {
     case 'fail':
       log.warn('tunnel-fail', e, `tunnel failed  peer=${e.peerId} ${e.code}: ${e.message}`);
       break;
+    case 'drop':
+      log.debug('spare-drop', e, `spare dropped  peer=${e.peerId}: ${e.reason}`);
+      break;
     case 'wait':
       log.info('tunnel-wait', e, `tunnel waits   peer=${e.peerId} up to ${formatMs(e.maxWaitMs)}: ${e.reason}`);
       break;

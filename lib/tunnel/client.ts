@@ -84,13 +84,14 @@ export async function startTunnelClient(peer: Peer, options: TunnelClientOptions
       lastRefillCode = undefined;
       return conn;
     },
+    onDrop: (reason) => onEvent({ type: 'drop', peerId, reason }),
     onRefillError: (err) => {
       const e = err as TcpPunchError & { refused?: boolean };
       const code = e.code ?? 'ERR_DIAL';
       if (code === lastRefillCode) return;
       lastRefillCode = code;
-      if (e.refused) onEvent({ type: 'fail', peerId, code, message: e.message, refused: true });
-      else onEvent({ type: 'fail', peerId, code, message: `cannot open a spare connection: ${err.message}` });
+      if (e.refused) onEvent({ type: 'fail', peerId, code, message: e.message, spare: true, refused: true });
+      else onEvent({ type: 'fail', peerId, code, message: `cannot open a spare connection: ${err.message}`, spare: true });
     },
   });
   const onOnline = (): void => pool.kick();

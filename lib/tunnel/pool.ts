@@ -15,6 +15,7 @@ import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Backoff, type BackoffOptions } from '../backoff.js';
 import type { DialResult } from '../peer/types.js';
+import { awaitRelayEnd } from './report.js';
 import { PING, PONG } from './wire.js';
 
 /** A dialled connection whose tunnel handshake is done: `stream` is the socket, or its TLS layer. */
@@ -174,10 +175,8 @@ export class ConnectionPool {
       stream.off('end', onEnd);
       stream.off('close', onEnd);
     };
-    result.relayEnd?.then((info) => {
-      if (spare.dead || !this.#spares.includes(spare)) return;
-      if (info?.reason === 'limit-idle') this.#learnIdleLimit(Date.now() - spare.lastSeen);
-      this.#drop(spare, `the relay ended it (${info?.reason ?? 'lost the server'})`);
+    result.relayEnd?.then(() => {
+      if (this.#spares.includes(spare)) this.#drop(spare, 'the relay ended it');
     });
     this.#schedulePing(spare);
     this.#spares.push(spare);
@@ -235,7 +234,15 @@ export class ConnectionPool {
     spare.conn.result.socket.destroy();
     const i = this.#spares.indexOf(spare);
     if (i >= 0) this.#spares.splice(i, 1);
-    if (report) this.#opts.onDrop?.(why);
     this.#refill();
+    if (!report) return;
+    const relayEnd = spare.conn.result.relayEnd;
+    if (!relayEnd) return this.#opts.onDrop?.(why);
+    // The relay's reset of a spare it ends can arrive before its notice saying why: wait for the notice.
+    const idleMs = Date.now() - spare.lastSeen;
+    void awaitRelayEnd(relayEnd).then((info) => {
+      if (info?.reason === 'limit-idle') this.#learnIdleLimit(idleMs);
+      this.#opts.onDrop?.(info ? `the relay ended it (${info.reason}${info.code ? ` ${info.code}` : ''})` : why);
+    });
   }
 }

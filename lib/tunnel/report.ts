@@ -22,13 +22,19 @@ export async function endReport(
   relayEnd: Promise<RelayEndInfo | undefined> | undefined,
 ): Promise<{ result: PumpResult; relayEnd?: RelayEndInfo }> {
   if (!relayEnd) return { result };
+  const info = await awaitRelayEnd(relayEnd);
+  if (!info) return { result };
+  if (info.reason === 'eof' || !PUMP_REASONS.includes(info.reason)) return { result, relayEnd: info };
+  return { result: { ...result, reason: info.reason as PumpEndReason, error: info.code || info.reason }, relayEnd: info };
+}
+
+/** The relay's notice, or undefined if none comes within {@link RELAY_END_WAIT_MS}. Never rejects. */
+export async function awaitRelayEnd(relayEnd: Promise<RelayEndInfo | undefined>): Promise<RelayEndInfo | undefined> {
   let timer: NodeJS.Timeout | undefined;
   const info = await Promise.race([
     relayEnd.catch(() => undefined),
     new Promise<undefined>((resolve) => (timer = setTimeout(() => resolve(undefined), RELAY_END_WAIT_MS))),
   ]);
   clearTimeout(timer);
-  if (!info) return { result };
-  if (info.reason === 'eof' || !PUMP_REASONS.includes(info.reason)) return { result, relayEnd: info };
-  return { result: { ...result, reason: info.reason as PumpEndReason, error: info.code || info.reason }, relayEnd: info };
+  return info;
 }
