@@ -178,7 +178,7 @@ describe('tcp-punch connect through the relay', () => {
     const metricsPort = await freePort();
     const server = runCli(['serve', '--json', '--host', '127.0.0.1', '--port', String(port), '--no-probe', '--metrics-port', String(metricsPort)]);
     await server.waitFor('listening');
-    const exposer = runCli(['expose', '--json', '--server', `127.0.0.1:${port}`, '--id', 'svc', '--to', `127.0.0.1:${(echo.address() as AddressInfo).port}`]);
+    const exposer = runCli(['expose', '--json', '--server', `127.0.0.1:${port}`, '--id', 'svc', '--public', '--to', `127.0.0.1:${(echo.address() as AddressInfo).port}`]);
     await exposer.waitFor('exposing');
     const c = runCli(['connect', '--json', '--server', `127.0.0.1:${port}`, '--peer', 'svc', '--listen', '127.0.0.1:0', '--strategy', 'relay', '--pool', '1']);
     const local = (await c.waitFor('listening')).port as number;

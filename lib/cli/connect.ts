@@ -13,8 +13,10 @@ import {
   PEER_OPTIONS, checkId, connectPeer, logTunnelEvent, metricsSettings, peerSettings, splitPair, startAgentMetrics, type AgentMetrics,
 } from './peer-options.js';
 import { untilSignal } from './signals.js';
+import { KEY_OPTIONS, WAIT_PEER_OPTIONS, parseWaitPeer, readServiceKey } from './tunnel-options.js';
 
 const STRATEGIES = ['direct-first', 'relay-first', 'direct', 'relay'] as const;
+const DEFAULT_STRATEGY = 'direct-first';
 const DEFAULT_POOL = 2;
 
 /** One local port and the service it leads to; per-map options go here too. */
@@ -45,8 +47,10 @@ const SECTIONS: FlagSection[] = [
         help: 'one more local port leading to service NAME (host default 127.0.0.1; repeatable;\nin a config file: [[map]] listen, peer, and optionally strategy, pool)',
       },
       id: { type: 'string', arg: 'ME', help: "this side's name (default: a random one)" },
-      strategy: { type: 'string', arg: 'S', help: 'direct-first (default) | relay-first | direct | relay' },
+      strategy: { type: 'string', arg: 'S', help: STRATEGIES.map((x) => (x === DEFAULT_STRATEGY ? `${x} (default)` : x)).join(' | ') },
       pool: { type: 'string', arg: 'N', help: `spare connections kept ready per port (default ${DEFAULT_POOL}, 0 to dial per connection)` },
+      ...WAIT_PEER_OPTIONS,
+      ...KEY_OPTIONS,
       ...PEER_OPTIONS,
       ...CONFIG_OPTIONS,
     },
@@ -70,6 +74,14 @@ export const connect: Command = {
     const id = checkId((settings.values.id as string | undefined) ?? `connect-${randomBytes(6).toString('hex')}`, settings.where('id'));
     const peerOptions = peerSettings(settings, log);
     const metricsAt = metricsSettings(settings);
+    const { values, where } = settings;
+    const waitPeerMs = parseWaitPeer(values['wait-peer'] as string | undefined, where('wait-peer'));
+    const key = readServiceKey(values, where);
+    const encrypt = !values['no-encrypt'];
+    if (!key && !encrypt) throw new CliError(`${where('no-encrypt')} needs a key (--key or --key-file): without one nothing is encrypted`, EXIT.USAGE);
+    // A service that refuses this side's key (or id) will refuse every tunnel: stop with its reason.
+    let onRefused!: (message: string) => void;
+    const refused = new Promise<string>((resolve) => (onRefused = resolve));
 
     let metrics: AgentMetrics | undefined;
     const clients: TunnelClient[] = [];
@@ -91,9 +103,12 @@ export const connect: Command = {
           listen: m.listen,
           strategy: m.strategy,
           poolSize: m.poolSize,
+          waitPeerMs,
+          ...(key ? { key, encrypt } : {}),
           onEvent: (e) => {
             logTunnelEvent(log, e); // its peer is the service: the line names it already
             metrics?.onEvent(e, m.peer);
+            if (e.type === 'fail' && e.refused) onRefused(`${e.message} (${e.code})`);
           },
         }).catch((err: unknown) => {
           throw toCliError(err, `listening on ${m.listen.host}:${m.listen.port}`);
@@ -111,7 +126,7 @@ export const connect: Command = {
       throw err;
     }
     const stopped = new Promise<Error | undefined>((resolve) => peer.once('close', resolve));
-    const outcome = await Promise.race([untilSignal(), stopped]);
+    const outcome = await Promise.race([untilSignal(), stopped, refused.then((m) => new CliError(m, EXIT.AUTH))]);
     await stop();
     if (outcome instanceof Error) throw toCliError(outcome, 'peer');
     log.info('stopped', { signal: outcome }, `stopped (${outcome ?? 'peer closed'})`);
@@ -132,7 +147,7 @@ const poolOf = (value: string | undefined, where: string, fallback: number): num
  * address given twice in one place is an error; one given on the command line replaces the file's.
  */
 export function mapsOf(s: CommandSettings): MapSpec[] {
-  const strategy = strategyOf(s.values.strategy as string | undefined, s.where('strategy'), 'direct-first');
+  const strategy = strategyOf(s.values.strategy as string | undefined, s.where('strategy'), DEFAULT_STRATEGY);
   const poolSize = poolOf(s.values.pool as string | undefined, s.where('pool'), DEFAULT_POOL);
   const maps: (MapSpec & { where: string; fromFile: boolean })[] = [];
   const add = (m: MapSpec, where: string, fromFile: boolean): void => {

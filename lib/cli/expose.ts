@@ -4,6 +4,7 @@
  * peer of its own on the server (its name is the id peers dial), so one process serves many, like frpc.
  */
 import type { Peer } from '../peer/index.js';
+import { describeAccess } from '../tunnel/access.js';
 import { exposeService, type ExposedService } from '../tunnel/expose.js';
 import { COMMON_OPTIONS, CONFIG_OPTIONS, loggerFrom, parseHostPort, type HostPort } from './args.js';
 import type { Command } from './command.js';
@@ -14,6 +15,7 @@ import {
   PEER_OPTIONS, checkId, connectPeer, logTunnelEvent, metricsSettings, peerSettings, splitPair, startAgentMetrics, type AgentMetrics,
 } from './peer-options.js';
 import { untilSignal } from './signals.js';
+import { EXPOSE_ACCESS_OPTIONS, KEY_OPTIONS, parseAllow, readServiceKey } from './tunnel-options.js';
 
 /** One service to expose; per-service options go here too. */
 export interface ServiceSpec {
@@ -39,6 +41,8 @@ const SECTIONS: FlagSection[] = [
         arg: 'NAME=HOST:PORT',
         help: 'one more service, offered under NAME (repeatable;\nin a config file: [[service]] with name and to)',
       },
+      ...KEY_OPTIONS,
+      ...EXPOSE_ACCESS_OPTIONS,
       ...PEER_OPTIONS,
       ...CONFIG_OPTIONS,
     },
@@ -61,6 +65,12 @@ export const expose: Command = {
     const services = servicesOf(settings);
     const peerOptions = peerSettings(settings, log);
     const metricsAt = metricsSettings(settings);
+    const { values, where } = settings;
+    const key = readServiceKey(values, where);
+    const allow = parseAllow(values.allow as string | undefined, where('allow'));
+    const encrypt = !values['no-encrypt'];
+    if (!key && !encrypt) throw new CliError(`${where('no-encrypt')} needs a key (--key or --key-file): without one nothing is encrypted`, EXIT.USAGE);
+    const mode = key ? (encrypt ? 'encrypted end to end' : 'key proven, not encrypted') : 'not encrypted';
 
     // Everything is checked above; from here a failure undoes what started, so nothing runs half-configured.
     const running: { peer: Peer; service: ExposedService }[] = [];
@@ -75,15 +85,28 @@ export const expose: Command = {
       const several = services.length > 1;
       for (const s of services) {
         const peer = await connectPeer(peerOptions, s.name, log);
+        let access: string;
+        try {
+          access = describeAccess({ key: key !== undefined, ...(allow ? { allow } : {}), public: values.public === true }, peer.serverAuth !== 'secret');
+        } catch (err) {
+          await peer.close();
+          throw new CliError((err as Error).message, EXIT.USAGE);
+        }
         const service = exposeService(peer, {
           to: s.to,
+          ...(key ? { key, encrypt } : {}),
+          ...(allow ? { allow } : {}),
           onEvent: (e) => {
             logTunnelEvent(log, e, several ? s.name : undefined);
             metrics?.onEvent(e, s.name);
           },
         });
         running.push({ peer, service });
-        log.info('exposing', { id: s.name, to: s.to }, `exposing ${s.to.host}:${s.to.port} as "${s.name}"`);
+        log.info(
+          'exposing',
+          { id: s.name, to: s.to, access, encrypted: Boolean(key && encrypt) },
+          `exposing ${s.to.host}:${s.to.port} as "${s.name}" (${access}; ${mode})`,
+        );
       }
     } catch (err) {
       await stop();

@@ -137,5 +137,11 @@ export function logTunnelEvent(log: Logger, e: TunnelEvent, service?: string): v
     case 'fail':
       log.warn('tunnel-fail', { ...e, ...extra }, `tunnel failed ${tag} peer=${e.peerId} ${e.code}: ${e.message}`);
       break;
+    case 'drop':
+      log.debug('spare-drop', e, `spare dropped  peer=${e.peerId}: ${e.reason}`);
+      break;
+    case 'wait':
+      log.info('tunnel-wait', e, `tunnel waits   peer=${e.peerId} up to ${formatMs(e.maxWaitMs)}: ${e.reason}`);
+      break;
   }
 }

@@ -68,6 +68,8 @@ export class ControlConnection extends EventEmitter<ControlEvents> {
   private lastRttUs = 0;
   /** Quick pings still to send after registration, so that the server's first estimates are not a cold start's. */
   private warmup = WARMUP_PINGS;
+  /** How the server authenticated this connection: `secret` (the server has one), `none` or `token` (open). */
+  auth: 'none' | 'secret' | 'token' = 'none';
 
   private constructor(
     private readonly framed: FramedSocket,
@@ -163,6 +165,7 @@ export class ControlConnection extends EventEmitter<ControlEvents> {
         welcome.probePort1 && welcome.probePort2 ? [welcome.probePort1, welcome.probePort2] : undefined,
         firstRttMs,
       );
+      conn.auth = challenge.auth;
       for (const m of leftovers) conn.onMessage(m);
       return conn;
     } catch (err) {

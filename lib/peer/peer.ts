@@ -72,6 +72,7 @@ export class Peer extends EventEmitter<PeerEvents> {
   private closed = false;
   private reqSeq = 0;
   private lastToken: Uint8Array | undefined;
+  private lastAuth: 'none' | 'secret' | 'token' | undefined;
   private readonly requests = new Map<number, PendingRequest>();
   private readonly coords = new Map<string, PeerCoordination>();
   /** Relay-upgradable streams this peer accepted, by coordId: a later direct dial with that `link` upgrades them. */
@@ -109,6 +110,14 @@ export class Peer extends EventEmitter<PeerEvents> {
   /** Open servers: the token proving this peer holds its id; pass it as `options.token` to reclaim the id later. */
   get token(): Uint8Array | undefined {
     return this.lastToken && Uint8Array.from(this.lastToken);
+  }
+
+  /**
+   * How the server authenticated this peer at its last registration: `secret` (a server with a secret: only its
+   * holders are peers), `none` or `token` (an open server: anyone may register).
+   */
+  get serverAuth(): 'none' | 'secret' | 'token' | undefined {
+    return this.lastAuth;
   }
 
   /** This peer's control connection address as the server sees it. */
@@ -212,6 +221,7 @@ export class Peer extends EventEmitter<PeerEvents> {
     this.conn = conn;
     this.draining = false;
     this.lastToken = conn.token ?? this.lastToken;
+    this.lastAuth = conn.auth;
     this.env = {
       server: conn.server,
       family: conn.family,

@@ -1,10 +1,12 @@
 /**
  * bridge(): relays between two streams until both directions end, with the native pump when both are plain
  * sockets (no tunnelled byte enters JavaScript) and stream piping otherwise (a relay-first stream before it has
- * moved to its direct socket is a JS Duplex).
+ * moved to its direct socket is a JS Duplex; an encrypted tunnel is a TLSSocket, whose bytes must pass through
+ * TLS, so it is never handed to the pump although it is a net.Socket).
  */
 import { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { TLSSocket } from 'node:tls';
 import type { Pump, PumpResult } from '../relay/pump.js';
 
 /**
@@ -12,7 +14,7 @@ import type { Pump, PumpResult } from '../relay/pump.js';
  * before any relayed byte. Throws what the pump's start() throws (then neither stream was touched).
  */
 export function bridge(a: Socket, b: Socket | Duplex, pump: Pump, headB?: Uint8Array): Promise<PumpResult> {
-  if (b instanceof Socket) return pump.start(a, b, headB ? { headB } : {}).done;
+  if (isPlainSocket(b)) return pump.start(a, b, headB ? { headB } : {}).done;
   if (headB) b.write(headB);
   return pipeBoth(a, b);
 }
@@ -39,6 +41,10 @@ export function drainThenBridge(to: Socket, from: Socket | Duplex, pump: Pump, f
     };
     attempt();
   });
+}
+
+function isPlainSocket(s: Socket | Duplex): s is Socket {
+  return s instanceof Socket && !(s instanceof TLSSocket);
 }
 
 function pipeBoth(a: Duplex, b: Duplex): Promise<PumpResult> {

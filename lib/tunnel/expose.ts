@@ -1,16 +1,23 @@
 /**
  * exposeService(): offers a local TCP service to the peers that dial this one. Every authenticated peer
- * connection waits for the tunnel's OPEN byte (it may be a spare kept ready by the other side), then gets its own
- * connection to the service, and the two are bridged by the pump.
+ * connection runs the tunnel handshake (the key proof, then TLS, when the service has a key), then waits for the
+ * tunnel's OPEN byte (it may be a spare kept ready by the other side), answering pings; then it gets its own
+ * connection to the service, and the two are bridged by the pump (or piped through TLS when encrypted).
  */
 import { Socket, connect } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type { Endpoint } from '../endpoint.js';
+import type { TcpPunchError } from '../errors.js';
 import type { Peer } from '../peer/index.js';
 import type { ConnectionInfo } from '../peer/types.js';
 import { defaultPump, type Pump, type PumpResult } from '../relay/pump.js';
 import { bridge, failedResult } from './bridge.js';
-import { ACK, NAK, OPEN, readFirstByte } from './wire.js';
+import type { TunnelEvent } from './events.js';
+import { exposerHandshake, serviceKey } from './handshake.js';
+import { endReport } from './report.js';
+import { ACK, NAK, awaitOpen } from './wire.js';
+
+export type { TunnelEvent } from './events.js';
 
 export interface ExposeOptions {
   /** The local service. */
@@ -19,16 +26,21 @@ export interface ExposeOptions {
   connectTimeoutMs?: number;
   /** Peer connections kept waiting for OPEN at once (spares); the oldest is closed beyond this. Default 64. */
   maxIdle?: number;
+  /**
+   * The service key: only peers that prove they hold it reach the service, and the service proves it back
+   * (ERR_SERVICE_KEY otherwise). Default: none (any peer the server lets dial this one).
+   */
+  key?: string | Uint8Array;
+  /** With a key: encrypt every tunnel end to end (TLS 1.3, PSK from the key); default true. */
+  encrypt?: boolean;
+  /** Only these peer ids (as the server authenticated them) may connect (ERR_SERVICE_NOT_ALLOWED otherwise). */
+  allow?: readonly string[];
+  /** Deadline of the tunnel handshake; default 10000 ms. */
+  handshakeTimeoutMs?: number;
   pump?: Pump;
   /** Called as tunnels open, fail and close. */
   onEvent?: (event: TunnelEvent) => void;
 }
-
-/** What a tunnel reports, on either side. */
-export type TunnelEvent =
-  | { type: 'open'; peerId: string; path: string; attempt: number; connectMs: number; waitMs: number }
-  | { type: 'close'; peerId: string; path: string; result: PumpResult }
-  | { type: 'fail'; peerId: string; code: string; message: string };
 
 export interface ExposedService {
   /** Peer connections waiting for OPEN, and tunnels running. */
@@ -37,8 +49,14 @@ export interface ExposedService {
   close(): void;
 }
 
+/** How long a refused connection may take to flush its refusal before it is destroyed. */
+const REFUSAL_LINGER_MS = 2000;
+
 export function exposeService(peer: Peer, options: ExposeOptions): ExposedService {
   const { to, connectTimeoutMs = 5000, maxIdle = 64, pump = defaultPump, onEvent = () => {} } = options;
+  const { encrypt = true, handshakeTimeoutMs = 10_000 } = options;
+  const key = serviceKey(options.key);
+  const allow = options.allow ? new Set(options.allow) : undefined;
   const idle = new Set<Socket | Duplex>();
   let active = 0;
   let total = 0;
@@ -61,18 +79,32 @@ export function exposeService(peer: Peer, options: ExposeOptions): ExposedServic
   };
 
   const serve = async (socket: Socket | Duplex, info: ConnectionInfo): Promise<void> => {
-    let first;
+    let stream: Duplex;
     try {
-      first = await readFirstByte(socket as Socket);
-    } catch {
+      stream = await exposerHandshake(socket, {
+        key,
+        encrypt,
+        selfId: peer.id,
+        peerId: info.peerId,
+        allowed: !allow || allow.has(info.peerId),
+        timeoutMs: handshakeTimeoutMs,
+      });
+      stream.on('error', () => {});
+      await awaitOpen(stream);
+    } catch (err) {
       idle.delete(socket);
-      socket.destroy();
+      const e = err as TcpPunchError;
+      // A spare the other side dropped is routine; a refused or garbled handshake is worth a line.
+      if (e.code?.startsWith('ERR_')) onEvent({ type: 'fail', peerId: info.peerId, code: e.code, message: e.message });
+      if (!(e as { refusal?: boolean }).refusal) return void socket.destroy();
+      // Destroying it at once could reset the connection before the refusal is read.
+      const linger = setTimeout(() => socket.destroy(), REFUSAL_LINGER_MS);
+      socket.once('close', () => clearTimeout(linger));
       return;
-    } finally {
-      idle.delete(socket);
     }
-    if (first.byte !== OPEN || first.rest.length > 0 || closed) {
-      socket.destroy();
+    idle.delete(socket);
+    if (closed) {
+      stream.destroy();
       return;
     }
     const started = Date.now();
@@ -82,7 +114,7 @@ export function exposeService(peer: Peer, options: ExposeOptions): ExposedServic
     } catch (err) {
       const code = (err as { code?: string }).code ?? 'ERR_SERVICE';
       onEvent({ type: 'fail', peerId: info.peerId, code, message: `cannot reach ${to.host}:${to.port}: ${(err as Error).message}` });
-      socket.end(Buffer.from([NAK]));
+      stream.end(Buffer.from([NAK]));
       return;
     }
     active++;
@@ -91,14 +123,15 @@ export function exposeService(peer: Peer, options: ExposeOptions): ExposedServic
     // The pump writes ACK itself, before it relays a byte: nothing is queued in JS when it takes the sockets.
     let result: PumpResult;
     try {
-      result = await bridge(service, socket, pump, Buffer.from([ACK]));
+      result = await bridge(service, stream, pump, Buffer.from([ACK]));
     } catch (err) {
       service.destroy();
-      socket.destroy();
+      stream.destroy();
       result = failedResult(err as Error);
     }
+    const report = await endReport(result, info.relayEnd);
     active--;
-    onEvent({ type: 'close', peerId: info.peerId, path: info.path, result });
+    onEvent({ type: 'close', peerId: info.peerId, path: info.path, ...report });
   };
 
   peer.on('connection', onConnection);

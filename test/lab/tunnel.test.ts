@@ -81,7 +81,7 @@ function scenario(name: string, spec: LabSpec, expectedPath: 'direct' | 'relay')
       procs.push(server);
       await server.waitFor('listening');
       const to = `127.0.0.1:${IPERF_PORT}`;
-      const expose = cli(lab, 'a', ['expose', '--server', `${lab.server.ip}:${SERVER_PORT}`, '--id', 'iperf', '--to', to]);
+      const expose = cli(lab, 'a', ['expose', '--server', `${lab.server.ip}:${SERVER_PORT}`, '--id', 'iperf', '--public', '--to', to]);
       procs.push(expose);
       await expose.waitFor('exposing');
       const connect = cli(lab, 'b', [
