@@ -12,7 +12,7 @@ import type { Redis } from 'ioredis';
 import { TcpPunchError, invalidArgType, invalidArgValue } from '../errors.js';
 import type { Message } from '../protocol/index.js';
 import { ClusterBus } from './bus.js';
-import { deriveClusterKeys, relayTokenSecret } from './crypto.js';
+import { deriveClusterKeys, relayTokenSecret, transitKey } from './crypto.js';
 import type { ClusterKeys } from './crypto.js';
 import { NodeDirectory } from './directory.js';
 import { ClusterKeyspace } from './keys.js';
@@ -157,6 +157,11 @@ export class Cluster {
   /** The relay-token secret of `nodeId`'s relay (default this node's: pass it as the relay's `tokenSecret`). */
   relayTokenSecret(nodeId: string = this.nodeId): Buffer {
     return relayTokenSecret(this.keys, nodeId);
+  }
+
+  /** The session key of the remote proxy for `peerId` (see transitKey in crypto.ts). */
+  transitKey(peerId: string): Buffer {
+    return transitKey(this.keys, peerId);
   }
 
   /** Counts one cross-node dial's outcome (`ok` or its error code) for {@link stats}. */

@@ -5,7 +5,8 @@
  * secret share the keys and nothing else has to be distributed:
  * - `bus`: seals bus messages (authenticity and confidentiality: pair keys travel inside them);
  * - `store`: seals what the cluster keeps in Redis (node records, open-server id tokens);
- * - `relay-token <nodeId>`: the relay-token secret of one node's relay (see {@link relayTokenSecret}).
+ * - `relay-token <nodeId>`: the relay-token secret of one node's relay (see {@link relayTokenSecret});
+ * - `transit <peerId>`: wraps pair keys for a peer on another node (see {@link transitKey}).
  *
  * Sealed box: `magic(4) | iv(12) | AES-256-GCM ciphertext | tag(16)`, with the magic and a caller-chosen context
  * (the Redis key or channel it belongs to) as associated data, so a sealed value moved to another key or channel
@@ -47,6 +48,15 @@ export function deriveClusterKeys(secret: unknown): ClusterKeys {
  */
 export function relayTokenSecret(keys: ClusterKeys, nodeId: string): Buffer {
   return derive(keys.root, `relay-token ${nodeId}`);
+}
+
+/**
+ * The key a coordinator on another node wraps a pair key with for a remote peer (the remote proxy's
+ * `sessionKey`): the owning node unwraps it with the same key and wraps it again with the peer's real session key,
+ * which never leaves that node. The wrapped pair key travels only inside sealed bus messages.
+ */
+export function transitKey(keys: ClusterKeys, peerId: string): Buffer {
+  return derive(keys.root, `transit ${peerId}`);
 }
 
 function derive(root: Buffer, label: string): Buffer {
