@@ -77,7 +77,7 @@ try {
   const fmt = (/** @type {number | undefined} */ x) => (x ?? NaN).toFixed(3);
   console.log(`redis PING round trip      median ${fmt(q(pings, 0.5))} ms  p99 ${fmt(q(pings, 0.99))} ms  (n=${pings.length})`);
   console.log(`bus deliver, node to node  median ${fmt(q(oneWay, 0.5))} ms  p99 ${fmt(q(oneWay, 0.99))} ms  (n=${oneWay.length})`);
-  console.log(`lease claims (+subscribe)  ${Math.round(claimRate)} /s  (n=${claims}, concurrent, auto-pipelined off)`);
+  console.log(`lease claims (+subscribe)  ${Math.round(claimRate)} /s  (n=${claims}, concurrent)`);
   await a.close();
   await b.close();
 } finally {

@@ -144,7 +144,13 @@ export class Cluster {
    */
   async claimPeer(peerId: string): Promise<{ epoch: string; previous: LeaseHolder | undefined }> {
     const claim = await this.leases.claim(peerId);
-    await this.bus.own(peerId);
+    try {
+      await this.bus.own(peerId);
+    } catch (err) {
+      // Owning an id whose messages never arrive would strand its dials: give the lease back.
+      await this.leases.release(peerId);
+      throw new TcpPunchError('ERR_CLUSTER_UNAVAILABLE', `Cannot subscribe to the messages of ${peerId}: ${String((err as Error)?.message ?? err)}`, { cause: err });
+    }
     return claim;
   }
 
@@ -236,7 +242,7 @@ export async function startCluster(options: ClusterOptions, hooks: ClusterHooks)
   const redis = await connectRedis(options.redis, { ...connect, name: `tcp-punch-${nodeId}` });
   let sub: Redis;
   try {
-    sub = await connectRedis(options.redis, { ...connect, name: `tcp-punch-${nodeId}-sub` });
+    sub = await connectRedis(options.redis, { ...connect, name: `tcp-punch-${nodeId}-sub`, autoPipelining: false });
   } catch (err) {
     redis.disconnect();
     throw err;

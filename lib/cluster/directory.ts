@@ -85,6 +85,8 @@ export class NodeDirectory extends EventEmitter<DirectoryEvents> {
   private live = new Map<string, NodeInfo>();
   private readonly rejected = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
+  /** When the heartbeats last started succeeding again (infinity while they fail; -infinity at start). */
+  private connectedSince = Number.NEGATIVE_INFINITY;
 
   constructor(private readonly o: NodeDirectoryOptions) {
     super();
@@ -126,7 +128,15 @@ export class NodeDirectory extends EventEmitter<DirectoryEvents> {
   /** One heartbeat (announce = false only reads). Also measures the Redis round trip. */
   async beat(announce = true): Promise<void> {
     const { counters } = this.o;
-    recordRtt(counters, await measureRtt(this.o.redis));
+    let rtt: number;
+    try {
+      rtt = await measureRtt(this.o.redis);
+    } catch (err) {
+      this.connectedSince = Number.POSITIVE_INFINITY;
+      throw err;
+    }
+    if (this.connectedSince === Number.POSITIVE_INFINITY) this.connectedSince = performance.now();
+    recordRtt(counters, rtt);
     const record = announce ? this.record() : '';
     const reply = await callScript<Buffer[]>(
       this.o.redis, 'tpNodeBeatBuffer',
@@ -139,6 +149,9 @@ export class NodeDirectory extends EventEmitter<DirectoryEvents> {
       if (info) next.set(id, info);
     }
     const before = this.live;
+    // Just after a reconnect (Redis restarted empty) the others have not beaten again yet: they are not down.
+    if (performance.now() - this.connectedSince < this.heartbeatMs * 2.5)
+      for (const [id, info] of before) if (!next.has(id)) next.set(id, info);
     this.live = next;
     counters.nodesUp = next.size;
     counters.clusterPeers = [...next.values()].reduce((n, x) => n + x.peers, 0);

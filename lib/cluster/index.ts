@@ -18,3 +18,5 @@ export type { RedisTarget } from './redis.js';
 export { RedisRegistry } from './registry.js';
 export { SharedLimits } from './shared-limits.js';
 export type { ClusterCounters, ClusterLog, DropReason } from './stats.js';
+export { CoordRoutes, RemotePeer } from './remote.js';
+export type { CoordRoutesOptions } from './remote.js';

@@ -22,6 +22,8 @@ export interface ConnectRedisOptions {
   commandTimeoutMs?: number;
   /** Connection name shown by `CLIENT LIST`. */
   name?: string;
+  /** Batch the commands of one tick into one write (default true; off for a subscriber connection). */
+  autoPipelining?: boolean;
 }
 
 /** Validates a {@link RedisTarget} (the option name is for the error message). */
@@ -57,11 +59,12 @@ export function redactRedis(target: RedisTarget): string {
  */
 export async function connectRedis(target: RedisTarget, options: ConnectRedisOptions = {}): Promise<Redis> {
   validateRedisTarget(target);
-  const { connectTimeoutMs = 5000, commandTimeoutMs = 2000, name } = options;
+  const { connectTimeoutMs = 5000, commandTimeoutMs = 2000, name, autoPipelining = true } = options;
   const common: RedisOptions = {
     lazyConnect: true,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
+    enableAutoPipelining: autoPipelining,
     commandTimeout: commandTimeoutMs,
     connectTimeout: Math.min(connectTimeoutMs, 10_000),
     // Keep trying forever, at most once a second: a node outlives a Redis restart.

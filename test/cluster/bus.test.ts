@@ -3,7 +3,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { ClusterKeyspace, NodeDirectory, SharedLimits, connectRedis, deriveClusterKeys } from '../../lib/cluster/index.js';
+import { ClusterKeyspace, NodeDirectory, RemotePeer, SharedLimits, connectRedis, deriveClusterKeys } from '../../lib/cluster/index.js';
 import { seal } from '../../lib/cluster/crypto.js';
 import { encodeEnvelope } from '../../lib/cluster/envelope.js';
 import { newCounters } from '../../lib/cluster/stats.js';
@@ -44,6 +44,21 @@ describe.skipIf(redisMissing)(`cluster bus (${redisMissing ?? 'real redis-server
     expect(c.delivered).toHaveLength(0);
     expect(await c.cluster.bus.deliver('nobody', ping(1))).toBe(false);
     expect(c.cluster.stats().bus.undeliverable).toBe(1);
+  });
+
+  it('a remote peer proxy sends through the bus and reports a peer online nowhere, once', async () => {
+    const gone: string[] = [];
+    const bob = new RemotePeer('bob', c.cluster.transitKey('bob'), c.cluster.bus, (p) => gone.push(p.id));
+    const n = b.delivered.length;
+    expect(bob.send(ping(21))).toBe(true);
+    await waitFor(() => b.delivered.length === n + 1, 5000, 'delivery through the proxy');
+    const nobody = new RemotePeer('nobody', c.cluster.transitKey('nobody'), c.cluster.bus, (p) => gone.push(p.id));
+    nobody.send(ping(1));
+    nobody.send(ping(2));
+    await waitFor(() => gone.length > 0, 5000, 'onGone');
+    await settle();
+    expect(gone).toEqual(['nobody']);
+    expect(nobody.send(ping(3))).toBe(false);
   });
 
   it('routes a peer message back to the node running the coordination', async () => {
