@@ -129,14 +129,16 @@ describe.skipIf(redisMissing)(`cluster bus (${redisMissing ?? 'real redis-server
     expect(a.cluster.stats().clusterPeers).toBeGreaterThanOrEqual(3);
     // A node that beats once and then falls silent (a crash) is down after two missed heartbeats.
     const redis = await connectRedis(server.url);
+    const ghostLeases = new Leases({ redis, keys, nodeId: 'ghost', counters: newCounters(), log: () => undefined });
     const ghost = new NodeDirectory({
       redis, keys, storeKey: deriveClusterKeys(SECRET).store, nodeId: 'ghost', advertise: '127.0.0.1:1',
-      leases: new Leases({ redis, keys, nodeId: 'ghost', counters: newCounters(), log: () => undefined }),
+      leases: ghostLeases,
       heartbeatMs: 200, load: () => ({ peers: 0, relaySessions: 0 }), counters: newCounters(), log: () => undefined,
     });
     await ghost.beat();
     await waitFor(() => a.cluster.directory.node('ghost') !== undefined, 5000, 'ghost up');
     await waitFor(() => a.down.includes('ghost'), 5000, 'ghost down');
+    ghostLeases.close();
     redis.disconnect();
   });
 
