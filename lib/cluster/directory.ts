@@ -87,6 +87,7 @@ export class NodeDirectory extends EventEmitter<DirectoryEvents> {
   private timer: NodeJS.Timeout | undefined;
   /** When the heartbeats last started succeeding again (infinity while they fail; -infinity at start). */
   private connectedSince = Number.NEGATIVE_INFINITY;
+  private started = false;
 
   constructor(private readonly o: NodeDirectoryOptions) {
     super();
@@ -101,8 +102,15 @@ export class NodeDirectory extends EventEmitter<DirectoryEvents> {
   async start(): Promise<void> {
     await this.beat(false);
     const other = this.live.get(this.o.nodeId);
-    if (other && other.instance !== this.instance)
-      throw new TcpPunchError('ERR_CLUSTER_NODE_ID_TAKEN', `Node id ${this.o.nodeId} is in use by a live node (${other.advertise})`);
+    // A record of our id may be our own previous process, killed a moment ago: it is another live node only if
+    // it keeps beating.
+    if (other && other.instance !== this.instance) {
+      const seen = await this.o.redis.zscore(this.o.keys.nodesSeen, this.o.nodeId);
+      await new Promise((r) => setTimeout(r, Math.round(this.heartbeatMs * 1.5)));
+      if ((await this.o.redis.zscore(this.o.keys.nodesSeen, this.o.nodeId)) !== seen)
+        throw new TcpPunchError('ERR_CLUSTER_NODE_ID_TAKEN', `Node id ${this.o.nodeId} is in use by a live node (${other.advertise})`);
+    }
+    this.started = true;
     await this.beat(true);
     this.timer = setInterval(() => void this.beat(true).catch(() => undefined), this.heartbeatMs);
     this.timer.unref();
@@ -162,6 +170,7 @@ export class NodeDirectory extends EventEmitter<DirectoryEvents> {
   /** Stops beating and removes this node from the directory. */
   async close(): Promise<void> {
     clearInterval(this.timer);
+    if (!this.started) return; // the id may belong to another live node: leave its record alone
     await Promise.all([
       this.o.redis.zrem(this.o.keys.nodesSeen, this.o.nodeId),
       this.o.redis.hdel(this.o.keys.nodesInfo, this.o.nodeId),

@@ -142,6 +142,24 @@ describe.skipIf(redisMissing)(`cluster bus (${redisMissing ?? 'real redis-server
     redis.disconnect();
   });
 
+  it('a node id in use by a live node is refused; the id of a node that just died is not', async () => {
+    await expect(startNode(server.url, 'n2')).rejects.toMatchObject({ code: 'ERR_CLUSTER_NODE_ID_TAKEN' });
+    await a.cluster.directory.beat();
+    expect(a.cluster.directory.node('n2')?.instance).toBe(b.cluster.directory.instance); // n2's record left alone
+    // A process that beat once and died (SIGKILL): its successor with the same id starts at once.
+    const redis = await connectRedis(server.url);
+    const deadLeases = new Leases({ redis, keys, nodeId: 'phoenix', counters: newCounters(), log: () => undefined });
+    await new NodeDirectory({
+      redis, keys, storeKey: deriveClusterKeys(SECRET).store, nodeId: 'phoenix', advertise: '127.0.0.1:1',
+      leases: deadLeases, heartbeatMs: 200, load: () => ({ peers: 0, relaySessions: 0 }), counters: newCounters(), log: () => undefined,
+    }).beat();
+    deadLeases.close();
+    redis.disconnect();
+    const successor = await startNode(server.url, 'phoenix');
+    expect(successor.cluster.directory.node('phoenix')?.instance).toBe(successor.cluster.directory.instance);
+    await successor.cluster.close();
+  });
+
   it('shared limits hold across nodes, and a dead node\'s slots lapse', async () => {
     const [la, lb] = [a.cluster.limits, b.cluster.limits];
     expect(await la.take('relay-ip', '192.0.2.1', 's1', 2)).toBe(true);
