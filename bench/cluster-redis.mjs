@@ -61,7 +61,7 @@ try {
   for (let i = 0; i < count && Date.now() < deadline; i++) {
     const got = new Promise((resolve) => (onDeliver = resolve));
     const t0 = performance.now();
-    await a.bus.deliver('target', { type: 'ping', seq: i });
+    await a.bus.deliver('target', { type: 'ping', seq: i, rttUs: 0 });
     oneWay.push(/** @type {number} */ (await got) - t0);
   }
 

@@ -13,7 +13,7 @@ import { TestRedis, redisMissing } from '../helpers/redis.js';
 import { SECRET, startNode, waitFor } from '../helpers/cluster.js';
 import type { TestNode } from '../helpers/cluster.js';
 
-const ping = (seq: number): Message => ({ type: 'ping', seq });
+const ping = (seq: number): Message => ({ type: 'ping', seq, rttUs: 0 });
 const keys = new ClusterKeyspace('tp');
 const busKey = deriveClusterKeys(SECRET).bus;
 

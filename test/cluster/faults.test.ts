@@ -43,9 +43,9 @@ describe.skipIf(redisMissing)(`cluster faults (${redisMissing ?? 'real redis-ser
     expect(a!.cluster.stats().redis.reconnects).toBeGreaterThanOrEqual(1);
     expect(a!.logs.some((l) => l.includes('re-asserting leases'))).toBe(true);
     // Both subscriptions are back: each node reaches the other's peer.
-    await waitFor(async () => await b!.cluster.bus.deliver('alice', { type: 'ping', seq: 1 }), 10_000, 'delivery to r1');
+    await waitFor(async () => await b!.cluster.bus.deliver('alice', { type: 'ping', seq: 1, rttUs: 0 }), 10_000, 'delivery to r1');
     await waitFor(() => a!.delivered.some((d) => d.peerId === 'alice'), 5000, 'r1 to receive');
-    await waitFor(async () => await a!.cluster.bus.deliver('bob', { type: 'ping', seq: 2 }), 10_000, 'delivery to r2');
+    await waitFor(async () => await a!.cluster.bus.deliver('bob', { type: 'ping', seq: 2, rttUs: 0 }), 10_000, 'delivery to r2');
     await waitFor(() => b!.delivered.some((d) => d.peerId === 'bob'), 5000, 'r2 to receive');
     expect(a!.lost).toEqual([]);
     // New claims work again.

@@ -66,13 +66,13 @@ describe.skipIf(redisMissing)(`a node process SIGKILLed (${redisMissing ?? 'real
     await waitFor(() => survivor.down.includes('victim'), 5000, 'victim down');
     expect(survivor.cluster.directory.node('victim')).toBeUndefined();
     // Messages for v1 reach its new owner; v2 (not re-registered yet) has nobody until its lease lapses.
-    expect(await survivor.cluster.bus.deliver('v1', { type: 'ping', seq: 1 })).toBe(true);
+    expect(await survivor.cluster.bus.deliver('v1', { type: 'ping', seq: 1, rttUs: 0 })).toBe(true);
     await waitFor(() => survivor.delivered.some((d) => d.peerId === 'v1'), 5000, 'delivery to the new owner');
-    expect(await survivor.cluster.bus.deliver('v2', { type: 'ping', seq: 2 })).toBe(false);
+    expect(await survivor.cluster.bus.deliver('v2', { type: 'ping', seq: 2, rttUs: 0 })).toBe(false);
     // The bystander node was not disturbed: still up, still owns b1, still receives.
     expect(survivor.cluster.directory.node('bystander')).toBeDefined();
     expect((await survivor.cluster.leases.owner('b1'))?.node).toBe('bystander');
-    expect(await survivor.cluster.bus.deliver('b1', { type: 'ping', seq: 3 })).toBe(true);
+    expect(await survivor.cluster.bus.deliver('b1', { type: 'ping', seq: 3, rttUs: 0 })).toBe(true);
     await waitFor(() => bystander.lines.some((l) => l.deliver === 'b1'), 5000, 'the bystander to receive');
     expect(bystander.lines.some((l) => 'lost' in l)).toBe(false);
   });

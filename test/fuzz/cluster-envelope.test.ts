@@ -42,7 +42,7 @@ describe('cluster sealed boxes and envelopes', () => {
   });
 
   it('decoding any plaintext yields an envelope or a coded error', () => {
-    const valid = encodeEnvelope({ kind: 'to-coordinator', fromNode: 'n1', coordId: Buffer.alloc(16, 7), fromPeer: 'p', msg: { type: 'ping', seq: 1 } });
+    const valid = encodeEnvelope({ kind: 'to-coordinator', fromNode: 'n1', coordId: Buffer.alloc(16, 7), fromPeer: 'p', msg: { type: 'ping', seq: 1, rttUs: 0 } });
     const mutated = fc.tuple(fc.nat(valid.length - 1), fc.integer({ min: 0, max: 255 }), fc.nat(valid.length)).map(([i, v, cut]) => {
       const b = Buffer.from(valid);
       b[i] = v;
@@ -66,7 +66,7 @@ describe('cluster sealed boxes and envelopes', () => {
   it('round-trips every kind', () => {
     const now = 1_700_000_000_000;
     const cases = [
-      { kind: 'deliver', fromNode: 'n1', peerId: 'bob', msg: { type: 'ping', seq: 5 } },
+      { kind: 'deliver', fromNode: 'n1', peerId: 'bob', msg: { type: 'ping', seq: 5, rttUs: 0 } },
       { kind: 'to-coordinator', fromNode: 'n2', coordId: Uint8Array.from(Buffer.alloc(16, 1)), fromPeer: 'bob', msg: { type: 'pong', seq: 6 } },
       { kind: 'revoke', fromNode: 'n3', peerId: 'bob', epoch: '1764660000000000' },
     ] as const;
