@@ -75,10 +75,12 @@ describe('server metrics', () => {
   });
 
   it('counts a direct dial under path="direct"', async () => {
-    const { a, registry } = await relayedPair();
+    const { s, a, registry } = await relayedPair();
     const r = await a.dial('bob', { strategy: 'direct' });
     expect(r.path).toBe('direct');
     r.socket.destroy();
+    // Both sides report the outcome to the server off the dial's critical path: the coordination ends just after.
+    await until(() => s.stats().totals.succeeded >= 1);
     const m = series(await registry.metrics());
     expect(m.get('tcp_punch_coordinations_total{path="direct",outcome="ok"}')).toBe(1);
     expect([...m.keys()].filter((k) => k.includes('path="relay"'))).toEqual([]);

@@ -197,6 +197,9 @@ describe('Peer end to end (loopback)', () => {
   it('reconnects with backoff and re-registers after the server restarts', async () => {
     const s = await server(LOOSE);
     const port = s.address().port;
+    // The restarted server takes the first one's probe ports too: PORT+1 and PORT+2 of a system-chosen port may
+    // belong to anybody.
+    const probePorts = [...s.probePorts!] as [number, number];
     const a = await Peer.connect({ server: addr(s), id: 'alice', reconnect: { minDelayMs: 20, maxDelayMs: 200 } });
     cleanup.push(() => a.close());
     const token = a.token;
@@ -204,7 +207,7 @@ describe('Peer end to end (loopback)', () => {
     await s.close();
     await offline;
     expect(a.online).toBe(false);
-    const s2 = await server({ ...LOOSE, port });
+    const s2 = await server({ ...LOOSE, port, natProbe: { ports: probePorts } });
     cleanup.push(() => s2.close());
     await once(a, 'online');
     expect(a.online).toBe(true);

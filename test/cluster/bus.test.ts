@@ -87,7 +87,7 @@ describe.skipIf(redisMissing)(`cluster bus (${redisMissing ?? 'real redis-server
     await raw(seal(busKey, chan, encodeEnvelope({ kind: 'deliver', fromNode: 'n3', peerId: 'alice', msg: ping(4) })));
     // A frame of an unknown type inside a valid envelope.
     const env = encodeEnvelope({ kind: 'deliver', fromNode: 'n3', peerId: 'bob', msg: ping(5) });
-    env[env.length - 7] = 0xee; // the frame's type byte: a ping frame is header (6) + seq (4), type at offset 3
+    env[env.length - 11] = 0xee; // the frame's type byte: a ping frame is header (6) + seq (4) + rttUs (4), type at offset 3
     await raw(seal(busKey, chan, env));
     await waitFor(() => b.cluster.stats().bus.dropped.unroutable > before.unroutable, 5000, 'the drops');
     await settle();
