@@ -80,15 +80,14 @@ describe('tcp-punch as a service: secret server, several services, config file, 
 
   beforeAll(async () => {
     [web, ssh] = await Promise.all([taggedEcho('W'), taggedEcho('S')]);
-    const serverPort = await freePort();
-    serverMetricsPort = await freePort();
-    connectMetricsPort = await freePort();
     const secretFile = join(dir, 'secret');
     writeFileSync(secretFile, 'hunter2\n', { mode: 0o600 });
     const serveConfig = join(dir, 'serve.toml');
-    writeFileSync(serveConfig, `host = "127.0.0.1"\nport = ${serverPort}\nsecret-file = "${secretFile}"\nno-probe = true\nmetrics-port = ${serverMetricsPort}\n`);
+    // Port 0 everywhere: the system picks free ports, which the processes report in their log events.
+    writeFileSync(serveConfig, 'host = "127.0.0.1"\nport = 0\nsecret-file = "secret"\nno-probe = true\nmetrics-port = 0\n');
     server = runCli(['serve', '--json', '--config', serveConfig]);
-    await server.waitFor('listening');
+    const serverPort = (await server.waitFor('listening')).port as number;
+    serverMetricsPort = (await server.waitFor('metrics')).port as number;
     const exposeConfig = join(dir, 'expose.toml');
     writeFileSync(
       exposeConfig,
@@ -100,8 +99,9 @@ describe('tcp-punch as a service: secret server, several services, config file, 
     await exposer.waitFor('ready');
     connector = runCli([
       'connect', '--json', '--server', `127.0.0.1:${serverPort}`, '--secret-file', secretFile, '--no-probe', '--strategy', 'relay',
-      '--pool', '1', '--map', '0=web', '--map', '127.0.0.1:0=ssh', '--metrics-port', String(connectMetricsPort),
+      '--pool', '1', '--map', '0=web', '--map', '127.0.0.1:0=ssh', '--metrics-port', '0',
     ]);
+    connectMetricsPort = (await connector.waitFor('metrics')).port as number;
     await connector.waitFor('listening');
     expect(await until(() => connector.events.filter((e) => e.event === 'listening').length === 2, 15_000)).toBe(true);
     for (const e of connector.events.filter((e) => e.event === 'listening')) ports[e.peer as string] = e.port as number;
@@ -170,13 +170,13 @@ describe('tcp-punch as a service: secret server, several services, config file, 
 
 describe('tcp-punch serve start-up line and quiet mode', () => {
   it('an open server says which caps are on; a loose secret file is warned about; --quiet prints nothing at start', async () => {
-    const open = runCli(['serve', '--host', '127.0.0.1', '--port', String(await freePort()), '--no-probe']);
+    const open = runCli(['serve', '--host', '127.0.0.1', '--port', '0', '--no-probe']);
     await expect.poll(() => open.output(), { timeout: 15_000 }).toMatch(/relay on \(per session: byte cap 128M, duration cap 15m, idle limit 5m\)/);
     expect(await open.stop()).toBe(0);
     const loose = join(dir, 'loose-secret');
     writeFileSync(loose, 'x\n');
     chmodSync(loose, 0o644);
-    const text = runCli(['serve', '--host', '127.0.0.1', '--port', String(await freePort()), '--no-probe', '--secret-file', loose, '--relay-idle-timeout', '0']);
+    const text = runCli(['serve', '--host', '127.0.0.1', '--port', '0', '--no-probe', '--secret-file', loose, '--relay-idle-timeout', '0']);
     await expect.poll(() => text.output(), { timeout: 15_000 }).toMatch(/relay on \(per session: no byte cap, no duration cap, no idle limit\)/);
     expect(text.output()).toMatch(/WARN --secret-file: .*loose-secret is accessible to other users \(mode 0644\); chmod 600 it/);
     expect(await text.stop()).toBe(0);
@@ -196,7 +196,8 @@ describe('tcp-punch bad config files', () => {
   };
 
   it('exit 2 naming the file, key and value; nothing registers', async () => {
-    const port = await freePort();
+    const server = runCli(['serve', '--json', '--host', '127.0.0.1', '--port', '0', '--no-probe']);
+    const port = (await server.waitFor('listening')).port as number;
     const cases: [string[], RegExp][] = [
       [['serve', '--config', config('a.toml', 'prot = 7770\n')], /a\.toml: prot: unknown key/],
       [['serve', '--config', config('b.toml', 'relay-max-bytes = "lots"\n')], /b\.toml: relay-max-bytes: expected a size .*got "lots"/],
@@ -208,8 +209,6 @@ describe('tcp-punch bad config files', () => {
       ],
       [['connect', '--server', `127.0.0.1:${port}`, '--config', config('e.toml', '[[map]]\nlisten = "0"\npeer = "a"\npool = "many"\n')], /e\.toml: map\[0\]\.pool: expected an integer/],
     ];
-    const server = runCli(['serve', '--json', '--host', '127.0.0.1', '--port', String(port), '--no-probe']);
-    await server.waitFor('listening');
     for (const [args, message] of cases) {
       const r = await runCliToEnd(args);
       expect(r.code, args.join(' ')).toBe(2);
