@@ -15,6 +15,7 @@ import {
 import { untilSignal } from './signals.js';
 
 const STRATEGIES = ['direct-first', 'relay-first', 'direct', 'relay'] as const;
+const DEFAULT_STRATEGY = 'direct-first';
 const DEFAULT_POOL = 2;
 
 /** One local port and the service it leads to; per-map options go here too. */
@@ -45,7 +46,7 @@ const SECTIONS: FlagSection[] = [
         help: 'one more local port leading to service NAME (host default 127.0.0.1; repeatable;\nin a config file: [[map]] listen, peer, and optionally strategy, pool)',
       },
       id: { type: 'string', arg: 'ME', help: "this side's name (default: a random one)" },
-      strategy: { type: 'string', arg: 'S', help: 'direct-first (default) | relay-first | direct | relay' },
+      strategy: { type: 'string', arg: 'S', help: STRATEGIES.map((x) => (x === DEFAULT_STRATEGY ? `${x} (default)` : x)).join(' | ') },
       pool: { type: 'string', arg: 'N', help: `spare connections kept ready per port (default ${DEFAULT_POOL}, 0 to dial per connection)` },
       ...PEER_OPTIONS,
       ...CONFIG_OPTIONS,
@@ -132,7 +133,7 @@ const poolOf = (value: string | undefined, where: string, fallback: number): num
  * address given twice in one place is an error; one given on the command line replaces the file's.
  */
 export function mapsOf(s: CommandSettings): MapSpec[] {
-  const strategy = strategyOf(s.values.strategy as string | undefined, s.where('strategy'), 'direct-first');
+  const strategy = strategyOf(s.values.strategy as string | undefined, s.where('strategy'), DEFAULT_STRATEGY);
   const poolSize = poolOf(s.values.pool as string | undefined, s.where('pool'), DEFAULT_POOL);
   const maps: (MapSpec & { where: string; fromFile: boolean })[] = [];
   const add = (m: MapSpec, where: string, fromFile: boolean): void => {

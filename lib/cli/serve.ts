@@ -3,7 +3,7 @@
  * optionally Prometheus metrics. The limit flags are a table over the library's own defaults and ranges, so the
  * help shows the defaults as they are.
  */
-import { createMetricsRegistry, serverMetrics, startMetricsServer } from '../metrics.js';
+import { METRICS_DEFAULT_HOST, createMetricsRegistry, serverMetrics, startMetricsServer } from '../metrics.js';
 import { startProbeServer } from '../nat-check/probe-server.js';
 import { RELAY_RANGES, relayDefaults, type RelayLimits } from '../relay/limits.js';
 import type { RelaySessionEnd } from '../relay/relay-service.js';
@@ -80,7 +80,7 @@ const SECTIONS: FlagSection[] = [
       'probe-ports': { type: 'string', arg: 'A,B', help: 'nat-check probe ports (default PORT+1,PORT+2)' },
       'no-probe': { type: 'boolean', help: 'open no probe ports' },
       'metrics-port': { type: 'string', arg: 'M', help: 'serve Prometheus metrics on http://HOST:M/metrics' },
-      'metrics-host': { type: 'string', arg: 'H', help: 'address for metrics (default 127.0.0.1)' },
+      'metrics-host': { type: 'string', arg: 'H', help: `address for metrics (default ${METRICS_DEFAULT_HOST})` },
       ...CONFIG_OPTIONS,
     },
   },
@@ -150,7 +150,7 @@ export const serve: Command = {
       if (metricsPort !== undefined) {
         const registry = createMetricsRegistry();
         serverMetrics(registry, server);
-        const metrics = await startMetricsServer(registry, metricsPort, str('metrics-host') ?? '127.0.0.1').catch((err: unknown) => {
+        const metrics = await startMetricsServer(registry, metricsPort, str('metrics-host')).catch((err: unknown) => {
           throw toCliError(err, `opening the metrics port ${metricsPort}`);
         });
         closers.push(() => metrics.close());
