@@ -7,8 +7,7 @@ import { METRICS_DEFAULT_HOST, createMetricsRegistry, serverMetrics, startMetric
 import { startProbeServer } from '../nat-check/probe-server.js';
 import { RELAY_RANGES, relayDefaults, type RelayLimits } from '../relay/limits.js';
 import type { RelaySessionEnd } from '../relay/relay-service.js';
-import { RANGES } from '../server/options.js';
-import { SERVER_DEFAULTS, startServer, type ServerOptions, type ServerRelayOptions } from '../server/index.js';
+import { SERVER_DEFAULTS, SERVER_RANGES, startServer, type ServerOptions, type ServerRelayOptions } from '../server/index.js';
 import {
   COMMON_OPTIONS, CONFIG_OPTIONS, SECRET_OPTIONS, loggerFrom, parseBytes, parseCount, parseDuration, parsePort, parseProbePorts,
   readSecret, showBytes, showDuration, warnLooseSecretFile,
@@ -116,7 +115,7 @@ export const serve: Command = {
     warnLooseSecretFile(log, v, where);
     const options: ServerOptions = {};
     for (const [flag, l] of Object.entries(SERVER_LIMITS)) {
-      const n = parseLimit(settings, flag, l.kind, RANGES[l.key]);
+      const n = parseLimit(settings, flag, l.kind, SERVER_RANGES[l.key]);
       if (n !== undefined) options[l.key] = n;
     }
     options.relay = v['no-relay'] ? false : relayOptions(settings);
