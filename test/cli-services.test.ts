@@ -11,6 +11,9 @@ import { connect, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { showBytes, showDuration } from '../lib/cli/args.js';
+import { RELAY_DEFAULTS, relayDefaults } from '../lib/relay/limits.js';
+import { SERVER_DEFAULTS } from '../lib/server/options.js';
 import { runCli, runCliToEnd, type CliProcess } from './helpers/cli.js';
 import { closeServer, listen } from './helpers/net.js';
 import { until } from './helpers/rendezvous.js';
@@ -185,6 +188,25 @@ describe('tcp-punch serve start-up line and quiet mode', () => {
     await expect.poll(() => accepts(port), { timeout: 15_000 }).toBe(true); // the quiet server is up
     expect(await quiet.stop()).toBe(0);
     expect(quiet.output()).toBe('');
+  });
+});
+
+describe('tcp-punch --help', () => {
+  it("serve's help shows the library's defaults, by mode where they differ", async () => {
+    const r = await runCliToEnd(['serve', '--help']);
+    expect(r.code).toBe(0);
+    // A flag's entry: its line and the continuation lines under it (those without a flag of their own).
+    const line = (flag: string): string => {
+      const [first, ...rest] = r.output.slice(r.output.indexOf(`--${flag} `)).split('\n');
+      const more = rest.slice(0, Math.max(0, rest.findIndex((l) => /^\s+(-\w, )?--/.test(l) || !/^\s/.test(l))));
+      return [first, ...more].join(' ').replace(/\s+/g, ' ');
+    };
+    expect(line('idle-timeout')).toContain(`(default ${showDuration(SERVER_DEFAULTS.idleTimeoutMs)})`);
+    expect(line('max-connections')).toContain(`(default ${SERVER_DEFAULTS.maxConnections})`);
+    expect(line('relay-max-bytes')).toContain(`(default ${showBytes(relayDefaults('open').maxBytesPerSession)} open, none with a secret; 0 = none)`);
+    expect(line('relay-max-duration')).toContain(`(default ${showDuration(relayDefaults('open').maxDurationMs)} open, none with a secret; 0 = none)`);
+    expect(line('relay-idle-timeout')).toContain(`(default ${showDuration(relayDefaults('secret').idleTimeoutMs)}; 0 = none)`);
+    expect(line('relay-join-timeout')).toContain(`(default ${showDuration(RELAY_DEFAULTS.joinTimeoutMs)})`);
   });
 });
 

@@ -163,8 +163,8 @@ export const serve: Command = {
         { address: addr.address, port: addr.port, auth: secret ? 'secret' : 'open', relay: relay ?? false },
         `tcp-punch server listening on ${shown}, port ${addr.port} (${secret ? 'shared secret required' : 'open: no secret'}); ` +
           `${relay ? `relay on (${describeRelayLimits(relay)})` : 'relay off'}; ${probeNote}\n` +
-          `  peers: tcp-punch expose --server <this-host>:${addr.port} --id NAME --to HOST:PORT${secret ? ' --secret ...' : ''}\n` +
-          `         tcp-punch connect --server <this-host>:${addr.port} --peer NAME --listen 127.0.0.1:PORT${secret ? ' --secret ...' : ''}`,
+          `  peers: tcp-punch expose --server <this-host>:${addr.port} --id NAME --to HOST:PORT${secret ? ' --secret-file FILE' : ''}\n` +
+          `         tcp-punch connect --server <this-host>:${addr.port} --peer NAME --listen 127.0.0.1:PORT${secret ? ' --secret-file FILE' : ''}`,
       );
     } catch (err) {
       await shutdown();
