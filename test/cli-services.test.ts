@@ -191,6 +191,23 @@ describe('tcp-punch serve start-up line and quiet mode', () => {
   });
 });
 
+describe('tcp-punch expose with a name already taken', () => {
+  it('exits 4 naming the taken name; the server is left with the holder only', async () => {
+    const server = runCli(['serve', '--json', '--host', '127.0.0.1', '--port', '0', '--no-probe', '--metrics-port', '0']);
+    const port = (await server.waitFor('listening')).port as number;
+    const metrics = (await server.waitFor('metrics')).port as number;
+    const holder = runCli(['expose', '--json', '--server', `127.0.0.1:${port}`, '--no-probe', '--id', 'b', '--to', '127.0.0.1:1']);
+    await holder.waitFor('ready');
+    const r = await runCliToEnd(['expose', '--json', '--server', `127.0.0.1:${port}`, '--no-probe', '--service', 'a=127.0.0.1:1', '--service', 'b=127.0.0.1:1']);
+    expect(r.code).toBe(4);
+    expect(r.output).toMatch(/registering as "b".*ERR_ID_TAKEN/);
+    expect(r.output).toMatch(/registered as \\"a\\"|"id":"a"/);
+    await expect.poll(async () => /^tcp_punch_peers_online 1$/m.test(await scrape(metrics)), { timeout: 10_000 }).toBe(true);
+    expect(await holder.stop()).toBe(0);
+    expect(await server.stop()).toBe(0);
+  });
+});
+
 describe('tcp-punch --help', () => {
   it("serve's help shows the library's defaults, by mode where they differ", async () => {
     const r = await runCliToEnd(['serve', '--help']);
