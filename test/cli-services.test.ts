@@ -31,6 +31,7 @@ async function freePort(): Promise<number> {
 /** A service that answers every connection with `tag` and then echoes. */
 function taggedEcho(tag: string): Promise<Server> {
   return listen((s) => {
+    s.on('error', () => {}); // a tunnel cut at a relay limit resets this side
     s.write(tag);
     s.pipe(s);
   });
@@ -188,6 +189,32 @@ describe('tcp-punch serve start-up line and quiet mode', () => {
     await expect.poll(() => accepts(port), { timeout: 15_000 }).toBe(true); // the quiet server is up
     expect(await quiet.stop()).toBe(0);
     expect(quiet.output()).toBe('');
+  });
+});
+
+describe('tcp-punch serve at a relay limit', () => {
+  it('logs the session end with the limit as its reason, and counts it', async () => {
+    const echo = await taggedEcho('');
+    const server = runCli(['serve', '--json', '--host', '127.0.0.1', '--port', '0', '--no-probe', '--metrics-port', '0', '--relay-max-bytes', '64k']);
+    const port = (await server.waitFor('listening')).port as number;
+    const metrics = (await server.waitFor('metrics')).port as number;
+    const exposer = runCli(['expose', '--json', '--server', `127.0.0.1:${port}`, '--no-probe', '--id', 'svc', '--to', `127.0.0.1:${(echo.address() as AddressInfo).port}`]);
+    await exposer.waitFor('ready');
+    const c = runCli(['connect', '--json', '--server', `127.0.0.1:${port}`, '--no-probe', '--strategy', 'relay', '--pool', '0', '--map', '0=svc']);
+    const local = (await c.waitFor('listening')).port as number;
+    const socket = connect({ host: '127.0.0.1', port: local });
+    socket.on('error', () => {});
+    socket.resume();
+    socket.write(randomBytes(1024 * 1024));
+    const end = await server.waitFor('relay-end');
+    expect(end).toMatchObject({ reason: 'limit-bytes', code: 'ERR_RELAY_LIMIT_BYTES', b: 'svc' });
+    expect((end.bytesAToB as number) + (end.bytesBToA as number)).toBeLessThanOrEqual(64 * 1024);
+    expect(await scrape(metrics)).toMatch(/^tcp_punch_relay_sessions_ended_total\{reason="limit-bytes"\} 1$/m);
+    socket.destroy();
+    expect(await c.stop()).toBe(0);
+    expect(await exposer.stop()).toBe(0);
+    expect(await server.stop()).toBe(0);
+    await closeServer(echo);
   });
 });
 
