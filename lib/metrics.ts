@@ -193,8 +193,11 @@ export function tunnelMetrics(registry: Registry): TunnelMetrics {
   };
 }
 
-/** Serves `registry` as Prometheus text on `GET /metrics`. */
-export async function startMetricsServer(registry: Registry, port: number, host?: string): Promise<{ address(): AddressInfo; close(): Promise<void> }> {
+/** Where metrics are served unless told otherwise: this host only, since they describe its peers and traffic. */
+export const METRICS_DEFAULT_HOST = '127.0.0.1';
+
+/** Serves `registry` as Prometheus text on `GET /metrics` (on {@link METRICS_DEFAULT_HOST} by default). */
+export async function startMetricsServer(registry: Registry, port: number, host = METRICS_DEFAULT_HOST): Promise<{ address(): AddressInfo; close(): Promise<void> }> {
   const server: Server = createServer((req, res) => {
     if (req.method !== 'GET' || (req.url ?? '/').split('?')[0] !== '/metrics') {
       res.writeHead(404, { 'content-type': 'text/plain' }).end('not found: try /metrics\n');

@@ -11,6 +11,9 @@ import { connect, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { showBytes, showDuration } from '../lib/cli/args.js';
+import { RELAY_DEFAULTS, relayDefaults } from '../lib/relay/limits.js';
+import { SERVER_DEFAULTS } from '../lib/server/options.js';
 import { runCli, runCliToEnd, type CliProcess } from './helpers/cli.js';
 import { closeServer, listen } from './helpers/net.js';
 import { until } from './helpers/rendezvous.js';
@@ -28,6 +31,7 @@ async function freePort(): Promise<number> {
 /** A service that answers every connection with `tag` and then echoes. */
 function taggedEcho(tag: string): Promise<Server> {
   return listen((s) => {
+    s.on('error', () => {}); // a tunnel cut at a relay limit resets this side
     s.write(tag);
     s.pipe(s);
   });
@@ -80,15 +84,14 @@ describe('tcp-punch as a service: secret server, several services, config file, 
 
   beforeAll(async () => {
     [web, ssh] = await Promise.all([taggedEcho('W'), taggedEcho('S')]);
-    const serverPort = await freePort();
-    serverMetricsPort = await freePort();
-    connectMetricsPort = await freePort();
     const secretFile = join(dir, 'secret');
     writeFileSync(secretFile, 'hunter2\n', { mode: 0o600 });
     const serveConfig = join(dir, 'serve.toml');
-    writeFileSync(serveConfig, `host = "127.0.0.1"\nport = ${serverPort}\nsecret-file = "${secretFile}"\nno-probe = true\nmetrics-port = ${serverMetricsPort}\n`);
+    // Port 0 everywhere: the system picks free ports, which the processes report in their log events.
+    writeFileSync(serveConfig, 'host = "127.0.0.1"\nport = 0\nsecret-file = "secret"\nno-probe = true\nmetrics-port = 0\n');
     server = runCli(['serve', '--json', '--config', serveConfig]);
-    await server.waitFor('listening');
+    const serverPort = (await server.waitFor('listening')).port as number;
+    serverMetricsPort = (await server.waitFor('metrics')).port as number;
     const exposeConfig = join(dir, 'expose.toml');
     writeFileSync(
       exposeConfig,
@@ -100,8 +103,9 @@ describe('tcp-punch as a service: secret server, several services, config file, 
     await exposer.waitFor('ready');
     connector = runCli([
       'connect', '--json', '--server', `127.0.0.1:${serverPort}`, '--secret-file', secretFile, '--no-probe', '--strategy', 'relay',
-      '--pool', '1', '--map', '0=web', '--map', '127.0.0.1:0=ssh', '--metrics-port', String(connectMetricsPort),
+      '--pool', '1', '--map', '0=web', '--map', '127.0.0.1:0=ssh', '--metrics-port', '0',
     ]);
+    connectMetricsPort = (await connector.waitFor('metrics')).port as number;
     await connector.waitFor('listening');
     expect(await until(() => connector.events.filter((e) => e.event === 'listening').length === 2, 15_000)).toBe(true);
     for (const e of connector.events.filter((e) => e.event === 'listening')) ports[e.peer as string] = e.port as number;
@@ -170,13 +174,13 @@ describe('tcp-punch as a service: secret server, several services, config file, 
 
 describe('tcp-punch serve start-up line and quiet mode', () => {
   it('an open server says which caps are on; a loose secret file is warned about; --quiet prints nothing at start', async () => {
-    const open = runCli(['serve', '--host', '127.0.0.1', '--port', String(await freePort()), '--no-probe']);
+    const open = runCli(['serve', '--host', '127.0.0.1', '--port', '0', '--no-probe']);
     await expect.poll(() => open.output(), { timeout: 15_000 }).toMatch(/relay on \(per session: byte cap 128M, duration cap 15m, idle limit 5m\)/);
     expect(await open.stop()).toBe(0);
     const loose = join(dir, 'loose-secret');
     writeFileSync(loose, 'x\n');
     chmodSync(loose, 0o644);
-    const text = runCli(['serve', '--host', '127.0.0.1', '--port', String(await freePort()), '--no-probe', '--secret-file', loose, '--relay-idle-timeout', '0']);
+    const text = runCli(['serve', '--host', '127.0.0.1', '--port', '0', '--no-probe', '--secret-file', loose, '--relay-idle-timeout', '0']);
     await expect.poll(() => text.output(), { timeout: 15_000 }).toMatch(/relay on \(per session: no byte cap, no duration cap, no idle limit\)/);
     expect(text.output()).toMatch(/WARN --secret-file: .*loose-secret is accessible to other users \(mode 0644\); chmod 600 it/);
     expect(await text.stop()).toBe(0);
@@ -188,6 +192,68 @@ describe('tcp-punch serve start-up line and quiet mode', () => {
   });
 });
 
+describe('tcp-punch serve at a relay limit', () => {
+  it('logs the session end with the limit as its reason, and counts it', async () => {
+    const echo = await taggedEcho('');
+    const server = runCli(['serve', '--json', '--host', '127.0.0.1', '--port', '0', '--no-probe', '--metrics-port', '0', '--relay-max-bytes', '64k']);
+    const port = (await server.waitFor('listening')).port as number;
+    const metrics = (await server.waitFor('metrics')).port as number;
+    const exposer = runCli(['expose', '--json', '--server', `127.0.0.1:${port}`, '--no-probe', '--id', 'svc', '--to', `127.0.0.1:${(echo.address() as AddressInfo).port}`]);
+    await exposer.waitFor('ready');
+    const c = runCli(['connect', '--json', '--server', `127.0.0.1:${port}`, '--no-probe', '--strategy', 'relay', '--pool', '0', '--map', '0=svc']);
+    const local = (await c.waitFor('listening')).port as number;
+    const socket = connect({ host: '127.0.0.1', port: local });
+    socket.on('error', () => {});
+    socket.resume();
+    socket.write(randomBytes(1024 * 1024));
+    const end = await server.waitFor('relay-end');
+    expect(end).toMatchObject({ reason: 'limit-bytes', code: 'ERR_RELAY_LIMIT_BYTES', b: 'svc' });
+    expect((end.bytesAToB as number) + (end.bytesBToA as number)).toBeLessThanOrEqual(64 * 1024);
+    expect(await scrape(metrics)).toMatch(/^tcp_punch_relay_sessions_ended_total\{reason="limit-bytes"\} 1$/m);
+    socket.destroy();
+    expect(await c.stop()).toBe(0);
+    expect(await exposer.stop()).toBe(0);
+    expect(await server.stop()).toBe(0);
+    await closeServer(echo);
+  });
+});
+
+describe('tcp-punch expose with a name already taken', () => {
+  it('exits 4 naming the taken name; the server is left with the holder only', async () => {
+    const server = runCli(['serve', '--json', '--host', '127.0.0.1', '--port', '0', '--no-probe', '--metrics-port', '0']);
+    const port = (await server.waitFor('listening')).port as number;
+    const metrics = (await server.waitFor('metrics')).port as number;
+    const holder = runCli(['expose', '--json', '--server', `127.0.0.1:${port}`, '--no-probe', '--id', 'b', '--to', '127.0.0.1:1']);
+    await holder.waitFor('ready');
+    const r = await runCliToEnd(['expose', '--json', '--server', `127.0.0.1:${port}`, '--no-probe', '--service', 'a=127.0.0.1:1', '--service', 'b=127.0.0.1:1']);
+    expect(r.code).toBe(4);
+    expect(r.output).toMatch(/registering as "b".*ERR_ID_TAKEN/);
+    expect(r.output).toMatch(/registered as \\"a\\"|"id":"a"/);
+    await expect.poll(async () => /^tcp_punch_peers_online 1$/m.test(await scrape(metrics)), { timeout: 10_000 }).toBe(true);
+    expect(await holder.stop()).toBe(0);
+    expect(await server.stop()).toBe(0);
+  });
+});
+
+describe('tcp-punch --help', () => {
+  it("serve's help shows the library's defaults, by mode where they differ", async () => {
+    const r = await runCliToEnd(['serve', '--help']);
+    expect(r.code).toBe(0);
+    // A flag's entry: its line and the continuation lines under it (those without a flag of their own).
+    const line = (flag: string): string => {
+      const [first, ...rest] = r.output.slice(r.output.indexOf(`--${flag} `)).split('\n');
+      const more = rest.slice(0, Math.max(0, rest.findIndex((l) => /^\s+(-\w, )?--/.test(l) || !/^\s/.test(l))));
+      return [first, ...more].join(' ').replace(/\s+/g, ' ');
+    };
+    expect(line('idle-timeout')).toContain(`(default ${showDuration(SERVER_DEFAULTS.idleTimeoutMs)})`);
+    expect(line('max-connections')).toContain(`(default ${SERVER_DEFAULTS.maxConnections})`);
+    expect(line('relay-max-bytes')).toContain(`(default ${showBytes(relayDefaults('open').maxBytesPerSession)} open, none with a secret; 0 = none)`);
+    expect(line('relay-max-duration')).toContain(`(default ${showDuration(relayDefaults('open').maxDurationMs)} open, none with a secret; 0 = none)`);
+    expect(line('relay-idle-timeout')).toContain(`(default ${showDuration(relayDefaults('secret').idleTimeoutMs)}; 0 = none)`);
+    expect(line('relay-join-timeout')).toContain(`(default ${showDuration(RELAY_DEFAULTS.joinTimeoutMs)})`);
+  });
+});
+
 describe('tcp-punch bad config files', () => {
   const config = (name: string, text: string): string => {
     const path = join(dir, name);
@@ -196,7 +262,8 @@ describe('tcp-punch bad config files', () => {
   };
 
   it('exit 2 naming the file, key and value; nothing registers', async () => {
-    const port = await freePort();
+    const server = runCli(['serve', '--json', '--host', '127.0.0.1', '--port', '0', '--no-probe']);
+    const port = (await server.waitFor('listening')).port as number;
     const cases: [string[], RegExp][] = [
       [['serve', '--config', config('a.toml', 'prot = 7770\n')], /a\.toml: prot: unknown key/],
       [['serve', '--config', config('b.toml', 'relay-max-bytes = "lots"\n')], /b\.toml: relay-max-bytes: expected a size .*got "lots"/],
@@ -208,8 +275,6 @@ describe('tcp-punch bad config files', () => {
       ],
       [['connect', '--server', `127.0.0.1:${port}`, '--config', config('e.toml', '[[map]]\nlisten = "0"\npeer = "a"\npool = "many"\n')], /e\.toml: map\[0\]\.pool: expected an integer/],
     ];
-    const server = runCli(['serve', '--json', '--host', '127.0.0.1', '--port', String(port), '--no-probe']);
-    await server.waitFor('listening');
     for (const [args, message] of cases) {
       const r = await runCliToEnd(args);
       expect(r.code, args.join(' ')).toBe(2);

@@ -71,6 +71,7 @@ describe('config file', () => {
     expect(s.values).toMatchObject({ port: '7001', 'no-relay': true, json: true });
     expect(s.where('port')).toBe('--port');
     expect(s.where('no-relay')).toBe(`${path}: no-relay`);
+    expect(s.where('id')).toBe('--id'); // in neither: named as the flag that would give it
   });
 
   it('a secret on the command line replaces the file\'s secret-file and the other way round; both in one place is an error; a relative secret-file is next to the file', () => {

@@ -23,7 +23,7 @@ export type FlagValues = Record<string, FlagValue | undefined>;
 /** Values from one source (the command line over the file, or one table entry), and how to name their keys. */
 export interface Settings {
   values: FlagValues;
-  /** `--key` for a value from the command line, `FILE: key` for one from the config file. */
+  /** `FILE: key` for a value from the config file, else `--key`. */
   where(key: string): string;
 }
 
@@ -65,7 +65,8 @@ export function loadSettings(argv: FlagValues, flags: Flags, path: string | unde
     const replaced = Object.hasOwn(flags, key) ? flags[key]!.replaces : undefined;
     if (replaced !== undefined && !fromArgv(replaced)) delete values[replaced];
   }
-  return { values, where: (key) => (fromArgv(key) ? `--${key}` : `${path}: ${key}`), tables: fileTables };
+  // A key from neither place is named as its flag: that is where a missing value is most easily given.
+  return { values, where: (key) => (!fromArgv(key) && values[key] !== undefined ? `${path}: ${key}` : `--${key}`), tables: fileTables };
 }
 
 /** Reads and parses a TOML file; every failure is a usage error naming the file. */

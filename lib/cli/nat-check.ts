@@ -8,12 +8,14 @@ import { CliError, EXIT, toCliError } from './errors.js';
 import { allFlags, renderFlags, type FlagSection } from './flags.js';
 import type { Command } from './command.js';
 
+const DEFAULT_ROUNDS = 3;
+
 const SECTIONS: FlagSection[] = [
   {
     flags: {
       server: { type: 'string', arg: 'H:P', help: 'the tcp-punch server' },
       'probe-ports': { type: 'string', arg: 'A,B', help: "the server's probe ports (default PORT+1,PORT+2)" },
-      rounds: { type: 'string', arg: 'N', help: 'local ports to test (default 3)' },
+      rounds: { type: 'string', arg: 'N', help: `local ports to test (default ${DEFAULT_ROUNDS})` },
     },
   },
   { flags: COMMON_OPTIONS },
@@ -34,7 +36,7 @@ export const natCheck: Command = {
     const server = parseHostPort(v.server, '--server');
     const probePorts = parseProbePorts(v['probe-ports'], server.port);
     if (!probePorts) throw new CliError('--probe-ports: the default probe ports exceed 65535; pass --probe-ports', EXIT.USAGE);
-    const rounds = parseCount(v.rounds, '--rounds', { min: 1, max: 20 }) ?? 3;
+    const rounds = parseCount(v.rounds, '--rounds', { min: 1, max: 20 }) ?? DEFAULT_ROUNDS;
     let result;
     try {
       result = await checkNat({ host: server.host, probePorts, rounds });

@@ -2,7 +2,7 @@
  * What the commands that run a Peer (expose, connect) share: their flags, registering with the server, their
  * metrics endpoint, the `NAME=HOST:PORT`-style list flags, and the tunnel log lines they print.
  */
-import { createMetricsRegistry, startMetricsServer, tunnelMetrics, type TunnelMetrics } from '../metrics.js';
+import { METRICS_DEFAULT_HOST, createMetricsRegistry, startMetricsServer, tunnelMetrics, type TunnelMetrics } from '../metrics.js';
 import { Peer } from '../peer/index.js';
 import { PEER_ID_PATTERN } from '../protocol/messages.js';
 import type { TunnelEvent } from '../tunnel/expose.js';
@@ -22,7 +22,7 @@ export const PEER_OPTIONS = {
   'no-probe': { type: 'boolean', help: 'do not probe the NAT' },
   ...SECRET_OPTIONS,
   'metrics-port': { type: 'string', arg: 'M', help: 'serve Prometheus metrics of the tunnels on http://HOST:M/metrics' },
-  'metrics-host': { type: 'string', arg: 'H', help: 'address for metrics (default 127.0.0.1)' },
+  'metrics-host': { type: 'string', arg: 'H', help: `address for metrics (default ${METRICS_DEFAULT_HOST})` },
 } as const satisfies Flags;
 
 /** Checks a peer id (a service name) where `where` names its setting. */
@@ -89,14 +89,14 @@ export interface AgentMetrics extends TunnelMetrics {
 }
 
 /** The metrics port's value, checked (before anything starts); undefined without `--metrics-port`. */
-export function metricsSettings(s: Settings): { port: number; host: string } | undefined {
+export function metricsSettings(s: Settings): { port: number; host: string | undefined } | undefined {
   const text = s.values['metrics-port'] as string | undefined;
   if (text === undefined) return undefined;
-  return { port: parsePort(text, s.where('metrics-port'), 0, 0), host: (s.values['metrics-host'] as string | undefined) ?? '127.0.0.1' };
+  return { port: parsePort(text, s.where('metrics-port'), 0, 0), host: s.values['metrics-host'] as string | undefined };
 }
 
 /** Starts the tunnel metrics endpoint asked for; one that cannot listen is a CLI error. */
-export async function startAgentMetrics(m: { port: number; host: string }, log: Logger): Promise<AgentMetrics> {
+export async function startAgentMetrics(m: { port: number; host: string | undefined }, log: Logger): Promise<AgentMetrics> {
   const registry = createMetricsRegistry();
   const metrics = tunnelMetrics(registry);
   const server = await startMetricsServer(registry, m.port, m.host).catch((err: unknown) => {

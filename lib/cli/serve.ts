@@ -3,11 +3,10 @@
  * optionally Prometheus metrics. The limit flags are a table over the library's own defaults and ranges, so the
  * help shows the defaults as they are.
  */
-import { createMetricsRegistry, serverMetrics, startMetricsServer } from '../metrics.js';
+import { METRICS_DEFAULT_HOST, createMetricsRegistry, serverMetrics, startMetricsServer } from '../metrics.js';
 import { RELAY_RANGES, relayDefaults, type RelayLimits } from '../relay/limits.js';
 import type { RelaySessionEnd } from '../relay/relay-service.js';
-import { RANGES } from '../server/options.js';
-import { SERVER_DEFAULTS, startServer, type ServerOptions, type ServerRelayOptions } from '../server/index.js';
+import { SERVER_DEFAULTS, SERVER_RANGES, startServer, type ServerOptions, type ServerRelayOptions } from '../server/index.js';
 import {
   COMMON_OPTIONS, CONFIG_OPTIONS, SECRET_OPTIONS, loggerFrom, parseBytes, parseCount, parseDuration, parsePort, parseProbePorts,
   readSecret, showBytes, showDuration, warnLooseSecretFile,
@@ -79,7 +78,7 @@ const SECTIONS: FlagSection[] = [
       'probe-ports': { type: 'string', arg: 'A,B', help: 'nat-check probe ports (default PORT+1,PORT+2)' },
       'no-probe': { type: 'boolean', help: 'open no probe ports' },
       'metrics-port': { type: 'string', arg: 'M', help: 'serve Prometheus metrics on http://HOST:M/metrics' },
-      'metrics-host': { type: 'string', arg: 'H', help: 'address for metrics (default 127.0.0.1)' },
+      'metrics-host': { type: 'string', arg: 'H', help: `address for metrics (default ${METRICS_DEFAULT_HOST})` },
       ...CONFIG_OPTIONS,
     },
   },
@@ -115,7 +114,7 @@ export const serve: Command = {
     warnLooseSecretFile(log, v, where);
     const options: ServerOptions = {};
     for (const [flag, l] of Object.entries(SERVER_LIMITS)) {
-      const n = parseLimit(settings, flag, l.kind, RANGES[l.key]);
+      const n = parseLimit(settings, flag, l.kind, SERVER_RANGES[l.key]);
       if (n !== undefined) options[l.key] = n;
     }
     options.relay = v['no-relay'] ? false : relayOptions(settings);
@@ -146,7 +145,7 @@ export const serve: Command = {
       if (metricsPort !== undefined) {
         const registry = createMetricsRegistry();
         serverMetrics(registry, server);
-        const metrics = await startMetricsServer(registry, metricsPort, str('metrics-host') ?? '127.0.0.1').catch((err: unknown) => {
+        const metrics = await startMetricsServer(registry, metricsPort, str('metrics-host')).catch((err: unknown) => {
           throw toCliError(err, `opening the metrics port ${metricsPort}`);
         });
         closers.push(() => metrics.close());
@@ -160,8 +159,8 @@ export const serve: Command = {
         { address: addr.address, port: addr.port, auth: secret ? 'secret' : 'open', relay: relay ?? false },
         `tcp-punch server listening on ${shown}, port ${addr.port} (${secret ? 'shared secret required' : 'open: no secret'}); ` +
           `${relay ? `relay on (${describeRelayLimits(relay)})` : 'relay off'}; ${probeNote}\n` +
-          `  peers: tcp-punch expose --server <this-host>:${addr.port} --id NAME --to HOST:PORT${secret ? ' --secret ...' : ''}\n` +
-          `         tcp-punch connect --server <this-host>:${addr.port} --peer NAME --listen 127.0.0.1:PORT${secret ? ' --secret ...' : ''}`,
+          `  peers: tcp-punch expose --server <this-host>:${addr.port} --id NAME --to HOST:PORT${secret ? ' --secret-file FILE' : ''}\n` +
+          `         tcp-punch connect --server <this-host>:${addr.port} --peer NAME --listen 127.0.0.1:PORT${secret ? ' --secret-file FILE' : ''}`,
       );
     } catch (err) {
       await shutdown();
