@@ -198,7 +198,7 @@ describe('tcp-punch serve at a relay limit', () => {
     const server = runCli(['serve', '--json', '--host', '127.0.0.1', '--port', '0', '--no-probe', '--metrics-port', '0', '--relay-max-bytes', '64k']);
     const port = (await server.waitFor('listening')).port as number;
     const metrics = (await server.waitFor('metrics')).port as number;
-    const exposer = runCli(['expose', '--json', '--server', `127.0.0.1:${port}`, '--no-probe', '--id', 'svc', '--to', `127.0.0.1:${(echo.address() as AddressInfo).port}`]);
+    const exposer = runCli(['expose', '--json', '--server', `127.0.0.1:${port}`, '--no-probe', '--public', '--id', 'svc', '--to', `127.0.0.1:${(echo.address() as AddressInfo).port}`]);
     await exposer.waitFor('ready');
     const c = runCli(['connect', '--json', '--server', `127.0.0.1:${port}`, '--no-probe', '--strategy', 'relay', '--pool', '0', '--map', '0=svc']);
     const local = (await c.waitFor('listening')).port as number;
@@ -223,9 +223,9 @@ describe('tcp-punch expose with a name already taken', () => {
     const server = runCli(['serve', '--json', '--host', '127.0.0.1', '--port', '0', '--no-probe', '--metrics-port', '0']);
     const port = (await server.waitFor('listening')).port as number;
     const metrics = (await server.waitFor('metrics')).port as number;
-    const holder = runCli(['expose', '--json', '--server', `127.0.0.1:${port}`, '--no-probe', '--id', 'b', '--to', '127.0.0.1:1']);
+    const holder = runCli(['expose', '--json', '--server', `127.0.0.1:${port}`, '--no-probe', '--public', '--id', 'b', '--to', '127.0.0.1:1']);
     await holder.waitFor('ready');
-    const r = await runCliToEnd(['expose', '--json', '--server', `127.0.0.1:${port}`, '--no-probe', '--service', 'a=127.0.0.1:1', '--service', 'b=127.0.0.1:1']);
+    const r = await runCliToEnd(['expose', '--json', '--server', `127.0.0.1:${port}`, '--no-probe', '--public', '--service', 'a=127.0.0.1:1', '--service', 'b=127.0.0.1:1']);
     expect(r.code).toBe(4);
     expect(r.output).toMatch(/registering as "b".*ERR_ID_TAKEN/);
     expect(r.output).toMatch(/registered as \\"a\\"|"id":"a"/);
