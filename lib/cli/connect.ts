@@ -3,7 +3,7 @@
  * ports that lead to exposed services, all through one registration with the server.
  */
 import { randomBytes } from 'node:crypto';
-import { startTunnelClient, type TunnelClient } from '../tunnel/client.js';
+import { DEFAULT_POOL_SIZE, startTunnelClient, type TunnelClient } from '../tunnel/client.js';
 import { COMMON_OPTIONS, CONFIG_OPTIONS, loggerFrom, parseCount, parseHostPort, type HostPort } from './args.js';
 import type { Command } from './command.js';
 import { readSettings, type CommandSettings, type Settings } from './config.js';
@@ -17,7 +17,6 @@ import { KEY_OPTIONS, WAIT_PEER_OPTIONS, parseWaitPeer, readServiceKey } from '.
 
 const STRATEGIES = ['direct-first', 'relay-first', 'direct', 'relay'] as const;
 const DEFAULT_STRATEGY = 'direct-first';
-const DEFAULT_POOL = 2;
 
 /** One local port and the service it leads to; per-map options go here too. */
 export interface MapSpec {
@@ -48,7 +47,7 @@ const SECTIONS: FlagSection[] = [
       },
       id: { type: 'string', arg: 'ME', help: "this side's name (default: a random one)" },
       strategy: { type: 'string', arg: 'S', help: STRATEGIES.map((x) => (x === DEFAULT_STRATEGY ? `${x} (default)` : x)).join(' | ') },
-      pool: { type: 'string', arg: 'N', help: `spare connections kept ready per port (default ${DEFAULT_POOL}, 0 to dial per connection)` },
+      pool: { type: 'string', arg: 'N', help: `spare connections kept ready per port (default ${DEFAULT_POOL_SIZE}, 0 to dial per connection)` },
       ...WAIT_PEER_OPTIONS,
       ...KEY_OPTIONS,
       ...PEER_OPTIONS,
@@ -148,7 +147,7 @@ const poolOf = (value: string | undefined, where: string, fallback: number): num
  */
 export function mapsOf(s: CommandSettings): MapSpec[] {
   const strategy = strategyOf(s.values.strategy as string | undefined, s.where('strategy'), DEFAULT_STRATEGY);
-  const poolSize = poolOf(s.values.pool as string | undefined, s.where('pool'), DEFAULT_POOL);
+  const poolSize = poolOf(s.values.pool as string | undefined, s.where('pool'), DEFAULT_POOL_SIZE);
   const maps: (MapSpec & { where: string; fromFile: boolean })[] = [];
   const add = (m: MapSpec, where: string, fromFile: boolean): void => {
     const key = (x: MapSpec): string => `${x.listen.host}:${x.listen.port}`;

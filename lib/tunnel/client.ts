@@ -22,6 +22,9 @@ import { ConnectionPool, type TunnelConnection } from './pool.js';
 import { endReport } from './report.js';
 import { ACK, OPEN, readFirstByte } from './wire.js';
 
+/** Spare connections a tunnel client keeps ready unless told otherwise. */
+export const DEFAULT_POOL_SIZE = 2;
+
 export interface TunnelClientOptions {
   /** The peer whose service to reach. */
   peerId: string;
@@ -58,7 +61,7 @@ export interface TunnelClient {
 const AWAY_CODES = new Set(['ERR_PEER_OFFLINE', 'ERR_SERVER_DISCONNECTED', 'ERR_SERVER_CLOSING', 'ECONNRESET']);
 
 export async function startTunnelClient(peer: Peer, options: TunnelClientOptions): Promise<TunnelClient> {
-  const { peerId, listen, strategy, dialTimeoutMs = 15_000, poolSize = 2, answerTimeoutMs = 10_000 } = options;
+  const { peerId, listen, strategy, dialTimeoutMs = 15_000, poolSize = DEFAULT_POOL_SIZE, answerTimeoutMs = 10_000 } = options;
   const { pump = defaultPump, onEvent = () => {}, waitPeerMs = 5000, encrypt = true } = options;
   const key = serviceKey(options.key);
   const dialOptions: DialOptions = { timeoutMs: dialTimeoutMs, ...(strategy ? { strategy } : {}) };
