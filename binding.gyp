@@ -39,7 +39,19 @@
           "-Wall",
           "-Wextra"
         ]
-      }
+      },
+      # Linux: the C++ runtime linked in, so a prebuild needs only glibc (and libm) of the machine it runs on.
+      "conditions": [
+        [
+          "OS=='linux'",
+          {
+            "ldflags": [
+              "-static-libstdc++",
+              "-static-libgcc"
+            ]
+          }
+        ]
+      ]
     }
   ]
 }

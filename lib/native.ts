@@ -107,7 +107,7 @@ export function requireNative(what: string): Binding {
     'ERR_NATIVE_UNAVAILABLE',
     `${what} needs the tcp-punch native addon, which did not load from ${where} (${why}). ` +
       'Install a C++ toolchain (make, g++, python3) and run `npm rebuild tcp-punch`, ' +
-      'or use a platform with a prebuild (linux-x64 or linux-arm64 with glibc 2.28 or later)',
+      'or use a platform with a prebuild (linux-x64 or linux-arm64 with glibc 2.36 or later)',
     { cause: nativeLoadError },
   );
 }

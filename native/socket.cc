@@ -121,15 +121,11 @@ int tp_socket_set_nonblock(int fd, int on) {
   return 0;
 }
 
-static int tp__socket(int family) {
-#ifdef SOCK_NONBLOCK
-  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-  return fd == -1 ? -errno : fd;
-#else
-  // macOS has no SOCK_NONBLOCK/SOCK_CLOEXEC; the window between socket() and fcntl() only matters to a
-  // concurrent fork+exec, which Node's child_process does with close-on-exec handling of its own.
-  int fd = socket(family, SOCK_STREAM, 0);
-  if (fd == -1) return -errno;
+#ifndef SOCK_NONBLOCK
+// Where socket() and accept4() cannot set them (macOS has no SOCK_NONBLOCK/SOCK_CLOEXEC): makes a new `fd`
+// nonblocking and close-on-exec, or closes it. Returns `fd` or -errno. The window before fcntl() only matters to a
+// concurrent fork+exec, which Node's child_process does with close-on-exec handling of its own.
+static int tp__nonblock_cloexec(int fd) {
   int err = tp_socket_set_nonblock(fd, 1);
   if (err == 0 && fcntl(fd, F_SETFD, FD_CLOEXEC) == -1) err = -errno;
   if (err != 0) {
@@ -137,6 +133,16 @@ static int tp__socket(int family) {
     return err;
   }
   return fd;
+}
+#endif
+
+static int tp__socket(int family) {
+#ifdef SOCK_NONBLOCK
+  int fd = socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  return fd == -1 ? -errno : fd;
+#else
+  int fd = socket(family, SOCK_STREAM, 0);
+  return fd == -1 ? -errno : tp__nonblock_cloexec(fd);
 #endif
 }
 
@@ -195,14 +201,7 @@ int tp_socket_accept(int fd, struct sockaddr_storage* peer) {
   do
     cfd = accept(fd, reinterpret_cast<struct sockaddr*>(peer), &len);
   while (cfd == -1 && errno == EINTR);
-  if (cfd == -1) return -errno;
-  int err = tp_socket_set_nonblock(cfd, 1);
-  if (err == 0 && fcntl(cfd, F_SETFD, FD_CLOEXEC) == -1) err = -errno;
-  if (err != 0) {
-    tp_socket_close(cfd);
-    return err;
-  }
-  return cfd;
+  return cfd == -1 ? -errno : tp__nonblock_cloexec(cfd);
 #endif
 }
 

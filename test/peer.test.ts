@@ -6,7 +6,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Peer } from '../lib/peer/peer.js';
 import type { AttemptEvent } from '../lib/peer/types.js';
 import type { RendezvousServer } from '../lib/server/server.js';
-import { LOOSE, addr, echoCheck, stableFdCount, peer, rawPeer, server, settleFds, until } from './helpers/rendezvous.js';
+import { until } from './helpers/poll.js';
+import { LOOSE, addr, echoCheck, stableFdCount, peer, rawPeer, server, settleFds } from './helpers/rendezvous.js';
 
 const cleanup: (() => Promise<unknown> | unknown)[] = [];
 afterEach(async () => {

@@ -4,6 +4,7 @@ import { networkInterfaces } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bindReusable, punch, punchDetailed, type PunchResult, type ReusablePort } from '../lib/index.js';
 import { openFds, settledFds } from './helpers/fds.js';
+import { skipNote } from './helpers/skip-note.js';
 import { closeServer, destroyAll, drainHash, listen, portOf, sendRandom } from './helpers/net.js';
 
 const LOCAL = '127.0.0.1';
@@ -146,7 +147,7 @@ describe('two punches on loopback', () => {
     b.close();
   });
 
-  it('set a low first-SYN TTL and still connect with the restored hop limit', async () => {
+  it('connect with a low first-SYN TTL (ttl: 1) and then carry data both ways', async () => {
     const a = await bindReusable({ address: LOCAL });
     const b = await bindReusable({ address: LOCAL });
     // On loopback a TTL of 1 is enough to arrive, so both sides still meet; what matters is that nothing breaks.
@@ -161,7 +162,7 @@ describe('two punches on loopback', () => {
   });
 
   const hasIPv6 = Object.values(networkInterfaces()).some((l) => l?.some((i) => i.address === '::1'));
-  it.skipIf(!hasIPv6)('work over IPv6', async () => {
+  it.skipIf(!hasIPv6)('work over IPv6', skipNote('no ::1 on loopback', 'sysctl -w net.ipv6.conf.lo.disable_ipv6=0 && npx vitest run test/punch.test.ts'), async () => {
     const a = await bindReusable({ address: '::1' });
     const b = await bindReusable({ address: '::1' });
     expect(a.family).toBe(6);

@@ -12,7 +12,8 @@ import type { ConnectionInfo, RelayEndInfo } from '../lib/peer/types.js';
 import type { ServerOptions } from '../lib/server/options.js';
 import { UpgradableStream } from '../lib/upgrade.js';
 import { drainHash } from './helpers/net.js';
-import { LOOSE, peer, server, stableFdCount, settleFds, until } from './helpers/rendezvous.js';
+import { until } from './helpers/poll.js';
+import { LOOSE, peer, server, stableFdCount, settleFds } from './helpers/rendezvous.js';
 
 const cleanup: (() => Promise<unknown> | unknown)[] = [];
 afterEach(async () => {

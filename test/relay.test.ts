@@ -16,6 +16,7 @@ import type { PumpKind } from '../lib/relay/pump.js';
 import type { RelayMsg } from '../lib/protocol/messages.js';
 import { openFds, settledFds } from './helpers/fds.js';
 import { drainHash, sendRandom } from './helpers/net.js';
+import { until } from './helpers/poll.js';
 import { collect, outcome, writeUntilClosed } from './helpers/relay.js';
 
 const MB = 1024 * 1024;
@@ -268,7 +269,7 @@ describe('relay token abuse: never an open proxy', () => {
     const tokens = relay.service.tokens;
     const issued = relay.service.issueTokens({ a: 'alice', b: 'bob' });
     const first = joinRelay({ server: relay.server, token: issued.a });
-    await waitFor(() => relay.service.stats().pending === 1);
+    expect(await until(() => relay.service.stats().pending === 1, 5000, 10)).toBe(true);
     // A reused token while its holder waits.
     expect(await joinError(relay, issued.a)).toBe('ERR_RELAY_TOKEN_REUSED');
     const claims = tokens.verify(issued.b);
@@ -315,9 +316,4 @@ function decodeError(data: Buffer): string {
   if (data[3] !== 0x07) return `type 0x${data[3]?.toString(16)}`;
   const len = data.readUInt16BE(6);
   return data.subarray(8, 8 + len).toString();
-}
-
-async function waitFor(cond: () => boolean): Promise<void> {
-  for (let i = 0; i < 500 && !cond(); i++) await new Promise((r) => setTimeout(r, 10));
-  expect(cond()).toBe(true);
 }

@@ -4,7 +4,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 
 import { Peer } from '../lib/peer/peer.js';
 import { MemoryRegistry } from '../lib/server/registry.js';
-import { LOOSE, addr, cuttableProxy, server, settleFds, stableFdCount, until } from './helpers/rendezvous.js';
+import { until } from './helpers/poll.js';
+import { LOOSE, addr, cuttableProxy, server, settleFds, stableFdCount } from './helpers/rendezvous.js';
 
 const cleanup: (() => Promise<unknown> | unknown)[] = [];
 afterEach(async () => {

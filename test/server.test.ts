@@ -12,7 +12,8 @@ import { Peer } from '../lib/peer/peer.js';
 import { MemoryRegistry } from '../lib/server/registry.js';
 import type { RendezvousServer } from '../lib/server/server.js';
 import type { ServerOptions } from '../lib/server/options.js';
-import { LOOSE, addr, closed, stableFdCount, next, raw, rawPeer, send, server, settleFds, until } from './helpers/rendezvous.js';
+import { until } from './helpers/poll.js';
+import { LOOSE, addr, closed, stableFdCount, next, raw, rawPeer, send, server, settleFds } from './helpers/rendezvous.js';
 
 const cleanup: (() => Promise<unknown> | unknown)[] = [];
 afterEach(async () => {

@@ -26,7 +26,7 @@ ${Object.entries(COMMANDS)
   .map(([name, c]) => `  ${name.padEnd(10)} ${c.summary}`)
   .join('\n')}
 
-Run "tcp-punch <command> --help" for a command's flags.
+Run "tcp-punch <command> --help" for a command's flags; "tcp-punch --version" (-V) prints the version.
 Exit codes: 0 ok · 1 failure · 2 usage · 3 server unreachable · 4 auth refused · 5 peer unknown/offline/refused · 6 local address unusable`;
 
 export async function run(argv: string[]): Promise<number> {

@@ -2,7 +2,8 @@
  * Open file descriptors of this process, to prove a test group leaks none.
  */
 import { readdirSync } from 'node:fs';
-import { setTimeout as sleep } from 'node:timers/promises';
+
+import { until } from './poll.js';
 
 export function openFds(): number {
   return readdirSync('/proc/self/fd').length;
@@ -14,11 +15,6 @@ export function openFds(): number {
  * the bound only limits how long we wait, the caller asserts equality.
  */
 export async function settledFds(baseline: number, maxWaitMs = 5000): Promise<number> {
-  const until = Date.now() + maxWaitMs;
-  let n = openFds();
-  while (n !== baseline && Date.now() < until) {
-    await sleep(20);
-    n = openFds();
-  }
-  return n;
+  await until(() => openFds() === baseline, maxWaitMs);
+  return openFds();
 }

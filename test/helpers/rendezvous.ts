@@ -9,6 +9,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { encodeMessage } from '../../lib/protocol/messages.js';
 import type { Message } from '../../lib/protocol/messages.js';
 import { readMessage } from '../../lib/protocol/stream.js';
+import { until } from './poll.js';
 import { Peer } from '../../lib/peer/peer.js';
 import type { PeerOptions } from '../../lib/peer/types.js';
 import { startServer } from '../../lib/server/server.js';
@@ -60,20 +61,8 @@ export async function stableFdCount(maxWaitMs = 5000): Promise<number> {
 
 /** Waits (bounded) until the fd count drops to `target` or below; returns the last count. */
 export async function settleFds(target: number, maxWaitMs = 8000): Promise<number> {
-  const until = Date.now() + maxWaitMs;
-  let n = fdCount();
-  while (n > target && Date.now() < until) {
-    await sleep(50);
-    n = fdCount();
-  }
-  return n;
-}
-
-/** Polls `cond` (bounded). */
-export async function until(cond: () => boolean, maxWaitMs = 8000): Promise<boolean> {
-  const end = Date.now() + maxWaitMs;
-  while (!cond() && Date.now() < end) await sleep(20);
-  return cond();
+  await until(() => fdCount() <= target, maxWaitMs, 50);
+  return fdCount();
 }
 
 /** A raw TCP client to the server. */

@@ -17,6 +17,7 @@ import { decodeMessage, encodeMessage } from '../../lib/protocol/messages.js';
 import type { Message } from '../../lib/protocol/messages.js';
 import { joinRelay } from '../../lib/relay/relay-client.js';
 import { bindReusable, type ReusablePort } from '../../lib/reusable-port.js';
+import { until } from '../helpers/poll.js';
 import { settleFds, stableFdCount } from '../helpers/rendezvous.js';
 import { exchange } from './harness/exchange.mjs';
 import { ALL_STRATEGIES, Child, Fleet, ServerChild, STRATEGIES, mb } from './helpers.js';
@@ -29,15 +30,6 @@ afterEach(async () => {
 
 const T = { timeout: scale(180_000, 1_800_000) };
 const RECONNECT = { minDelayMs: 50, maxDelayMs: 500 };
-
-async function until(cond: () => Promise<boolean> | boolean, maxWaitMs: number): Promise<boolean> {
-  const end = Date.now() + maxWaitMs;
-  while (Date.now() < end) {
-    if (await cond()) return true;
-    await sleep(20);
-  }
-  return cond();
-}
 
 describe('faults: the server', () => {
   it('crashes (SIGKILL) and restarts under connected peers: in-flight dials fail with a code, peers re-register, later dials succeed', T, async () => {
