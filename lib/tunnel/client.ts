@@ -41,7 +41,8 @@ export interface TunnelClient {
 export async function startTunnelClient(peer: Peer, options: TunnelClientOptions): Promise<TunnelClient> {
   const { peerId, listen, strategy, dialTimeoutMs = 15_000, poolSize = 2, answerTimeoutMs = 10_000 } = options;
   const { pump = defaultPump, onEvent = () => {} } = options;
-  const dialOptions: DialOptions = { timeoutMs: dialTimeoutMs, ...(strategy ? { strategy } : {}) };
+  // A name from the command line: dial() validates it (ERR_INVALID_ARG_VALUE) at run time.
+  const dialOptions: DialOptions = { timeoutMs: dialTimeoutMs, ...(strategy ? { strategy: strategy as NonNullable<DialOptions['strategy']> } : {}) };
   // Spares that keep failing for the same reason (peer offline, say) are reported once, not at every retry.
   let lastRefillCode: string | undefined;
   const pool = new ConnectionPool({
