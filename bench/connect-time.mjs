@@ -276,6 +276,9 @@ export function benchServerOptions() {
     frameRate: 100_000,
     frameBurst: 100_000,
     relay: { limits: { maxSessions: 9900, maxSessionsPerIp: 20_000, maxSessionsPerPeer: 1000 } },
+    // No NAT probe listeners: a registration then costs what it costs without the probe (four more connections
+    // per peer with it); the lab rows turn them back on.
+    natProbe: false,
   };
 }
 
@@ -490,7 +493,9 @@ async function labPeer(createLab, spec, rtt, strategy, p, label, opts) {
   const lab = await createLab(spec);
   try {
     const rendezvous = lab.fork('server', RENDEZVOUS, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    const { port } = await request(rendezvous, 'start', { host: '0.0.0.0', secret: SECRET, options: benchServerOptions() });
+    // The default NAT probe: a symmetric side then goes to the relay at once (the fallback row).
+    const { natProbe: _off, ...options } = benchServerOptions();
+    const { port } = await request(rendezvous, 'start', { host: '0.0.0.0', secret: SECRET, options });
     const server = `${lab.server.ip}:${port}`;
     const a = labAgent(lab, 'a');
     const b = labAgent(lab, 'b');

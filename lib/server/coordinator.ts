@@ -526,7 +526,8 @@ export class Coordinator {
     this.coords.delete(c.key);
     for (const s of c.sides) {
       this.byPeer.get(s.peer)?.delete(c);
-      s.peer.send({ type: 'end', coordId: c.id, outcome, code, message: truncateUtf8(message, 256) });
+      // A side that has committed is done with this dial and would drop the `end`: one write fewer each.
+      if (!s.committed) s.peer.send({ type: 'end', coordId: c.id, outcome, code, message: truncateUtf8(message, 256) });
     }
     if (outcome === 'ok') this.stats.succeeded++;
     else if (outcome === 'cancelled') this.stats.cancelled++;
