@@ -145,6 +145,22 @@ describe('warm ports', () => {
 });
 
 describe('warm ports: every error path ends coded, with nothing leaked', () => {
+  it('a hopeless pair (symmetric NAT, other side not reachable) ends at once with ERR_PUNCH_UNLIKELY as attempt 1', async () => {
+    const { s, peers } = await setup(['alice', 'bob']);
+    const [a] = peers as [Peer, Peer];
+    // Alice reported a per-destination mapping; bob sits behind another public address, not directly reachable.
+    s.current('alice')!.warm!.mapping = 'dependent';
+    const bob = s.current('bob')!.warm!;
+    bob.public = { host: '127.0.0.9', port: 9 };
+    bob.private = [];
+    const before = await stableFdCount();
+    const err = (await a.dial('bob', { strategy: 'direct' }).catch((e: unknown) => e)) as { code: string; attempts: AttemptEvent[] };
+    expect(err.code).toBe('ERR_PUNCH_UNLIKELY');
+    expect(err.attempts.map((e) => [e.attempt, e.code])).toEqual([[1, 'ERR_PUNCH_UNLIKELY']]);
+    expect(s.stats().totals.warmAttempts).toBe(0); // nothing was punched
+    expect(await settleFds(before)).toBe(before);
+  });
+
   it('the other side going away during the folded attempt: ERR_PEER_OFFLINE', async () => {
     const { s, peers } = await setup(['alice']);
     const [a] = peers as [Peer];
