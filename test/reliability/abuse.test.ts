@@ -291,7 +291,7 @@ async function malformedAt(port: number, ip: string, stage: 'first' | 'after-hel
       return inbox.shift();
     };
     if (stage !== 'first') {
-      sock.write(encodeMessage({ type: 'hello', id, nonce: new Uint8Array(16), software: 'mal' }));
+      sock.write(encodeMessage({ type: 'hello', id, nonce: new Uint8Array(16), software: 'mal', private: [], warm: false }));
       const ch = await next(3000);
       if (ch?.type !== 'challenge') return `setup-${ch?.type ?? 'closed'}`;
       if (stage === 'registered') {

@@ -231,7 +231,7 @@ describe('faults: the relay dies mid-session', () => {
  * A peer that follows the protocol up to one step and then vanishes: `silent` keeps its connections open and
  * answers nothing more (a frozen or partitioned host), `gone` closes its control connection (a crash).
  */
-type Step = 'coord' | 'observe' | 'sync' | 'punch';
+type Step = 'coord' | 'observe' | 'punch';
 
 class Ghost {
   private readonly dec = new FrameDecoder({ maxFrameSize: 65_535 });
@@ -270,7 +270,7 @@ class Ghost {
       while (inbox.length === 0) await sleep(5);
       return inbox.shift()!;
     };
-    sock.write(encodeMessage({ type: 'hello', id, nonce: new Uint8Array(16), software: 'ghost' }));
+    sock.write(encodeMessage({ type: 'hello', id, nonce: new Uint8Array(16), software: 'ghost', private: [], warm: false }));
     await next();
     sock.write(encodeMessage({ type: 'auth', proof: new Uint8Array(0) }));
     const w = await next();
@@ -300,11 +300,6 @@ class Ghost {
         obs.write(encodeMessage({ type: 'observe', coordId: m.coordId, attempt: m.attempt, token: m.token, private: [{ host: '127.0.0.9', port: port.port }], mapping: 'unknown' }));
         if (this.at === 'observe') this.vanish();
       })().catch(() => undefined);
-      return;
-    }
-    if (m.type === 'sync') {
-      this.sock.write(encodeMessage({ type: 'sync-ack', coordId: m.coordId, attempt: m.attempt, seq: m.seq }));
-      if (this.at === 'sync') this.vanish();
       return;
     }
     // The punch: its port listens, so the other side's SYN is answered by the kernel and its connection completes,
@@ -339,7 +334,7 @@ describe('faults: a peer vanishes mid-punch', () => {
     });
     const baseline = await stableFdCount();
     // All eight cases at once (each its own ghost and dial), so the matrix takes as long as its slowest case.
-    const cases = (['coord', 'observe', 'sync', 'punch'] as const).flatMap((at) => (['silent', 'gone'] as const).map((how) => ({ at, how })));
+    const cases = (['coord', 'observe', 'punch'] as const).flatMap((at) => (['silent', 'gone'] as const).map((how) => ({ at, how })));
     const ghosts: Ghost[] = [];
     const outcomes = await Promise.all(
       cases.map(async ({ at, how }, n) => {

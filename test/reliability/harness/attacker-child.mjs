@@ -120,7 +120,7 @@ function nextMessage(sock, timeoutMs = 5000) {
   });
 }
 
-const hello = (/** @type {string} */ id) => encodeMessage({ type: 'hello', id, nonce: randomBytes(16), software: 'attacker' });
+const hello = (/** @type {string} */ id) => encodeMessage({ type: 'hello', id, nonce: randomBytes(16), software: 'attacker', private: [], warm: false });
 
 /**
  * Registers `id` on an open server (no token: a first registration); resolves the socket or the refusal.
@@ -221,7 +221,7 @@ const attacks = {
         if (!r.sock) return bump(k.codes, `register:${r.error}`);
         sock = r.sock;
         // A registered peer that starts a frame and never finishes it: a partial frame is no activity.
-        frame = encodeMessage({ type: 'ping', seq: 1 }).subarray(0, 5);
+        frame = encodeMessage({ type: 'ping', seq: 1, rttUs: 0 }).subarray(0, 5);
       } else {
         const o = await open(p.port, ip);
         if (!o.sock) return bump(k.codes, `connect:${o.error}`);
