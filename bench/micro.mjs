@@ -92,7 +92,7 @@ function cases(p) {
 
   /** @type {Record<string, any>} */
   const samples = {
-    hello: { type: 'hello', id: 'peer-alice-0001', nonce: n16, software: 'tcp-punch/0.1.0 node/20' },
+    hello: { type: 'hello', id: 'peer-alice-0001', nonce: n16, software: 'tcp-punch/0.1.0 node/20', private: [], warm: true },
     punch: {
       type: 'punch',
       coordId: n16,

@@ -243,7 +243,9 @@ async function rendezvousScale(opts) {
   const nSwarms = Math.max(1, Math.ceil(opts.peers / 9000));
   const swarms = Array.from({ length: nSwarms }, () => forkChild(SWARM, [], { lifetimeMs }));
   try {
-    const { port } = await request(server, 'start', { host: '127.0.0.1', secret: SECRET });
+    // No NAT probe listeners: a registration then costs what it costs without the probe (four more connections per
+    // peer with it).
+    const { port } = await request(server, 'start', { host: '127.0.0.1', secret: SECRET, options: { natProbe: false } });
     const addr = `127.0.0.1:${port}`;
     const pid = /** @type {number} */ (server.pid);
     await sleep(300);

@@ -32,6 +32,8 @@ export {
   type AttemptOutcome,
   type DialStrategy,
   type DialContext,
+  type DialPeer,
+  type BuiltinStrategy,
   type DialTimings,
   type IncomingDial,
   type RelayEndInfo,

@@ -166,3 +166,52 @@ describe('NAT probe', () => {
     expect(await bad({ ports: [5, 6], host: '' })).toBe('ERR_INVALID_ARG_TYPE');
   });
 });
+
+describe('NAT probe by default', () => {
+  it('startServer opens the probe listeners and announces them; a Peer probes there with no option', async () => {
+    const s = await server(LOOSE);
+    cleanup.push(() => s.close());
+    const ports = s.probePorts!;
+    expect(ports).toHaveLength(2);
+    expect(ports[0]).not.toBe(ports[1]);
+    expect(ports).not.toContain(0); // port 0: system-chosen probe ports
+    const { peer, nat } = await natPeer({ server: addr(s), id: 'alice' });
+    expect(await nat).toMatchObject({ nat: 'none', mapping: 'endpoint-independent' });
+    expect(peer.natMapping).toBe('independent');
+    // The server learnt it too (report): its record of alice's warm port carries the mapping.
+    for (let i = 0; i < 100 && s.current('alice')!.warm!.mapping !== 'independent'; i++) await new Promise((r) => setTimeout(r, 10));
+    expect(s.current('alice')!.warm!.mapping).toBe('independent');
+  });
+
+  it('puts the probes at port + 1 and + 2 for a fixed port, or where natProbe says; natProbe: false opens none', async () => {
+    const free = await startProbeServer({ host: '127.0.0.1', ports: [0, 0, 0] });
+    const [p1, p2, p3] = free.ports as [number, number, number];
+    await free.close();
+    const explicit = await server({ ...LOOSE, natProbe: { ports: [p1, p2] } });
+    cleanup.push(() => explicit.close());
+    expect(explicit.probePorts).toEqual([p1, p2]);
+    const off = await server({ ...LOOSE, natProbe: false });
+    cleanup.push(() => off.close());
+    expect(off.probePorts).toBeUndefined();
+    // Without probe ports in welcome a peer has nothing to probe: no `nat` event, mapping unknown.
+    const p = await Peer.connect({ server: addr(off), id: 'bob' });
+    cleanup.push(() => p.close());
+    let probed = false;
+    p.on('nat', () => (probed = true));
+    await new Promise((r) => setTimeout(r, 100));
+    expect(probed).toBe(false);
+    // A fixed port: its two neighbours (a port whose neighbours are taken fails to start, coded).
+    const fixed = await server({ ...LOOSE, port: p3, natProbe: false });
+    const port = fixed.address().port;
+    await fixed.close();
+    const s = await server({ ...LOOSE, port }).catch((e: { code: string }) => e);
+    if ('probePorts' in s) {
+      cleanup.push(() => s.close());
+      expect(s.probePorts).toEqual([port + 1, port + 2]);
+    } else {
+      expect(s.code).toBe('EADDRINUSE'); // a neighbour was taken meanwhile: refused with the errno
+    }
+    await expect(server({ ...LOOSE, natProbe: { ports: [1, 1] } })).rejects.toMatchObject({ code: 'ERR_OUT_OF_RANGE' });
+    await expect(server({ ...LOOSE, natProbe: 'yes' as never })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
+  });
+});

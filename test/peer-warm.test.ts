@@ -115,13 +115,15 @@ describe('warm ports', () => {
     expect(s.stats().totals.warmAttempts).toBe(5);
   });
 
-  it('an open connection keeps the pair off the warm 4-tuple: the next dial between them observes a fresh port', async () => {
+  it('an open connection keeps the pair off the warm 4-tuple: the next dial between them uses a fresh port on one side', async () => {
     const { s, peers, inbox } = await setup(['alice', 'bob']);
     const [a] = peers as [Peer, Peer];
     const first = await a.dial('bob', { strategy: 'direct' });
     const second = await a.dial('bob', { strategy: 'direct' });
     expect(s.stats().totals.warmAttempts).toBe(1);
-    expect((second.socket as Socket).localPort).not.toBe((first.socket as Socket).localPort);
+    // One side observed a fresh port (which one depends on whose warm port was still busy): a new 4-tuple.
+    const tuple = (x: Socket): string => `${x.localPort}-${x.remotePort}`;
+    expect(tuple(second.socket as Socket)).not.toBe(tuple(first.socket as Socket));
     await until(() => inbox.get('bob')!.length === 2);
     for (const x of [first.socket, second.socket, ...inbox.get('bob')!]) x.destroy();
   });
@@ -143,6 +145,22 @@ describe('warm ports', () => {
 });
 
 describe('warm ports: every error path ends coded, with nothing leaked', () => {
+  it('a hopeless pair (symmetric NAT, other side not reachable) ends at once with ERR_PUNCH_UNLIKELY as attempt 1', async () => {
+    const { s, peers } = await setup(['alice', 'bob']);
+    const [a] = peers as [Peer, Peer];
+    // Alice reported a per-destination mapping; bob sits behind another public address, not directly reachable.
+    s.current('alice')!.warm!.mapping = 'dependent';
+    const bob = s.current('bob')!.warm!;
+    bob.public = { host: '127.0.0.9', port: 9 };
+    bob.private = [];
+    const before = await stableFdCount();
+    const err = (await a.dial('bob', { strategy: 'direct' }).catch((e: unknown) => e)) as { code: string; attempts: AttemptEvent[] };
+    expect(err.code).toBe('ERR_PUNCH_UNLIKELY');
+    expect(err.attempts.map((e) => [e.attempt, e.code])).toEqual([[1, 'ERR_PUNCH_UNLIKELY']]);
+    expect(s.stats().totals.warmAttempts).toBe(0); // nothing was punched
+    expect(await settleFds(before)).toBe(before);
+  });
+
   it('the other side going away during the folded attempt: ERR_PEER_OFFLINE', async () => {
     const { s, peers } = await setup(['alice']);
     const [a] = peers as [Peer];

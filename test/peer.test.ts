@@ -177,6 +177,7 @@ describe('Peer end to end (loopback)', () => {
     await expect(Peer.connect({ server: '127.0.0.1:1', id: 'has space' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
     const { peers } = await setup({}, ['alice']);
     await expect(peers[0]!.dial('bob', { timeoutMs: -1 })).rejects.toMatchObject({ code: 'ERR_OUT_OF_RANGE' });
+    // @ts-expect-error a misspelt strategy name fails the type check too
     await expect(peers[0]!.dial('bob', { strategy: 'teleport' })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE' });
   });
 

@@ -53,7 +53,7 @@ export interface WarmPort {
 
 const SOFTWARE = 'tcp-punch/0.1';
 /** Pings sent back to back after registration (each carries the round trip of the one before). */
-const WARMUP_PINGS = 3;
+const WARMUP_PINGS = 1;
 
 /** A registered control connection. */
 export class ControlConnection extends EventEmitter<ControlEvents> {

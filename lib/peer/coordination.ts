@@ -326,6 +326,8 @@ export class PeerCoordination {
   private reportCurrent(outcome: AttemptOutcome, code: string | undefined, message: string): void {
     if (this.runner && !this.reported.has(this.runner.attempt)) this.report(this.runner.attempt, outcome, code, message);
     else if (this.relayAc && !this.reported.has(1)) this.report(1, outcome, code, message);
+    // Ended before an attempt ran on this side (ERR_PUNCH_UNLIKELY decided from the warm mappings, say): it was attempt 1.
+    else if (this.path === 'direct' && this.reported.size === 0) this.report(1, outcome, code, message);
   }
 
   private report(attempt: number, outcome: AttemptOutcome, code: string | undefined, message: string): void {

@@ -17,8 +17,10 @@ export type { DirectAuthParams } from './handshake.js';
 export type {
   AttemptEvent,
   AttemptOutcome,
+  BuiltinStrategy,
   ConnectionInfo,
   DialContext,
+  DialPeer,
   DialOptions,
   DialResult,
   DialStrategy,

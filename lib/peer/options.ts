@@ -5,7 +5,7 @@ import { isIP } from 'node:net';
 
 import { invalidArgType, invalidArgValue, outOfRange } from '../errors.js';
 import { deriveIdKey } from '../protocol/crypto.js';
-import type { Endpoint } from '../protocol/fields.js';
+import type { Endpoint } from '../endpoint.js';
 import { PEER_ID_PATTERN } from '../protocol/messages.js';
 import { BUILTIN_STRATEGIES, DEFAULT_STRATEGY } from './strategies.js';
 import type { DialOptions, DialStrategy, PeerOptions } from './types.js';
@@ -52,7 +52,7 @@ export function checkPeerId(id: unknown, name: string): string {
 }
 
 /** Validates and applies defaults. */
-export function resolvePeerOptions(o: PeerOptions): ResolvedPeerOptions {
+export function resolvePeerOptions<S extends string>(o: PeerOptions<S>): ResolvedPeerOptions {
   if (typeof o !== 'object' || o === null) throw invalidArgType('options', 'an object', o);
   const server = parseServer(o.server);
   const id = checkPeerId(o.id, 'options.id');
@@ -75,7 +75,7 @@ export function resolvePeerOptions(o: PeerOptions): ResolvedPeerOptions {
   }
   if (o.accept !== undefined && typeof o.accept !== 'function') throw invalidArgType('options.accept', 'a function', o.accept);
   const strategies = { ...BUILTIN_STRATEGIES };
-  for (const [name, s] of Object.entries(o.strategies ?? {})) {
+  for (const [name, s] of Object.entries<DialStrategy>(o.strategies ?? ({} as Record<S, DialStrategy>))) {
     if (typeof s?.dial !== 'function') throw invalidArgType(`options.strategies.${name}`, 'a DialStrategy', s);
     strategies[name] = s;
   }
@@ -109,8 +109,8 @@ export function resolvePeerOptions(o: PeerOptions): ResolvedPeerOptions {
 }
 
 /** Validates dial options. */
-export function resolveDialOptions(
-  o: DialOptions,
+export function resolveDialOptions<S extends string>(
+  o: DialOptions<S>,
   strategies: Record<string, DialStrategy>,
 ): { timeoutMs: number; signal: AbortSignal | undefined; strategy: DialStrategy } {
   if (typeof o !== 'object' || o === null) throw invalidArgType('options', 'an object', o);

@@ -13,7 +13,7 @@ import type { Socket } from 'node:net';
 import { AbortError, TcpPunchError, invalidArgType, throwIfAborted } from '../errors.js';
 import { requireNative } from '../native.js';
 import { wrapPairKey } from '../protocol/crypto.js';
-import type { Endpoint } from '../protocol/fields.js';
+import type { Endpoint } from '../endpoint.js';
 import type { Message, Msg, RelayMsg } from '../protocol/messages.js';
 import { WarmSlot } from './attempt.js';
 import type { AttemptEnv } from './attempt.js';
@@ -62,7 +62,7 @@ interface PendingRequest {
 }
 
 /** A peer registered with a rendezvous server. Create it with {@link Peer.connect}. */
-export class Peer extends EventEmitter<PeerEvents> {
+export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
   /** This peer's id. */
   readonly id: string;
   private readonly opts: ResolvedPeerOptions;
@@ -96,8 +96,8 @@ export class Peer extends EventEmitter<PeerEvents> {
    * @throws ERR_INVALID_ARG_* for bad options; TcpPunchError `ERR_SERVER_UNREACHABLE`, `ETIMEDOUT`,
    * `ERR_AUTH_FAILED`, `ERR_AUTH_REQUIRED`, `ERR_ID_TAKEN`, `ERR_SERVER_AUTH_FAILED`, `ERR_SERVER_CLOSING`.
    */
-  static async connect(options: PeerOptions): Promise<Peer> {
-    const peer = new Peer(resolvePeerOptions(options));
+  static async connect<S extends string = never>(options: PeerOptions<S>): Promise<Peer<S>> {
+    const peer = new Peer<S>(resolvePeerOptions(options));
     await peer.open();
     return peer;
   }
@@ -157,7 +157,7 @@ export class Peer extends EventEmitter<PeerEvents> {
    * Dials `peerId` and resolves with an authenticated socket.
    * @throws ERR_INVALID_ARG_* synchronously-rejected for bad arguments; see the module doc for the codes.
    */
-  async dial(peerId: string, options: DialOptions = {}): Promise<DialResult> {
+  async dial(peerId: string, options: DialOptions<S> = {}): Promise<DialResult> {
     checkPeerId(peerId, 'peerId');
     const { timeoutMs, signal, strategy } = resolveDialOptions(options, this.opts.strategies);
     if (this.closed) throw new TcpPunchError('ERR_PEER_CLOSED', 'The peer is closed');

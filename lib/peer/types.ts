@@ -4,9 +4,8 @@
 import type { Socket } from 'node:net';
 import type { UpgradableStream } from '../upgrade.js';
 
-import type { Endpoint } from '../protocol/fields.js';
-import type { NAT_MAPPINGS, ROLES } from '../protocol/messages.js';
-import type { Peer } from './peer.js';
+import type { Endpoint } from '../endpoint.js';
+import type { NAT_MAPPINGS, RelayMsg, ROLES } from '../protocol/messages.js';
 
 /** Which side of a dial a peer is on; assigned by the server (the dialer is the initiator). */
 export type Role = (typeof ROLES)[number];
@@ -119,17 +118,20 @@ export interface IncomingDial {
   path: 'direct' | 'relay';
 }
 
-/** Options of `peer.dial()`. */
-export interface DialOptions {
+/**
+ * Options of `peer.dial()`. `S` names the custom strategies of `PeerOptions.strategies` (a `Peer` created with
+ * them passes their names on), so a misspelt strategy name fails the type check.
+ */
+export interface DialOptions<S extends string = never> {
   /** Overall deadline; default 15000 ms (the server may cap it). */
   timeoutMs?: number;
   signal?: AbortSignal;
   /** `direct-first` (default: punch, then the relay), `relay-first`, `direct`, `relay`, or one of `options.strategies`. */
-  strategy?: string;
+  strategy?: BuiltinStrategy | S;
 }
 
-/** Options of `Peer.connect()`. */
-export interface PeerOptions {
+/** Options of `Peer.connect()`; `S`: the names of `strategies`. */
+export interface PeerOptions<S extends string = never> {
   /** The rendezvous server, `host:port` (`[v6]:port`) or an endpoint. */
   server: string | Endpoint;
   /** This peer's id: 1..64 printable ASCII characters without spaces. */
@@ -163,13 +165,30 @@ export interface PeerOptions {
    */
   natProbe?: false | { ports: [number, number]; host?: string };
   /** Additional dial strategies by name (see {@link DialStrategy}). */
-  strategies?: Record<string, DialStrategy>;
+  strategies?: Record<S, DialStrategy>;
 }
+
+/** What a dial strategy can use of the dialing peer (a `Peer` is one). */
+export interface DialPeer {
+  readonly id: string;
+  /** The server's numeric endpoint while connected. */
+  readonly server: Endpoint | undefined;
+  /** Sends a relay-range message on the control connection; false while offline. */
+  sendRelayMessage(msg: RelayMsg): boolean;
+  /** Relay-range messages from the server. */
+  on(event: 'relay-message', listener: (msg: RelayMsg) => void): unknown;
+  off(event: 'relay-message', listener: (msg: RelayMsg) => void): unknown;
+  /** Tells the application that a relay-first stream moved to its direct connection. */
+  emit(event: 'upgrade', info: { peerId: string; coordId: string; role: Role }): boolean;
+}
+
+/** The names of the built-in strategies (`PeerOptions.strategies` adds others). */
+export type BuiltinStrategy = 'direct-first' | 'relay-first' | 'direct' | 'relay';
 
 /** What a dial strategy can use. */
 export interface DialContext {
-  /** The dialing peer (for `sendRelayMessage`, `relay-message` events, `server`). */
-  readonly peer: Peer;
+  /** The dialing peer: its relay channel (`sendRelayMessage`, `relay-message`), `server`, the `upgrade` event. */
+  readonly peer: DialPeer;
   readonly peerId: string;
   readonly timeoutMs: number;
   readonly signal: AbortSignal;

@@ -69,7 +69,20 @@ export function safeEqual(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-/** Cryptographically random bytes. */
+/** Bytes drawn from the system's CSPRNG at a time: one call per few dozen coordinations instead of five each. */
+const POOL_SIZE = 4096;
+let pool = Buffer.alloc(0);
+let poolOffset = 0;
+
+/** Cryptographically random bytes (a copy the caller owns; small draws come from a pooled CSPRNG read). */
 export function random(n: number): Buffer {
-  return randomBytes(n);
+  if (n > POOL_SIZE / 8) return randomBytes(n);
+  if (poolOffset + n > pool.length) {
+    pool = randomBytes(POOL_SIZE);
+    poolOffset = 0;
+  }
+  const out = Buffer.from(pool.subarray(poolOffset, poolOffset + n));
+  pool.fill(0, poolOffset, poolOffset + n); // drawn bytes do not stay behind in the pool
+  poolOffset += n;
+  return out;
 }

@@ -9,13 +9,11 @@
  */
 import { isIP } from 'node:net';
 
+import type { Endpoint } from '../endpoint.js';
 import { TcpPunchError } from '../errors.js';
 
-/** A network endpoint: a numeric IPv4/IPv6 address and a TCP port. */
-export interface Endpoint {
-  host: string;
-  port: number;
-}
+/** On the wire an endpoint's host is always a numeric IPv4/IPv6 address. */
+export type { Endpoint } from '../endpoint.js';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 const utf8Encoder = new TextEncoder();

@@ -16,8 +16,10 @@
  * knows its session key, so a peer on another node is a proxy whose `sendCoord` ships the clear pair key to that
  * node over an authenticated channel and lets it wrap), `warm` and `rttMs` (state the owning node reports) —
  * and every peer → coordinator message enters through {@link Coordinator.handle}, keyed by coordId, so the owning
- * node forwards a remote peer's messages by calling `handle(proxy, msg)` on the coordinating node. Observe
- * connections reach {@link Coordinator.observe} on the node they connect to, which must be the coordinating one.
+ * node forwards a remote peer's messages by calling `handle(proxy, msg)` on the coordinating node; `peerGone(proxy)`
+ * when that peer's session ends. `lookup` may answer asynchronously (a cluster directory). Observe connections
+ * reach {@link Coordinator.observe} on the node they connect to, which must be the coordinating one (a fallback
+ * attempt's `prepare` can name that node's address when the cluster needs it).
  */
 import { DIRECT_AUTH_TIMEOUT_MS, MIN_ATTEMPT_MS, RESULT_GRACE_MS } from '../protocol/constants.js';
 import { random, safeEqual } from '../protocol/crypto.js';
@@ -28,6 +30,7 @@ import type { FramedSocket } from '../protocol/stream.js';
 import type { ResolvedOptions } from './options.js';
 import { planAttempt, punchHopeless } from './plan.js';
 import type { AttemptPlan, Observation } from './plan.js';
+import { WarmPorts } from './warm.js';
 
 type Role = (typeof ROLES)[number];
 type Outcome = (typeof ATTEMPT_OUTCOMES)[number];
@@ -102,16 +105,6 @@ interface Coordination {
   timer: NodeJS.Timeout | undefined;
 }
 
-/**
- * A connection punched between two warm ports: its 4-tuples stay taken while either side holds its socket, so the
- * pair does not punch warm-to-warm again until both sides released theirs.
- */
-interface WarmLink {
-  readonly key: string;
-  readonly peers: readonly [CoordPeer, CoordPeer];
-  readonly holding: Set<CoordPeer>;
-}
-
 type Limits = Pick<
   ResolvedOptions,
   | 'maxPendingPerPeer'
@@ -124,24 +117,21 @@ type Limits = Pick<
   | 'reversal'
 >;
 
-/** Most warm links remembered per peer; beyond it the peer's further pairs observe fresh ports. */
-const MAX_LINKS_PER_PEER = 256;
-
 /** Coordinates dials between registered peers. */
 export class Coordinator {
   readonly stats: CoordStats = { started: 0, succeeded: 0, failed: 0, cancelled: 0, attempts: 0, warmAttempts: 0 };
   private readonly coords = new Map<string, Coordination>();
   private readonly byPeer = new Map<CoordPeer, Set<Coordination>>();
-  /** The coordination whose punch uses a peer's warm port right now. */
-  private readonly warmBusy = new Map<CoordPeer, Coordination>();
-  private readonly links = new Map<string, WarmLink>();
-  private readonly linksOf = new Map<CoordPeer, Set<WarmLink>>();
+  private readonly warm = new WarmPorts<CoordPeer, Coordination>();
+  /** Peers whose session ended (an asynchronous lookup may answer after that). */
+  private readonly gone = new WeakSet<CoordPeer>();
   private draining = false;
   private drainWaiters: (() => void)[] = [];
 
   constructor(
     private readonly limits: Limits,
-    private readonly lookup: (id: string) => CoordPeer | undefined,
+    /** Finds a registered peer; a cluster answers from its directory (possibly asynchronously). */
+    private readonly lookup: (id: string) => CoordPeer | undefined | Promise<CoordPeer | undefined>,
     private readonly relayGrants?: RelayGrantIssuer,
     private readonly onEnd?: (end: CoordinationEnd) => void,
   ) {}
@@ -179,11 +169,10 @@ export class Coordinator {
 
   /** A peer's control session ended: its dials fail for the other side with `ERR_PEER_OFFLINE`. */
   peerGone(peer: CoordPeer): void {
+    this.gone.add(peer);
     for (const c of [...this.pendingOf(peer)]) this.end(c, 'failed', 'ERR_PEER_OFFLINE', `Peer ${peer.id} went offline`);
     this.byPeer.delete(peer);
-    // Its warm port went with the connection: a new registration punches from another one.
-    for (const link of [...(this.linksOf.get(peer) ?? [])]) this.dropLink(link);
-    this.linksOf.delete(peer);
+    this.warm.forget(peer); // a new registration punches from another port
   }
 
   /** Refuses new dials from now on; resolves once none is in flight. */
@@ -203,7 +192,21 @@ export class Coordinator {
     if (this.draining) return reject('ERR_SERVER_CLOSING', 'The server is shutting down');
     if (msg.path !== 'direct' && !this.relayGrants) return reject('ERR_PATH_UNSUPPORTED', 'This server runs no relay');
     if (msg.target === from.id) return reject('ERR_INVALID_TARGET', 'A peer cannot dial itself');
-    const target = this.lookup(msg.target);
+    const found = this.lookup(msg.target);
+    if (!(found instanceof Promise)) return this.admit(from, msg, found);
+    found.then(
+      (target) => {
+        if (this.gone.has(from)) return; // the dialer left while the directory answered
+        if (this.draining) return reject('ERR_SERVER_CLOSING', 'The server is shutting down');
+        this.admit(from, msg, target);
+      },
+      (err: unknown) => reject('ERR_INTERNAL', `Peer lookup failed: ${String(err)}`),
+    );
+  }
+
+  /** Starts the coordination of `msg` once its target is known. */
+  private admit(from: CoordPeer, msg: Msg<'connect'>, target: CoordPeer | undefined): void {
+    const reject = (code: string, message: string): void => void from.send({ type: 'reject', reqId: msg.reqId, code, message });
     if (!target) return reject('ERR_PEER_OFFLINE', `Peer ${msg.target} is not online`);
     if (this.pendingOf(from).size >= this.limits.maxPendingPerPeer)
       return reject('ERR_TOO_MANY_PENDING', `At most ${this.limits.maxPendingPerPeer} dials may be pending per peer`);
@@ -294,9 +297,9 @@ export class Coordinator {
 
   /** Which port each side of attempt 1 punches from. */
   private warmPorts(c: Coordination): [PortKind, PortKind] {
-    const [a, b] = c.sides.map((s) => (s.peer.warm && !this.warmBusy.has(s.peer) ? 'warm' : 'fresh')) as [PortKind, PortKind];
+    const [a, b] = c.sides.map((s) => (s.peer.warm && !this.warm.isBusy(s.peer) ? 'warm' : 'fresh')) as [PortKind, PortKind];
     // The pair's warm-to-warm 4-tuple is still taken: a fresh port on the dialing side makes new ones.
-    if (a === 'warm' && b === 'warm' && this.linked(c.sides[0].peer, c.sides[1].peer)) return ['fresh', 'warm'];
+    if (a === 'warm' && b === 'warm' && this.warm.linked(c.sides[0].peer, c.sides[1].peer)) return ['fresh', 'warm'];
     return [a, b];
   }
 
@@ -326,10 +329,7 @@ export class Coordinator {
 
   /** A side closed a socket punched from its warm port. */
   private release(from: CoordPeer, msg: Msg<'release'>): void {
-    const link = this.links.get(Buffer.from(msg.coordId).toString('hex'));
-    if (!link || !link.peers.includes(from)) return;
-    link.holding.delete(from);
-    if (link.holding.size === 0) this.dropLink(link);
+    this.warm.release(Buffer.from(msg.coordId).toString('hex'), from);
   }
 
   private pendingOf(peer: CoordPeer): Set<Coordination> {
@@ -437,7 +437,7 @@ export class Coordinator {
   }
 
   private armPunch(c: Coordination, delays: [number, number], timeoutMs: number): void {
-    if (c.sides.every((s) => s.port === 'warm')) this.addLink(c);
+    if (c.sides.every((s) => s.port === 'warm')) this.warm.link(c.key, c.sides[0].peer, c.sides[1].peer);
     const maxDelay = Math.max(...delays);
     this.arm(c, maxDelay + timeoutMs + DIRECT_AUTH_TIMEOUT_MS + RESULT_GRACE_MS, () => this.phaseTimeout(c, 'punch'));
   }
@@ -488,43 +488,17 @@ export class Coordinator {
   }
 
   private occupyWarm(c: Coordination): void {
-    for (const s of c.sides) if (s.port === 'warm') this.warmBusy.set(s.peer, c);
+    for (const s of c.sides) if (s.port === 'warm') this.warm.occupy(s.peer, c);
   }
 
   /** Frees the warm ports `c` occupies (one side's, or all). */
   private freeWarm(c: Coordination, only?: Side): void {
-    for (const s of only ? [only] : c.sides) if (this.warmBusy.get(s.peer) === c) this.warmBusy.delete(s.peer);
-  }
-
-  private linked(a: CoordPeer, b: CoordPeer): boolean {
-    const mine = this.linksOf.get(a);
-    if (mine && mine.size >= MAX_LINKS_PER_PEER) return true;
-    for (const link of mine ?? []) if (link.peers.includes(b)) return true;
-    return false;
-  }
-
-  private addLink(c: Coordination): void {
-    const peers = [c.sides[0].peer, c.sides[1].peer] as const;
-    const link: WarmLink = { key: c.key, peers, holding: new Set(peers) };
-    this.links.set(c.key, link);
-    for (const p of peers) {
-      let set = this.linksOf.get(p);
-      if (!set) this.linksOf.set(p, (set = new Set()));
-      set.add(link);
-    }
+    for (const s of only ? [only] : c.sides) this.warm.free(s.peer, c);
   }
 
   /** The attempt is over: sides that hold no socket of it no longer hold its 4-tuples. */
   private settleLink(c: Coordination, ok: boolean): void {
-    const link = this.links.get(c.key);
-    if (!link) return;
-    for (const s of c.sides) if (!(ok || s.committed)) link.holding.delete(s.peer);
-    if (link.holding.size === 0) this.dropLink(link);
-  }
-
-  private dropLink(link: WarmLink): void {
-    if (this.links.get(link.key) === link) this.links.delete(link.key);
-    for (const p of link.peers) this.linksOf.get(p)?.delete(link);
+    for (const s of c.sides) if (!(ok || s.committed)) this.warm.release(c.key, s.peer);
   }
 
   private end(c: Coordination, outcome: 'ok' | 'failed' | 'cancelled', code: string, message: string): void {
@@ -537,7 +511,8 @@ export class Coordinator {
     this.coords.delete(c.key);
     for (const s of c.sides) {
       this.byPeer.get(s.peer)?.delete(c);
-      s.peer.send({ type: 'end', coordId: c.id, outcome, code, message: truncateUtf8(message, 256) });
+      // A side that has committed is done with this dial and would drop the `end`: one write fewer each.
+      if (!s.committed) s.peer.send({ type: 'end', coordId: c.id, outcome, code, message: truncateUtf8(message, 256) });
     }
     if (outcome === 'ok') this.stats.succeeded++;
     else if (outcome === 'cancelled') this.stats.cancelled++;

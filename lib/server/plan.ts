@@ -4,7 +4,7 @@
  */
 import { isIP } from 'node:net';
 
-import type { Endpoint } from '../protocol/fields.js';
+import type { Endpoint } from '../endpoint.js';
 import type { NAT_MAPPINGS } from '../protocol/messages.js';
 
 /** What the server learnt about one side in an attempt. */

@@ -6,7 +6,7 @@
  * frame (`ERR_UNEXPECTED_MESSAGE`, `ERR_AUTH_FAILED`, `ERR_ID_TAKEN`).
  */
 import { clientProof, deriveIdKey, random, safeEqual, serverProof, sessionKey, wrapPairKey } from '../protocol/crypto.js';
-import type { Endpoint } from '../protocol/fields.js';
+import type { Endpoint } from '../endpoint.js';
 import type { Message, Msg, RelayMsg } from '../protocol/messages.js';
 import type { FramedSocket } from '../protocol/stream.js';
 import type { CoordDraft, CoordPeer, Coordinator } from './coordinator.js';

@@ -64,7 +64,8 @@ export async function startTunnelClient(peer: Peer, options: TunnelClientOptions
   const { peerId, listen, strategy, dialTimeoutMs = 15_000, poolSize = DEFAULT_POOL_SIZE, answerTimeoutMs = 10_000 } = options;
   const { pump = defaultPump, onEvent = () => {}, waitPeerMs = 5000, encrypt = true } = options;
   const key = serviceKey(options.key);
-  const dialOptions: DialOptions = { timeoutMs: dialTimeoutMs, ...(strategy ? { strategy } : {}) };
+  // A name from the command line: dial() validates it (ERR_INVALID_ARG_VALUE) at run time.
+  const dialOptions: DialOptions = { timeoutMs: dialTimeoutMs, ...(strategy ? { strategy: strategy as NonNullable<DialOptions['strategy']> } : {}) };
 
   const dial = async (): Promise<TunnelConnection> => {
     const result = await peer.dial(peerId, dialOptions);

@@ -6,9 +6,9 @@
 //
 // To the parent: { type: 'ready', address } once listening, or { type: 'fatal', code, message }.
 // From the parent: { type: 'stats', seq } → { type: 'stats', seq, stats }; { type: 'close' } → closes and exits.
-import { startProbeServer, startServer } from '../../dist/index.js';
+import { startServer } from '../../dist/index.js';
 
-// `probePorts` (not a ServerOptions field): also open the NAT probe listeners there, as `tcp-punch serve` does.
+// `probePorts` (not a ServerOptions field): the server's NAT probe listeners (`natProbe`), none when absent.
 const { probePorts, ...options } = JSON.parse(process.argv[2] ?? '{}');
 const send = (/** @type {any} */ msg) => {
   if (process.connected) process.send?.(msg);
@@ -16,8 +16,7 @@ const send = (/** @type {any} */ msg) => {
 
 let server;
 try {
-  server = await startServer(options);
-  if (probePorts) await startProbeServer({ host: options.host, ports: probePorts });
+  server = await startServer({ ...options, natProbe: probePorts ? { ports: probePorts } : false });
 } catch (err) {
   send({ type: 'fatal', code: /** @type {any} */ (err)?.code ?? null, message: String(/** @type {any} */ (err)?.message ?? err) });
   process.exit(1);
