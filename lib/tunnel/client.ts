@@ -112,7 +112,8 @@ export async function startTunnelClient(peer: Peer, options: TunnelClientOptions
     };
     for (;;) {
       try {
-        if (!peer.online) {
+        // Spares of the direct path outlive the server: try them before waiting for it.
+        if (!peer.online && pool.ready === 0) {
           wait('the server is away');
           if (!(await untilOnline(peer, started + waitPeerMs - Date.now()))) {
             throw new TcpPunchError('ERR_SERVER_DISCONNECTED', 'the server is away');
