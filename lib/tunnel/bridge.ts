@@ -80,6 +80,10 @@ function pipeBoth(a: Duplex, b: Duplex): Promise<PumpResult> {
     };
     wire(a, b, 'a', (n) => (bytesAToB += n));
     wire(b, a, 'b', (n) => (bytesBToA += n));
+    // Sockets made for the pump are paused (pauseOnConnect, or pause() after connect): a 'data' listener alone
+    // would not start them.
+    a.resume();
+    b.resume();
   });
 }
 

@@ -116,7 +116,8 @@ export async function startTunnelClient(peer: Peer, options: TunnelClientOptions
     };
     for (;;) {
       try {
-        if (!peer.online) {
+        // Spares of the direct path outlive the server: try them before waiting for it.
+        if (!peer.online && pool.ready === 0) {
           wait('the server is away');
           if (!(await untilOnline(peer, started + waitPeerMs - Date.now()))) {
             throw new TcpPunchError('ERR_SERVER_DISCONNECTED', 'the server is away');
@@ -183,8 +184,9 @@ export async function startTunnelClient(peer: Peer, options: TunnelClientOptions
     onEvent({ type: 'close', peerId, path: result.path, ...report });
   };
 
-  // pauseOnConnect: nothing from the local client is read into JS before the pump takes the socket.
-  const server = createServer({ pauseOnConnect: true, noDelay: true }, (local) => void handle(local));
+  // pauseOnConnect: nothing from the local client is read into JS before the pump takes the socket. allowHalfOpen:
+  // a client that has sent everything (FIN) still gets the whole answer when the bytes pass through JS (TLS).
+  const server = createServer({ pauseOnConnect: true, noDelay: true, allowHalfOpen: true }, (local) => void handle(local));
   server.listen(listen.port, listen.host);
   try {
     await Promise.race([once(server, 'listening'), once(server, 'error').then(([err]) => Promise.reject(err))]);

@@ -148,7 +148,7 @@ export function exposeService(peer: Peer, options: ExposeOptions): ExposedServic
 
 function connectTo({ host, port }: Endpoint, timeoutMs: number): Promise<Socket> {
   return new Promise((resolve, reject) => {
-    const socket = connect({ host, port, noDelay: true });
+    const socket = connect({ host, port, noDelay: true, allowHalfOpen: true });
     const timer = setTimeout(() => {
       socket.destroy();
       reject(Object.assign(new Error('timed out'), { code: 'ETIMEDOUT' }));

@@ -10,7 +10,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 
-import { readFirstByte } from '../../lib/tunnel/wire.js';
+import { OPEN, PING, PONG, awaitOpen, readFirstByte } from '../../lib/tunnel/wire.js';
 import { socketPair } from '../helpers/pair.js';
 import { record, scale } from '../reliability/summary.js';
 
@@ -65,5 +65,50 @@ describe('fuzz: tunnel handshake reader', () => {
       { numRuns: runs },
     );
     record('fuzz-tunnel', 'tunnelWire', { runs, outcomes });
+  });
+
+  it('awaitOpen answers every PING before OPEN with one PONG, and refuses any other byte or a byte after OPEN', async () => {
+    const runs = scale(150, 1500);
+    await fc.assert(
+      fc.asyncProperty(
+        fc.array(fc.oneof(fc.constant(PING), fc.constant(PING), fc.constant(OPEN), fc.integer({ min: 0, max: 255 })), { minLength: 1, maxLength: 12 }),
+        fc.integer({ min: 1, max: 4 }),
+        async (bytes, chunk) => {
+          const [a, b] = await socketPair();
+          a.on('error', () => undefined);
+          b.on('error', () => undefined);
+          const pongs: number[] = [];
+          a.on('data', (d: Buffer) => pongs.push(...d));
+          const waiting = awaitOpen(b).then(() => 'open', (err: { code: string }) => err.code);
+          for (let i = 0; i < bytes.length; i += chunk) {
+            a.write(Buffer.from(bytes.slice(i, i + chunk)));
+            await sleep(1);
+          }
+          a.end();
+          const outcome = await waiting;
+          const firstOther = bytes.findIndex((x) => x !== PING);
+          const valid = firstOther === bytes.length - 1 && bytes[firstOther] === OPEN;
+          if (valid) {
+            expect(outcome).toBe('open');
+          } else if (bytes[firstOther] === OPEN) {
+            // Bytes after OPEN: refused if they arrive with it; once OPEN was read alone they are the caller's.
+            expect(['open', 'ERR_TUNNEL_HANDSHAKE']).toContain(outcome);
+          } else {
+            // Closed before OPEN, or a byte out of turn: never an open tunnel.
+            expect(['ECONNRESET', 'ERR_TUNNEL_HANDSHAKE']).toContain(outcome);
+            if (firstOther >= 0 && bytes[firstOther] !== OPEN) expect(outcome).toBe('ERR_TUNNEL_HANDSHAKE');
+          }
+          await sleep(5);
+          const answered = firstOther < 0 ? bytes.length : firstOther;
+          expect(pongs.length).toBeGreaterThanOrEqual(valid ? answered : 0);
+          expect(pongs.every((p) => p === PONG)).toBe(true);
+          expect(pongs.length).toBeLessThanOrEqual(answered);
+          expect(b.listenerCount('readable')).toBe(0);
+          a.destroy();
+          b.destroy();
+        },
+      ),
+      { numRuns: runs },
+    );
   });
 });
