@@ -105,9 +105,15 @@ interface Pending extends Joiner {
   detach: () => void;
 }
 
+/**
+ * A session being pumped. Held for its whole life, so it keeps only what its end needs: side a's claims (the
+ * session id and both peer ids) and both addresses, never the sockets, which the pump owns (the native pump has
+ * destroyed the JS ones; keeping them would pin two dead net.Sockets per idle session).
+ */
 interface Active {
-  info: RelaySessionInfo;
-  joiners: [Joiner, Joiner];
+  claims: RelayTokenClaims;
+  ipA: string;
+  ipB: string;
   session: PumpSession;
   done: Promise<void>;
 }
@@ -307,23 +313,24 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
       });
     } catch (err) {
       const code = (err as TcpPunchError).code === 'ERR_PUMP_SOCKET' ? 'ERR_RELAY_PEER_GONE' : 'ERR_RELAY_INTERNAL';
-      for (const j of [a, b]) this.release(j);
+      for (const j of [a, b]) this.release(j.claims.peer, j.ip);
       for (const j of [a, b]) this.refuse(j.socket, j.ip, code, `The relay could not start: ${(err as Error).message}`, sid);
       this.ended(a.claims, code, code === 'ERR_RELAY_PEER_GONE' ? 'peer-gone' : 'error');
       return;
     }
     this.counts.started++;
-    const active: Active = { info, joiners: [a, b], session, done: session.done.then((r) => this.finish(active, r)) };
+    const active: Active = { claims: a.claims, ipA: a.ip, ipB: b.ip, session, done: session.done.then((r) => this.finish(active, r)) };
     this.active.set(sid, active);
     this.emit('session', info);
   }
 
   private finish(active: Active, r: PumpResult): void {
-    const { info, joiners } = active;
-    this.active.delete(info.sessionId);
-    for (const j of joiners) this.release(j);
+    const { claims } = active;
+    this.active.delete(claims.sid);
+    this.release(claims.peer, active.ipA);
+    this.release(claims.other, active.ipB);
     const code = r.reason === 'eof' ? '' : (CODE_OF[r.reason] ?? r.error ?? 'ERR_RELAY_INTERNAL');
-    this.ended(joiners[0].claims, code, r.reason, r);
+    this.ended(claims, code, r.reason, r);
   }
 
   /** Removes a waiting first side, refuses its connection with `code` and reports the end to both peers. */
@@ -331,14 +338,14 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     if (this.pending.get(p.claims.sid) !== p) return;
     p.detach();
     this.pending.delete(p.claims.sid);
-    this.release(p);
+    this.release(p.claims.peer, p.ip);
     this.refuse(p.socket, p.ip, code, code === 'ERR_RELAY_JOIN_TIMEOUT' ? 'The other side did not join in time' : message, p.claims.sid);
     this.ended(p.claims, code, reason);
   }
 
-  private release(j: Joiner): void {
-    this.perPeer.remove(j.claims.peer);
-    this.perIp.remove(j.ip);
+  private release(peer: string, ip: string): void {
+    this.perPeer.remove(peer);
+    this.perIp.remove(ip);
   }
 
   /** Records how a session ended, tells both peers, and remembers it for late joiners. */
