@@ -82,6 +82,7 @@ export function options(flags, full) {
     relays,
     runs: Math.max(1, Math.round(num(flags.runs, d.runs, 20))),
     churn: Math.max(1, Math.round(num(flags.churn, d.churn, 1_000_000))),
+    budgetSeconds: num(flags.budget, d.budgetSeconds, 3600),
     sessions: Math.round(num(flags.sessions, d.sessions, 9900, 0)),
     peers: Math.round(num(flags.peers, d.peers, 15_000, 0)),
   };

@@ -38,6 +38,7 @@ const HELP = `Usage: node bench/run.mjs [options]
   --lab              connect: also the NAT lab (root; default with --full)
   --rtts LIST        connect: lab RTTs in ms (default 0,20,100)
   --strategies LIST  connect: Peer.dial strategies (default direct,direct-first,relay,relay-first)
+  --budget S         scale: wall-clock cap of each load phase in seconds (default 60; --full 180)
   --churn N          scale: sessions opened and closed per setup-rate figure (default 3000; --full 10000)
   --sessions N       scale: idle relay sessions held at once (default 2000; --full 9000; 0 skips)
   --peers N          scale: peers registered on one rendezvous server (default 2000; --full 10000; 0 skips)
@@ -74,6 +75,7 @@ export async function main(argv) {
         strategies: { type: 'string' },
         sessions: { type: 'string' },
         churn: { type: 'string' },
+        budget: { type: 'string' },
         peers: { type: 'string' },
         relays: { type: 'string' },
         'max-time': { type: 'string' },

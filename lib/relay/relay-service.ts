@@ -115,7 +115,6 @@ interface Active {
   ipA: string;
   ipB: string;
   session: PumpSession;
-  done: Promise<void>;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -268,7 +267,7 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     for (const p of [...this.pending.values()]) this.dropPending(p, 'ERR_RELAY_CLOSED', 'stopped');
     const all = [...this.active.values()];
     for (const a of all) a.session.stop('stopped');
-    await Promise.all(all.map((a) => a.done));
+    await Promise.all(all.map((a) => a.session.done));
   }
 
   private wait(joiner: Joiner): void {
@@ -303,6 +302,7 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     const paired = (side: 'a' | 'b', peer: string): Buffer =>
       encodeRelayFrame('relay-paired', { sessionId: sid, side, peer, maxBytes, maxDurationMs });
     let session: PumpSession;
+    let active: Active | undefined;
     try {
       session = this.pump.start(a.socket, b.socket, {
         maxBytes,
@@ -310,6 +310,7 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
         idleTimeoutMs,
         headA: paired('a', b.claims.peer),
         headB: paired('b', a.claims.peer),
+        onEnd: (r) => this.finish(active!, r), // never synchronous: a session ends on a later turn
       });
     } catch (err) {
       const code = (err as TcpPunchError).code === 'ERR_PUMP_SOCKET' ? 'ERR_RELAY_PEER_GONE' : 'ERR_RELAY_INTERNAL';
@@ -319,7 +320,7 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
       return;
     }
     this.counts.started++;
-    const active: Active = { claims: a.claims, ipA: a.ip, ipB: b.ip, session, done: session.done.then((r) => this.finish(active, r)) };
+    active = { claims: a.claims, ipA: a.ip, ipB: b.ip, session };
     this.active.set(sid, active);
     this.emit('session', info);
   }
