@@ -32,6 +32,8 @@ import {
   request,
   sleep,
   stopChild,
+  summarize,
+  fmtSummary,
   table as textTable,
   tcpSockMem,
 } from './lib/common.mjs';
@@ -46,6 +48,7 @@ const SECRET = 'tcp-punch-bench-secret';
 /**
  * @typedef {object} ScaleOptions
  * @property {string[]} relays relay kinds (see lib/relays.mjs)
+ * @property {number} runs setup-rate runs, every relay once per run in a rotating order
  * @property {number} churn sessions opened and closed per setup-rate figure
  * @property {number} concurrency sessions in flight during setup
  * @property {number} sessions idle sessions held at once
@@ -58,6 +61,7 @@ const SECRET = 'tcp-punch-bench-secret';
 /** @type {ScaleOptions} */
 export const DEFAULTS = {
   relays: ['service-native', 'service-js', 'native', 'js', 'pipe', 'haproxy-splice'],
+  runs: 3,
   churn: 3000,
   concurrency: 50,
   sessions: 2000,
@@ -66,7 +70,7 @@ export const DEFAULTS = {
   budgetSeconds: 60,
 };
 /** @type {ScaleOptions} */
-export const FULL = { ...DEFAULTS, relays: ['service-native', 'service-js', 'native', 'js', 'pipe', 'socat', 'haproxy-splice', 'haproxy-nosplice'], churn: 10_000, sessions: 9000, peers: 10_000, dials: 1000, budgetSeconds: 180 };
+export const FULL = { ...DEFAULTS, relays: ['service-native', 'service-js', 'native', 'js', 'pipe', 'socat', 'haproxy-splice', 'haproxy-nosplice'], runs: 5, churn: 10_000, sessions: 9000, peers: 10_000, dials: 1000, budgetSeconds: 180 };
 
 /** @param {Record<string, any>} flags @param {boolean} full @returns {ScaleOptions} */
 export function options(flags, full) {
@@ -76,8 +80,11 @@ export function options(flags, full) {
   return {
     ...d,
     relays,
-    sessions: Math.round(num(flags.sessions, d.sessions, 9900)),
-    peers: Math.round(num(flags.peers, d.peers, 15_000)),
+    runs: Math.max(1, Math.round(num(flags.runs, d.runs, 20))),
+    churn: Math.max(1, Math.round(num(flags.churn, d.churn, 1_000_000))),
+    budgetSeconds: num(flags.budget, d.budgetSeconds, 3600),
+    sessions: Math.round(num(flags.sessions, d.sessions, 9900, 0)),
+    peers: Math.round(num(flags.peers, d.peers, 15_000, 0)),
   };
 }
 
@@ -85,13 +92,19 @@ export function options(flags, full) {
 export async function run(opts) {
   /** @type {string[]} */
   const notes = [];
-  const setup = [];
-  const idle = [];
-  for (const kind of ['direct', ...opts.relays]) {
-    log(`scale: setup rate, ${kind}`);
-    setup.push(await setupRate(kind, opts));
+  const kinds = ['direct', ...opts.relays];
+  /** @type {Map<string, any[]>} */
+  const runs = new Map(kinds.map((k) => [k, []]));
+  for (let r = 0; r < opts.runs; r++) {
+    // Rotated so that no relay always runs first or last while the machine's load drifts.
+    for (const kind of kinds.map((_, i) => kinds[(i + r) % kinds.length])) {
+      log(`scale: setup rate, ${kind}, run ${r + 1}/${opts.runs}`);
+      runs.get(kind)?.push(await setupRate(kind, opts));
+    }
   }
-  for (const kind of opts.relays) {
+  const setup = kinds.map((kind) => summarizeSetup(kind, runs));
+  const idle = [];
+  for (const kind of opts.sessions > 0 ? opts.relays : []) {
     if (kind === 'socat' && opts.sessions > 1000) {
       idle.push({ kind, label: RELAY_LABELS[kind], note: 'skipped: socat forks a process per session' });
       continue;
@@ -103,11 +116,36 @@ export async function run(opts) {
     'relay service rows: tcp-punch RelayService + listenRelay; a session = two clients joining with a token pair, one byte each way; other relay rows: accept, connect upstream, pump',
   );
   log('scale: rendezvous server');
-  const rendezvous = await rendezvousScale(opts);
+  const rendezvous = opts.peers > 0 ? await rendezvousScale(opts) : { note: 'skipped (--peers 0)' };
   return { name: 'scale', options: opts, setup, idle, rendezvous, notes };
 }
 
 // ------------------------------------------------------------------ relay
+
+/**
+ * A relay's setup figures over the runs: medians, and per run its rate against haproxy's (splice, else no
+ * splice) and the JS-pump service's measured in the same run.
+ * @param {string} kind @param {Map<string, any[]>} runs
+ */
+function summarizeSetup(kind, runs) {
+  const list = runs.get(kind) ?? [];
+  const ok = list.filter((r) => r.perSecond !== undefined);
+  const haproxy = runs.get('haproxy-splice') ?? runs.get('haproxy-nosplice') ?? [];
+  /** @param {any[]} ref */
+  const ratio = (ref) => summarize(list.map((r, i) => (r.perSecond && ref[i]?.perSecond ? r.perSecond / ref[i].perSecond : null)));
+  return {
+    kind,
+    label: RELAY_LABELS[kind],
+    perSecond: summarize(ok.map((r) => r.perSecond)),
+    relayCpuMsPerSession: summarize(ok.map((r) => r.relayCpuMsPerSession)),
+    sessions: ok.reduce((a, r) => a + r.sessions, 0),
+    failed: ok.reduce((a, r) => a + r.failed, 0),
+    codes: ok.find((r) => r.codes)?.codes,
+    vsHaproxy: ratio(haproxy),
+    vsServiceJs: ratio(runs.get('service-js') ?? []),
+    note: list.find((r) => r.note)?.note,
+  };
+}
 
 /** @param {string} kind @param {ScaleOptions} opts */
 async function setupRate(kind, opts) {
@@ -322,18 +360,20 @@ const kbSystem = (b) => (b !== null && b !== undefined && b < 0 ? 'noise' : kb(b
 export function report(section, table = textTable) {
   const o = section.options;
   const out = [
-    `Relay session setup per second (${o.concurrency} at a time, up to ${o.churn}): open, one byte there and back, close; ` +
-      'relay service: both sides join with a token pair',
+    `Relay session setup per second (${o.concurrency} at a time, up to ${o.churn}, median (min–max) of ${o.runs} runs): ` +
+      'open, one byte there and back, close; relay service: both sides join with a token pair. Ratios are per run.',
   ];
   out.push(
     table(
-      ['relay', 'sessions/s', 'relay CPU ms/session', 'ok', 'failed', 'note'],
+      ['relay', 'sessions/s', '× haproxy', '× service JS', 'relay CPU ms/session', 'ok', 'failed', 'note'],
       section.setup.map((/** @type {any} */ r) => [
         r.label,
-        r.perSecond !== undefined ? fmt(r.perSecond, 0) : '—',
-        r.relayCpuMsPerSession !== undefined && r.relayCpuMsPerSession !== null ? fmt(r.relayCpuMsPerSession, 3) : '—',
-        r.sessions !== undefined ? String(r.sessions) : '',
-        r.failed ? `${r.failed} ${JSON.stringify(r.codes ?? {})}` : r.sessions !== undefined ? '0' : '',
+        r.perSecond ? fmtSummary(r.perSecond, 0) : '—',
+        r.vsHaproxy ? fmtSummary(r.vsHaproxy) : '—',
+        r.vsServiceJs ? fmtSummary(r.vsServiceJs) : '—',
+        r.relayCpuMsPerSession ? fmtSummary(r.relayCpuMsPerSession, 3) : '—',
+        String(r.sessions ?? ''),
+        r.failed ? `${r.failed} ${JSON.stringify(r.codes ?? {})}` : '0',
         r.note ?? '',
       ]),
     ),

@@ -24,12 +24,30 @@ struct tp_napi_pump_env_t {
   tp_pump_engine_t* engine = NULL;
   tp_pump_config_t config;
   size_t live = 0;                       // sessions started and not yet reported (JS thread only)
+  uv_check_t* wake = NULL;               // on Node's loop: one I/O-thread wakeup per loop turn that started sessions
   Napi::FunctionReference on_done;
   Napi::AsyncContext* context = NULL;
 };
 
 static tp_napi_pump_env_t* tp_napi_pump_env(Napi::Env env) {
   return tp_napi_state(env)->pump;
+}
+
+// Node's check phase, after the poll phase of the turn that started sessions: hands them all over at once.
+static void tp_napi_pump_on_check(uv_check_t* handle) {
+  tp_napi_pump_env_t* penv = static_cast<tp_napi_pump_env_t*>(handle->data);
+  uv_check_stop(handle);
+  if (penv->engine != NULL) tp_pump_wake(penv->engine);
+}
+
+// Runs before the threadsafe function's finalizer (cleanup hooks run in reverse order of registration): whatever
+// is still queued is handed over, so tp_pump_engine_free() ends those sessions too.
+static void tp_napi_pump_cleanup(void* data) {
+  tp_napi_pump_env_t* penv = static_cast<tp_napi_pump_env_t*>(data);
+  if (penv->engine != NULL) tp_pump_wake(penv->engine);
+  // Its own allocation: libuv finishes the close on a later turn, maybe after penv is gone.
+  uv_close(reinterpret_cast<uv_handle_t*>(penv->wake), [](uv_handle_t* h) { free(h); });
+  penv->wake = NULL;
 }
 
 // On the I/O thread: the result travels in a copy, since the session is freed once this returns.
@@ -131,6 +149,8 @@ Napi::Value tp_napi_pump_start(const Napi::CallbackInfo& info) {
   int err = tp_pump_start(penv->engine, &opts, tp_napi_pump_on_done, penv, &id);
   if (err != 0) throw tp_napi_errno_error(env, err, "pumpStart");
   if (penv->live++ == 0) napi_ref_threadsafe_function(env, penv->tsfn);
+  if (penv->wake != NULL) uv_check_start(penv->wake, tp_napi_pump_on_check);  // a no-op while already started
+  else tp_pump_wake(penv->engine);
   return Napi::Number::New(env, id);
 }
 
@@ -217,5 +237,16 @@ void tp_napi_pump_init(Napi::Env env, tp_napi_state_t* state) {
     throw Napi::Error::New(env, "cannot create the pump's threadsafe function");
   }
   napi_unref_threadsafe_function(env, penv->tsfn);
+  // Without the check handle (no memory), every start wakes the I/O thread itself.
+  uv_loop_t* loop = NULL;
+  uv_check_t* wake = static_cast<uv_check_t*>(malloc(sizeof(uv_check_t)));
+  if (wake != NULL && napi_get_uv_event_loop(env, &loop) == napi_ok && uv_check_init(loop, wake) == 0) {
+    wake->data = penv;
+    uv_unref(reinterpret_cast<uv_handle_t*>(wake));
+    penv->wake = wake;
+    napi_add_env_cleanup_hook(env, tp_napi_pump_cleanup, penv);
+  } else {
+    free(wake);
+  }
   state->pump = penv;
 }

@@ -222,8 +222,11 @@ int tp_pump_start(tp_pump_engine_t* e, const tp_pump_opts_t* opts, tp_pump_done_
   e->started++;
   *id = s->id;
   tp__engine_post(e, cmd);
-  uv_async_send(&e->async);
   return 0;
+}
+
+void tp_pump_wake(tp_pump_engine_t* e) {
+  if (e->thread_started) uv_async_send(&e->async);
 }
 
 int tp_pump_stop(tp_pump_engine_t* e, uint32_t id, tp_pump_reason_t reason) {

@@ -85,10 +85,15 @@ int tp_pump_engine_new(tp_pump_engine_t** out, const tp_pump_config_t* config);
 // Must not be called from the I/O thread (that is, not from a done callback).
 void tp_pump_engine_free(tp_pump_engine_t* engine);
 
-// Starts a session: duplicates both fds at once (the caller may close its own right after) and hands the session
-// to the I/O thread. Returns 0 and the session id, or a negative errno (EMFILE, ENOMEM...) with nothing started.
+// Starts a session: duplicates both fds at once (the caller may close its own right after) and queues the session
+// for the I/O thread, which picks it up at the next tp_pump_wake(). Returns 0 and the session id, or a negative
+// errno (EMFILE, ENOMEM...) with nothing started.
 int tp_pump_start(tp_pump_engine_t* engine, const tp_pump_opts_t* opts, tp_pump_done_cb cb, void* data,
                   uint32_t* id);
+
+// Wakes the I/O thread for the sessions queued since the last wake. Separate from tp_pump_start so that a caller
+// starting many sessions in one turn of its loop pays one thread wakeup for all of them.
+void tp_pump_wake(tp_pump_engine_t* engine);
 
 // Asks the I/O thread to end a session with `reason`. Unknown or finished ids are ignored.
 int tp_pump_stop(tp_pump_engine_t* engine, uint32_t id, tp_pump_reason_t reason);

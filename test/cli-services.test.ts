@@ -16,7 +16,7 @@ import { RELAY_DEFAULTS, relayDefaults } from '../lib/relay/limits.js';
 import { SERVER_DEFAULTS } from '../lib/server/options.js';
 import { runCli, runCliToEnd, type CliProcess } from './helpers/cli.js';
 import { closeServer, listen } from './helpers/net.js';
-import { until } from './helpers/rendezvous.js';
+import { until } from './helpers/poll.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tcp-punch-cli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

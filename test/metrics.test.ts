@@ -7,7 +7,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { Registry } from 'prom-client';
 import { createMetricsRegistry, serverMetrics, tunnelMetrics } from '../lib/metrics.js';
 import { relayDefaults, RELAY_DEFAULTS } from '../lib/relay/limits.js';
-import { LOOSE, peer, server, until } from './helpers/rendezvous.js';
+import { until } from './helpers/poll.js';
+import { LOOSE, peer, server } from './helpers/rendezvous.js';
 
 const cleanup: (() => Promise<unknown> | unknown)[] = [];
 afterEach(async () => {

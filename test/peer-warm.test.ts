@@ -10,7 +10,8 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Peer } from '../lib/peer/peer.js';
 import type { AttemptEvent } from '../lib/peer/types.js';
 import type { RendezvousServer } from '../lib/server/server.js';
-import { LOOSE, echoCheck, peer, server, settleFds, stableFdCount, until } from './helpers/rendezvous.js';
+import { until } from './helpers/poll.js';
+import { LOOSE, echoCheck, peer, server, settleFds, stableFdCount } from './helpers/rendezvous.js';
 
 const cleanup: (() => Promise<unknown> | unknown)[] = [];
 afterEach(async () => {

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
 import { jsPump } from '../lib/relay/pump-js.js';
 import { nativePump, type NativePumpOptions } from '../lib/relay/pump-native.js';
-import type { Pump, PumpOptions, PumpSession } from '../lib/relay/pump-types.js';
+import { type Pump, type PumpOptions, type PumpSession, checkPumpOptions } from '../lib/relay/pump-types.js';
 import { openFds, settledFds } from './helpers/fds.js';
 import { drainHash, sendRandom } from './helpers/net.js';
 import { Acceptor, collect, outcome, writeUntilClosed } from './helpers/relay.js';
@@ -163,6 +163,20 @@ describe.each(variants)('$name pump', ({ pump, extra }) => {
     expect((await session.done).reason).toBe('stopped');
     expect(await aOut).toMatch(/ECONNRESET/);
     expect(await bOut).toMatch(/ECONNRESET/);
+  });
+
+  it('reports the end once to onEnd, with the result done resolves to, also when done is asked for late', async () => {
+    const ends: unknown[] = [];
+    const { a, b, session } = await relayed({ onEnd: (r) => ends.push(r) });
+    a.end('ab');
+    b.end('c');
+    a.resume();
+    b.resume();
+    while (ends.length === 0) await new Promise((r) => setTimeout(r, 5));
+    const result = await session.done;
+    expect(ends).toEqual([result]);
+    expect(result).toMatchObject({ reason: 'eof', bytesAToB: 2, bytesBToA: 1 });
+    expect(() => checkPumpOptions({ onEnd: 'no' as never })).toThrow(TypeError);
   });
 
   it('leaks no fd over 2,000 short sessions', async () => {

@@ -27,7 +27,7 @@ const HELP = `Usage: node bench/run.mjs [options]
   --only LIST        sections to run, comma-separated: ${Object.keys(SECTIONS).join(', ')} (default: all)
   --full             the long variant of every section (5 runs × 5 s throughput, 9,000 relay sessions,
                      10,000 peers, the NAT lab when root): about 20–30 minutes
-  --runs N           throughput: runs per figure (default 3; --full 5)
+  --runs N           throughput, scale setup: runs per figure (default 3; --full 5)
   --seconds S        throughput: seconds per run (default 2; --full 5)
   --streams LIST     throughput: parallel stream counts (default 1,4)
   --directions LIST  throughput: fwd (dialing side sends), rev (default fwd,rev)
@@ -39,8 +39,10 @@ const HELP = `Usage: node bench/run.mjs [options]
   --rtts LIST        connect: lab RTTs in ms (default 0,20,100)
   --loss PCT         connect: lab packet loss per path in % (default 0; each of the two links drops half)
   --strategies LIST  connect: Peer.dial strategies (default direct,direct-first,relay,relay-first)
-  --sessions N       scale: idle relay sessions held at once (default 2000; --full 9000)
-  --peers N          scale: peers registered on one rendezvous server (default 2000; --full 10000)
+  --budget S         scale: wall-clock cap of each load phase in seconds (default 60; --full 180)
+  --churn N          scale: sessions opened and closed per setup-rate figure (default 3000; --full 10000)
+  --sessions N       scale: idle relay sessions held at once (default 2000; --full 9000; 0 skips)
+  --peers N          scale: peers registered on one rendezvous server (default 2000; --full 10000; 0 skips)
   --relays LIST      scale: relays to load (default service-native,service-js,native,js,pipe,haproxy-splice;
                      also socat, haproxy-nosplice)
   --max-time S       micro: seconds per micro-benchmark (default 1; --full 3)
@@ -74,6 +76,8 @@ export async function main(argv) {
         loss: { type: 'string' },
         strategies: { type: 'string' },
         sessions: { type: 'string' },
+        churn: { type: 'string' },
+        budget: { type: 'string' },
         peers: { type: 'string' },
         relays: { type: 'string' },
         'max-time': { type: 'string' },
@@ -180,13 +184,13 @@ export function numList(s, dflt) {
 }
 
 /**
- * A positive number flag.
- * @param {string | undefined} s @param {number} dflt @param {number} [max]
+ * A number flag in min..max (min: a positive number by default).
+ * @param {string | undefined} s @param {number} dflt @param {number} [max] @param {number} [min]
  */
-export function num(s, dflt, max = Infinity) {
+export function num(s, dflt, max = Infinity, min = Number.MIN_VALUE) {
   if (s === undefined) return dflt;
   const v = Number(s);
-  if (!Number.isFinite(v) || v <= 0 || v > max) throw new Error(`bad number "${s}" (1..${max})`);
+  if (!Number.isFinite(v) || v < min || v > max) throw new Error(`bad number "${s}" (${min > 0 ? 'above 0' : min}..${max})`);
   return v;
 }
 

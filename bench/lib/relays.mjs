@@ -81,10 +81,9 @@ export async function startRelay(kind, upstreamPort, opts) {
     case 'native-copy':
     case 'js':
     case 'pipe':
-      return startNodeRelay(kind, upstreamPort, opts);
     case 'service-native':
     case 'service-js':
-      return startRelayService(kind, opts);
+      return startNodeRelay(kind, upstreamPort, opts);
     case 'socat':
       return startSocat(upstreamPort, opts);
     case 'c-splice':
@@ -103,7 +102,9 @@ function missing(kind, note) {
 }
 
 /**
- * @param {'native' | 'native-copy' | 'js' | 'pipe'} kind @param {number} upstreamPort
+ * A Node relay process (relay-proc.mjs): the benchmark relay in front of `upstreamPort` with one of the pumps, or
+ * (`service-*`) tcp-punch's relay service, whose clients join in pairs with tokens signed with `secret`.
+ * @param {'native' | 'native-copy' | 'js' | 'pipe' | 'service-native' | 'service-js'} kind @param {number} upstreamPort
  * @param {{ lifetimeMs: number, pumpConfig?: Record<string, number> }} opts
  * @returns {Promise<Relay>}
  */
@@ -113,8 +114,11 @@ async function startNodeRelay(kind, upstreamPort, opts) {
     execArgv: ['--expose-gc'],
   });
   const pid = /** @type {number} */ (child.pid);
-  const upstream = { host: '127.0.0.1', port: upstreamPort };
-  const r = await request(child, 'listen', { pump: kind, upstream, config: opts.pumpConfig });
+  const service = kind.startsWith('service-');
+  const secret = service ? randomBytes(32).toString('base64url') : undefined;
+  const r = service
+    ? await request(child, 'listen-service', { pump: kind.slice('service-'.length), secret, limits: SERVICE_LIMITS })
+    : await request(child, 'listen', { pump: kind, upstream: { host: '127.0.0.1', port: upstreamPort }, config: opts.pumpConfig });
   if (!r.available) {
     await stopChild(child);
     return missing(kind, r.note);
@@ -123,40 +127,6 @@ async function startNodeRelay(kind, upstreamPort, opts) {
     kind,
     available: true,
     note: r.note,
-    port: r.port,
-    pid,
-    cpuSeconds: () => treeCpuSeconds(pid),
-    stats: (gc = false) => request(child, 'stats', { gc }),
-    idle: async () => {
-      const end = Date.now() + 3000;
-      while (Date.now() < end && (await request(child, 'stats')).open > 0) await sleep(10);
-    },
-    stop: () => stopChild(child),
-  };
-}
-
-/** Limits of the relay service under benchmark: every client is 127.0.0.1, and up to 9,900 sessions at once. */
-export const SERVICE_LIMITS = { maxSessions: 9900, maxSessionsPerIp: 20_000, maxSessionsPerPeer: 1000 };
-
-/**
- * @param {'service-native' | 'service-js'} kind @param {{ lifetimeMs: number }} opts @returns {Promise<Relay>}
- */
-async function startRelayService(kind, opts) {
-  const child = forkChild(path.join(BENCH_DIR, 'lib', 'relay-proc.mjs'), [], {
-    lifetimeMs: opts.lifetimeMs,
-    execArgv: ['--expose-gc'],
-  });
-  const pid = /** @type {number} */ (child.pid);
-  const secret = randomBytes(32).toString('base64url');
-  const pump = kind === 'service-native' ? 'native' : 'js';
-  const r = await request(child, 'listen-service', { pump, secret, limits: SERVICE_LIMITS });
-  if (!r.available) {
-    await stopChild(child);
-    return missing(kind, r.note);
-  }
-  return {
-    kind,
-    available: true,
     port: r.port,
     pid,
     secret,
@@ -169,6 +139,9 @@ async function startRelayService(kind, opts) {
     stop: () => stopChild(child),
   };
 }
+
+/** Limits of the relay service under benchmark: every client is 127.0.0.1, and up to 9,900 sessions at once. */
+export const SERVICE_LIMITS = { maxSessions: 9900, maxSessionsPerIp: 20_000, maxSessionsPerPeer: 1000 };
 
 /** A port that was free a moment ago on 127.0.0.1 (for programs that cannot report the port they got). */
 export async function freePort() {

@@ -39,10 +39,12 @@ class JsPumpSession implements PumpSession {
   private lastActive = Date.now();
   private settled = false;
   private result: Omit<PumpResult, 'bytesAToB' | 'bytesBToA' | 'durationMs'> | undefined;
+  private readonly onEnd: ((r: PumpResult) => void) | undefined;
 
   constructor(a: Socket, b: Socket, options: ReturnType<typeof checkPumpOptions>) {
     this.done = new Promise((resolve) => (this.resolve = resolve));
     this.sockets = [a, b];
+    this.onEnd = options.onEnd;
     this.allowance = options.maxBytes > 0 ? options.maxBytes : Infinity;
     active++;
     for (const s of this.sockets) s.allowHalfOpen = true;
@@ -139,12 +141,9 @@ class JsPumpSession implements PumpSession {
     clearTimeout(this.timer);
     clearTimeout(this.idleTimer);
     active--;
-    this.resolve({
-      bytesAToB: this.bytes[0]!,
-      bytesBToA: this.bytes[1]!,
-      ...this.result,
-      durationMs: Date.now() - this.startedAt,
-    });
+    const r: PumpResult = { bytesAToB: this.bytes[0]!, bytesBToA: this.bytes[1]!, ...this.result, durationMs: Date.now() - this.startedAt };
+    this.onEnd?.(r);
+    this.resolve(r);
   }
 }
 

@@ -44,13 +44,11 @@ interface NativePumpBinding {
    * Starts relaying between two connected stream sockets. The addon duplicates both fds at once: the caller must
    * then close its own (destroy its net.Sockets) in the same tick, before Node can read from them again.
    */
-  pumpStart(fdA: number, fdB: number, options: NativePumpOptions & Omit<PumpOptions, 'splice'>): number;
+  pumpStart(fdA: number, fdB: number, options: NativePumpOptions): number;
   pumpStop(id: number, reason?: PumpStopReason): void;
   pumpStats(): Omit<PumpStats, 'kind'> & Required<NativePumpConfig> & { started: number; completed: number; threadRunning: boolean };
   pumpConfigure(config: NativePumpConfig): void;
 }
-type Native = NativePumpBinding;
-
 /** Pool sizes of the native pump (see native/pipe_pool.h); absent keys keep their value. */
 export interface NativePumpConfig {
   /** Pipes in all, idle or in use (Linux; default 64). 0 disables splice. Each costs 2 fds. */
@@ -72,46 +70,56 @@ export interface NativePumpOptions extends PumpOptions {
 }
 
 /** The addon's pump, unless the addon is absent or predates it. */
-const native: Native | undefined =
-  typeof (binding as Partial<Native> | undefined)?.pumpStart === 'function' ? (binding as unknown as Native) : undefined;
+const native: NativePumpBinding | undefined = (() => {
+  const b = binding as Partial<NativePumpBinding> | undefined;
+  return typeof b?.pumpStart === 'function' && typeof b.pumpOnDone === 'function' ? (b as NativePumpBinding) : undefined;
+})();
 
+/** One running session: its id, its end callback, and `done` made only if someone asks for it. */
 class NativeSession implements PumpSession {
-  readonly done: Promise<PumpResult>;
-  resolve!: (r: PumpResult) => void;
-  finished = false;
+  private result: PumpResult | undefined;
+  private promise: Promise<PumpResult> | undefined;
+  private resolve: ((r: PumpResult) => void) | undefined;
   constructor(
-    private readonly n: Native,
+    private readonly n: NativePumpBinding,
     readonly id: number,
-  ) {
-    this.done = new Promise<PumpResult>((r) => (this.resolve = r));
+    private readonly onEnd: ((r: PumpResult) => void) | undefined,
+  ) {}
+  get done(): Promise<PumpResult> {
+    this.promise ??= this.result ? Promise.resolve(this.result) : new Promise<PumpResult>((r) => (this.resolve = r));
+    return this.promise;
   }
   stop(reason: PumpStopReason = 'stopped'): void {
-    if (!this.finished) this.n.pumpStop(this.id, reason);
+    if (!this.result) this.n.pumpStop(this.id, reason);
+  }
+  end(r: PumpResult): void {
+    this.result = r;
+    this.onEnd?.(r);
+    this.resolve?.(r);
   }
 }
 
-function createNativePump(n: Native): Pump {
+function createNativePump(n: NativePumpBinding): Pump {
   const live = new Map<number, NativeSession>();
   n.pumpOnDone((id, bytesAToB, bytesBToA, reason, error, side, durationMs) => {
     const s = live.get(id);
     if (!s) return;
     live.delete(id);
-    s.finished = true;
     const r: PumpResult = { bytesAToB, bytesBToA, reason, durationMs };
     if (error !== undefined) r.error = error;
     if (side !== undefined) r.side = side;
-    s.resolve(r);
+    s.end(r);
   });
   return {
     kind: 'native',
     start(a: Socket, b: Socket, options: NativePumpOptions = {}): PumpSession {
       checkPumpSockets(a, b);
-      const { maxBytes, maxDurationMs, idleTimeoutMs, headA, headB } = checkPumpOptions(options);
+      const { maxBytes, maxDurationMs, idleTimeoutMs, headA, headB, onEnd } = checkPumpOptions(options);
       const fdA = fdOf(a, 'a', 'ERR_PUMP_SOCKET');
       const fdB = fdOf(b, 'b', 'ERR_PUMP_SOCKET');
       let id: number;
       try {
-        const opts: Parameters<Native['pumpStart']>[2] = { maxBytes, maxDurationMs, idleTimeoutMs };
+        const opts: Parameters<NativePumpBinding['pumpStart']>[2] = { maxBytes, maxDurationMs, idleTimeoutMs };
         if (headA) opts.headA = headA;
         if (headB) opts.headB = headB;
         if (options.splice === false) opts.splice = false;
@@ -122,7 +130,7 @@ function createNativePump(n: Native): Pump {
       // Same tick as the dup: Node never reads these sockets again. Their 'close' events still fire.
       a.destroy();
       b.destroy();
-      const session = new NativeSession(n, id);
+      const session = new NativeSession(n, id, onEnd);
       live.set(id, session);
       return session;
     },
@@ -159,6 +167,6 @@ export function configureNativePump(config: NativePumpConfig): void {
 export const nativePumpBinding: NativePumpBinding | undefined = native;
 
 /** @internal The native pump's raw counters and configuration, for tests and metrics. */
-export function nativePumpStats(): ReturnType<Native['pumpStats']> | undefined {
+export function nativePumpStats(): ReturnType<NativePumpBinding['pumpStats']> | undefined {
   return native?.pumpStats();
 }

@@ -105,11 +105,16 @@ interface Pending extends Joiner {
   detach: () => void;
 }
 
+/**
+ * A session being pumped. Held for its whole life, so it keeps only what its end needs: side a's claims (the
+ * session id and both peer ids) and both addresses, never the sockets, which the pump owns (the native pump has
+ * destroyed the JS ones; keeping them would pin two dead net.Sockets per idle session).
+ */
 interface Active {
-  info: RelaySessionInfo;
-  joiners: [Joiner, Joiner];
+  claims: RelayTokenClaims;
+  ipA: string;
+  ipB: string;
   session: PumpSession;
-  done: Promise<void>;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -262,7 +267,7 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     for (const p of [...this.pending.values()]) this.dropPending(p, 'ERR_RELAY_CLOSED', 'stopped');
     const all = [...this.active.values()];
     for (const a of all) a.session.stop('stopped');
-    await Promise.all(all.map((a) => a.done));
+    await Promise.all(all.map((a) => a.session.done));
   }
 
   private wait(joiner: Joiner): void {
@@ -297,6 +302,7 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     const paired = (side: 'a' | 'b', peer: string): Buffer =>
       encodeRelayFrame('relay-paired', { sessionId: sid, side, peer, maxBytes, maxDurationMs });
     let session: PumpSession;
+    let active: Active | undefined;
     try {
       session = this.pump.start(a.socket, b.socket, {
         maxBytes,
@@ -304,26 +310,28 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
         idleTimeoutMs,
         headA: paired('a', b.claims.peer),
         headB: paired('b', a.claims.peer),
+        onEnd: (r) => this.finish(active!, r), // never synchronous: a session ends on a later turn
       });
     } catch (err) {
       const code = (err as TcpPunchError).code === 'ERR_PUMP_SOCKET' ? 'ERR_RELAY_PEER_GONE' : 'ERR_RELAY_INTERNAL';
-      for (const j of [a, b]) this.release(j);
+      for (const j of [a, b]) this.release(j.claims.peer, j.ip);
       for (const j of [a, b]) this.refuse(j.socket, j.ip, code, `The relay could not start: ${(err as Error).message}`, sid);
       this.ended(a.claims, code, code === 'ERR_RELAY_PEER_GONE' ? 'peer-gone' : 'error');
       return;
     }
     this.counts.started++;
-    const active: Active = { info, joiners: [a, b], session, done: session.done.then((r) => this.finish(active, r)) };
+    active = { claims: a.claims, ipA: a.ip, ipB: b.ip, session };
     this.active.set(sid, active);
     this.emit('session', info);
   }
 
   private finish(active: Active, r: PumpResult): void {
-    const { info, joiners } = active;
-    this.active.delete(info.sessionId);
-    for (const j of joiners) this.release(j);
+    const { claims } = active;
+    this.active.delete(claims.sid);
+    this.release(claims.peer, active.ipA);
+    this.release(claims.other, active.ipB);
     const code = r.reason === 'eof' ? '' : (CODE_OF[r.reason] ?? r.error ?? 'ERR_RELAY_INTERNAL');
-    this.ended(joiners[0].claims, code, r.reason, r);
+    this.ended(claims, code, r.reason, r);
   }
 
   /** Removes a waiting first side, refuses its connection with `code` and reports the end to both peers. */
@@ -331,14 +339,14 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     if (this.pending.get(p.claims.sid) !== p) return;
     p.detach();
     this.pending.delete(p.claims.sid);
-    this.release(p);
+    this.release(p.claims.peer, p.ip);
     this.refuse(p.socket, p.ip, code, code === 'ERR_RELAY_JOIN_TIMEOUT' ? 'The other side did not join in time' : message, p.claims.sid);
     this.ended(p.claims, code, reason);
   }
 
-  private release(j: Joiner): void {
-    this.perPeer.remove(j.claims.peer);
-    this.perIp.remove(j.ip);
+  private release(peer: string, ip: string): void {
+    this.perPeer.remove(peer);
+    this.perIp.remove(ip);
   }
 
   /** Records how a session ended, tells both peers, and remembers it for late joiners. */
