@@ -20,3 +20,5 @@ export { SharedLimits } from './shared-limits.js';
 export type { ClusterCounters, ClusterLog, DropReason } from './stats.js';
 export { CoordRoutes, RemotePeer } from './remote.js';
 export type { CoordRoutesOptions } from './remote.js';
+export { ClusterBridge } from './bridge.js';
+export type { BridgeServer, LocalPeer } from './bridge.js';
