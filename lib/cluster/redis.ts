@@ -11,6 +11,13 @@ import type { RedisOptions } from 'ioredis';
 
 import { TcpPunchError, invalidArgType } from '../errors.js';
 
+/**
+ * Lua that sets `now` to the Redis server's clock in ms: scripts that expire things use Redis's clock, never the
+ * nodes' (which may disagree).
+ */
+export const LUA_NOW_MS = `local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
+
 /** Where the cluster's Redis is: a `redis://[:password@]host:port[/db]` URL, or ioredis options (Sentinel...). */
 export type RedisTarget = string | RedisOptions;
 
