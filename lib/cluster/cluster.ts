@@ -65,7 +65,8 @@ export interface ClusterHooks {
   load?(): { peers: number; relaySessions: number };
 }
 
-const NODE_ID = /^[A-Za-z0-9._-]{1,64}$/;
+/** What a node id may be (it appears in lease values, after a `|`, and in key names). */
+export const NODE_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 
 /** A node of a cluster; create it with {@link startCluster}. */
 export class Cluster {
@@ -232,7 +233,7 @@ export async function startCluster(options: ClusterOptions, hooks: ClusterHooks)
   if (typeof options !== 'object' || options === null) throw invalidArgType('options.cluster', 'an object', options);
   validateRedisTarget(options.redis);
   const nodeId = options.nodeId ?? `node-${randomBytes(6).toString('hex')}`;
-  if (typeof nodeId !== 'string' || !NODE_ID.test(nodeId))
+  if (typeof nodeId !== 'string' || !NODE_ID_PATTERN.test(nodeId))
     throw invalidArgValue('options.cluster.nodeId', 'must be 1..64 characters of A-Z a-z 0-9 . _ -', nodeId);
   validateAdvertise(options.advertise);
   if (options.keyPrefix !== undefined && (typeof options.keyPrefix !== 'string' || !/^[A-Za-z0-9._-]{1,32}$/.test(options.keyPrefix)))
@@ -259,14 +260,15 @@ export async function startCluster(options: ClusterOptions, hooks: ClusterHooks)
   return cluster;
 }
 
-function validateAdvertise(advertise: unknown): void {
-  const bad = (): RangeError => invalidArgValue('options.cluster.advertise', 'must be "host:port"', advertise);
-  if (typeof advertise !== 'string') throw invalidArgType('options.cluster.advertise', 'a "host:port" string', advertise);
+/** Checks a `host:port` advertise address (`name` is the option or flag named in the error). */
+export function validateAdvertise(advertise: unknown, name = 'options.cluster.advertise'): void {
+  const bad = (): RangeError => invalidArgValue(name, 'must be "host:port"', advertise);
+  if (typeof advertise !== 'string') throw invalidArgType(name, 'a "host:port" string', advertise);
   let url: URL;
   try {
     url = new URL(`tcp://${advertise}`);
   } catch {
     throw bad();
   }
-  if (!url.hostname || !url.port || url.pathname !== '' || url.username || `${url.host}` !== advertise.toLowerCase()) throw bad();
+  if (!url.hostname || !(Number(url.port) >= 1) || url.pathname !== '' || url.username || `${url.host}` !== advertise.toLowerCase()) throw bad();
 }

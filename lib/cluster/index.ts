@@ -22,3 +22,5 @@ export { CoordRoutes, RemotePeer } from './remote.js';
 export type { CoordRoutesOptions } from './remote.js';
 export { ClusterBridge } from './bridge.js';
 export type { BridgeServer, LocalPeer } from './bridge.js';
+export { CLUSTER_ENV, clusterFromFlags } from './flags.js';
+export type { ClusterFlags } from './flags.js';

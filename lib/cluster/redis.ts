@@ -37,12 +37,13 @@ export interface ConnectRedisOptions {
 export function validateRedisTarget(target: unknown, name = 'options.cluster.redis'): asserts target is RedisTarget {
   if (typeof target === 'string') {
     let url: URL;
+    // The value goes into the message redacted: a mistyped URL may still carry a password.
     try {
       url = new URL(target);
     } catch {
-      throw invalidArgType(name, 'a redis:// or rediss:// URL', target);
+      throw invalidArgType(name, 'a redis:// or rediss:// URL', redactRedis(target));
     }
-    if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') throw invalidArgType(name, 'a redis:// or rediss:// URL', target);
+    if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') throw invalidArgType(name, 'a redis:// or rediss:// URL', redactRedis(target));
     return;
   }
   if (typeof target !== 'object' || target === null) throw invalidArgType(name, 'a redis:// URL or ioredis options', target);
