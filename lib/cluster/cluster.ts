@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 
 import type { Redis } from 'ioredis';
 
+import { validateInteger } from '../endpoint.js';
 import { TcpPunchError, invalidArgType, invalidArgValue } from '../errors.js';
 import type { Message } from '../protocol/index.js';
 import { ClusterBus } from './bus.js';
@@ -238,6 +239,11 @@ export async function startCluster(options: ClusterOptions, hooks: ClusterHooks)
   validateAdvertise(options.advertise);
   if (options.keyPrefix !== undefined && (typeof options.keyPrefix !== 'string' || !/^[A-Za-z0-9._-]{1,32}$/.test(options.keyPrefix)))
     throw invalidArgValue('options.cluster.keyPrefix', 'must be 1..32 characters of A-Z a-z 0-9 . _ -', options.keyPrefix);
+  const ranges = { leaseTtlMs: [100, 3_600_000], heartbeatMs: [50, 60_000], onlineTtlMs: [1000, 365 * 86_400_000], connectTimeoutMs: [1, 600_000] } as const;
+  for (const [name, [min, max]] of Object.entries(ranges)) {
+    const v = (options as unknown as Record<string, unknown>)[name];
+    if (v !== undefined) validateInteger(v, `options.cluster.${name}`, min, max);
+  }
   const keys = deriveClusterKeys(options.secret);
   const connect = { ...(options.connectTimeoutMs ? { connectTimeoutMs: options.connectTimeoutMs } : {}) };
   const redis = await connectRedis(options.redis, { ...connect, name: `tcp-punch-${nodeId}` });
