@@ -126,7 +126,18 @@ describe.skipIf(redisMissing)(`cluster bus (${redisMissing ?? 'real redis-server
     const owner = await a.cluster.directory.ownerOf('bob');
     expect(owner).toMatchObject({ nodeId: 'n2', advertise: b.cluster.advertise });
     expect(await a.cluster.directory.ownerOf('nobody')).toBeUndefined();
-    expect(a.cluster.stats().clusterPeers).toBeGreaterThanOrEqual(3);
+    const st = a.cluster.stats();
+    expect(st.clusterPeers).toBeGreaterThanOrEqual(3);
+    expect(st.nodesUp).toBe(3);
+    expect(st.redis.connected).toBe(true);
+    expect(Number.isFinite(st.redis.rttMs) && st.redis.rttMs > 0).toBe(true);
+    expect(st.leases.held).toBe(a.cluster.leases.size);
+    expect(st.leases.claims).toBeGreaterThanOrEqual(2);
+    expect(st.bus.received).toBeGreaterThan(0);
+    a.cluster.recordCrossNodeDial('ok');
+    a.cluster.recordCrossNodeDial('ERR_PEER_OFFLINE');
+    a.cluster.recordCrossNodeDial('ok');
+    expect(a.cluster.stats().crossNodeDials).toEqual({ ok: 2, ERR_PEER_OFFLINE: 1 });
     // A node that beats once and then falls silent (a crash) is down after two missed heartbeats.
     const redis = await connectRedis(server.url);
     const ghostLeases = new Leases({ redis, keys, nodeId: 'ghost', counters: newCounters(), log: () => undefined });
