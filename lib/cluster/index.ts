@@ -24,3 +24,5 @@ export { ClusterBridge } from './bridge.js';
 export type { BridgeServer, LocalPeer } from './bridge.js';
 export { CLUSTER_ENV, clusterFromFlags } from './flags.js';
 export type { ClusterFlags } from './flags.js';
+export { RelayAdmission } from './relay-admission.js';
+export type { AdmissionResult, RelayAdmissionLimits, RelaySide } from './relay-admission.js';
