@@ -15,7 +15,8 @@
  *
  * Every lease is renewed every `ttlMs / 3`, in batches of one script call per 200 leases (one slot per batch is a
  * Redis Cluster requirement: group a batch by slot there), and re-asserted as soon as Redis is back. A lease
- * that could not be renewed for `ttlMs` (Redis unreachable) is given up: the node no longer claims an id it cannot
+ * whose next renewal could come too late (Redis unreachable for two thirds of `ttlMs`: it would lapse before the
+ * tick after) is given up: the node no longer claims an id it cannot
  * prove, emits `lost` with reason `expired` and logs it; the server then closes that peer's control connection so
  * the peer registers again (here or elsewhere) once Redis answers.
  */
@@ -134,6 +135,7 @@ type Reply = [string, string?, string?];
 /** The leases this node holds, kept alive in Redis. */
 export class Leases extends EventEmitter<LeaseEvents> {
   readonly ttlMs: number;
+  private readonly renewEveryMs: number;
   private readonly held = new Map<string, Held>();
   private readonly timer: NodeJS.Timeout;
   private renewing: Promise<void> | undefined;
@@ -145,7 +147,8 @@ export class Leases extends EventEmitter<LeaseEvents> {
     o.redis.defineCommand('tpLeaseClaim', { numberOfKeys: 1, lua: CLAIM });
     o.redis.defineCommand('tpLeaseAssertMany', { lua: ASSERT_MANY });
     o.redis.defineCommand('tpLeaseRelease', { numberOfKeys: 1, lua: RELEASE });
-    this.timer = setInterval(() => void this.renewAll(), Math.max(10, Math.floor(this.ttlMs / 3)));
+    this.renewEveryMs = Math.max(10, Math.floor(this.ttlMs / 3));
+    this.timer = setInterval(() => void this.renewAll(), this.renewEveryMs);
     this.timer.unref();
   }
 
@@ -240,7 +243,9 @@ export class Leases extends EventEmitter<LeaseEvents> {
     } catch {
       this.o.counters.leases.errors++;
       for (const [peerId, h] of batch)
-        if (this.held.get(peerId) === h && performance.now() - h.provenAt >= this.ttlMs) this.expire(peerId, h);
+        // Give up at the last tick before Redis would expire the lease, so that no moment exists at which Redis
+        // lets another node claim the id while this one still claims it.
+        if (this.held.get(peerId) === h && performance.now() - h.provenAt + this.renewEveryMs >= this.ttlMs) this.expire(peerId, h);
       return;
     }
     batch.forEach(([peerId, h], i) => {
