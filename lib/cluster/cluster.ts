@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 
 import type { Redis } from 'ioredis';
 
+import { validateInteger } from '../endpoint.js';
 import { TcpPunchError, invalidArgType, invalidArgValue } from '../errors.js';
 import type { Message } from '../protocol/index.js';
 import { ClusterBus } from './bus.js';
@@ -65,7 +66,8 @@ export interface ClusterHooks {
   load?(): { peers: number; relaySessions: number };
 }
 
-const NODE_ID = /^[A-Za-z0-9._-]{1,64}$/;
+/** What a node id may be (it appears in lease values, after a `|`, and in key names). */
+export const NODE_ID_PATTERN = /^[A-Za-z0-9._-]{1,64}$/;
 
 /** A node of a cluster; create it with {@link startCluster}. */
 export class Cluster {
@@ -232,11 +234,16 @@ export async function startCluster(options: ClusterOptions, hooks: ClusterHooks)
   if (typeof options !== 'object' || options === null) throw invalidArgType('options.cluster', 'an object', options);
   validateRedisTarget(options.redis);
   const nodeId = options.nodeId ?? `node-${randomBytes(6).toString('hex')}`;
-  if (typeof nodeId !== 'string' || !NODE_ID.test(nodeId))
+  if (typeof nodeId !== 'string' || !NODE_ID_PATTERN.test(nodeId))
     throw invalidArgValue('options.cluster.nodeId', 'must be 1..64 characters of A-Z a-z 0-9 . _ -', nodeId);
   validateAdvertise(options.advertise);
   if (options.keyPrefix !== undefined && (typeof options.keyPrefix !== 'string' || !/^[A-Za-z0-9._-]{1,32}$/.test(options.keyPrefix)))
     throw invalidArgValue('options.cluster.keyPrefix', 'must be 1..32 characters of A-Z a-z 0-9 . _ -', options.keyPrefix);
+  const ranges = { leaseTtlMs: [100, 3_600_000], heartbeatMs: [50, 60_000], onlineTtlMs: [1000, 365 * 86_400_000], connectTimeoutMs: [1, 600_000] } as const;
+  for (const [name, [min, max]] of Object.entries(ranges)) {
+    const v = (options as unknown as Record<string, unknown>)[name];
+    if (v !== undefined) validateInteger(v, `options.cluster.${name}`, min, max);
+  }
   const keys = deriveClusterKeys(options.secret);
   const connect = { ...(options.connectTimeoutMs ? { connectTimeoutMs: options.connectTimeoutMs } : {}) };
   const redis = await connectRedis(options.redis, { ...connect, name: `tcp-punch-${nodeId}` });
@@ -259,14 +266,15 @@ export async function startCluster(options: ClusterOptions, hooks: ClusterHooks)
   return cluster;
 }
 
-function validateAdvertise(advertise: unknown): void {
-  const bad = (): RangeError => invalidArgValue('options.cluster.advertise', 'must be "host:port"', advertise);
-  if (typeof advertise !== 'string') throw invalidArgType('options.cluster.advertise', 'a "host:port" string', advertise);
+/** Checks a `host:port` advertise address (`name` is the option or flag named in the error). */
+export function validateAdvertise(advertise: unknown, name = 'options.cluster.advertise'): void {
+  const bad = (): RangeError => invalidArgValue(name, 'must be "host:port"', advertise);
+  if (typeof advertise !== 'string') throw invalidArgType(name, 'a "host:port" string', advertise);
   let url: URL;
   try {
     url = new URL(`tcp://${advertise}`);
   } catch {
     throw bad();
   }
-  if (!url.hostname || !url.port || url.pathname !== '' || url.username || `${url.host}` !== advertise.toLowerCase()) throw bad();
+  if (!url.hostname || !(Number(url.port) >= 1) || url.pathname !== '' || url.username || `${url.host}` !== advertise.toLowerCase()) throw bad();
 }

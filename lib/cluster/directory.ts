@@ -16,9 +16,14 @@ import { TcpPunchError } from '../errors.js';
 import { open, seal } from './crypto.js';
 import type { ClusterKeyspace } from './keys.js';
 import type { Leases } from './leases.js';
-import { callScript, measureRtt } from './redis.js';
+import { LUA_NOW_MS, callScript, measureRtt } from './redis.js';
 import { recordRtt } from './stats.js';
 import type { ClusterCounters, ClusterLog } from './stats.js';
+
+/** Missed heartbeats after which a node is down: two, and half a beat for jitter. */
+const DOWN_AFTER_BEATS = 2.5;
+/** Records older than this many beats are swept. */
+const SWEEP_AFTER_BEATS = 10;
 
 /** One node as the directory knows it. */
 export interface NodeInfo {
@@ -36,8 +41,7 @@ export interface NodeInfo {
 
 /** ARGV: nodeId, record, downAfterMs, sweepAfterMs. Returns the live records (id, record, id, record...). */
 const BEAT = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+${LUA_NOW_MS}
 if ARGV[2] ~= '' then
   redis.call('ZADD', KEYS[1], now, ARGV[1])
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
@@ -148,7 +152,7 @@ export class NodeDirectory extends EventEmitter<DirectoryEvents> {
     const record = announce ? this.record() : '';
     const reply = await callScript<Buffer[]>(
       this.o.redis, 'tpNodeBeatBuffer',
-      this.o.keys.nodesSeen, this.o.keys.nodesInfo, this.o.nodeId, record, Math.round(this.heartbeatMs * 2.5), this.heartbeatMs * 10,
+      this.o.keys.nodesSeen, this.o.keys.nodesInfo, this.o.nodeId, record, Math.round(this.heartbeatMs * DOWN_AFTER_BEATS), this.heartbeatMs * SWEEP_AFTER_BEATS,
     );
     const next = new Map<string, NodeInfo>();
     for (let i = 0; i + 1 < reply.length; i += 2) {
@@ -158,7 +162,7 @@ export class NodeDirectory extends EventEmitter<DirectoryEvents> {
     }
     const before = this.live;
     // Just after a reconnect (Redis restarted empty) the others have not beaten again yet: they are not down.
-    if (performance.now() - this.connectedSince < this.heartbeatMs * 2.5)
+    if (performance.now() - this.connectedSince < this.heartbeatMs * DOWN_AFTER_BEATS)
       for (const [id, info] of before) if (!next.has(id)) next.set(id, info);
     this.live = next;
     counters.nodesUp = next.size;

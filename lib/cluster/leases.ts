@@ -13,8 +13,10 @@
  *   ours is the newer claim and replaces it.
  * - release: delete the lease only if it is still ours.
  *
- * Every lease is renewed every `ttlMs / 3` and re-asserted as soon as the connection to Redis is back. A lease
- * that could not be renewed for `ttlMs` (Redis unreachable) is given up: the node no longer claims an id it cannot
+ * Every lease is renewed every `ttlMs / 3`, in batches of one script call per 200 leases (one slot per batch is a
+ * Redis Cluster requirement: group a batch by slot there), and re-asserted as soon as Redis is back. A lease
+ * whose next renewal could come too late (Redis unreachable for two thirds of `ttlMs`: it would lapse before the
+ * tick after) is given up: the node no longer claims an id it cannot
  * prove, emits `lost` with reason `expired` and logs it; the server then closes that peer's control connection so
  * the peer registers again (here or elsewhere) once Redis answers.
  */
@@ -49,21 +51,42 @@ redis.call('SET', KEYS[1], val, 'PX', ARGV[2])
 return {'ok', val, cur or ''}
 `;
 
-/** ARGV: nodeId, epoch, ttlMs. Returns {'ok'} | {'restored'} | {'won', previous} | {'lost', current}. */
-const ASSERT = `${PARSE}
-local mine = ARGV[2] .. '|' .. ARGV[1]
-local cur = redis.call('GET', KEYS[1])
-if cur == mine then redis.call('PEXPIRE', KEYS[1], ARGV[3]) return {'ok'} end
-if not cur then
-  redis.call('SET', KEYS[1], mine, 'PX', ARGV[3])
-  return {'restored'}
+/**
+ * Asserts a batch of leases: KEYS are lease keys, ARGV = nodeId, ttlMs, then the epoch of each key. Returns two
+ * entries per key: 'ok' | 'restored' | 'won' (with the lease it replaced) | 'lost' (with the current one), and the
+ * other lease or ''.
+ */
+const ASSERT_MANY = `${PARSE}
+local node, ttl = ARGV[1], ARGV[2]
+local out = {}
+for i, key in ipairs(KEYS) do
+  local epochStr = ARGV[i + 2]
+  local mine = epochStr .. '|' .. node
+  local cur = redis.call('GET', key)
+  local status = 'ok'
+  if cur == mine then
+    redis.call('PEXPIRE', key, ttl)
+  elseif not cur then
+    redis.call('SET', key, mine, 'PX', ttl)
+    status = 'restored'
+  else
+    local curEpoch, curNode = parse(cur)
+    local epoch = tonumber(epochStr)
+    if curEpoch > epoch or (curEpoch == epoch and curNode > node) then
+      status = 'lost'
+    else
+      redis.call('SET', key, mine, 'PX', ttl)
+      status = 'won'
+    end
+  end
+  table.insert(out, status)
+  table.insert(out, (cur ~= mine and cur) or '')
 end
-local curEpoch, curNode = parse(cur)
-local epoch = tonumber(ARGV[2])
-if curEpoch > epoch or (curEpoch == epoch and curNode > ARGV[1]) then return {'lost', cur} end
-redis.call('SET', KEYS[1], mine, 'PX', ARGV[3])
-return {'won', cur}
+return out
 `;
+
+/** Leases asserted per script call: one round trip per batch, short enough not to stall Redis. */
+const RENEW_BATCH = 200;
 
 /** ARGV: nodeId, epoch. */
 const RELEASE = `
@@ -108,9 +131,11 @@ interface Held {
 
 type Reply = [string, string?, string?];
 
+
 /** The leases this node holds, kept alive in Redis. */
 export class Leases extends EventEmitter<LeaseEvents> {
   readonly ttlMs: number;
+  private readonly renewEveryMs: number;
   private readonly held = new Map<string, Held>();
   private readonly timer: NodeJS.Timeout;
   private renewing: Promise<void> | undefined;
@@ -120,9 +145,10 @@ export class Leases extends EventEmitter<LeaseEvents> {
     super();
     this.ttlMs = o.ttlMs ?? 15_000;
     o.redis.defineCommand('tpLeaseClaim', { numberOfKeys: 1, lua: CLAIM });
-    o.redis.defineCommand('tpLeaseAssert', { numberOfKeys: 1, lua: ASSERT });
+    o.redis.defineCommand('tpLeaseAssertMany', { lua: ASSERT_MANY });
     o.redis.defineCommand('tpLeaseRelease', { numberOfKeys: 1, lua: RELEASE });
-    this.timer = setInterval(() => void this.renewAll(), Math.max(10, Math.floor(this.ttlMs / 3)));
+    this.renewEveryMs = Math.max(10, Math.floor(this.ttlMs / 3));
+    this.timer = setInterval(() => void this.renewAll(), this.renewEveryMs);
     this.timer.unref();
   }
 
@@ -200,26 +226,38 @@ export class Leases extends EventEmitter<LeaseEvents> {
 
   private async renewPass(): Promise<void> {
     if (this.closed) return;
-    const now = performance.now();
-    await Promise.all(
-      [...this.held].map(async ([peerId, h]) => {
-        let reply: Reply;
-        try {
-          reply = (await this.cmd('tpLeaseAssert', this.o.keys.lease(peerId), this.o.nodeId, h.epoch, this.ttlMs)) as Reply;
-        } catch {
-          this.o.counters.leases.errors++;
-          if (this.held.get(peerId) === h && performance.now() - h.provenAt >= this.ttlMs) this.expire(peerId, h);
-          return;
-        }
-        if (this.held.get(peerId) !== h) return; // released or re-claimed meanwhile
-        if (reply[0] === 'lost') return this.lose(peerId, 'stolen', parseHolder(reply[1]));
-        h.provenAt = now;
-        this.o.counters.leases.renewals++;
-        if (reply[0] === 'restored') this.o.counters.leases.restored++;
-        const previous = parseHolder(reply[1]);
-        if (reply[0] === 'won' && previous && previous.node !== this.o.nodeId) this.emit('took', peerId, previous, h.epoch);
-      }),
-    );
+    const all = [...this.held];
+    const batches: (typeof all)[] = [];
+    for (let i = 0; i < all.length; i += RENEW_BATCH) batches.push(all.slice(i, i + RENEW_BATCH));
+    await Promise.all(batches.map((b) => this.renewBatch(b)));
+  }
+
+  private async renewBatch(batch: [string, Held][]): Promise<void> {
+    const sentAt = performance.now();
+    let reply: string[];
+    try {
+      reply = await this.cmd(
+        'tpLeaseAssertMany', batch.length, ...batch.map(([id]) => this.o.keys.lease(id)), this.o.nodeId, this.ttlMs,
+        ...batch.map(([, h]) => h.epoch),
+      ) as string[];
+    } catch {
+      this.o.counters.leases.errors++;
+      for (const [peerId, h] of batch)
+        // Give up at the last tick before Redis would expire the lease, so that no moment exists at which Redis
+        // lets another node claim the id while this one still claims it.
+        if (this.held.get(peerId) === h && performance.now() - h.provenAt + this.renewEveryMs >= this.ttlMs) this.expire(peerId, h);
+      return;
+    }
+    batch.forEach(([peerId, h], i) => {
+      const status = reply[2 * i];
+      const other = parseHolder(reply[2 * i + 1]);
+      if (this.held.get(peerId) !== h) return; // released or re-claimed meanwhile
+      if (status === 'lost') return this.lose(peerId, 'stolen', other);
+      h.provenAt = sentAt;
+      this.o.counters.leases.renewals++;
+      if (status === 'restored') this.o.counters.leases.restored++;
+      if (status === 'won' && other && other.node !== this.o.nodeId) this.emit('took', peerId, other, h.epoch);
+    });
   }
 
   private expire(peerId: string, h: Held): void {

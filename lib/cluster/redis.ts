@@ -11,6 +11,13 @@ import type { RedisOptions } from 'ioredis';
 
 import { TcpPunchError, invalidArgType } from '../errors.js';
 
+/**
+ * Lua that sets `now` to the Redis server's clock in ms: scripts that expire things use Redis's clock, never the
+ * nodes' (which may disagree).
+ */
+export const LUA_NOW_MS = `local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)`;
+
 /** Where the cluster's Redis is: a `redis://[:password@]host:port[/db]` URL, or ioredis options (Sentinel...). */
 export type RedisTarget = string | RedisOptions;
 
@@ -30,12 +37,13 @@ export interface ConnectRedisOptions {
 export function validateRedisTarget(target: unknown, name = 'options.cluster.redis'): asserts target is RedisTarget {
   if (typeof target === 'string') {
     let url: URL;
+    // The value goes into the message redacted: a mistyped URL may still carry a password.
     try {
       url = new URL(target);
     } catch {
-      throw invalidArgType(name, 'a redis:// or rediss:// URL', target);
+      throw invalidArgType(name, 'a redis:// or rediss:// URL', redactRedis(target));
     }
-    if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') throw invalidArgType(name, 'a redis:// or rediss:// URL', target);
+    if (url.protocol !== 'redis:' && url.protocol !== 'rediss:') throw invalidArgType(name, 'a redis:// or rediss:// URL', redactRedis(target));
     return;
   }
   if (typeof target !== 'object' || target === null) throw invalidArgType(name, 'a redis:// URL or ioredis options', target);

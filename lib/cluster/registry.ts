@@ -46,7 +46,8 @@ export class RedisRegistry implements Registry {
     if (!box) return undefined;
     const rec = decode(open(this.o.storeKey, key, box));
     if (!rec) throw new TcpPunchError('ERR_CLUSTER_RECORD', `The record of id ${id} in Redis does not open with this cluster's secret`);
-    return rec.expiresAt !== null && rec.expiresAt <= Date.now() ? undefined : rec;
+    // Redis's expiry is the one that counts (create's NX sees only it): no second check against this node's clock.
+    return rec;
   }
 
   async create(id: string, record: IdRecord): Promise<boolean> {

@@ -13,12 +13,11 @@
 import type { Redis } from 'ioredis';
 
 import type { ClusterKeyspace } from './keys.js';
-import { callScript } from './redis.js';
+import { LUA_NOW_MS, callScript } from './redis.js';
 
 /** ARGV: member, limit, ttlMs. Returns 1 (taken or renewed) or 0 (full). */
 const TAKE = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+${LUA_NOW_MS}
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
@@ -28,8 +27,7 @@ return 1
 
 /** ARGV: member, ttlMs. Extends a holder's slot, or writes it back when Redis lost it (a restart). */
 const RENEW = `
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+${LUA_NOW_MS}
 redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1

@@ -3,7 +3,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { ClusterKeyspace, NodeDirectory, RemotePeer, SharedLimits, connectRedis, deriveClusterKeys } from '../../lib/cluster/index.js';
+import { ClusterKeyspace, NodeDirectory, RelayAdmission, RemotePeer, SharedLimits, connectRedis, deriveClusterKeys } from '../../lib/cluster/index.js';
 import { seal } from '../../lib/cluster/crypto.js';
 import { encodeEnvelope } from '../../lib/cluster/envelope.js';
 import { newCounters } from '../../lib/cluster/stats.js';
@@ -126,7 +126,18 @@ describe.skipIf(redisMissing)(`cluster bus (${redisMissing ?? 'real redis-server
     const owner = await a.cluster.directory.ownerOf('bob');
     expect(owner).toMatchObject({ nodeId: 'n2', advertise: b.cluster.advertise });
     expect(await a.cluster.directory.ownerOf('nobody')).toBeUndefined();
-    expect(a.cluster.stats().clusterPeers).toBeGreaterThanOrEqual(3);
+    const st = a.cluster.stats();
+    expect(st.clusterPeers).toBeGreaterThanOrEqual(3);
+    expect(st.nodesUp).toBe(3);
+    expect(st.redis.connected).toBe(true);
+    expect(Number.isFinite(st.redis.rttMs) && st.redis.rttMs > 0).toBe(true);
+    expect(st.leases.held).toBe(a.cluster.leases.size);
+    expect(st.leases.claims).toBeGreaterThanOrEqual(2);
+    expect(st.bus.received).toBeGreaterThan(0);
+    a.cluster.recordCrossNodeDial('ok');
+    a.cluster.recordCrossNodeDial('ERR_PEER_OFFLINE');
+    a.cluster.recordCrossNodeDial('ok');
+    expect(a.cluster.stats().crossNodeDials).toEqual({ ok: 2, ERR_PEER_OFFLINE: 1 });
     // A node that beats once and then falls silent (a crash) is down after two missed heartbeats.
     const redis = await connectRedis(server.url);
     const ghostLeases = new Leases({ redis, keys, nodeId: 'ghost', counters: newCounters(), log: () => undefined });
@@ -158,6 +169,22 @@ describe.skipIf(redisMissing)(`cluster bus (${redisMissing ?? 'real redis-server
     const successor = await startNode(server.url, 'phoenix');
     expect(successor.cluster.directory.node('phoenix')?.instance).toBe(successor.cluster.directory.instance);
     await successor.cluster.close();
+  });
+
+  it('relay admission: per-peer and per-IP limits across nodes; a refusal holds nothing', async () => {
+    const limits = { maxSessionsPerPeer: 2, maxSessionsPerIp: 3 };
+    const [ra, rb] = [new RelayAdmission(a.cluster.limits, limits), new RelayAdmission(b.cluster.limits, limits)];
+    const side = (sessionId: string, peerId: string, ip: string) => ({ sessionId, side: 'a' as const, peerId, ip });
+    expect(await ra.admit(side('s1', 'carl', '198.51.100.1'))).toBe('ok');
+    expect(await rb.admit(side('s2', 'carl', '198.51.100.1'))).toBe('ok');
+    expect(await rb.admit(side('s3', 'carl', '198.51.100.2'))).toBe('peer'); // carl's third session, on another node
+    expect(await ra.admit(side('s4', 'dana', '198.51.100.1'))).toBe('ok');
+    expect(await rb.admit(side('s5', 'erin', '198.51.100.1'))).toBe('ip'); // the IP's fourth
+    expect(await a.cluster.limits.count('relay-peer', 'erin')).toBe(0); // the refused side holds no peer slot
+    await ra.release(side('s1', 'carl', '198.51.100.1'));
+    await ra.release(side('s1', 'carl', '198.51.100.1')); // idempotent
+    expect(await rb.admit(side('s5', 'erin', '198.51.100.1'))).toBe('ok');
+    expect(await rb.admit(side('s3', 'carl', '198.51.100.2'))).toBe('ok');
   });
 
   it('shared limits hold across nodes, and a dead node\'s slots lapse', async () => {

@@ -99,6 +99,10 @@ describe.skipIf(redisMissing)(`cluster faults (${redisMissing ?? 'real redis-ser
       [{ secret: 'short' }, 'ERR_INVALID_ARG_VALUE', 'options.secret'],
       [{ secret: undefined }, 'ERR_INVALID_ARG_TYPE', 'options.secret'],
       [{ keyPrefix: 'a b' }, 'ERR_INVALID_ARG_VALUE', 'options.cluster.keyPrefix'],
+      [{ leaseTtlMs: 10 }, 'ERR_OUT_OF_RANGE', 'options.cluster.leaseTtlMs'],
+      [{ heartbeatMs: 1.5 }, 'ERR_OUT_OF_RANGE', 'options.cluster.heartbeatMs'],
+      [{ onlineTtlMs: '1' }, 'ERR_INVALID_ARG_TYPE', 'options.cluster.onlineTtlMs'],
+      [{ connectTimeoutMs: -1 }, 'ERR_OUT_OF_RANGE', 'options.cluster.connectTimeoutMs'],
     ];
     for (const [patch, code, name] of cases) {
       await expect(startCluster({ ...base, ...patch } as never, hooks)).rejects.toMatchObject({

@@ -56,9 +56,16 @@ export class TestRedis {
 
   /** Starts redis-server on a free port (or on `port`) and waits until it answers. */
   static async start(port?: number): Promise<TestRedis> {
-    const r = new TestRedis(port ?? (await freePort()));
-    await r.start();
-    return r;
+    // A free port can be taken by another test between the probe and redis-server's bind: try a few.
+    for (let attempt = 1; ; attempt++) {
+      const r = new TestRedis(port ?? (await freePort()));
+      try {
+        await r.start();
+        return r;
+      } catch (err) {
+        if (port !== undefined || attempt >= 3) throw err;
+      }
+    }
   }
 
   /** (Re)starts the server on its port; resolves once it answers PING. */
