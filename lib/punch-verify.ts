@@ -43,7 +43,7 @@ export function punchVerified(
   const closeAll = (reason: unknown): void => {
     for (const [socket, ac] of verifying) {
       ac.abort(reason);
-      socket.destroy();
+      socket.resetAndDestroy();
     }
     verifying.clear();
   };
@@ -74,7 +74,9 @@ export function punchVerified(
           },
           (err: unknown) => {
             verifying.delete(c.socket);
-            c.socket.destroy();
+            // A reset, not a FIN: closing first would leave the 4-tuple in TIME_WAIT, and a connector towards the
+            // peer's endpoint needs it again at once.
+            c.socket.resetAndDestroy();
             if (settled) return;
             rejected++;
             lastFailure = err;
