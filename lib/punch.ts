@@ -60,11 +60,13 @@ export interface PunchOptions {
   /**
    * Proves that a connection is the peer (a handshake on the socket). With it, every connection from a target
    * (accepted or connected) is handed here, one call per connection, several at once; the punch resolves with the
-   * first whose promise resolves (bytes the peer sent after its proof stay in the socket). A connection whose
-   * verify rejects is destroyed and the punch keeps listening and retrying until `timeoutMs`, which covers
-   * verification too. `signal` fires when the punch no longer needs that connection (another one won, abort,
-   * deadline); the socket is destroyed then. Rejects at the deadline with `ERR_AUTH_FAILED` (`rejected`: how many
-   * failed, `cause`: the last failure) when connections came and none proved itself, else `ETIMEDOUT`.
+   * first whose promise resolves (bytes the peer sent after its proof stay in the socket). A connection from a
+   * target's address on another port (`acceptFrom: 'host'`) whose verify rejects is reset and the punch keeps
+   * listening and retrying until `timeoutMs`, which covers verification too; one from a target's exact endpoint
+   * that fails ends the punch with the verify's own error (only the peer holds that endpoint). `signal` fires when
+   * the punch no longer needs that connection (another one won, abort, deadline); the socket is destroyed then.
+   * At the deadline the punch rejects with `ERR_AUTH_FAILED` (`rejected`: how many failed, `cause`: the last
+   * failure) when connections came and none proved itself, else `ETIMEDOUT`.
    */
   verify?: Verify;
   /**

@@ -94,30 +94,35 @@ export class AttemptRunner {
     if (!this.port) throw new TcpPunchError('ERR_NOT_PREPARED', 'punch before the port was observed');
     await sleep(msg.delayMs, this.ac.signal);
     const t1 = performance.now();
+    const verifyStart = new WeakMap<Socket, number>();
     const res = await punchDetailed({
       port: this.port,
       remote: msg.remote,
       timeoutMs: Math.max(1, msg.timeoutMs),
       signal: this.ac.signal,
       ...this.env.punch,
-      // Reverse mode: one side is reachable and the other's SYN may come from any port of its NAT (symmetric).
-      // The direct-auth exchange still proves who it is.
-      acceptFrom: msg.mode === 'reverse' ? 'host' : 'endpoint',
+      // In every mode: the peer's NAT may give its connection to us another port than the server saw (symmetric
+      // mapping against a side that filters nothing), and anyone else behind the peer's address (a carrier NAT)
+      // fails direct-auth, is closed, and does not end the attempt.
+      acceptFrom: 'host',
+      verify: async (socket, signal) => {
+        verifyStart.set(socket, performance.now());
+        await directAuth(socket, {
+          pairKey: auth.pairKey,
+          coordId: msg.coordId,
+          attempt: msg.attempt,
+          role: auth.role,
+          nonce: this.prepare.nonce,
+          timeoutMs: DIRECT_AUTH_TIMEOUT_MS,
+          signal,
+        });
+      },
       // Half-close works the same on every path: relayed sockets allow half-open too.
       allowHalfOpen: true,
     });
-    const t2 = performance.now();
+    const t3 = performance.now();
+    const t2 = verifyStart.get(res.socket) ?? t3;
     try {
-      this.check();
-      await directAuth(res.socket, {
-        pairKey: auth.pairKey,
-        coordId: msg.coordId,
-        attempt: msg.attempt,
-        role: auth.role,
-        nonce: this.prepare.nonce,
-        timeoutMs: DIRECT_AUTH_TIMEOUT_MS,
-        signal: this.ac.signal,
-      });
       this.check();
     } catch (err) {
       res.socket.destroy();
@@ -129,7 +134,7 @@ export class AttemptRunner {
       observeMs: this.observeMs,
       delayMs: msg.delayMs,
       punchMs: t2 - t1,
-      handshakeMs: performance.now() - t2,
+      handshakeMs: t3 - t2,
     };
   }
 
