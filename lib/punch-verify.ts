@@ -55,7 +55,7 @@ export function punchVerified(
     const onCandidate = (c: NativeConnection): void => {
       if (settled || verifying.size >= MAX_VERIFYING) {
         if (!settled) turnedAway++;
-        c.socket.destroy();
+        c.socket.resetAndDestroy();
         return;
       }
       const ac = new AbortController();

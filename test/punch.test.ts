@@ -582,6 +582,32 @@ describe('verify: accepting from the host on any port', () => {
     a.close();
   });
 
+  it('verifies at most 16 candidates at once and turns the rest away at once', async () => {
+    const a = await bindReusable({ address: LOCAL });
+    let calls = 0;
+    const pending = punch({
+      port: a,
+      remote: { host: LOCAL, port: 9 },
+      acceptFrom: 'host',
+      timeoutMs: 5000,
+      verify: (_socket, signal) => {
+        calls++;
+        return new Promise((_resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason)));
+      },
+    }).catch((e: unknown) => e);
+    const crowd = Array.from({ length: 20 }, () => stranger(a.port));
+    let closed = 0;
+    for (const s of crowd) void s.closed.then(() => closed++);
+    // Four are reset at once; the sixteen being verified stay open until the deadline.
+    const until = Date.now() + 4000;
+    while (closed < 4 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    expect(closed).toBe(4);
+    expect(calls).toBe(16);
+    expect(await pending).toMatchObject({ code: 'ETIMEDOUT' });
+    await Promise.all(crowd.map((s) => s.closed));
+    a.close();
+  });
+
   it('a verify that throws synchronously counts as a failed candidate', async () => {
     const a = await bindReusable({ address: LOCAL });
     const pending = punch({
