@@ -26,7 +26,7 @@ import {
   validatePort,
 } from './endpoint.js';
 import { DEFAULT_TIMEOUT_MS, type NativeConnection, runNative, validateSignal } from './native-op.js';
-import { punchVerified, type Verify } from './punch-verify.js';
+import { punchVerified } from './punch-verify.js';
 import type { ReusablePort } from './reusable-port.js';
 
 export type { ConnectOptions } from './native-op.js';
@@ -68,7 +68,7 @@ export interface PunchOptions {
    * At the deadline the punch rejects with `ERR_AUTH_FAILED` (`rejected`: how many failed, `cause`: the last
    * failure) when connections came and none proved itself, else `ETIMEDOUT`.
    */
-  verify?: Verify;
+  verify?: (socket: Socket, signal: AbortSignal) => Promise<void>;
   /**
    * Like `net.connect`'s option: when false (the default), the socket ends its writing side once the peer's FIN
    * arrives; set it to keep sending after the peer has finished.
