@@ -1,12 +1,14 @@
 /**
  * A punch that proves who answered: every connection from the expected host (through connect() or accept()) is a
- * candidate handed to the caller's `verify`; the first whose verify resolves is the result. A candidate that fails
- * is closed and the punch goes on listening and retrying, so someone else on the peer's address (a carrier NAT
- * shares one address among many customers) who connects first cannot end the attempt.
+ * candidate handed to the caller's `verify`; the first whose verify resolves is the result. A candidate from
+ * another port of the peer's address that fails is closed and the punch goes on listening and retrying, so someone
+ * else on that address (a carrier NAT shares one address among many customers) who connects first cannot end the
+ * attempt. A candidate from a target's exact endpoint that fails ends the punch with the verify's error: only the
+ * peer holds that mapping, so the peer itself failed.
  * @internal
  */
-import type { Socket } from 'node:net';
-import { formatEndpoint } from './endpoint.js';
+import { BlockList, type Socket } from 'node:net';
+import { type Endpoint, familyOf, formatEndpoint } from './endpoint.js';
 import { TcpPunchError } from './errors.js';
 import type { NativePunchOptions } from './native.js';
 import { type NativeConnection, runNative } from './native-op.js';
@@ -39,11 +41,12 @@ export function punchVerified(
   let turnedAway = 0;
   let lastFailure: unknown;
   const from = new Set<string>();
+  const isTarget = exactMatcher(options.targets);
 
   const closeAll = (reason: unknown): void => {
     for (const [socket, ac] of verifying) {
       ac.abort(reason);
-      socket.destroy();
+      socket.resetAndDestroy();
     }
     verifying.clear();
   };
@@ -52,7 +55,7 @@ export function punchVerified(
     const onCandidate = (c: NativeConnection): void => {
       if (settled || verifying.size >= MAX_VERIFYING) {
         if (!settled) turnedAway++;
-        c.socket.destroy();
+        c.socket.resetAndDestroy();
         return;
       }
       const ac = new AbortController();
@@ -74,8 +77,16 @@ export function punchVerified(
           },
           (err: unknown) => {
             verifying.delete(c.socket);
-            c.socket.destroy();
+            // A reset, not a FIN: no TIME_WAIT left behind on the port, and a stranger learns nothing more.
+            c.socket.resetAndDestroy();
             if (settled) return;
+            if (isTarget(c.remote)) {
+              settled = true;
+              closeAll(err);
+              stop.abort();
+              reject(err);
+              return;
+            }
             rejected++;
             lastFailure = err;
             from.add(formatEndpoint(c.remote));
@@ -98,6 +109,19 @@ export function punchVerified(
       },
     );
   });
+}
+
+/** Whether an endpoint is one of `targets` exactly (addresses compared in canonical form). */
+function exactMatcher(targets: readonly Endpoint[]): (e: Endpoint) => boolean {
+  const lists = targets.map((t) => {
+    const list = new BlockList();
+    list.addAddress(t.host, familyOf(t.host) === 6 ? 'ipv6' : 'ipv4');
+    return { list, port: t.port };
+  });
+  return (e) => {
+    const family = familyOf(e.host) === 6 ? 'ipv6' : 'ipv4';
+    return lists.some(({ list, port }) => port === e.port && list.check(e.host, family));
+  };
 }
 
 /** The deadline's error, saying that connections came but none proved to be the peer. */

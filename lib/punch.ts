@@ -26,7 +26,7 @@ import {
   validatePort,
 } from './endpoint.js';
 import { DEFAULT_TIMEOUT_MS, type NativeConnection, runNative, validateSignal } from './native-op.js';
-import { punchVerified, type Verify } from './punch-verify.js';
+import { punchVerified } from './punch-verify.js';
 import type { ReusablePort } from './reusable-port.js';
 
 export type { ConnectOptions } from './native-op.js';
@@ -60,13 +60,15 @@ export interface PunchOptions {
   /**
    * Proves that a connection is the peer (a handshake on the socket). With it, every connection from a target
    * (accepted or connected) is handed here, one call per connection, several at once; the punch resolves with the
-   * first whose promise resolves (bytes the peer sent after its proof stay in the socket). A connection whose
-   * verify rejects is destroyed and the punch keeps listening and retrying until `timeoutMs`, which covers
-   * verification too. `signal` fires when the punch no longer needs that connection (another one won, abort,
-   * deadline); the socket is destroyed then. Rejects at the deadline with `ERR_AUTH_FAILED` (`rejected`: how many
-   * failed, `cause`: the last failure) when connections came and none proved itself, else `ETIMEDOUT`.
+   * first whose promise resolves (bytes the peer sent after its proof stay in the socket). A connection from a
+   * target's address on another port (`acceptFrom: 'host'`) whose verify rejects is reset and the punch keeps
+   * listening and retrying until `timeoutMs`, which covers verification too; one from a target's exact endpoint
+   * that fails ends the punch with the verify's own error (only the peer holds that endpoint). `signal` fires when
+   * the punch no longer needs that connection (another one won, abort, deadline); the socket is destroyed then.
+   * At the deadline the punch rejects with `ERR_AUTH_FAILED` (`rejected`: how many failed, `cause`: the last
+   * failure) when connections came and none proved itself, else `ETIMEDOUT`.
    */
-  verify?: Verify;
+  verify?: (socket: Socket, signal: AbortSignal) => Promise<void>;
   /**
    * Like `net.connect`'s option: when false (the default), the socket ends its writing side once the peer's FIN
    * arrives; set it to keep sending after the peer has finished.

@@ -222,20 +222,19 @@ static void tp__punch_candidate(tp_punch_t* p, int fd, int via_accept) {
   p->opts.on_candidate(&c, p->data);
 }
 
-// A connector's connect() completed: the winner, or (candidate punch) one candidate more. The target then gets a
-// fresh connector at the retry pace: should the candidate fail the caller's check and be closed, the 4-tuple is
-// free again (until then the kernel refuses the duplicate with EADDRNOTAVAIL, a retryable error).
+// A connector's connect() completed: the winner, or (candidate punch) one candidate more. That target gets no
+// further connector: its 4-tuple belongs to the candidate (a duplicate connect() would only fail with
+// EADDRNOTAVAIL), and a connection to a target's exact endpoint that fails the caller's check means the peer
+// itself failed, which ends the punch. The listener and the other targets carry on.
 static void tp__punch_connected(tp_punch_t* p, tp_sock_t* s) {
   if (p->opts.on_candidate == NULL) {
     tp__punch_finish(p, 0, NULL, s);
     return;
   }
   int fd = s->fd;
-  int target = s->target;
   s->fd = -1;  // handed over: tp__sock_close() must leave it open
-  p->targets[target].sock = NULL;
+  p->targets[s->target].sock = NULL;
   tp__sock_close(s);
-  if (p->opts.retry_ms >= 0) tp__target_retry(p, target);
   tp__punch_candidate(p, fd, 0);
 }
 

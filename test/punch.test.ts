@@ -347,6 +347,7 @@ describe('invalid arguments', () => {
     ['signal not a signal', { remote, signal: {} }, 'TypeError', 'ERR_INVALID_ARG_TYPE'],
     ['port not a ReusablePort', { remote, port: 5 }, 'TypeError', 'ERR_INVALID_ARG_TYPE'],
     ['allowHalfOpen not a boolean', { remote, allowHalfOpen: 1 }, 'TypeError', 'ERR_INVALID_ARG_TYPE'],
+    ['verify not a function', { remote, verify: true }, 'TypeError', 'ERR_INVALID_ARG_TYPE'],
   ];
   it.each(cases)('%s', async (_name, options, name, code) => {
     const err = await punch(options as never).catch((e: unknown) => e);
@@ -376,5 +377,252 @@ describe('invalid arguments', () => {
     const err = await punch({ remote: { host: 'no-such-host.invalid', port: 80 }, timeoutMs: 1000 }).catch((e: unknown) => e);
     expect(err).toMatchObject({ name: 'TcpPunchError' });
     expect((err as { code: string }).code).toMatch(/^E[A-Z]+$/);
+  });
+});
+
+/**
+ * A stand-in for direct-auth: each side writes `secret` and a newline and expects the same line back. Rejects on
+ * another line, a line longer than 64 bytes, the far side closing first, its own `timeoutMs`, or `signal`.
+ */
+function lineProof(secret: string, timeoutMs = 5000): (socket: Socket, signal: AbortSignal) => Promise<void> {
+  return (socket, signal) =>
+    new Promise((resolve, reject) => {
+      let buf = '';
+      const finish = (err?: Error): void => {
+        clearTimeout(timer);
+        socket.off('readable', onReadable).off('end', onEnd).off('close', onEnd);
+        signal.removeEventListener('abort', onAbort);
+        if (err) reject(err);
+        else resolve();
+      };
+      // 'readable' and read(), as the library's own frame reader does: once the listener is gone the socket is back
+      // in its initial mode, and the bytes after the proof line are unshifted for the next reader.
+      const onReadable = (): void => {
+        let chunk: Buffer | null;
+        while ((chunk = socket.read() as Buffer | null) !== null) {
+          buf += chunk.toString('latin1');
+          const nl = buf.indexOf('\n');
+          if (nl >= 0) {
+            const rest = buf.slice(nl + 1);
+            if (rest) socket.unshift(Buffer.from(rest, 'latin1'));
+            return finish(buf.slice(0, nl) === secret ? undefined : new Error('wrong proof'));
+          }
+          if (buf.length > 64) return finish(new Error('no proof line'));
+        }
+      };
+      const onEnd = (): void => finish(new Error('closed before the proof'));
+      const onAbort = (): void => finish(signal.reason as Error);
+      const timer = setTimeout(() => finish(Object.assign(new Error('no proof in time'), { code: 'ETIMEDOUT' })), timeoutMs);
+      signal.addEventListener('abort', onAbort, { once: true });
+      socket.on('readable', onReadable).on('end', onEnd).on('close', onEnd);
+      socket.write(`${secret}\n`);
+    });
+}
+
+/**
+ * Connects a stranger from the loopback address to `port` and sends `say` (nothing when undefined). `heard`: the
+ * punch took the connection as a candidate (its proof line arrived); `closed`: the punch closed it (a reset may
+ * come before the stranger even saw its connect complete).
+ */
+function stranger(port: number, say?: string | Buffer): { socket: Socket; heard: Promise<void>; closed: Promise<void> } {
+  const socket = connect({ host: LOCAL, port });
+  socket.on('error', () => {});
+  const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+  const heard = new Promise<void>((resolve) => socket.once('data', () => resolve()));
+  if (say !== undefined) socket.write(say);
+  return { socket, heard, closed };
+}
+
+describe('verify: accepting from the host on any port', () => {
+  noFdLeak();
+  const SECRET = 'the pair key';
+
+  it('strangers on the same address who connect first (wrong proof, no proof, garbage) do not end the punch; the real peer wins', async () => {
+    const a = await bindReusable({ address: LOCAL });
+    // Not listening until its punch runs: a's connector is refused (and retries) instead of queueing there.
+    const b = await bindReusable({ address: LOCAL, listen: false });
+    const pending = punchDetailed({
+      port: a,
+      remote: { host: LOCAL, port: b.port },
+      acceptFrom: 'host',
+      verify: lineProof(SECRET, 500),
+      timeoutMs: 20_000,
+      retryDelayMs: 50,
+    });
+    const strangers = [stranger(a.port, 'not the pair key\n'), stranger(a.port), stranger(a.port, Buffer.alloc(4096, 0x41))];
+    // Every stranger was verified and turned away (the silent one by the verify's own timeout) ...
+    await Promise.all(strangers.map((s) => s.closed));
+    // ... and the punch is still listening and connecting: the real peer arrives only now.
+    const [x, y] = await Promise.all([
+      pending,
+      punchDetailed({ port: b, remote: { host: LOCAL, port: a.port }, acceptFrom: 'host', verify: lineProof(SECRET) }),
+    ]);
+    expect(x.remote).toEqual({ host: LOCAL, port: b.port });
+    expect(y.remote).toEqual({ host: LOCAL, port: a.port });
+    await exchange(x.socket, y.socket, 64 * 1024);
+    await destroyAll(x.socket, y.socket);
+    a.close();
+    b.close();
+  });
+
+  it('verifies candidates side by side: the peer wins while a silent stranger is still being verified, which is then closed', async () => {
+    const a = await bindReusable({ address: LOCAL });
+    const b = await bindReusable({ address: LOCAL });
+    const signals: AbortSignal[] = [];
+    const proof = lineProof(SECRET, 60_000);
+    const pending = punchDetailed({
+      port: a,
+      remote: { host: LOCAL, port: b.port },
+      acceptFrom: 'host',
+      verify: (socket, signal) => {
+        signals.push(signal);
+        return proof(socket, signal);
+      },
+      timeoutMs: 20_000,
+    });
+    const silent = stranger(a.port);
+    await silent.heard;
+    const [x, y] = await Promise.all([pending, punchDetailed({ port: b, remote: { host: LOCAL, port: a.port }, verify: lineProof(SECRET) })]);
+    await silent.closed;
+    expect(x.remote.port).toBe(b.port);
+    expect(signals).toHaveLength(2);
+    expect(signals.filter((s) => s.aborted)).toHaveLength(1);
+    // The winner's bytes after its proof stay in the socket.
+    y.socket.write('after the proof');
+    const [data] = await once(x.socket, 'data');
+    expect(String(data)).toBe('after the proof');
+    await destroyAll(x.socket, y.socket);
+    a.close();
+    b.close();
+  });
+
+  it('rejects at the deadline with ERR_AUTH_FAILED when only strangers came, and closes them', async () => {
+    const reserve = await bindReusable({ address: LOCAL, listen: false });
+    const deadPort = reserve.port;
+    reserve.close();
+    const a = await bindReusable({ address: LOCAL });
+    const pending = punch({
+      port: a,
+      remote: { host: LOCAL, port: deadPort },
+      acceptFrom: 'host',
+      verify: lineProof(SECRET),
+      timeoutMs: 1500,
+      retryDelayMs: 50,
+    }).catch((e: unknown) => e);
+    const strangers = [stranger(a.port, 'guess one\n'), stranger(a.port, 'guess two\n')];
+    await Promise.all(strangers.map((s) => s.closed));
+    const err = await pending;
+    expect(err).toMatchObject({ name: 'TcpPunchError', code: 'ERR_AUTH_FAILED', rejected: 2 });
+    expect((err as Error).cause).toMatchObject({ message: 'wrong proof' });
+    expect((err as Error).message).toMatch(/2 connection\(s\) from 127\.0\.0\.1:\d+, 127\.0\.0\.1:\d+ failed verification/);
+    expect((err as { lastErrors: Record<string, string> }).lastErrors).toEqual({ [`${LOCAL}:${deadPort}`]: 'ECONNREFUSED' });
+    a.close();
+  });
+
+  it("ends at once with the verify's error when a connection from the peer's exact endpoint fails verification", async () => {
+    let n = 0;
+    const server = await listen((s) => {
+      n++;
+      s.on('error', () => {}).resume();
+      s.end('an impostor\n');
+    });
+    const err = await punch({ localAddress: LOCAL, remote: { host: LOCAL, port: portOf(server) }, verify: lineProof(SECRET), timeoutMs: 20_000 }).catch(
+      (e: unknown) => e,
+    );
+    // The verify's own error (at the deadline it would be ERR_AUTH_FAILED), after one connection.
+    expect(err).toMatchObject({ message: 'wrong proof' });
+    expect(n).toBe(1);
+    await closeServer(server);
+  });
+
+  it('ends a verify that never settles at the deadline (ETIMEDOUT): its signal fires and the socket is closed', async () => {
+    const a = await bindReusable({ address: LOCAL });
+    let seen: AbortSignal | undefined;
+    const pending = punch({
+      port: a,
+      remote: { host: LOCAL, port: 9 },
+      acceptFrom: 'host',
+      verify: (_socket, signal) => {
+        seen = signal;
+        return new Promise(() => {});
+      },
+      timeoutMs: 800,
+    }).catch((e: unknown) => e);
+    const silent = stranger(a.port, 'hello?\n');
+    const err = await pending;
+    expect(err).toMatchObject({ code: 'ETIMEDOUT' });
+    expect(seen?.aborted).toBe(true);
+    await silent.closed;
+    a.close();
+  });
+
+  it('aborts during verify: ABORT_ERR with the reason, the verify signal fires, the candidate is closed', async () => {
+    const a = await bindReusable({ address: LOCAL });
+    const ac = new AbortController();
+    let seen: AbortSignal | undefined;
+    const pending = punch({
+      port: a,
+      remote: { host: LOCAL, port: 9 },
+      acceptFrom: 'host',
+      signal: ac.signal,
+      timeoutMs: 60_000,
+      verify: (socket, signal) => {
+        seen = signal;
+        socket.write('proof please\n');
+        return new Promise(() => {});
+      },
+    }).catch((e: unknown) => e);
+    const s = stranger(a.port);
+    await s.heard;
+    ac.abort(new Error('user gave up'));
+    const err = await pending;
+    expect(err).toMatchObject({ name: 'AbortError', code: 'ABORT_ERR' });
+    expect((err as Error).cause).toMatchObject({ message: 'user gave up' });
+    expect(seen?.aborted).toBe(true);
+    await s.closed;
+    a.close();
+  });
+
+  it('verifies at most 16 candidates at once and turns the rest away at once', async () => {
+    const a = await bindReusable({ address: LOCAL });
+    let calls = 0;
+    const pending = punch({
+      port: a,
+      remote: { host: LOCAL, port: 9 },
+      acceptFrom: 'host',
+      timeoutMs: 5000,
+      verify: (_socket, signal) => {
+        calls++;
+        return new Promise((_resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason)));
+      },
+    }).catch((e: unknown) => e);
+    const crowd = Array.from({ length: 20 }, () => stranger(a.port));
+    let closed = 0;
+    for (const s of crowd) void s.closed.then(() => closed++);
+    // Four are reset at once; the sixteen being verified stay open until the deadline.
+    const until = Date.now() + 4000;
+    while (closed < 4 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+    expect(closed).toBe(4);
+    expect(calls).toBe(16);
+    expect(await pending).toMatchObject({ code: 'ETIMEDOUT' });
+    await Promise.all(crowd.map((s) => s.closed));
+    a.close();
+  });
+
+  it('a verify that throws synchronously counts as a failed candidate', async () => {
+    const a = await bindReusable({ address: LOCAL });
+    const pending = punch({
+      port: a,
+      remote: { host: LOCAL, port: 9 },
+      acceptFrom: 'host',
+      timeoutMs: 800,
+      verify: () => {
+        throw new Error('boom');
+      },
+    }).catch((e: unknown) => e);
+    const s = stranger(a.port);
+    await s.closed;
+    expect(await pending).toMatchObject({ code: 'ERR_AUTH_FAILED', rejected: 1, cause: { message: 'boom' } });
+    a.close();
   });
 });

@@ -138,6 +138,7 @@ export class AttemptRunner {
     if (!this.port && !warm) throw new TcpPunchError('ERR_NOT_PREPARED', 'punch before the port was observed');
     await sleep(msg.delayMs, this.ac.signal);
     const t1 = performance.now();
+    const verifyStart = new WeakMap<Socket, number>();
     let res;
     try {
       res = await punchDetailed({
@@ -147,21 +148,25 @@ export class AttemptRunner {
         timeoutMs: Math.max(1, msg.timeoutMs),
         signal: this.ac.signal,
         ...this.env.punch,
-        // Reverse mode: one side is reachable and the other's SYN may come from any port of its NAT (symmetric).
-        // The direct-auth exchange still proves who it is.
-        acceptFrom: msg.mode === 'reverse' ? 'host' : 'endpoint',
+        // In every mode: the peer's NAT may give its connection to us another port than the server saw (symmetric
+        // mapping against a side that filters nothing), and anyone else behind the peer's address (a carrier NAT)
+        // fails direct-auth, is closed, and does not end the attempt.
+        acceptFrom: 'host',
+        verify: async (socket, signal) => {
+          verifyStart.set(socket, performance.now());
+          // Without Nagle, the first bytes either side writes leave at once instead of waiting for the ACK of the proof.
+          socket.setNoDelay(true);
+          await this.authenticate(socket, msg, auth, signal);
+        },
         // Half-close works the same on every path: relayed sockets allow half-open too.
         allowHalfOpen: true,
       });
     } finally {
       this.releaseWarm(); // the punch's listener is gone: another punch may use the port
     }
-    const t2 = performance.now();
-    // Without Nagle, the first bytes either side writes leave at once instead of waiting for the ACK of the proof.
-    res.socket.setNoDelay(true);
+    const t3 = performance.now();
+    const t2 = verifyStart.get(res.socket) ?? t3;
     try {
-      this.check();
-      await this.authenticate(res.socket, msg, auth);
       this.check();
     } catch (err) {
       res.socket.destroy();
@@ -173,7 +178,7 @@ export class AttemptRunner {
       observeMs: this.observeMs,
       delayMs: msg.delayMs,
       punchMs: t2 - t1,
-      handshakeMs: performance.now() - t2,
+      handshakeMs: t3 - t2,
       warm: warm !== undefined,
       clean: res.attempts === 1,
     };
@@ -190,7 +195,7 @@ export class AttemptRunner {
   }
 
   /** Proves the pairing on the punched socket: our proof goes out at once, the other side's is checked. */
-  private authenticate(socket: Socket, msg: Msg<'punch'>, auth: { pairKey: Uint8Array; role: Role }): Promise<void> {
+  private authenticate(socket: Socket, msg: Msg<'punch'>, auth: { pairKey: Uint8Array; role: Role }, signal: AbortSignal): Promise<void> {
     return directAuth(socket, {
       pairKey: auth.pairKey,
       coordId: msg.coordId,
@@ -198,7 +203,7 @@ export class AttemptRunner {
       role: auth.role,
       nonce: this.prepare.nonce,
       timeoutMs: DIRECT_AUTH_TIMEOUT_MS,
-      signal: this.ac.signal,
+      signal,
     });
   }
 

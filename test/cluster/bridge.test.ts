@@ -65,32 +65,33 @@ describe.skipIf(redisMissing)(`cluster bridge (${redisMissing ?? 'real redis-ser
     proxy.send({
       type: 'coord', reqId: 0, coordId, peer: 'alice', role: 'responder', path: 'direct',
       pairKey: wrapPairKey(proxy.sessionKey, coordId, pairKey), timeoutMs: 5000, link: Buffer.alloc(16),
+      attempt: 0, nonce: Buffer.alloc(16), mode: 'sync', route: 'public', remote: [], delayMs: 0, punchTimeoutMs: 0,
     });
     await waitFor(() => bob.got.length === 1, 5000, 'coord at bob');
     const got = bob.got[0] as Message & { pairKey: Uint8Array };
     expect(got.type).toBe('coord');
     expect(wrapPairKey(bob.sessionKey, coordId, got.pairKey)).toEqual(pairKey);
     // Bob's reply goes back to A and arrives as from the very proxy A's coordinator holds.
-    expect(b.bridge.fromLocalPeer('bob', { type: 'result', coordId, attempt: 1, outcome: 'ok', detail: '' })).toBe(true);
+    expect(b.bridge.fromLocalPeer('bob', { type: 'result', coordId, attempt: 1, outcome: 'ok', detail: '', committed: false })).toBe(true);
     await waitFor(() => a.coordinator.length === 1, 5000, 'the result at A');
     expect(a.coordinator[0]!.from).toBe(proxy);
     expect(a.coordinator[0]!.msg).toMatchObject({ type: 'result', outcome: 'ok' });
     expect(proxy.node).toBe('B');
     // A message that is no coordination message, or of an unknown coordination, stays local.
-    expect(b.bridge.fromLocalPeer('bob', { type: 'ping', seq: 1 })).toBe(false);
+    expect(b.bridge.fromLocalPeer('bob', { type: 'ping', seq: 1, rttUs: 0 })).toBe(false);
     expect(b.bridge.fromLocalPeer('bob', { type: 'cancel', coordId: Buffer.alloc(16, 1), code: 'ERR_X', message: '' })).toBe(false);
     // `end` forgets the route.
     proxy.send({ type: 'end', coordId, outcome: 'ok', code: 'OK', message: 'Connected' });
     await waitFor(() => bob.got.length === 2, 5000, 'end at bob');
-    expect(b.bridge.fromLocalPeer('bob', { type: 'result', coordId, attempt: 1, outcome: 'ok', detail: '' })).toBe(false);
+    expect(b.bridge.fromLocalPeer('bob', { type: 'result', coordId, attempt: 1, outcome: 'ok', detail: '', committed: false })).toBe(false);
     // The relay's notices reach a peer wherever it is.
-    a.bridge.notify('bob', { type: 'ping', seq: 9 });
+    a.bridge.notify('bob', { type: 'ping', seq: 9, rttUs: 0 });
     await waitFor(() => bob.got.length === 3, 5000, 'notice at bob');
   });
 
   it('a peer online nowhere, a node down and a stolen lease reach the right side', async () => {
     const nobody = a.bridge.remote('nobody');
-    nobody.send({ type: 'ping', seq: 1 });
+    nobody.send({ type: 'ping', seq: 1, rttUs: 0 });
     await waitFor(() => a.gone.includes(nobody), 5000, 'remoteGone');
     expect(a.bridge.remote('nobody')).not.toBe(nobody); // a fresh proxy next time
     // B's node goes down: A's coordinations with B's peers end.

@@ -291,6 +291,48 @@ describe.skipIf(!pre.ok)('NAT lab', labSkipNote(pre.missing), () => {
     });
   });
 
+  describe('symmetric × full-cone (endpoint-independent filtering on b)', () => {
+    const lab = useLab({ a: 'symmetric', b: 'full-cone' });
+
+    it('maps like a cone: the same port towards every server endpoint', async () => {
+      const L = lab();
+      const seen = await observeMapping(L, 'b', 40600, [ep(L.server.ip, 7001), ep(L.server.ip2, 7001)]);
+      expect(seen).toEqual([ep(L.peers.b.publicIp, 40600), ep(L.peers.b.publicIp, 40600)]);
+    });
+
+    it('forwards a SYN from anyone to a live mapping to the host (whose RST comes back), and drops the rest', async () => {
+      const L = lab();
+      await observeMapping(L, 'b', 40601, [ep(L.server.ip, 7001)], { holdS: 5 });
+      const [toMapping, toUnmapped] = await Promise.all([
+        synProbe(L, 'server', ep(L.peers.b.publicIp, 40601), { sport: 7003, timeoutS: 1.5 }),
+        synProbe(L, 'server', ep(L.peers.b.publicIp, 40999), { timeoutS: 1.5 }),
+      ]);
+      expect(toMapping.outcome).toBe('rst');
+      expect(toUnmapped.outcome).toBe('timeout');
+      expect(await L.leaks()).toBe(0);
+    });
+  });
+
+  describe('symmetric × dmz (every inbound TCP port forwarded to b)', () => {
+    const lab = useLab({ a: 'symmetric', b: 'dmz' });
+
+    it('forwards unsolicited SYNs to any port to the host: a listener answers, a closed port resets', async () => {
+      const L = lab();
+      await startObserver(L, { node: 'b', ports: [7700] });
+      const [open, closed] = await Promise.all([
+        synProbe(L, 'server', ep(L.peers.b.publicIp, 7700), { timeoutS: 1.5 }),
+        synProbe(L, 'server', ep(L.peers.b.publicIp, 40999), { timeoutS: 1.5 }),
+      ]);
+      expect(open.outcome).toBe('connected');
+      expect(closed.outcome).toBe('rst');
+    });
+
+    it('still translates outbound with the port kept', async () => {
+      const L = lab();
+      expect(await observeMapping(L, 'b', 40700, [ep(L.server.ip, 7001)])).toEqual([ep(L.peers.b.publicIp, 40700)]);
+    });
+  });
+
   describe('public × cone (stateful firewall, no translation)', () => {
     const lab = useLab({ a: 'public', b: 'cone' });
 
@@ -457,6 +499,19 @@ describe.skipIf(!pre.ok)('NAT lab', labSkipNote(pre.missing), () => {
       ]);
       expect(ra.outcome).toBe('timeout');
       expect(rb.outcome).toBe('rst');
+    });
+
+    it('a host with ipv6: false has no IPv6 at all, next to a dual-stack one', async () => {
+      const L2 = await createLab({ a: 'cone', b: { nat: 'cone', ipv6: false }, ipv6: true });
+      try {
+        expect(L2.peers.a.ip6).toBeDefined();
+        expect(L2.peers.b.ip6).toBeUndefined();
+        const r = await L2.exec('b', ['ip', '-6', '-o', 'addr']);
+        expect(r.stdout.trim()).toBe('');
+        expect(await observeMapping(L2, 'b', 40920, [ep(L2.server.ip, 7001)]).catch(() => null)).not.toBeNull();
+      } finally {
+        await L2.destroy();
+      }
     });
 
     it('punches over IPv6', async () => {

@@ -62,6 +62,8 @@ export interface DialRecord {
   mode: 'sync' | 'reverse' | 'relay' | null;
   route: 'public' | 'private' | 'hairpin' | null;
   remote: { host: string; port: number } | null;
+  /** DialResult.family: the IP version the stream runs over (null until the library reports it) */
+  family: 4 | 6 | null;
   /** from dial() to the resolved socket (or the failure) */
   connectMs: number | null;
   /** from dial() to the first byte received from the other peer */

@@ -234,6 +234,7 @@ export class LibraryPair {
         mode: r.ok ? r.result.mode ?? null : null,
         route: won?.route ?? null,
         remote: r.ok ? r.result.remote ?? null : null,
+        family: r.ok ? r.result.family ?? null : null,
         connectMs: round(r.connectMs),
         firstByteMs: r.ok ? round(r.firstByteMs) : null,
         transferMs: r.ok ? round(r.transferMs) : null,

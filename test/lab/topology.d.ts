@@ -7,11 +7,14 @@ import type { ChildProcess, SpawnOptions, StdioOptions } from 'node:child_proces
  * - cone-rst: the same, unsolicited inbound TCP answered with RST
  * - cone-icmp: the same, answered with ICMP port-unreachable (icmp: 'port', default) or admin-prohibited ('admin')
  * - symmetric: MASQUERADE --random-fully (endpoint-dependent mapping, random ports), silent drop
+ * - full-cone: port-preserving MASQUERADE whose public ports take inbound TCP from anyone (endpoint-independent
+ *   mapping and filtering): a learned-port set in nftables DNATs unsolicited SYNs to a mapped port to the host
+ * - dmz: port-preserving MASQUERADE plus a port forward of every inbound TCP port to the host (a DMZ host, UPnP)
  * - public: the host has a public address behind a stateful firewall (no translation, inbound NEW dropped)
  * - open: the host has a public address and nothing filters
  * - cgnat: a carrier-grade NAT (100.64.0.0/10 inside, `cgn` mapping) in front of a home NAT (`home` behaviour)
  */
-export type Behaviour = 'cone' | 'cone-rst' | 'cone-icmp' | 'symmetric' | 'public' | 'open' | 'cgnat';
+export type Behaviour = 'cone' | 'cone-rst' | 'cone-icmp' | 'symmetric' | 'full-cone' | 'dmz' | 'public' | 'open' | 'cgnat';
 
 /**
  * Shape of an access link. delayMs is what the link adds to a round trip (each direction is held
@@ -33,6 +36,11 @@ export interface PeerSpec extends LinkShape {
   cgn?: 'cone' | 'symmetric';
   /** cgnat: the home NAT behind the carrier NAT (default 'cone') */
   home?: Behaviour;
+  /**
+   * false: this host has no IPv6 in a lab built with `ipv6: true` (an IPv4-only network; the router keeps its
+   * own IPv6 addresses). Default: the lab's `ipv6`.
+   */
+  ipv6?: boolean;
 }
 
 export interface LabSpec {
@@ -44,7 +52,10 @@ export interface LabSpec {
   hairpin?: boolean;
   /** shape of the server's link */
   server?: LinkShape;
-  /** add IPv6 (2001:db8::/32, no translation; the NAT routers become stateful firewalls for v6) */
+  /**
+   * add IPv6 (2001:db8::/32, global addresses, no translation; every router becomes a stateful ip6tables firewall
+   * for v6 that lets crossing SYNs through, RFC 6092): hosts are dual-stack unless their PeerSpec says `ipv6: false`
+   */
   ipv6?: boolean;
   /** PRNG seed of the delay programs (default 1) */
   seed?: number;

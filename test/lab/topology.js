@@ -31,8 +31,10 @@ export const LAB_PREFIX = 'tpl';
 const NS_RE = /^tpl(\d+)-(\d+)-[a-z0-9-]+$/;
 
 /** @type {readonly string[]} */
-export const BEHAVIOURS = Object.freeze(['cone', 'cone-rst', 'cone-icmp', 'symmetric', 'public', 'open', 'cgnat']);
-const NAT_LIKE = new Set(['cone', 'cone-rst', 'cone-icmp', 'symmetric']);
+export const BEHAVIOURS = Object.freeze(['cone', 'cone-rst', 'cone-icmp', 'symmetric', 'full-cone', 'dmz', 'public', 'open', 'cgnat']);
+const NAT_LIKE = new Set(['cone', 'cone-rst', 'cone-icmp', 'symmetric', 'full-cone', 'dmz']);
+// NATs that forward unsolicited inbound TCP to their one LAN host (endpoint-independent filtering).
+const FORWARDING = new Set(['full-cone', 'dmz']);
 
 // Queue numbers of the delay programs, one per internet-router link.
 const QUEUE = { s0: 10, pa: 11, pb: 12 };
@@ -260,9 +262,10 @@ function installExitHandlers() {
 // ------------------------------------------------------------------- spec
 
 /**
- * @typedef {'cone'|'cone-rst'|'cone-icmp'|'symmetric'|'public'|'open'|'cgnat'} Behaviour
+ * @typedef {'cone'|'cone-rst'|'cone-icmp'|'symmetric'|'full-cone'|'dmz'|'public'|'open'|'cgnat'} Behaviour
  * @typedef {{ delayMs?: number, jitterMs?: number, lossPct?: number, reorder?: boolean }} LinkShape
- * @typedef {LinkShape & { nat: Behaviour, icmp?: 'port'|'admin', cgn?: 'cone'|'symmetric', home?: Behaviour }} PeerSpec
+ * @typedef {LinkShape & { nat: Behaviour, icmp?: 'port'|'admin', cgn?: 'cone'|'symmetric', home?: Behaviour,
+ *   ipv6?: boolean }} PeerSpec
  * @typedef {{ a: Behaviour | PeerSpec, b?: Behaviour | PeerSpec, sameNat?: boolean, hairpin?: boolean,
  *   server?: LinkShape, ipv6?: boolean, seed?: number, delayMax?: number }} LabSpec
  */
@@ -308,8 +311,10 @@ function unsolicitedTarget(b, icmp, v) {
 
 /**
  * Filter + nat rules of a home NAT / firewall router with interfaces `wan` and `lan`.
- * @param {{ behaviour: Behaviour, icmp?: 'port'|'admin', lanNet: string, v: 4|6, hairpin?: boolean, natPub?: string }} o
+ * @param {{ behaviour: Behaviour, icmp?: 'port'|'admin', lanNet: string, v: 4|6, hairpin?: boolean, natPub?: string,
+ *   host?: string }} o
  *   hairpin: only for the same-NAT router (true/false); undefined for a router with one host
+ *   host: the one LAN host (full-cone and dmz forward inbound TCP to it)
  */
 function routerRules(o) {
   const { behaviour: b, v } = o;
@@ -340,6 +345,8 @@ function routerRules(o) {
   L.push('-A FORWARD -m conntrack --ctstate INVALID -j DROP');
   L.push('-A FORWARD -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT');
   L.push('-A FORWARD -i lan -o wan -j ACCEPT');
+  // Inbound the NAT translated towards the host on purpose (a port forward, or a full-cone mapping).
+  if (v === 4 && FORWARDING.has(b)) L.push('-A FORWARD -i wan -o lan -m conntrack --ctstate DNAT -j ACCEPT');
   // Same-NAT LAN: traffic between the two hosts (bridged; br_netfilter may show it to FORWARD) and,
   // with hairpinning, host → public mapping → host.
   if (o.hairpin !== undefined) L.push('-A FORWARD -i lan -o lan -j ACCEPT');
@@ -347,10 +354,41 @@ function routerRules(o) {
   L.push('COMMIT');
   if (v === 4 && NAT_LIKE.has(b)) {
     L.push('*nat', ':PREROUTING ACCEPT [0:0]', ':INPUT ACCEPT [0:0]', ':OUTPUT ACCEPT [0:0]', ':POSTROUTING ACCEPT [0:0]');
+    // A DMZ host (a port forward of every TCP port): whatever arrives unsolicited goes to the host.
+    if (b === 'dmz') L.push(`-A PREROUTING -i wan -p tcp -j DNAT --to-destination ${forwardTo(o)}`);
     L.push(`-A POSTROUTING -o wan -s ${o.lanNet} -j MASQUERADE${b === 'symmetric' ? ' --random-fully' : ''}`);
     L.push('COMMIT');
   }
   return L.join('\n') + '\n';
+}
+
+/** The LAN host a forwarding NAT sends inbound to. @param {{ behaviour: Behaviour, host?: string }} o */
+function forwardTo(o) {
+  if (!o.host) throw new Error(`lab: a ${o.behaviour} router needs its one LAN host`);
+  return o.host;
+}
+
+/**
+ * Full-cone NAT (endpoint-independent mapping and filtering, RFC 4787 terms) on top of the port-preserving
+ * MASQUERADE: learn each public port the host's connections leave from, then forward any inbound TCP SYN to such a
+ * port to the host, whoever sends it. Linux conntrack alone filters per remote endpoint; this set is the "cone".
+ * @param {string} host the LAN host
+ */
+function fullConeNft(host) {
+  return [
+    'table ip tpl_fullcone {',
+    '  set mapped { type inet_service; flags timeout; timeout 30m; size 65536; }',
+    '  chain learn {',
+    '    type filter hook postrouting priority 200; policy accept;',
+    `    oifname "wan" meta l4proto tcp ct original ip saddr ${host} update @mapped { tcp sport }`,
+    '  }',
+    '  chain pre {',
+    '    type nat hook prerouting priority -110; policy accept;',
+    `    iifname "wan" tcp dport @mapped dnat to ${host}`,
+    '  }',
+    '}',
+    '',
+  ].join('\n');
 }
 
 /**
@@ -444,7 +482,7 @@ function hairpinNft(natPub, lanNet, hosts) {
 
 /**
  * @typedef {{ key: string, ns: string, router: boolean, ipv4?: string[], routes: string[], routes6: string[],
- *   rules4?: string, rules6?: string, nft?: string }} NodePlan
+ *   rules4?: string, rules6?: string, nft?: string, noV6?: boolean }} NodePlan
  * @typedef {{ a: [string, string], b: [string, string], addrA?: string, addrB?: string, addr6A?: string, addr6B?: string }} LinkPlan
  */
 
@@ -456,7 +494,9 @@ function planLab(prefix, spec) {
   const sameNat = !!spec.sameNat;
   const pa = normPeer(spec.a, 'a');
   const pb = sameNat ? { ...pa, ...(typeof spec.b === 'object' ? spec.b : {}), nat: pa.nat } : normPeer(spec.b, 'b');
-  if (sameNat && !NAT_LIKE.has(pa.nat)) throw new Error(`lab: sameNat needs a NAT behaviour (${[...NAT_LIKE].join(', ')}), got ${pa.nat}`);
+  if (sameNat && (!NAT_LIKE.has(pa.nat) || FORWARDING.has(pa.nat))) {
+    throw new Error(`lab: sameNat needs a NAT behaviour that forwards nothing, got ${pa.nat}`);
+  }
   if (sameNat && spec.b !== undefined && (typeof spec.b === 'string' ? spec.b : spec.b.nat) !== pa.nat) {
     throw new Error('lab: sameNat: a and b share one NAT, give the behaviour once (in a)');
   }
@@ -554,6 +594,10 @@ function planLab(prefix, spec) {
       const wanIp = `198.18.${i}.2`;
       const lan6 = `2001:db8:${i}:1::`;
       const host = node(who, false);
+      // A host without IPv6 in a lab that has it (an IPv4-only network next to a dual-stack one).
+      const v6Host = ipv6 && p.ipv6 !== false;
+      const host6 = v6Host ? `${lan6}2/64` : undefined;
+      if (!v6Host) host.noV6 = true;
       /** @type {NodePlan} */
       let edge; // the router on the access link
       let nat;
@@ -569,14 +613,15 @@ function planLab(prefix, spec) {
         veth(inet, `p${who}`, cgn, 'wan', `${up}/24`, `${wanIp}/24`, `2001:db8:${i}::1/64`, `2001:db8:${i}::2/64`);
         innerPublic = `100.64.${i}.2`;
         veth(cgn, 'in', nat, 'wan', `100.64.${i}.1/24`, `${innerPublic}/24`, `2001:db8:${i}:2::1/64`, `2001:db8:${i}:2::2/64`);
-        veth(nat, 'lan', host, 'eth0', `10.${i}.0.1/24`, `10.${i}.0.2/24`, `${lan6}1/64`, `${lan6}2/64`);
+        veth(nat, 'lan', host, 'eth0', `10.${i}.0.1/24`, `10.${i}.0.2/24`, `${lan6}1/64`, host6);
         cgn.routes.push(`default via ${up}`);
         cgn.routes6.push(`default via 2001:db8:${i}::1`, `${lan6}/64 via 2001:db8:${i}:2::2`);
         nat.routes.push(`default via 100.64.${i}.1`);
         nat.routes6.push(`default via 2001:db8:${i}:2::1`);
         host.routes.push(`default via 10.${i}.0.1`);
         cgn.rules4 = cgnRules(p.cgn ?? 'cone', `100.64.${i}.0/24`);
-        nat.rules4 = routerRules({ behaviour: /** @type {Behaviour} */ (p.home), icmp: p.icmp, lanNet: `10.${i}.0.0/24`, v: 4 });
+        nat.rules4 = routerRules({ behaviour: /** @type {Behaviour} */ (p.home), icmp: p.icmp, lanNet: `10.${i}.0.0/24`, v: 4, host: `10.${i}.0.2` });
+        if (p.home === 'full-cone') nat.nft = fullConeNft(`10.${i}.0.2`);
         if (ipv6) nat.rules6 = routerRules({ behaviour: /** @type {Behaviour} */ (p.home), icmp: p.icmp, lanNet: `${lan6}/64`, v: 6 });
         hostIp = `10.${i}.0.2`;
         publicIp = wanIp;
@@ -589,25 +634,26 @@ function planLab(prefix, spec) {
         nat.routes6.push(`default via 2001:db8:${i}::1`);
         if (p.nat === 'public' || p.nat === 'open') {
           hostIp = `198.18.${100 + i}.2`;
-          veth(nat, 'lan', host, 'eth0', `198.18.${100 + i}.1/24`, `${hostIp}/24`, `${lan6}1/64`, `${lan6}2/64`);
+          veth(nat, 'lan', host, 'eth0', `198.18.${100 + i}.1/24`, `${hostIp}/24`, `${lan6}1/64`, host6);
           host.routes.push(`default via 198.18.${100 + i}.1`);
           inet.routes.push(`198.18.${100 + i}.0/24 via ${wanIp}`);
           publicIp = hostIp;
           nat.rules4 = routerRules({ behaviour: p.nat, lanNet: `198.18.${100 + i}.0/24`, v: 4 });
         } else {
           hostIp = `10.${i}.0.2`;
-          veth(nat, 'lan', host, 'eth0', `10.${i}.0.1/24`, `${hostIp}/24`, `${lan6}1/64`, `${lan6}2/64`);
+          veth(nat, 'lan', host, 'eth0', `10.${i}.0.1/24`, `${hostIp}/24`, `${lan6}1/64`, host6);
           host.routes.push(`default via 10.${i}.0.1`);
           publicIp = wanIp;
-          nat.rules4 = routerRules({ behaviour: p.nat, icmp: p.icmp, lanNet: `10.${i}.0.0/24`, v: 4 });
+          nat.rules4 = routerRules({ behaviour: p.nat, icmp: p.icmp, lanNet: `10.${i}.0.0/24`, v: 4, host: hostIp });
+          if (p.nat === 'full-cone') nat.nft = fullConeNft(hostIp);
         }
         if (ipv6) nat.rules6 = routerRules({ behaviour: p.nat, icmp: p.icmp, lanNet: `${lan6}/64`, v: 6 });
       }
-      host.routes6.push(`default via ${lan6}1`);
+      if (v6Host) host.routes6.push(`default via ${lan6}1`);
       inet.routes6.push(`2001:db8:${i}::/48 via 2001:db8:${i}::2`);
       peers[who] = {
-        ns: host.ns, behaviour: p.nat, ip: hostIp, ip6: ipv6 ? `${lan6}2` : undefined, publicIp,
-        publicIp6: ipv6 ? `${lan6}2` : undefined, natNs: nat.ns, cgnNs: cgn?.ns, innerPublicIp: innerPublic,
+        ns: host.ns, behaviour: p.nat, ip: hostIp, ip6: v6Host ? `${lan6}2` : undefined, publicIp,
+        publicIp6: v6Host ? `${lan6}2` : undefined, natNs: nat.ns, cgnNs: cgn?.ns, innerPublicIp: innerPublic,
         ttlToInternet: ttl, spec: p, edgeNs: edge.ns,
       };
       addShape(who, p);
@@ -822,7 +868,7 @@ async function startDelay(lab, d, seed, max) {
 export async function createLab(spec) {
   const id = `${LAB_PREFIX}${process.pid}-${labCounter++}`;
   const plan = planLab(id, spec);
-  const pre = labPrerequisites({ delay: plan.delays.length > 0, hairpin: !!plan.hairpin });
+  const pre = labPrerequisites({ delay: plan.delays.length > 0, hairpin: [...plan.nodes.values()].some((n) => n.nft) });
   if (!pre.ok) throw new Error(`lab: missing prerequisites: ${pre.missing.join(', ')}`);
   if (!staleChecked) {
     staleChecked = true;
@@ -847,7 +893,7 @@ export async function createLab(spec) {
     for (const n of nodes) await must('ip', ['netns', 'add', n.ns]);
     await Promise.all(
       nodes.map((n) => {
-        const v6 = plan.ipv6 ? '0' : '1';
+        const v6 = plan.ipv6 && !n.noV6 ? '0' : '1';
         const sysctls = [`net.ipv6.conf.all.disable_ipv6=${v6}`, `net.ipv6.conf.default.disable_ipv6=${v6}`];
         if (plan.ipv6) {
           // no DAD (link-local addresses would stay tentative for ~2 s and neighbour discovery fail meanwhile), no RA

@@ -1,0 +1,136 @@
+// Symmetric NATs against sides that filter nothing: the real library (server + two Peers from dist/, driven
+// through the public API: Peer.connect, peer.dial({ strategy: 'direct' }), DialResult.path) between a peer behind
+// MASQUERADE --random-fully and a peer behind a full-cone NAT or a port-forwarding (DMZ) router, dialled both
+// ways. The symmetric side's SYN towards the peer leaves from a port the server never saw, but the other side's NAT
+// forwards it anyway; the punch has to accept it (from the peer's host, on any port) and let direct-auth decide.
+// Then the raw punch() over IPv6 between two hosts whose IPv4 is behind symmetric NATs and whose IPv6 sits behind
+// stateful firewalls (RFC 6092: no translation, crossing SYNs allowed), bound to the exact global address.
+//
+// Root only; one topology per describe. Rows and times: docs/LAB.md ("Open filtering and IPv6").
+//   npx vitest run test/lab/connectivity.test.ts
+import { once } from 'node:events';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+
+import { LibraryPair } from './matrix-driver.js';
+import { createLab, LAB_DIR, labPrerequisites, type Lab, type LabSpec } from './topology.js';
+
+const pre = labPrerequisites({ delay: false, hairpin: true });
+if (!pre.ok) console.warn(`connectivity lab skipped, missing: ${pre.missing.join(', ')}`);
+
+const BYTES = 256 << 10;
+const DIAL_TIMEOUT_MS = 15_000;
+
+/** One topology and one LibraryPair for the enclosing describe; always torn down. */
+function usePair(spec: LabSpec, opts: Parameters<typeof LibraryPair.start>[1] = {}): () => LibraryPair {
+  let lab: Lab | undefined;
+  let pair: LibraryPair | undefined;
+  beforeAll(async () => {
+    lab = await createLab(spec);
+    pair = await LibraryPair.start(lab, opts);
+  });
+  afterAll(async () => {
+    try {
+      await pair?.close();
+    } finally {
+      await lab?.destroy();
+    }
+  });
+  return () => {
+    if (!pair) throw new Error('lab not built');
+    return pair;
+  };
+}
+
+const rows = [
+  { name: 'symmetric × full-cone', spec: { a: 'symmetric', b: 'full-cone' } },
+  { name: 'symmetric × dmz (port-forwarding router)', spec: { a: 'symmetric', b: 'dmz' } },
+] as const satisfies { name: string; spec: LabSpec }[];
+
+describe.skipIf(!pre.ok)('symmetric NAT against a side that filters nothing: direct, both ways', () => {
+  for (const row of rows) {
+    describe(row.name, () => {
+      // The server's punch-skip rule (ERR_PUNCH_UNLIKELY) cannot tell open filtering from a cone yet: these rows
+      // measure the punch itself, so the NAT probe is off.
+      const pair = usePair(row.spec, { natProbe: false });
+      for (const from of ['a', 'b'] as const) {
+        it(`${from} dials ${from === 'a' ? 'b' : 'a'}: direct`, async () => {
+          const r = await pair().dial(from, { strategy: 'direct', timeoutMs: DIAL_TIMEOUT_MS, bytes: BYTES });
+          const why = JSON.stringify(r, null, 1);
+          expect(r.error, why).toBeNull();
+          expect(r.path, why).toBe('direct');
+          expect(r.integrity, why).toMatchObject({ forward: true, backward: true, bytes: BYTES });
+          expect(r.leaks, why).toBe(0);
+          expect(r.orphans, why).toBe(0);
+          console.log(`${row.name} ${from}→: ${r.path} attempt ${r.attempt}, ${r.connectMs} ms`);
+        }, 90_000);
+      }
+    });
+  }
+});
+
+const PUNCH_CHILD = `${LAB_DIR}/punch-child.mjs`;
+
+/** Runs punch() once inside a host's namespace (test/lab/punch-child.mjs) and resolves what it printed. */
+async function labPunch(lab: Lab, node: 'a' | 'b', args: Record<string, unknown>): Promise<Record<string, any>> {
+  const child = lab.spawn(node, [process.execPath, PUNCH_CHILD, JSON.stringify(args)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  child.stdout?.setEncoding('utf8').on('data', (d: string) => (out += d));
+  child.stderr?.setEncoding('utf8').on('data', (d: string) => (err += d));
+  await once(child, 'exit');
+  try {
+    return JSON.parse(out.trim().split('\n').at(-1) ?? '');
+  } catch {
+    throw new Error(`punch-child on ${node}: no result (${out}${err})`);
+  }
+}
+
+describe.skipIf(!pre.ok)('IPv6 behind stateful firewalls, IPv4 behind symmetric NATs', () => {
+  let lab: Lab | undefined;
+  const L = (): Lab => lab ?? (() => { throw new Error('lab not built'); })();
+  // Each host also holds a second global address that its default route prefers as source (as a temporary
+  // privacy address would be): a punch from the wildcard leaves from there, not from the address the other side
+  // targets, and the other side's firewall drops it.
+  const decoy = (who: 'a' | 'b'): string => `2001:db8:${who === 'a' ? 1 : 2}:1::99`;
+  beforeAll(async () => {
+    lab = await createLab({ a: 'symmetric', b: 'symmetric', ipv6: true });
+    for (const who of ['a', 'b'] as const) {
+      const gw = `2001:db8:${who === 'a' ? 1 : 2}:1::1`;
+      await lab.exec(who, ['ip', '-6', 'addr', 'add', `${decoy(who)}/64`, 'dev', 'eth0', 'nodad'], { check: true });
+      await lab.exec(who, ['ip', '-6', 'route', 'replace', 'default', 'via', gw, 'src', decoy(who)], { check: true });
+    }
+  });
+  afterAll(async () => {
+    await lab?.destroy();
+  });
+
+  const both = (local: (who: 'a' | 'b') => string | undefined, timeoutMs: number) => {
+    const startAt = Date.now() + 1000; // both children up (Node start-up in a namespace) before the punch
+    return Promise.all(
+      (['a', 'b'] as const).map((who) => {
+        const other = who === 'a' ? 'b' : 'a';
+        return labPunch(L(), who, {
+          localAddress: local(who),
+          family: 6,
+          localPort: 41000 + (who === 'a' ? 1 : 2),
+          remote: { host: L().peers[other].ip6, port: 41000 + (other === 'a' ? 1 : 2) },
+          timeoutMs,
+          startAt,
+        });
+      }),
+    );
+  };
+
+  it('punch() from the exact global address connects directly, on that address', async () => {
+    const [a, b] = await both((who) => L().peers[who].ip6, 5000);
+    expect(a, JSON.stringify(a)).toMatchObject({ ok: true, got: 'hello\n', local: { host: L().peers.a.ip6, port: 41001 }, remote: { host: L().peers.b.ip6, port: 41002 } });
+    expect(b, JSON.stringify(b)).toMatchObject({ ok: true, got: 'hello\n', local: { host: L().peers.b.ip6, port: 41002 }, remote: { host: L().peers.a.ip6, port: 41001 } });
+    console.log(`IPv6 punch through two stateful firewalls: a ${a?.elapsedMs} ms (${a?.via}), b ${b?.elapsedMs} ms (${b?.via})`);
+  });
+
+  it('from the wildcard the kernel picks the other address and the firewalls drop it: ETIMEDOUT', async () => {
+    const [a, b] = await both(() => undefined, 2000);
+    expect(a, JSON.stringify(a)).toMatchObject({ ok: false, code: 'ETIMEDOUT' });
+    expect(b, JSON.stringify(b)).toMatchObject({ ok: false, code: 'ETIMEDOUT' });
+  });
+});
