@@ -18,7 +18,7 @@ import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 const { encodeMessage, decodeMessage } = await import('../../../dist/protocol/messages.js');
-const { FrameDecoder, encodeFrame } = await import('../../../dist/protocol/frame.js');
+const { FrameDecoder, encodeFrame, PROTOCOL_VERSION } = await import('../../../dist/protocol/frame.js');
 const { encodeRelayFrame } = await import('../../../dist/relay/frames.js');
 const { Peer } = await import('../../../dist/index.js');
 
@@ -183,7 +183,7 @@ const attacks = {
         live++;
         peak = Math.max(peak, live);
         socks.add(sock);
-        if (mode === 'partial') sock.write(Buffer.from([0x54, 0x50, 0x01]));
+        if (mode === 'partial') sock.write(Buffer.from([0x54, 0x50, PROTOCOL_VERSION]));
         if (mode === 'half-closed') sock.end();
         const r = /** @type {any} */ (await watch(sock));
         socks.delete(sock);
