@@ -12,26 +12,18 @@ import { spawn } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { randomBytes } from 'node:crypto';
-import { afterEach, describe, expect, it } from 'vitest';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, expect, it } from 'vitest';
 import { Peer } from '../lib/peer/index.js';
 import { connectorHandshake } from '../lib/tunnel/handshake.js';
 import { REFUSE, readBytes } from '../lib/tunnel/wire.js';
 import { runCli, runCliToEnd, type CliProcess } from './helpers/cli.js';
-import { SECRET, client, connectTo, countingEcho, expose, fdsOf, freePort, serve, until } from './helpers/tunnel-rig.js';
+import { SECRET, client, connectTo, expose, fdsOf, freePort, serve, until, useRig } from './helpers/tunnel-rig.js';
 
-let procs: CliProcess[] = [];
-let closers: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const p of procs.reverse()) await p.stop('SIGKILL');
-  for (const c of closers) await c();
-  procs = [];
-  closers = [];
-});
-const track = (p: CliProcess): CliProcess => (procs.push(p), p);
+const { track, defer, echo: trackedEcho } = useRig();
 
 async function setup(exposeArgs: string[], serveArgs: string[] = []) {
-  const echo = await countingEcho();
-  closers.push(() => new Promise<void>((r) => echo.server.close(() => r())));
+  const echo = await trackedEcho();
   const serverPort = await freePort();
   const server = track(serve(serverPort, serveArgs));
   await server.waitFor('listening');
@@ -42,7 +34,7 @@ async function setup(exposeArgs: string[], serveArgs: string[] = []) {
 
 /** The connecting side is refused: it says why and exits 4; the service saw nothing; no descriptor leaked. */
 async function expectRefused(r: Awaited<ReturnType<typeof setup>>, connectArgs: string[], code: string, why: RegExp) {
-  await until(() => false, 300);
+  await sleep(300);
   const baseline = fdsOf(r.exposer.child.pid!);
   const c = track(connectTo(r.serverPort, 'svc', ['--id', 'alice', ...connectArgs]));
   expect(await c.exited).toBe(4);
@@ -77,8 +69,7 @@ describe('tunnel with a service key', () => {
   });
 
   it('takes the key from TCP_PUNCH_SERVICE_KEY', async () => {
-    const echo = await countingEcho();
-    closers.push(() => new Promise<void>((r) => echo.server.close(() => r())));
+    const echo = await trackedEcho();
     const serverPort = await freePort();
     await track(serve(serverPort)).waitFor('listening');
     await track(expose(serverPort, 'svc', echo.port, [], { TCP_PUNCH_SERVICE_KEY: 'k-env' })).waitFor('exposing');
@@ -113,7 +104,7 @@ describe('tunnel with a service key', () => {
   it('a replayed proof (the bytes of an accepted handshake, sent again) is refused with ERR_SERVICE_KEY', async () => {
     const r = await setup(['--key', 'k-123', '--no-encrypt']);
     const peer = await Peer.connect({ server: `127.0.0.1:${r.serverPort}`, id: 'mallory', secret: SECRET });
-    closers.push(() => peer.close());
+    defer(() => peer.close());
     const first = await peer.dial('svc');
     const sent: Buffer[] = [];
     const write = first.socket.write.bind(first.socket);
@@ -170,7 +161,7 @@ async function capture(excluded: number[], body: () => Promise<void>): Promise<B
   await new Promise<void>((resolve) => createInterface({ input: py.stdout! }).once('line', () => resolve()));
   try {
     await body();
-    await until(() => false, 300);
+    await sleep(300);
   } finally {
     py.stdin!.end();
     await new Promise((r) => py.once('exit', r));

@@ -11,6 +11,7 @@ import type { DialResult, RelayEndInfo } from '../lib/peer/types.js';
 import { ConnectionPool, type TunnelConnection } from '../lib/tunnel/pool.js';
 import { PING, PONG } from '../lib/tunnel/wire.js';
 import { socketPair } from './helpers/pair.js';
+import { until } from './helpers/poll.js';
 
 /** The far ends of the spares the pool dialled, and how each should behave. */
 interface Far {
@@ -53,12 +54,6 @@ function pool(o: Partial<ConstructorParameters<typeof ConnectionPool>[0]> & Pick
   pools.push(p);
   p.start();
   return p;
-}
-
-async function until(f: () => boolean, ms = 3000): Promise<boolean> {
-  const end = Date.now() + ms;
-  while (!f() && Date.now() < end) await sleep(10);
-  return f();
 }
 
 describe('tunnel spare pool', () => {

@@ -3,19 +3,11 @@
  * reason and code, not the reset it caused, however the reset and the relay's notice race (real processes,
  * several tunnels in a row).
  */
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { CliProcess } from './helpers/cli.js';
-import { client, connectTo, countingEcho, expose, freePort, serve, until } from './helpers/tunnel-rig.js';
+import { client, connectTo, expose, freePort, serve, until, useRig } from './helpers/tunnel-rig.js';
 
-let procs: CliProcess[] = [];
-let closers: (() => Promise<void> | void)[] = [];
-afterEach(async () => {
-  for (const p of procs.reverse()) await p.stop('SIGKILL');
-  for (const c of closers) await c();
-  procs = [];
-  closers = [];
-});
-const track = (p: CliProcess): CliProcess => (procs.push(p), p);
+const { track, echo: trackedEcho } = useRig();
 const closes = (p: CliProcess) => p.events.filter((e) => e.event === 'tunnel-close');
 
 describe('a relayed tunnel the relay ends', () => {
@@ -23,8 +15,7 @@ describe('a relayed tunnel the relay ends', () => {
     ['zero-copy', []],
     ['encrypted', ['--key', 'k-limit']],
   ])('%s: both sides report limit-bytes (ERR_RELAY_LIMIT_BYTES), for every tunnel', async (_name, keyArgs) => {
-    const echo = await countingEcho();
-    closers.push(() => new Promise<void>((r) => echo.server.close(() => r())));
+    const echo = await trackedEcho();
     const serverPort = await freePort();
     await track(serve(serverPort, ['--relay-max-bytes', '256k'])).waitFor('listening');
     const exposer = track(expose(serverPort, 'svc', echo.port, keyArgs));

@@ -5,31 +5,18 @@
  * were.
  */
 import { Socket } from 'node:net';
-import { afterEach, describe, expect, it } from 'vitest';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { describe, expect, it } from 'vitest';
 import { Peer } from '../lib/peer/index.js';
 import { exposeService } from '../lib/tunnel/expose.js';
 import type { CliProcess } from './helpers/cli.js';
-import { SECRET, client, connectTo, count, countingEcho, expose, fdsOf, freePort, serve, until } from './helpers/tunnel-rig.js';
+import { SECRET, client, connectTo, count, expose, fdsOf, freePort, serve, until, useRig } from './helpers/tunnel-rig.js';
 
 const CLIENTS = 4;
-let procs: CliProcess[] = [];
-let closers: (() => Promise<void> | void)[] = [];
-
-afterEach(async () => {
-  for (const p of procs.reverse()) await p.stop('SIGKILL');
-  for (const c of closers) await c();
-  procs = [];
-  closers = [];
-});
-
-function track<T extends CliProcess>(p: T): T {
-  procs.push(p);
-  return p;
-}
+const { track, defer, echo: trackedEcho } = useRig();
 
 async function rig(strategy: 'relay' | 'direct', serveArgs: string[] = []) {
-  const echo = await countingEcho();
-  closers.push(() => new Promise<void>((r) => echo.server.close(() => r())));
+  const echo = await trackedEcho();
   const serverPort = await freePort();
   const server = track(serve(serverPort, serveArgs));
   await server.waitFor('listening');
@@ -68,7 +55,7 @@ describe.each(['relay', 'direct'] as const)('tunnel over %s: the server SIGKILLe
     await clientsInARow(r.port, 1);
     const pid = r.connector.child.pid!;
     // The pool is full and steady: two spares, as many descriptors as that takes.
-    await until(() => false, 1500);
+    await sleep(1500);
     const baseline = fdsOf(pid);
     const onlineBefore = count(r.connector, 'online');
     r.server.child.kill('SIGKILL');
@@ -138,7 +125,7 @@ describe('tunnel: a relayed spare ended by the relay idle limit', () => {
     expect(await until(() => idleDrops() >= 2, 10_000)).toBe(true);
     const drops = count(r.connector, 'spare-drop');
     // Refilled spares are kept alive by pings now: over three idle limits, no more drops.
-    await until(() => false, 4500);
+    await sleep(4500);
     expect(count(r.connector, 'spare-drop')).toBe(drops);
     await clientsInARow(r.port);
     expect(clientFailures(r.connector)).toEqual([]);
@@ -147,8 +134,7 @@ describe('tunnel: a relayed spare ended by the relay idle limit', () => {
 
 describe('tunnel: a direct spare whose socket is reset', () => {
   it('is dropped when the reset arrives, and the next clients are served on fresh spares', async () => {
-    const echo = await countingEcho();
-    closers.push(() => new Promise<void>((r) => echo.server.close(() => r())));
+    const echo = await trackedEcho();
     const serverPort = await freePort();
     const server = track(serve(serverPort));
     await server.waitFor('listening');
@@ -159,7 +145,7 @@ describe('tunnel: a direct spare whose socket is reset', () => {
       if (s instanceof Socket) held.push(s);
     });
     const service = exposeService(peer, { to: { host: '127.0.0.1', port: echo.port } });
-    closers.push(async () => {
+    defer(async () => {
       service.close();
       await peer.close();
     });
@@ -168,7 +154,7 @@ describe('tunnel: a direct spare whose socket is reset', () => {
     // One client first: the pump's own descriptors (its thread's poller) exist from then on.
     await clientsInARow(port, 1);
     expect(await until(() => held.length >= 3, 15_000)).toBe(true);
-    await until(() => false, 500);
+    await sleep(500);
     const pid = connector.child.pid!;
     const baseline = fdsOf(pid);
     for (const s of held.splice(0)) if (!s.destroyed) s.resetAndDestroy();

@@ -6,8 +6,11 @@ import { createHash, randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { connect, type Server } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { afterEach } from 'vitest';
 import { runCli, type CliProcess } from './cli.js';
 import { closeServer, listen, portOf } from './net.js';
+
+export { until } from './poll.js';
 
 export const SECRET = 'rig-secret';
 
@@ -72,17 +75,36 @@ export function fdsOf(pid: number): number {
   return readdirSync(`/proc/${pid}/fd`).length;
 }
 
-/** Polls (bounded) until `f()` is true; resolves whether it became true. */
-export async function until(f: () => boolean, timeoutMs = 15_000, everyMs = 50): Promise<boolean> {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (f()) return true;
-    await sleep(everyMs);
-  }
-  return f();
-}
-
 /** Events named `name` seen so far. */
 export function count(p: CliProcess, name: string): number {
   return p.events.filter((e) => e.event === name).length;
+}
+
+/**
+ * What one test file starts, stopped after each of its tests: `track` a process (SIGKILLed, newest first), `defer`
+ * anything else, `echo()` a counting echo service that is closed with them.
+ */
+export function useRig(): {
+  track: <T extends CliProcess>(p: T) => T;
+  defer: (close: () => Promise<void> | void) => void;
+  echo: () => ReturnType<typeof countingEcho>;
+} {
+  let procs: CliProcess[] = [];
+  let closers: (() => Promise<void> | void)[] = [];
+  afterEach(async () => {
+    for (const p of procs.reverse()) await p.stop('SIGKILL');
+    for (const c of closers) await c();
+    procs = [];
+    closers = [];
+  });
+  const defer = (close: () => Promise<void> | void): void => void closers.push(close);
+  return {
+    track: (p) => (procs.push(p), p),
+    defer,
+    echo: async () => {
+      const e = await countingEcho();
+      defer(() => closeServer(e.server));
+      return e;
+    },
+  };
 }
