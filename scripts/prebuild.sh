@@ -41,20 +41,27 @@ done
 
 if command -v qemu-aarch64 >/dev/null && [ -d /usr/aarch64-linux-gnu/lib ]; then
   # No arm64 Node here: a small loader dlopen()s the addon (relocations, symbol versions, initialisers) and finds
-  # its N-API entry point, which only Node can call.
+  # its N-API entry point, which only Node can call. The symbols Node itself exports (napi_*, uv_*) are given by a
+  # stub library loaded first: node-addon-api takes the address of some (napi_create_error...), and such data
+  # relocations are bound at load time even with RTLD_LAZY, so without stubs no addon would load outside Node.
+  f=$(ls prebuilds/linux-arm64/*.node)
+  aarch64-linux-gnu-readelf --dyn-syms -W "$f" | awk '$7 == "UND" && $5 == "GLOBAL" && $8 !~ /@/ { print "void " $8 "(void) {}" }' \
+    >"$work/node-stubs.c"
+  aarch64-linux-gnu-gcc -shared -fPIC -o "$work/node-stubs.so" "$work/node-stubs.c"
   cat >"$work/load.c" <<'C'
 #include <dlfcn.h>
 #include <stdio.h>
 int main(int argc, char **argv) {
-  void *h = dlopen(argv[1], RTLD_LAZY | RTLD_LOCAL);
+  if (!dlopen(argv[1], RTLD_NOW | RTLD_GLOBAL)) { fprintf(stderr, "dlopen stubs: %s\n", dlerror()); return 1; }
+  void *h = dlopen(argv[2], RTLD_NOW | RTLD_LOCAL);
   if (!h) { fprintf(stderr, "dlopen: %s\n", dlerror()); return 1; }
   if (!dlsym(h, "napi_register_module_v1")) { fprintf(stderr, "no napi_register_module_v1\n"); return 2; }
   return 0;
 }
 C
   aarch64-linux-gnu-gcc -o "$work/load" "$work/load.c" -ldl
-  if qemu-aarch64 -L /usr/aarch64-linux-gnu "$work/load" prebuilds/linux-arm64/*.node; then
-    echo "prebuilds/linux-arm64: loads under qemu-aarch64 (dlopen, N-API entry point found)"
+  if qemu-aarch64 -L /usr/aarch64-linux-gnu "$work/load" "$work/node-stubs.so" "$f"; then
+    echo "prebuilds/linux-arm64: loads under qemu-aarch64 (dlopen RTLD_NOW against stubs of Node's exports, N-API entry point found)"
   else
     status=1
   fi

@@ -4,8 +4,7 @@
  * the server logs each relayed session's end; serve and connect serve metrics that say which path was taken; a bad
  * config file exits 2 naming the file, key and value before anything registers.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { once } from 'node:events';
+import { randomBytes } from 'node:crypto';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, type AddressInfo, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -15,18 +14,11 @@ import { showBytes, showDuration } from '../lib/cli/args.js';
 import { RELAY_DEFAULTS, relayDefaults } from '../lib/relay/limits.js';
 import { SERVER_DEFAULTS } from '../lib/server/options.js';
 import { runCli, runCliToEnd, type CliProcess } from './helpers/cli.js';
-import { closeServer, listen } from './helpers/net.js';
+import { closeServer, freePort, listen, roundTrip } from './helpers/net.js';
 import { until } from './helpers/poll.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'tcp-punch-cli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
-
-async function freePort(): Promise<number> {
-  const s = await listen();
-  const port = (s.address() as AddressInfo).port;
-  await closeServer(s);
-  return port;
-}
 
 /** A service that answers every connection with `tag` and then echoes. */
 function taggedEcho(tag: string): Promise<Server> {
@@ -35,30 +27,6 @@ function taggedEcho(tag: string): Promise<Server> {
     s.write(tag);
     s.pipe(s);
   });
-}
-
-/** Sends `bytes` random bytes through port; checks what comes back is `prefix` + the same bytes. */
-async function roundTrip(port: number, bytes: number, prefix = ''): Promise<void> {
-  const socket = connect({ host: '127.0.0.1', port });
-  await once(socket, 'connect');
-  const payload = randomBytes(bytes);
-  const got = createHash('sha256');
-  let n = 0;
-  socket.on('data', (d: Buffer) => {
-    got.update(d);
-    n += d.length;
-  });
-  const ended = once(socket, 'end');
-  const write = async (): Promise<void> => {
-    for (let off = 0; off < payload.length; off += 1 << 20) {
-      if (!socket.write(payload.subarray(off, off + (1 << 20)))) await once(socket, 'drain');
-    }
-    socket.end();
-  };
-  await Promise.all([write(), ended]);
-  expect(n).toBe(bytes + prefix.length);
-  expect(got.digest('hex')).toBe(createHash('sha256').update(prefix).update(payload).digest('hex'));
-  socket.destroy();
 }
 
 /** True when something accepts TCP connections on the port. */

@@ -2,42 +2,15 @@
  * The real CLI processes: serve + expose (in front of a hashing echo service) + connect, a client through the
  * local port, data integrity both ways, logs, clean shutdown; and the exit codes of user mistakes.
  */
-import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { connect, type AddressInfo, type Server } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runCli, runCliToEnd, type CliProcess } from './helpers/cli.js';
-import { closeServer, listen } from './helpers/net.js';
+import { closeServer, freePort, listen, roundTrip } from './helpers/net.js';
 
 /** Echo service: every byte comes back. */
 async function echoService(): Promise<Server> {
   return listen((s) => s.pipe(s));
-}
-
-async function freePort(): Promise<number> {
-  const s = await listen();
-  const port = (s.address() as AddressInfo).port;
-  await closeServer(s);
-  return port;
-}
-
-/** Sends `bytes` random bytes through host:port and checks the echo; resolves the byte count seen. */
-async function roundTrip(port: number, bytes: number): Promise<void> {
-  const socket = connect({ host: '127.0.0.1', port });
-  await once(socket, 'connect');
-  const payload = randomBytes(bytes);
-  const got = createHash('sha256');
-  let n = 0;
-  socket.on('data', (d: Buffer) => {
-    got.update(d);
-    n += d.length;
-  });
-  const ended = once(socket, 'end');
-  socket.end(payload);
-  await ended;
-  expect(n).toBe(bytes);
-  expect(got.digest('hex')).toBe(createHash('sha256').update(payload).digest('hex'));
-  socket.destroy();
 }
 
 describe('tcp-punch serve / expose / connect', () => {

@@ -17,7 +17,7 @@ import { describe, expect, it } from 'vitest';
 import { Peer } from '../lib/peer/index.js';
 import { connectorHandshake } from '../lib/tunnel/handshake.js';
 import { REFUSE, readBytes } from '../lib/tunnel/wire.js';
-import { runCli, runCliToEnd, type CliProcess } from './helpers/cli.js';
+import { runCli, runCliToEnd } from './helpers/cli.js';
 import { SECRET, client, connectTo, expose, fdsOf, freePort, serve, until, useRig } from './helpers/tunnel-rig.js';
 
 const { track, defer, echo: trackedEcho } = useRig();

@@ -2,9 +2,10 @@
  * Small socket helpers shared by tests.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net';
+import { connect, createServer, type AddressInfo, type Server, type Socket } from 'node:net';
 import { once } from 'node:events';
 import type { Duplex } from 'node:stream';
+import { expect } from 'vitest';
 
 /** A listening server on 127.0.0.1 with a random port. */
 export async function listen(onConnection: (socket: Socket) => void = () => {}, host = '127.0.0.1'): Promise<Server> {
@@ -20,6 +21,33 @@ export function portOf(server: Server): number {
 
 export async function closeServer(server: Server): Promise<void> {
   await new Promise<void>((resolve) => server.close(() => resolve()));
+}
+
+/** A loopback port that was free a moment ago (for processes that must be told their port). */
+export async function freePort(): Promise<number> {
+  const s = await listen();
+  const port = portOf(s);
+  await closeServer(s);
+  return port;
+}
+
+/**
+ * Sends `bytes` random bytes to 127.0.0.1:port in 1 MiB writes with backpressure, then ends; asserts that what
+ * comes back is `prefix` followed by the same bytes.
+ */
+export async function roundTrip(port: number, bytes: number, prefix = ''): Promise<void> {
+  const socket = connect({ host: '127.0.0.1', port });
+  await once(socket, 'connect');
+  const payload = randomBytes(bytes);
+  const back = drainHash(socket);
+  for (let off = 0; off < payload.length; off += 1 << 20) {
+    if (!socket.write(payload.subarray(off, off + (1 << 20)))) await once(socket, 'drain');
+  }
+  socket.end();
+  const got = await back;
+  expect(got.bytes).toBe(bytes + prefix.length);
+  expect(got.hash).toBe(createHash('sha256').update(prefix).update(payload).digest('hex'));
+  socket.destroy();
 }
 
 /** Reads a stream to its end and resolves the SHA-256 and length of everything received. */

@@ -10,6 +10,8 @@ import { afterEach } from 'vitest';
 import { runCli, type CliProcess } from './cli.js';
 import { closeServer, listen, portOf } from './net.js';
 
+export { freePort } from './net.js';
+
 export { until } from './poll.js';
 
 export const SECRET = 'rig-secret';
@@ -23,13 +25,6 @@ export async function countingEcho(): Promise<{ server: Server; port: number; co
     s.pipe(s);
   });
   return { server, port: portOf(server), connections: () => n };
-}
-
-export async function freePort(): Promise<number> {
-  const s = await listen();
-  const port = portOf(s);
-  await closeServer(s);
-  return port;
 }
 
 export function serve(port: number, extra: string[] = []): CliProcess {
