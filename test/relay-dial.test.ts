@@ -7,7 +7,6 @@ import { once } from 'node:events';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { Peer } from '../lib/peer/peer.js';
 import type { ConnectionInfo, RelayEndInfo } from '../lib/peer/types.js';
 import type { ServerOptions } from '../lib/server/options.js';
 import { UpgradableStream } from '../lib/upgrade.js';

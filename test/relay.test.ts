@@ -3,7 +3,7 @@
  * token abuse, and no fd leak.
  */
 import { once } from 'node:events';
-import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
+import { connect, createServer, type AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import { encodeFrame } from '../lib/protocol/frame.js';

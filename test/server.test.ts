@@ -9,7 +9,6 @@ import { clientProof, deriveIdKey } from '../lib/protocol/crypto.js';
 import { FrameDecoder, HEADER_SIZE, PROTOCOL_VERSION, encodeFrame, encodeFrameAs } from '../lib/protocol/frame.js';
 import { decodeMessage, encodeBody } from '../lib/protocol/messages.js';
 import { Peer } from '../lib/peer/peer.js';
-import { MemoryRegistry } from '../lib/server/registry.js';
 import type { RendezvousServer } from '../lib/server/server.js';
 import type { ServerOptions } from '../lib/server/options.js';
 import { until } from './helpers/poll.js';

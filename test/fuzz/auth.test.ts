@@ -25,7 +25,7 @@ import type { RendezvousServer } from '../../lib/server/server.js';
 import { socketPair } from '../helpers/pair.js';
 import { LOOSE, addr, next, raw, server } from '../helpers/rendezvous.js';
 import { record, scale } from '../reliability/summary.js';
-import { mutate, opsArb, schemaStructured, type Op, type Structured } from './mutate.js';
+import { mutate, opsArb, schemaStructured, type Structured } from './mutate.js';
 
 const SECRET = 'fuzz-auth-secret';
 const stats: Record<string, unknown> = {};
@@ -37,15 +37,6 @@ const CONTROL_CODES = new Set([
 ]);
 
 type ProofKind = 'correct' | 'wrong-key' | 'random' | 'empty' | 'other-id' | 'swapped' | 'replay' | 'none' | 'hello-again' | 'ping';
-
-interface Plan {
-  id: string;
-  nonce: Uint8Array;
-  helloOps: Op[] | null;
-  proof: ProofKind;
-  authOps: Op[] | null;
-  other: Structured;
-}
 
 const planArb = fc.record({
   id: fc.oneof(fc.constantFrom('victim', 'alice', 'bob'), fc.stringMatching(/^[\x21-\x7e]{1,64}$/)),

@@ -5,7 +5,7 @@
  * Limits are the defaults (SERVER_DEFAULTS, RELAY_DEFAULTS) unless a test says otherwise and why.
  */
 import { once } from 'node:events';
-import { connect, type Socket } from 'node:net';
+import { connect } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 
 import fc from 'fast-check';
