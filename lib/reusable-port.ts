@@ -2,7 +2,8 @@
  * ReusablePort: a local TCP port held open with SO_REUSEADDR + SO_REUSEPORT, so that connections can be made
  * from it (an observe connection to a rendezvous server, say) and a punch can later listen and connect on it.
  */
-import type { Socket } from 'node:net';
+import { once } from 'node:events';
+import { createServer, type Server, type Socket } from 'node:net';
 import { fromNative, native, requireNative } from './native.js';
 import { type Endpoint, type Family, anyAddress, familyOf, validatePort } from './endpoint.js';
 import { TcpPunchError, invalidArgType, invalidArgValue } from './errors.js';
@@ -100,4 +101,30 @@ export async function bindReusable(options: BindReusableOptions = {}): Promise<R
   } catch (err) {
     throw fromNative(err);
   }
+}
+
+/**
+ * A net.Server listening on a reusable port that sockets bound with {@link bindReusable} hold too (the port a
+ * connection left from): it is handed the connections addressed to the port that no connected socket of it
+ * owns. Node cannot bind a listener with SO_REUSEPORT itself (before Node 22), so the addon binds and listens and
+ * the server adopts the descriptor (it owns it from then on: `close()` releases it).
+ * @throws TcpPunchError with an errno `code` (EADDRINUSE when a socket without the reuse options holds the port).
+ */
+export async function listenReusable(local: Endpoint): Promise<Server> {
+  let fd: number;
+  try {
+    fd = requireNative('listenReusable()').socketBind({ host: local.host, port: local.port }, true).fd;
+  } catch (err) {
+    throw fromNative(err);
+  }
+  const server = createServer();
+  server.on('error', () => undefined);
+  try {
+    server.listen({ fd });
+    await Promise.race([once(server, 'listening'), once(server, 'error').then(([err]) => Promise.reject(err))]);
+  } catch (err) {
+    if (!server.listening) native?.socketClose(fd);
+    throw err;
+  }
+  return server;
 }

@@ -68,7 +68,7 @@ async function nattedRawPeer(serverPort: number, id: string): Promise<{ inbox: M
         obs.on('connect', () => {
           obs.resume();
           const lan = [{ host: '10.9.9.9', port: 40_000 }];
-          obs.write(encodeMessage({ type: 'observe', coordId: m.coordId, attempt: m.attempt, token: m.token, private: lan, mapping: 'unknown' }));
+          obs.write(encodeMessage({ type: 'observe', coordId: m.coordId, attempt: m.attempt, token: m.token, private: lan, mapping: 'unknown', filtering: 'unknown' }));
         });
       }
     }

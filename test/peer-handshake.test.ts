@@ -99,7 +99,8 @@ describe('direct-auth handshake', () => {
 async function impostor(s: RendezvousServer, id: string): Promise<void> {
   const framed = new FramedSocket(await raw(s));
   cleanup.push(() => framed.destroy());
-  const env = { server: { host: '127.0.0.1', port: s.address().port }, family: 4 as const, localAddress: undefined, punch: {}, natMapping: () => 'unknown' as const, warm: undefined };
+  const env = { server: { host: '127.0.0.1', port: s.address().port }, family: 4 as const, localAddress: undefined, punch: {}, natMapping: () => 'unknown' as const,
+    natFiltering: () => 'unknown' as const, warm: undefined };
   let runner: AttemptRunner | undefined;
   cleanup.push(() => runner?.dispose());
   const ready = new Promise<void>((resolve) => {

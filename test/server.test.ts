@@ -79,7 +79,7 @@ describe('server: hostile input', () => {
     expect(await codeFor(s, encodeFrame(0x05, Buffer.alloc(4)).subarray(0, 7))).toBe('ERR_HANDSHAKE_TIMEOUT');
     const ping = encodeFrame(0x05, Buffer.alloc(8));
     expect(await codeFor(s, ping)).toBe('ERR_UNEXPECTED_MESSAGE');
-    const observe = { type: 'observe' as const, coordId: new Uint8Array(16), attempt: 1, token: new Uint8Array(16), private: [], mapping: 'unknown' as const };
+    const observe = { type: 'observe' as const, coordId: new Uint8Array(16), attempt: 1, token: new Uint8Array(16), private: [], mapping: 'unknown' as const, filtering: 'unknown' as const };
     const sock = await raw(s);
     send(sock, observe);
     expect(await next(sock)).toMatchObject({ type: 'error', code: 'ERR_INVALID_TOKEN' });

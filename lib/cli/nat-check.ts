@@ -50,6 +50,7 @@ export const natCheck: Command = {
         `NAT:             ${result.nat === 'none' ? 'none seen' : `present (public ${result.publicAddresses.join(', ')})`}`,
         `mapping:         ${result.mapping}`,
         `port preserving: ${result.portPreserving ? 'yes' : 'no'}`,
+        `filtering:       ${result.filtering}`,
         ...result.rounds.map(
           (r, i) => `  round ${i + 1}: local ${r.local.host}:${r.local.port} → seen as ${r.observed.map((o) => `${o.host}:${o.port}`).join(' and ')}`,
         ),

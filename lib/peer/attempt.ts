@@ -18,7 +18,7 @@ import { punchDetailed } from '../punch.js';
 import { bindReusable } from '../reusable-port.js';
 import type { ReusablePort } from '../reusable-port.js';
 import { directAuth } from './handshake.js';
-import type { AttemptOutcome, NatMapping, Role } from './types.js';
+import type { AttemptOutcome, NatFiltering, NatMapping, Role } from './types.js';
 
 /** Where and how attempts run; fixed for a peer's control connection. */
 export interface AttemptEnv {
@@ -29,6 +29,8 @@ export interface AttemptEnv {
   punch: { retryDelayMs?: number; ttl?: number };
   /** This network's NAT mapping as last measured (PeerOptions.natProbe), reported with each observation. */
   natMapping: () => NatMapping;
+  /** This network's inbound filtering as last measured, reported with the mapping. */
+  natFiltering: () => NatFiltering;
   /** The control connection's reusable port, when it has one. */
   warm: WarmSlot | undefined;
 }
@@ -123,6 +125,7 @@ export class AttemptRunner {
         token: this.prepare.token,
         private: local.host ? [local] : [],
         mapping: env.natMapping(),
+        filtering: env.natFiltering(),
       }),
     );
     const reply = await readMessage(sock, { timeoutMs: OBSERVE_TIMEOUT_MS, signal: this.ac.signal, maxFrameSize: 512 });

@@ -21,7 +21,7 @@ import { ControlConnection, FATAL_CODES } from './control.js';
 import { PeerCoordination } from './coordination.js';
 import { checkPeerId, resolveDialOptions, resolvePeerOptions } from './options.js';
 import type { ResolvedPeerOptions } from './options.js';
-import type { AttemptEvent, ConnectionInfo, DialOptions, DialResult, NatMapping, PeerOptions, RelayEndInfo, Role } from './types.js';
+import type { AttemptEvent, ConnectionInfo, DialOptions, DialResult, NatFiltering, NatMapping, PeerOptions, RelayEndInfo, Role } from './types.js';
 import { checkNat, type NatCheckResult } from '../nat-check/check.js';
 import { UpgradableStream } from '../upgrade.js';
 import { decodeRelay } from '../relay/frames.js';
@@ -138,6 +138,12 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
     return r.mapping === 'endpoint-dependent' ? 'dependent' : 'unknown';
   }
 
+  /** This network's inbound filtering as reported to the server with the mapping. */
+  get natFiltering(): NatFiltering {
+    const f = this.natResult?.filtering;
+    return f === 'open' || f === 'port-dependent' ? f : 'unknown';
+  }
+
   /** The server's numeric endpoint while connected (relay connections may go to the same port). */
   get server(): Endpoint | undefined {
     return this.conn && { ...this.conn.server };
@@ -228,6 +234,7 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
       localAddress: o.localAddress,
       punch: o.punch,
       natMapping: () => this.natMapping,
+      natFiltering: () => this.natFiltering,
       warm: conn.warm && new WarmSlot(conn.warm.address, conn.warm.port),
     };
     conn.on('message', (msg) => this.onMessage(msg));
@@ -261,7 +268,7 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
       (result) => {
         if (ac.signal.aborted) return;
         this.natResult = result;
-        conn.send({ type: 'report', mapping: this.natMapping });
+        conn.send({ type: 'report', mapping: this.natMapping, filtering: this.natFiltering });
         this.emit('nat', result, undefined);
       },
       (err: Error) => {

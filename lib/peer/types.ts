@@ -5,12 +5,14 @@ import type { Socket } from 'node:net';
 import type { UpgradableStream } from '../upgrade.js';
 
 import type { Endpoint } from '../endpoint.js';
-import type { NAT_MAPPINGS, RelayMsg, ROLES } from '../protocol/messages.js';
+import type { NAT_FILTERINGS, NAT_MAPPINGS, RelayMsg, ROLES } from '../protocol/messages.js';
 
 /** Which side of a dial a peer is on; assigned by the server (the dialer is the initiator). */
 export type Role = (typeof ROLES)[number];
 /** This network's NAT mapping as the peer measured it (see `PeerOptions.natProbe`). */
 export type NatMapping = (typeof NAT_MAPPINGS)[number];
+/** This network's inbound filtering as the peer measured it (see `PeerOptions.natProbe`). */
+export type NatFiltering = (typeof NAT_FILTERINGS)[number];
 
 /** How an attempt ended. `ok` on success; otherwise why it failed. */
 export type AttemptOutcome =

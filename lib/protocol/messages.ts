@@ -36,6 +36,13 @@ export const PATHS = ['direct', 'relay', 'relay-upgradable'] as const;
  * whatever the destination: punchable), `dependent` (a new public port per destination: "symmetric"), `unknown`.
  */
 export const NAT_MAPPINGS = ['unknown', 'independent', 'dependent'] as const;
+/**
+ * A side's inbound filtering as the peer measured it: `open` when a connection from the server's address but
+ * another port reached its probe port (endpoint-independent or address-dependent filtering: a SYN from the
+ * peer's host on any port gets through, so a symmetric other side can still punch in), `port-dependent` when it
+ * did not, `unknown` unless it probed.
+ */
+export const NAT_FILTERINGS = ['unknown', 'open', 'port-dependent'] as const;
 /** Roles, always assigned by the server: the dialing side is the initiator. */
 export const ROLES = ['initiator', 'responder'] as const;
 
@@ -68,8 +75,8 @@ export const SCHEMAS = {
   pong: { type: 0x06, fields: { seq: f.u32() } },
   error: { type: 0x07, fields: { code: code(), message: text() } },
   goaway: { type: 0x08, fields: { code: code(), message: text() } },
-  // This network's NAT mapping as the peer measured it, whenever it (re)measures.
-  report: { type: 0x09, fields: { mapping: f.enum(...NAT_MAPPINGS) } },
+  // This network's NAT mapping and filtering as the peer measured them, whenever it (re)measures.
+  report: { type: 0x09, fields: { mapping: f.enum(...NAT_MAPPINGS), filtering: f.enum(...NAT_FILTERINGS) } },
   // A socket punched from the warm port of coordination coordId has closed on the sender's side.
   release: { type: 0x0a, fields: { coordId: coordId() } },
   // Control connection: coordination of one dial.
@@ -139,6 +146,7 @@ export const SCHEMAS = {
       token: f.bytes(16),
       private: f.endpoints(4),
       mapping: f.enum(...NAT_MAPPINGS),
+      filtering: f.enum(...NAT_FILTERINGS),
     },
   },
   observed: { type: 0x21, fields: { endpoint: f.endpoint() } },

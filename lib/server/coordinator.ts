@@ -161,7 +161,7 @@ export class Coordinator {
     if (!c || c.phase !== 'observe' || msg.attempt !== c.attempt) return false;
     const side = c.sides.find((s) => safeEqual(s.token, msg.token));
     if (!side || side.observed) return false;
-    side.observed = { public: remote, private: msg.private, mapping: msg.mapping, conn };
+    side.observed = { public: remote, private: msg.private, mapping: msg.mapping, filtering: msg.filtering, conn };
     conn.send({ type: 'observed', endpoint: remote });
     if (c.sides.every((s) => s.observed)) this.afterObserve(c);
     return true;

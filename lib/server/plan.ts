@@ -5,7 +5,7 @@
 import { isIP } from 'node:net';
 
 import type { Endpoint } from '../endpoint.js';
-import type { NAT_MAPPINGS } from '../protocol/messages.js';
+import type { NAT_FILTERINGS, NAT_MAPPINGS } from '../protocol/messages.js';
 
 /** What the server learnt about one side in an attempt. */
 export interface Observation {
@@ -15,6 +15,8 @@ export interface Observation {
   private: Endpoint[];
   /** The side's NAT mapping as it measured it (`unknown` unless it probed). */
   mapping: (typeof NAT_MAPPINGS)[number];
+  /** The side's inbound filtering as it measured it (`unknown` unless it probed). */
+  filtering: (typeof NAT_FILTERINGS)[number];
 }
 
 /** The decision for one attempt. */
@@ -55,16 +57,26 @@ export function planAttempt(
 }
 
 /**
+ * True when a SYN from `x` towards `y`'s observed mapping reaches `y`. It leaves `x`'s NAT from the observed
+ * mapping only if that NAT maps independently of the destination; `y`'s NAT lets it in if it takes any port of
+ * the peer's host (open filtering as its probe measured: a full cone, a DMZ, a port forward; or directly
+ * reachable, unless its probe found a stateful firewall filtering by port), or if `y`'s own SYN opened the
+ * mapping for exactly that source, which needs both mappings to be independent of the destination.
+ */
+function arrives(x: Observation, y: Observation): boolean {
+  if (y.filtering === 'open' || (reachable(y) && y.filtering !== 'port-dependent')) return true;
+  return x.mapping !== 'dependent' && y.mapping !== 'dependent';
+}
+
+/**
  * Why punching cannot work between initiator `a` and responder `b`, or undefined when it may. A side whose NAT
- * maps per destination punches from a public port nobody can predict: the other side's SYN goes to a mapping that
- * does not lead back. Only a directly reachable other side (connection reversal: it accepts from any port) or a
- * shared NAT (LAN addresses) gets around that, so any other pair would spend the whole punch budget for nothing.
+ * maps per destination punches from a public port nobody can predict, and its own NAT drops the other side's SYN
+ * at the mapping the server saw. One SYN that gets through is enough (the punch accepts from the peer's host on
+ * any port, and direct-auth decides), so the pair is hopeless only when neither does; a shared NAT (LAN
+ * addresses) always may. Any other pair would spend the whole punch budget for nothing.
  */
 export function punchHopeless(a: Observation, b: Observation): string | undefined {
-  if (a.public.host === b.public.host) return undefined;
-  if (a.mapping === 'dependent' && !reachable(b))
-    return "the initiator's NAT maps per destination (symmetric) and the responder is not directly reachable";
-  if (b.mapping === 'dependent' && !reachable(a))
-    return "the responder's NAT maps per destination (symmetric) and the initiator is not directly reachable";
-  return undefined;
+  if (a.public.host === b.public.host || arrives(a, b) || arrives(b, a)) return undefined;
+  const side = a.mapping === 'dependent' ? 'initiator' : 'responder';
+  return `the ${side}'s NAT maps per destination (symmetric) and neither side's NAT lets a SYN in from a port it has not contacted`;
 }

@@ -69,7 +69,7 @@ export class ControlSession implements CoordPeer {
     this.clientNonce = hello.nonce;
     // The live control connection is this mapping: a NAT that rebinds it breaks the connection, and the peer's
     // next registration brings the new one, so the server never holds a mapping older than its connection.
-    this.warmObservation = hello.warm ? { public: remote, private: hello.private, mapping: 'unknown' } : undefined;
+    this.warmObservation = hello.warm ? { public: remote, private: hello.private, mapping: 'unknown', filtering: 'unknown' } : undefined;
     conn.on('close', () => this.closed());
     void this.challenge();
   }
@@ -133,7 +133,10 @@ export class ControlSession implements CoordPeer {
       case 'pong':
         return;
       case 'report':
-        if (this.warmObservation) this.warmObservation.mapping = msg.mapping;
+        if (this.warmObservation) {
+          this.warmObservation.mapping = msg.mapping;
+          this.warmObservation.filtering = msg.filtering;
+        }
         return;
       case 'connect':
       case 'cancel':

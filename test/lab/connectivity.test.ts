@@ -49,9 +49,13 @@ const rows = [
 describe.skipIf(!pre.ok)('symmetric NAT against a side that filters nothing: direct, both ways', () => {
   for (const row of rows) {
     describe(row.name, () => {
-      // The server's punch-skip rule (ERR_PUNCH_UNLIKELY) cannot tell open filtering from a cone yet: these rows
-      // measure the punch itself, so the NAT probe is off.
-      const pair = usePair(row.spec, { natProbe: false });
+      // With the NAT probe on (the default): the open side's probe measures open filtering, so the server's
+      // punch-skip rule (ERR_PUNCH_UNLIKELY) lets the symmetric side punch towards it.
+      const pair = usePair(row.spec);
+      it('the probes measured what the skip rule needs: a symmetric mapping on a, open filtering on b', () => {
+        expect(pair().nat('a')).toEqual({ mapping: 'dependent', filtering: 'port-dependent' });
+        expect(pair().nat('b').filtering).toBe('open');
+      });
       for (const from of ['a', 'b'] as const) {
         it(`${from} dials ${from === 'a' ? 'b' : 'a'}: direct`, async () => {
           const r = await pair().dial(from, { strategy: 'direct', timeoutMs: DIAL_TIMEOUT_MS, bytes: BYTES });

@@ -98,6 +98,8 @@ export declare class LibraryPair {
   readonly lab: Lab;
   readonly serverAddress: string;
   dial(from: 'a' | 'b', p?: DialParams): Promise<DialRecord>;
+  /** What a peer's NAT probe measured before it was ready (`unknown` for both without the probe). */
+  nat(who: 'a' | 'b'): { mapping: 'unknown' | 'independent' | 'dependent'; filtering: 'unknown' | 'open' | 'port-dependent' };
   stats(): Promise<unknown>;
   close(): Promise<void>;
 }

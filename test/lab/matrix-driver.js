@@ -162,6 +162,7 @@ export class LibraryPair {
         const m = await child.wait(readyOrFatal, readyMs, `peer ${who} to register`);
         if (m.type === 'fatal') throw new Error(`peer ${who} failed to register: ${m.code} ${m.message}`);
         child.observed = m.observed;
+        child.nat = m.nat;
       }),
     );
   }
@@ -173,6 +174,14 @@ export class LibraryPair {
    * @param {import('./matrix-driver.js').DialParams} [p]
    * @returns {Promise<import('./matrix-driver.js').DialRecord>}
    */
+  /**
+   * What a peer's NAT probe measured before it was ready (`unknown` for both without the probe).
+   * @param {'a' | 'b'} who
+   */
+  nat(who) {
+    return /** @type {Child} */ (this.peers[who]).nat;
+  }
+
   async dial(from, p = {}) {
     const to = from === 'a' ? 'b' : 'a';
     const dialer = /** @type {Child} */ (this.peers[from]);

@@ -184,4 +184,4 @@ process.on('disconnect', () => process.exit(0)); // the parent is gone
 if (options.natProbe && !peer.nat) {
   await Promise.race([new Promise((r) => peer.once('nat', r)), new Promise((r) => setTimeout(r, 10_000))]);
 }
-send({ type: 'ready', id: peer.id, observed: peer.observed ?? null, nat: peer.natMapping });
+send({ type: 'ready', id: peer.id, observed: peer.observed ?? null, nat: { mapping: peer.natMapping, filtering: peer.natFiltering } });

@@ -289,7 +289,7 @@ class Ghost {
         obs.on('error', () => undefined);
         obs.resume();
         this.sockets.push(obs);
-        obs.write(encodeMessage({ type: 'observe', coordId: m.coordId, attempt: m.attempt, token: m.token, private: [{ host: '127.0.0.9', port: port.port }], mapping: 'unknown' }));
+        obs.write(encodeMessage({ type: 'observe', coordId: m.coordId, attempt: m.attempt, token: m.token, private: [{ host: '127.0.0.9', port: port.port }], mapping: 'unknown', filtering: 'unknown' }));
         if (this.at === 'observe') this.vanish();
       })().catch(() => undefined);
       return;

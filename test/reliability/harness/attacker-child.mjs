@@ -233,7 +233,7 @@ const attacks = {
           frame = encodeMessage({ type: 'auth', proof: randomBytes(32) });
         } else if (kind === 'hello') frame = hello(`slow-hello-${process.pid}-${n}`);
         else if (kind === 'observe')
-          frame = encodeMessage({ type: 'observe', coordId: randomBytes(16), attempt: 1, token: randomBytes(16), private: [{ host: '10.0.0.1', port: 1000 }], mapping: 'unknown' });
+          frame = encodeMessage({ type: 'observe', coordId: randomBytes(16), attempt: 1, token: randomBytes(16), private: [{ host: '10.0.0.1', port: 1000 }], mapping: 'unknown', filtering: 'unknown' });
         else frame = encodeRelayFrame('relay-join', { token: `tp1.${randomBytes(200).toString('base64url')}.${randomBytes(32).toString('base64url')}` });
       }
       const t0 = performance.now();
