@@ -123,7 +123,7 @@ export function logTunnelEvent(log: Logger, e: TunnelEvent, service?: string): v
   const extra = service === undefined ? {} : { service };
   switch (e.type) {
     case 'open':
-      log.info('tunnel-open', { ...e, ...extra }, `tunnel open   ${tag} peer=${e.peerId} path=${e.path} attempts=${e.attempt} connect=${formatMs(e.connectMs)} wait=${formatMs(e.waitMs)}`);
+      log.info('tunnel-open', { ...e, ...extra }, `tunnel open   ${tag} peer=${e.peerId} path=${e.path} over=IPv${e.family} attempts=${e.attempt} connect=${formatMs(e.connectMs)} wait=${formatMs(e.waitMs)}`);
       break;
     case 'close': {
       const r = e.result;

@@ -31,6 +31,8 @@ export interface AttemptEnv {
   natMapping: () => NatMapping;
   /** The control connection's reusable port, when it has one. */
   warm: WarmSlot | undefined;
+  /** Dual-stack: the environment of attempts in the other family, once registered (lib/peer/families.ts). */
+  other?: AttemptEnv | undefined;
 }
 
 /**
@@ -70,6 +72,8 @@ export interface AttemptSuccess {
   handshakeMs: number;
   /** Punched from the warm port. */
   warm: boolean;
+  /** The IP version of the socket. */
+  family: 4 | 6;
   /**
    * Our first SYN was never refused or replaced (one connect() in all): the NAT state behind this socket is the
    * one our first SYN created, so a proof received on it means the path works both ways (see docs/PROTOCOL.md).
@@ -180,6 +184,7 @@ export class AttemptRunner {
       punchMs: t2 - t1,
       handshakeMs: t3 - t2,
       warm: warm !== undefined,
+      family: this.env.family,
       clean: res.attempts === 1,
     };
   }
