@@ -28,7 +28,7 @@ import type { Endpoint, Family } from '../endpoint.js';
 import type { ATTEMPT_OUTCOMES, Message, Msg, PATHS, ROLES } from '../protocol/messages.js';
 import type { FramedSocket } from '../protocol/stream.js';
 import type { ResolvedOptions } from './options.js';
-import { firstFamily } from './families.js';
+import { FIRST_FAMILY_TIMEOUT_MS, firstFamily } from './families.js';
 import type { FamilyPeer } from './families.js';
 import { planAttempt, punchHopeless } from './plan.js';
 import type { AttemptPlan, Observation } from './plan.js';
@@ -424,7 +424,9 @@ export class Coordinator {
   }
 
   private punchTimeout(c: Coordination, delays: [number, number]): number {
-    return Math.floor(Math.min(this.limits.attemptTimeoutMs, this.remaining(c) - Math.max(...delays)));
+    // Dual-stack: the first-family attempt is kept short, the control family follows it.
+    const cap = c.firstFamily && c.attempt === 1 ? Math.min(FIRST_FAMILY_TIMEOUT_MS, this.limits.attemptTimeoutMs) : this.limits.attemptTimeoutMs;
+    return Math.floor(Math.min(cap, this.remaining(c) - Math.max(...delays)));
   }
 
   private afterObserve(c: Coordination): void {

@@ -18,6 +18,13 @@ import type { Observation } from './plan.js';
 /** An IP version. */
 export type Family = 4 | 6;
 
+/**
+ * Longest punch of the attempt in the first family (IPv6) of a dual-stack dial: the control family runs only after
+ * it, so a blocked IPv6 path costs this much, not the whole `attemptTimeoutMs`. It covers the kernel's first SYN
+ * retransmission (1 s) with room for a few hundred ms of round trip.
+ */
+export const FIRST_FAMILY_TIMEOUT_MS = 2000;
+
 /** What the family logic needs of a registered peer. */
 export interface FamilyPeer {
   /** The control connection's family. */

@@ -151,7 +151,22 @@ const dualRows = [
     dual: { a: false, b: true },
     family: 4,
   },
-] as const satisfies { name: string; spec: LabSpec; dual: { a: boolean; b: boolean }; family: 4 | 6 }[];
+  {
+    name: 'cone × cone, both families open: direct over IPv6',
+    spec: { a: 'cone', b: 'cone', ipv6: true },
+    dual: { a: true, b: true },
+    family: 6,
+  },
+  {
+    // a's firewall drops IPv6 between the peers (not to the server): attempt 1 (IPv6) times out, attempt 2 runs in
+    // IPv4 and connects.
+    name: 'cone × cone, IPv6 between the peers blocked: IPv6 fails, then direct over IPv4',
+    spec: { a: 'cone', b: 'cone', ipv6: true },
+    dual: { a: true, b: true },
+    family: 4,
+    block6: true,
+  },
+] as const satisfies { name: string; spec: LabSpec; dual: { a: boolean; b: boolean }; family: 4 | 6; block6?: boolean }[];
 
 describe.skipIf(!pre.ok)('dual-stack Peers: a dial tries IPv6 first', () => {
   for (const row of dualRows) {
@@ -160,6 +175,11 @@ describe.skipIf(!pre.ok)('dual-stack Peers: a dial tries IPv6 first', () => {
       let pair: LibraryPair | undefined;
       beforeAll(async () => {
         lab = await createLab(row.spec);
+        if ('block6' in row) {
+          const [a6, b6] = [lab.peers.a.ip6 ?? '', lab.peers.b.ip6 ?? ''];
+          for (const [src, dst] of [[a6, b6], [b6, a6]] as const)
+            await lab.exec('nat-a', ['ip6tables', '-I', 'FORWARD', '-s', src, '-d', dst, '-j', 'DROP'], { check: true });
+        }
         const peer = (who: 'a' | 'b') => (row.dual[who] ? { dualStackServer: v6Server(lab!) } : {});
         pair = await LibraryPair.start(lab, { server: { host: '::' }, peer: { a: peer('a'), b: peer('b') } });
       }, 60_000);
@@ -183,6 +203,7 @@ describe.skipIf(!pre.ok)('dual-stack Peers: a dial tries IPv6 first', () => {
           expect(r.integrity, why).toMatchObject({ forward: true, backward: true, bytes: BYTES });
           expect(r.leaks, why).toBe(0);
           expect(r.orphans, why).toBe(0);
+          if ('block6' in row) expect(r.attempt, why).toBe(2);
           console.log(`dual-stack ${row.name} ${from}→: ${r.path} IPv${r.family} attempt ${r.attempt}, ${r.connectMs} ms`);
         }, 90_000);
       }
