@@ -405,7 +405,10 @@ export class Coordinator {
   /** The plan of the current attempt from both observations, or why there is none. */
   private planOf(c: Coordination): AttemptPlan | 'family' | 'hopeless' {
     const [a, b] = [c.sides[0].observed!, c.sides[1].observed!];
-    const plan = planAttempt(a, b, c.attempt, this.limits.maxAttempts, this.limits.reversal);
+    // Dual-stack: an untranslated IPv6 address looks reachable but usually sits behind a stateful firewall (RFC 6092)
+    // that drops a SYN arriving before its own host's: the first-family attempt synchronises instead of reversing.
+    const reversal = this.limits.reversal && !(c.firstFamily && c.attempt === 1);
+    const plan = planAttempt(a, b, c.attempt, this.limits.maxAttempts, reversal);
     if (!plan) return 'family';
     return punchHopeless(a, b) ? 'hopeless' : plan;
   }
