@@ -61,7 +61,7 @@ export class ControlSession implements CoordPeer, FamilySession {
   private readonly rtts: number[] = [];
   private readonly warmObservation: Observation | undefined;
   /** Dual-stack (lib/server/families.ts): the observation in the other family, and the nonces its proofs used. */
-  secondFamily: Observation | undefined;
+  private second: Observation | undefined;
   private readonly familyNonces = new Set<string>();
 
   constructor(
@@ -103,8 +103,14 @@ export class ControlSession implements CoordPeer, FamilySession {
     return true;
   }
 
+  /** FamilyPeer: the observation in the other family, once registered. */
+  get secondFamily(): Observation | undefined {
+    return this.second;
+  }
+
+  /** FamilySession: records (or replaces) the observation in the other family. */
   setSecondFamily(o: Observation): void {
-    this.secondFamily = o;
+    this.second = o;
   }
 
   /** CoordPeer: the round-trip estimate to this peer in ms (0 until measured). */
