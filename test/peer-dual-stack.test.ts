@@ -54,8 +54,11 @@ describe('dual-stack dialling', () => {
     const b = await start(s, 'bob', true);
     const infos: { family: number }[] = [];
     b.p.on('connection', (_sock, info) => infos.push(info));
+    const events: { outcome: string; family: number | undefined }[] = [];
+    a.p.on('attempt', (e) => events.push(e));
     const r = await a.p.dial('bob', { strategy: 'direct' });
     expect(r).toMatchObject({ path: 'direct', family: 6, attempt: 1, remote: { host: '::1' } });
+    expect(events).toMatchObject([{ outcome: 'ok', family: 6 }]);
     expect((r.socket as Socket).localAddress).toBe('::1');
     await until(() => b.inbox.length === 1);
     expect(infos[0]?.family).toBe(6);

@@ -101,6 +101,11 @@ export class AttemptRunner {
     return this.prepare.attempt;
   }
 
+  /** The IP version this attempt runs in. */
+  get family(): 4 | 6 {
+    return this.env.family;
+  }
+
   /**
    * Fresh port: binds it and registers its public mapping with the server. Warm port: takes it (the server knows
    * its mapping already).

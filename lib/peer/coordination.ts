@@ -357,6 +357,7 @@ export class PeerCoordination {
       mode: this.path === 'direct' ? p?.mode : 'relay',
       route: p?.route,
       remote: p?.remote,
+      family: this.path !== 'direct' || this.runner?.attempt !== attempt ? undefined : this.runner.family,
       outcome,
       code,
       message,

@@ -521,6 +521,7 @@ function rejected(peerId: string, err: Error): AttemptEvent {
     mode: undefined,
     route: undefined,
     remote: undefined,
+    family: undefined,
     outcome: code === 'ERR_PEER_OFFLINE' ? 'peer-offline' : code === 'ABORT_ERR' ? 'aborted' : code === 'ETIMEDOUT' ? 'timeout' : 'error',
     code: typeof code === 'string' ? code : undefined,
     message: err.message,

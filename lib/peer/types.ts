@@ -45,6 +45,8 @@ export interface AttemptEvent {
   route: 'public' | 'private' | 'hairpin' | undefined;
   /** The endpoint punched towards, once known. */
   remote: Endpoint | undefined;
+  /** The IP version the attempt ran in (dual-stack: IPv6 first); undefined for the relay or before any attempt. */
+  family: 4 | 6 | undefined;
   outcome: AttemptOutcome;
   /** The error code behind a failure (`ETIMEDOUT`, `ECONNREFUSED`, `ERR_AUTH_FAILED`, ...). */
   code: string | undefined;
