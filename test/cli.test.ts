@@ -47,7 +47,7 @@ describe('tcp-punch serve / expose / connect', () => {
   it('carries a client through the tunnel, bytes intact both ways', async () => {
     await roundTrip(localPort, 8 * 1024 * 1024);
     const open = await connector.waitFor('tunnel-open');
-    expect(open).toMatchObject({ peerId: 'echo', path: 'direct' });
+    expect(open).toMatchObject({ peerId: 'echo', path: 'direct', family: 4 });
     const closed = await connector.waitFor('tunnel-close');
     expect(closed).toMatchObject({ peerId: 'echo', reason: 'eof', bytesAToB: 8 * 1024 * 1024, bytesBToA: 8 * 1024 * 1024 });
     expect(await exposer.waitFor('tunnel-close')).toMatchObject({ reason: 'eof' });

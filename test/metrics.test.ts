@@ -139,8 +139,8 @@ describe('tunnel agent metrics', () => {
   it('tunnels open, bytes, time to connect and failures by code, per service', async () => {
     const registry = new Registry();
     const t = tunnelMetrics(registry);
-    t.onEvent({ type: 'open', peerId: 'p', path: 'relay', attempt: 1, connectMs: 30, waitMs: 1 }, 'web');
-    t.onEvent({ type: 'open', peerId: 'p', path: 'direct', attempt: 1, connectMs: 10, waitMs: 1 }, 'web');
+    t.onEvent({ type: 'open', peerId: 'p', path: 'relay', family: 4, attempt: 1, connectMs: 30, waitMs: 1 }, 'web');
+    t.onEvent({ type: 'open', peerId: 'p', path: 'direct', family: 4, attempt: 1, connectMs: 10, waitMs: 1 }, 'web');
     const result = { reason: 'eof', bytesAToB: 100, bytesBToA: 250, durationMs: 2000 } as never;
     t.onEvent({ type: 'close', peerId: 'p', path: 'relay', result }, 'web');
     t.onEvent({ type: 'fail', peerId: 'p', code: 'ERR_PEER_OFFLINE', message: 'x' }, 'ssh');

@@ -14,6 +14,11 @@ import { formatBytes, formatMs, type Logger } from './log.js';
 
 export const PEER_OPTIONS = {
   server: { type: 'string', arg: 'H:P', help: 'the tcp-punch server' },
+  'dual-stack-server': {
+    type: 'string',
+    arg: 'H:P',
+    help: 'dual-stack: the same server in the other IP family (e.g. [2001:db8::2]:7000); dials with\ndual-stack peers try IPv6 first',
+  },
   'probe-ports': {
     type: 'string',
     arg: 'A,B',
@@ -43,6 +48,8 @@ function natProbeOf(s: Settings, serverPort: number): { ports: [number, number] 
 /** What registering needs, checked before anything connects. */
 export interface PeerSettings {
   server: HostPort;
+  /** --dual-stack-server: the same server in the other family. */
+  dualStack: HostPort | undefined;
   secret: string | undefined;
   natProbe: { ports: [number, number] } | false | undefined;
 }
@@ -52,16 +59,20 @@ export function peerSettings(s: Settings, log: Logger): PeerSettings {
   const server = parseHostPort(s.values.server as string | undefined, s.where('server'));
   const secret = readSecret(s.values, s.where);
   warnLooseSecretFile(log, s.values, s.where);
-  return { server, secret, natProbe: natProbeOf(s, server.port) };
+  const v6 = s.values['dual-stack-server'] as string | undefined;
+  const dualStack = v6 === undefined ? undefined : parseHostPort(v6, s.where('dual-stack-server'));
+  return { server, dualStack, secret, natProbe: natProbeOf(s, server.port) };
 }
 
 /** Registers `id` with the server; failures become CLI errors with their exit codes. */
 export async function connectPeer(p: PeerSettings, id: string, log: Logger): Promise<Peer> {
-  const { server, secret, natProbe } = p;
+  const { server, dualStack, secret, natProbe } = p;
+  const text = (e: HostPort): string => `${e.host.includes(':') ? `[${e.host}]` : e.host}:${e.port}`;
   let peer: Peer;
   try {
     peer = await Peer.connect({
-      server: `${server.host.includes(':') ? `[${server.host}]` : server.host}:${server.port}`,
+      server: text(server),
+      ...(dualStack ? { dualStackServer: text(dualStack) } : {}),
       id,
       ...(natProbe !== undefined ? { natProbe } : {}),
       ...(secret ? { secret } : {}),
@@ -75,6 +86,10 @@ export async function connectPeer(p: PeerSettings, id: string, log: Logger): Pro
   peer.on('nat', (result, err) => {
     if (result) log.info('nat', { mapping: result.mapping, nat: result.nat }, `NAT: ${result.verdict}`);
     else log.debug('nat', { error: err?.message }, `NAT probe failed (${err?.message}); punching as usual`);
+  });
+  peer.on('family', (r, err) => {
+    if (r) log.info('family', { ...r }, `registered IPv${r.family} too, from ${r.address}`);
+    else log.warn('family', { error: err?.message }, `second IP family not registered (${err?.message}); dialling in one family`);
   });
   peer.on('attempt', (e) => {
     if (e.outcome === 'ok') return;
@@ -123,7 +138,7 @@ export function logTunnelEvent(log: Logger, e: TunnelEvent, service?: string): v
   const extra = service === undefined ? {} : { service };
   switch (e.type) {
     case 'open':
-      log.info('tunnel-open', { ...e, ...extra }, `tunnel open   ${tag} peer=${e.peerId} path=${e.path} attempts=${e.attempt} connect=${formatMs(e.connectMs)} wait=${formatMs(e.waitMs)}`);
+      log.info('tunnel-open', { ...e, ...extra }, `tunnel open   ${tag} peer=${e.peerId} path=${e.path} over=IPv${e.family} attempts=${e.attempt} connect=${formatMs(e.connectMs)} wait=${formatMs(e.waitMs)}`);
       break;
     case 'close': {
       const r = e.result;

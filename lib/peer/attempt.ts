@@ -33,6 +33,8 @@ export interface AttemptEnv {
   natFiltering: () => NatFiltering;
   /** The control connection's reusable port, when it has one. */
   warm: WarmSlot | undefined;
+  /** Dual-stack: the environment of attempts in the other family, once registered (lib/peer/families.ts). */
+  other?: AttemptEnv | undefined;
 }
 
 /**
@@ -72,6 +74,8 @@ export interface AttemptSuccess {
   handshakeMs: number;
   /** Punched from the warm port. */
   warm: boolean;
+  /** The IP version of the socket. */
+  family: 4 | 6;
   /**
    * Our first SYN was never refused or replaced (one connect() in all): the NAT state behind this socket is the
    * one our first SYN created, so a proof received on it means the path works both ways (see docs/PROTOCOL.md).
@@ -97,6 +101,11 @@ export class AttemptRunner {
   /** The attempt number. */
   get attempt(): number {
     return this.prepare.attempt;
+  }
+
+  /** The IP version this attempt runs in. */
+  get family(): 4 | 6 {
+    return this.env.family;
   }
 
   /**
@@ -183,6 +192,7 @@ export class AttemptRunner {
       punchMs: t2 - t1,
       handshakeMs: t3 - t2,
       warm: warm !== undefined,
+      family: this.env.family,
       clean: res.attempts === 1,
     };
   }

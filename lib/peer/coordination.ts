@@ -10,7 +10,8 @@
  */
 import { TcpPunchError } from '../errors.js';
 import { DIRECT_AUTH_TIMEOUT_MS, RESULT_GRACE_MS } from '../protocol/constants.js';
-import { truncateUtf8 } from '../protocol/fields.js';
+import { familyOf } from '../endpoint.js';
+import { truncateUtf8, unmapAddress } from '../protocol/fields.js';
 import type { Message, Msg } from '../protocol/messages.js';
 import { AttemptRunner, outcomeOf } from './attempt.js';
 import type { AttemptEnv, AttemptStart, AttemptSuccess } from './attempt.js';
@@ -28,7 +29,7 @@ export interface CoordinationHooks {
   relayEnd(sessionId: string): Promise<RelayEndInfo | undefined>;
 }
 
-type Step = AttemptStart | Msg<'prepare'> | Msg<'punch'> | Msg<'end'>;
+type Step = AttemptStart | Msg<'prepare'> | Msg<'prepare-family'> | Msg<'punch'> | Msg<'end'>;
 
 export class PeerCoordination {
   readonly key: string;
@@ -149,6 +150,7 @@ export class PeerCoordination {
           remote: server,
           attempt: 1,
           mode: 'relay',
+          family: familyOf(unmapAddress(conn.socket.remoteAddress)) === 6 ? 6 : 4,
           timings: { totalMs: performance.now() - this.startedAt, observeMs: 0, delayMs: 0, punchMs: 0, handshakeMs: joinMs },
           relayEnd: this.hooks.relayEnd(conn.sessionId),
         });
@@ -169,7 +171,7 @@ export class PeerCoordination {
   /** Handles a server message addressed to this coordination. */
   handle(msg: Step): void {
     if (this.settled) return;
-    if (!('type' in msg) || msg.type === 'prepare') {
+    if (!('type' in msg) || msg.type === 'prepare' || msg.type === 'prepare-family') {
       if (this.held) return void this.held.push(msg);
       return this.prepare(msg);
     }
@@ -191,16 +193,28 @@ export class PeerCoordination {
     this.fail(err);
   }
 
-  private prepare(msg: AttemptStart): void {
+  private prepare(msg: AttemptStart | Msg<'prepare-family'>): void {
     this.dropWon();
     if (this.runner) {
       this.reportCurrent('aborted', 'ERR_SUPERSEDED', `The server started attempt ${msg.attempt}: the other side was not ready`);
       this.runner.dispose();
     }
-    const runner = new AttemptRunner(this.env, msg);
+    // Dual-stack: an attempt in the other family runs from a fresh port in that family's environment.
+    let env: AttemptEnv | undefined = this.env;
+    let start: AttemptStart;
+    if (!('family' in msg)) start = msg;
+    else {
+      start = { coordId: msg.coordId, attempt: msg.attempt, token: msg.token, nonce: msg.nonce, port: 'fresh' };
+      if (msg.family !== this.env.family) env = this.env.other?.family === msg.family ? this.env.other : undefined;
+    }
+    const runner = new AttemptRunner(env ?? this.env, start);
     this.runner = runner;
     this.punchMsg = undefined;
     this.preparedAt = performance.now();
+    if (!env) {
+      const family = (msg as Msg<'prepare-family'>).family;
+      return this.attemptFailed(runner, new TcpPunchError('ERR_FAMILY_UNAVAILABLE', `This peer has not registered IPv${family}`));
+    }
     runner.observe().catch((err: unknown) => this.attemptFailed(runner, err));
   }
 
@@ -227,6 +241,7 @@ export class PeerCoordination {
           remote: ok.remote,
           attempt: msg.attempt,
           mode: msg.mode,
+          family: ok.family,
           timings: {
             totalMs: performance.now() - this.startedAt,
             observeMs: ok.observeMs,
@@ -342,6 +357,7 @@ export class PeerCoordination {
       mode: this.path === 'direct' ? p?.mode : 'relay',
       route: p?.route,
       remote: p?.remote,
+      family: this.path !== 'direct' || this.runner?.attempt !== attempt ? undefined : this.runner.family,
       outcome,
       code,
       message,

@@ -24,6 +24,8 @@ export interface ResolvedPeerOptions {
   /** Explicit probe ports; undefined: those the server announces; false: no probe. */
   natProbe: { ports: [number, number]; host: string | undefined } | false | undefined;
   strategies: Record<string, DialStrategy>;
+  /** The same server in the other IP family (dual-stack), or undefined. */
+  dualStackServer: Endpoint | undefined;
 }
 
 /** Default dial deadline. */
@@ -105,7 +107,16 @@ export function resolvePeerOptions<S extends string>(o: PeerOptions<S>): Resolve
     punch,
     natProbe,
     strategies,
+    dualStackServer: o.dualStackServer === undefined ? undefined : parseDualStackServer(o.dualStackServer),
   };
+}
+
+function parseDualStackServer(value: unknown): Endpoint {
+  try {
+    return parseServer(value);
+  } catch {
+    throw invalidArgValue('options.dualStackServer', 'must be "host:port", "[ipv6]:port" or an endpoint', value);
+  }
 }
 
 /** Validates dial options. */

@@ -16,6 +16,7 @@ import { wrapPairKey } from '../protocol/crypto.js';
 import type { Endpoint } from '../endpoint.js';
 import type { Message, Msg, RelayMsg } from '../protocol/messages.js';
 import { WarmSlot } from './attempt.js';
+import { registerSecondFamily } from './families.js';
 import type { AttemptEnv } from './attempt.js';
 import { ControlConnection, FATAL_CODES } from './control.js';
 import { PeerCoordination } from './coordination.js';
@@ -49,6 +50,8 @@ export interface PeerEvents {
   nat: [result: NatCheckResult | undefined, err: Error | undefined];
   /** A relay-range message (0x40..0x4f) from the server: the relay's integration point. */
   'relay-message': [msg: RelayMsg];
+  /** Dual-stack (`options.dualStackServer`): the second family registered (its family and address), or why not. */
+  family: [registered: { family: 4 | 6; address: string } | undefined, err: Error | undefined];
 }
 
 /** Deadline of each NAT probe connection. */
@@ -123,6 +126,15 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
   /** This peer's control connection address as the server sees it. */
   get observed(): Endpoint | undefined {
     return this.conn && { ...this.conn.observed };
+  }
+
+  /**
+   * Dual-stack (`options.dualStackServer`): the second IP family this connection registered and the exact address
+   * its punches bind to; undefined until registered (or when it failed: see the `family` event).
+   */
+  get secondFamily(): { family: 4 | 6; address: string } | undefined {
+    const other = this.env?.other;
+    return other && { family: other.family, address: other.localAddress ?? '' };
   }
 
   /** What the last NAT probe measured (`options.natProbe`); undefined until one has finished. */
@@ -244,6 +256,22 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
     this.emit('online');
     if (conn.closed) return this.onClose(conn, undefined);
     this.probeNat(conn);
+    if (o.dualStackServer) this.registerFamily(conn, o.dualStackServer);
+  }
+
+  /** Registers the second IP family for this control connection (lib/peer/families.ts). */
+  private registerFamily(conn: ControlConnection, server: Endpoint): void {
+    const env = this.env!;
+    registerSecondFamily({ server, id: this.opts.id, sessionKey: conn.sessionKey, base: env, timeoutMs: this.opts.connectTimeoutMs }).then(
+      (other) => {
+        if (this.conn !== conn) return;
+        env.other = other;
+        this.emit('family', { family: other.family, address: other.localAddress! }, undefined);
+      },
+      (err: Error) => {
+        if (this.conn === conn) this.emit('family', undefined, err);
+      },
+    );
   }
 
   /**
@@ -325,6 +353,7 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
         return r?.onReject(new TcpPunchError(msg.code, msg.message));
       }
       case 'prepare':
+      case 'prepare-family':
       case 'punch':
       case 'end':
         return this.coords.get(Buffer.from(msg.coordId).toString('hex'))?.handle(msg);
@@ -499,6 +528,7 @@ function rejected(peerId: string, err: Error): AttemptEvent {
     mode: undefined,
     route: undefined,
     remote: undefined,
+    family: undefined,
     outcome: code === 'ERR_PEER_OFFLINE' ? 'peer-offline' : code === 'ABORT_ERR' ? 'aborted' : code === 'ETIMEDOUT' ? 'timeout' : 'error',
     code: typeof code === 'string' ? code : undefined,
     message: err.message,

@@ -47,6 +47,8 @@ export interface AttemptEvent {
   route: 'public' | 'private' | 'hairpin' | undefined;
   /** The endpoint punched towards, once known. */
   remote: Endpoint | undefined;
+  /** The IP version the attempt ran in (dual-stack: IPv6 first); undefined for the relay or before any attempt. */
+  family: 4 | 6 | undefined;
   outcome: AttemptOutcome;
   /** The error code behind a failure (`ETIMEDOUT`, `ECONNREFUSED`, `ERR_AUTH_FAILED`, ...). */
   code: string | undefined;
@@ -101,6 +103,11 @@ export interface DialResult {
   attempt: number;
   /** How it was reached: connection reversal, synchronised simultaneous open, or the relay. */
   mode: 'sync' | 'reverse' | 'relay';
+  /**
+   * The IP version the stream runs over: of the punched socket (`direct`), or of this side's connection to the
+   * relay (`relay`). A dual-stack pair tries IPv6 first (`PeerOptions.dualStackServer`).
+   */
+  family: 4 | 6;
   timings: DialTimings;
   /**
    * Relayed streams: resolves with how the relay ended the session (limits included), once the server says so;
@@ -144,6 +151,15 @@ export interface PeerOptions<S extends string = never> {
   idKey?: Uint8Array;
   /** Open servers: the token issued at a previous registration (see `peer.token`), to reclaim the id. */
   token?: Uint8Array;
+  /**
+   * Dual-stack: the same server's address in the other IP family, e.g. `'[2001:db8::2]:7000'` next to
+   * `server: '198.18.0.2:7000'` (the server listening on both, `host: '::'`). After registering, the peer registers
+   * this family too from a connection of that family (from its permanent global address, never a temporary one),
+   * and dials with a peer that has both families try IPv6 first, from that exact address; the control family
+   * follows if it fails. `DialResult.family` says which won. A failed second registration leaves the peer
+   * registered in the first family (see the `family` event).
+   */
+  dualStackServer?: string | Endpoint;
   /** Local address for the control connection and every punch port. */
   localAddress?: string;
   /** Deadline of each connection to the server (first connect and reconnects); default 10000 ms. */

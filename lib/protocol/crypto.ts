@@ -45,6 +45,11 @@ export function sessionKey(idKey: Uint8Array, serverNonce: Uint8Array, clientNon
   return hmac(idKey, 'session', serverNonce, clientNonce);
 }
 
+/** The proof of a `register-family` message: the control session's key over a single-use nonce and the id. */
+export function familyProof(session: Uint8Array, nonce: Uint8Array, id: string): Buffer {
+  return hmac(session, 'family', nonce, utf8(id));
+}
+
 /** Wraps (or unwraps: the operation is its own inverse) a 32-byte pair key for one session. */
 export function wrapPairKey(session: Uint8Array, coordId: Uint8Array, pairKey: Uint8Array): Buffer {
   const pad = hmac(session, 'pair-key', coordId);

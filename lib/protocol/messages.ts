@@ -79,6 +79,13 @@ export const SCHEMAS = {
   report: { type: 0x09, fields: { mapping: f.enum(...NAT_MAPPINGS), filtering: f.enum(...NAT_FILTERINGS) } },
   // A socket punched from the warm port of coordination coordId has closed on the sender's side.
   release: { type: 0x0a, fields: { coordId: coordId() } },
+  // Second-family registration (dual-stack), the first message of its own connection in the other IP family: the
+  // server records that connection's source as the peer's observation in that family and answers `observed`.
+  // mac = HMAC(session key, 'family', nonce, id) proves the control session; nonce is single-use per session.
+  'register-family': {
+    type: 0x0b,
+    fields: { id: id(), nonce: f.bytes(16), mac: f.bytes(32), private: f.endpoints(4) },
+  },
   // Control connection: coordination of one dial.
   connect: {
     type: 0x10,
@@ -115,6 +122,13 @@ export const SCHEMAS = {
   prepare: {
     type: 0x14,
     fields: { coordId: coordId(), attempt: attempt(), token: f.bytes(16), nonce: f.bytes(16), port: f.enum('fresh', 'warm') },
+  },
+  // Like `prepare` with `port: 'fresh'`, in the given IP family (4 or 6): the peer binds the port on the exact
+  // address it registered in that family and observes it on the server's address in that family. Sent only to peers
+  // that registered that family (`register-family`), so a peer that never did never sees this type.
+  'prepare-family': {
+    type: 0x1a,
+    fields: { coordId: coordId(), attempt: attempt(), token: f.bytes(16), nonce: f.bytes(16), family: f.u8() },
   },
   punch: {
     type: 0x17,

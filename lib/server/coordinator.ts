@@ -24,10 +24,12 @@
 import { DIRECT_AUTH_TIMEOUT_MS, MIN_ATTEMPT_MS, RESULT_GRACE_MS } from '../protocol/constants.js';
 import { random, safeEqual } from '../protocol/crypto.js';
 import { truncateUtf8 } from '../protocol/fields.js';
-import type { Endpoint } from '../endpoint.js';
+import type { Endpoint, Family } from '../endpoint.js';
 import type { ATTEMPT_OUTCOMES, Message, Msg, PATHS, ROLES } from '../protocol/messages.js';
 import type { FramedSocket } from '../protocol/stream.js';
 import type { ResolvedOptions } from './options.js';
+import { FIRST_FAMILY_TIMEOUT_MS, firstFamily } from './families.js';
+import type { FamilyPeer } from './families.js';
 import { planAttempt, punchHopeless } from './plan.js';
 import type { AttemptPlan, Observation } from './plan.js';
 import { WarmPorts } from './warm.js';
@@ -47,7 +49,7 @@ export type RelayGrantIssuer = (pair: { a: string; b: string; sessionId: string;
 export type CoordDraft = Omit<Msg<'coord'>, 'pairKey'>;
 
 /** A registered peer as the coordinator sees it (a local control session, or a proxy of one on another node). */
-export interface CoordPeer {
+export interface CoordPeer extends Partial<FamilyPeer> {
   readonly id: string;
   send(msg: Message): boolean;
   /** Sends `coord` with `pairKey` wrapped for this peer (by whoever holds its session key). */
@@ -103,6 +105,8 @@ interface Coordination {
   phase: 'observe' | 'punch' | 'ended';
   nonce: Buffer;
   timer: NodeJS.Timeout | undefined;
+  /** Dual-stack: attempt 1 runs in this family (fresh ports) instead of the control family. */
+  readonly firstFamily: Family | undefined;
 }
 
 type Limits = Pick<
@@ -230,6 +234,7 @@ export class Coordinator {
       phase: 'observe',
       nonce: random(16),
       timer: undefined,
+      firstFamily: firstFamily(from, target),
     };
     this.coords.set(c.key, c);
     for (const s of c.sides) this.pendingOf(s.peer).add(c);
@@ -263,7 +268,7 @@ export class Coordinator {
       announce();
       return this.startRelay(c);
     }
-    const ports = this.warmPorts(c);
+    const ports: [PortKind, PortKind] = c.firstFamily ? ['fresh', 'fresh'] : this.warmPorts(c);
     if (ports[0] === 'warm' && ports[1] === 'warm') return this.foldedAttempt(c, announce);
     announce();
     this.startAttempt(c, ports);
@@ -363,6 +368,7 @@ export class Coordinator {
     c.phase = 'observe';
     c.nonce = random(16);
     this.stats.attempts++;
+    const family = c.attempt === 1 ? c.firstFamily : undefined;
     c.sides.forEach((s, i) => {
       s.token = random(16);
       s.port = ports[i]!;
@@ -370,7 +376,10 @@ export class Coordinator {
       s.outcome = undefined;
       s.committed = false;
       s.detail = '';
-      s.peer.send({ type: 'prepare', coordId: c.id, attempt: c.attempt, token: s.token, nonce: c.nonce, port: s.port });
+      const start = { coordId: c.id, attempt: c.attempt, token: s.token, nonce: c.nonce };
+      // Dual-stack: a side whose control connection is in another family observes a fresh port in `family`.
+      if (family && s.peer.controlFamily !== family) s.peer.send({ type: 'prepare-family', ...start, family });
+      else s.peer.send({ type: 'prepare', ...start, port: s.port });
     });
     this.occupyWarm(c);
     if (c.sides.every((s) => s.observed)) return this.afterObserve(c);
@@ -396,7 +405,10 @@ export class Coordinator {
   /** The plan of the current attempt from both observations, or why there is none. */
   private planOf(c: Coordination): AttemptPlan | 'family' | 'hopeless' {
     const [a, b] = [c.sides[0].observed!, c.sides[1].observed!];
-    const plan = planAttempt(a, b, c.attempt, this.limits.maxAttempts, this.limits.reversal);
+    // Dual-stack: an untranslated IPv6 address looks reachable but usually sits behind a stateful firewall (RFC 6092)
+    // that drops a SYN arriving before its own host's: the first-family attempt synchronises instead of reversing.
+    const reversal = this.limits.reversal && !(c.firstFamily && c.attempt === 1);
+    const plan = planAttempt(a, b, c.attempt, this.limits.maxAttempts, reversal);
     if (!plan) return 'family';
     return punchHopeless(a, b) ? 'hopeless' : plan;
   }
@@ -415,7 +427,9 @@ export class Coordinator {
   }
 
   private punchTimeout(c: Coordination, delays: [number, number]): number {
-    return Math.floor(Math.min(this.limits.attemptTimeoutMs, this.remaining(c) - Math.max(...delays)));
+    // Dual-stack: the first-family attempt is kept short, the control family follows it.
+    const cap = c.firstFamily && c.attempt === 1 ? Math.min(FIRST_FAMILY_TIMEOUT_MS, this.limits.attemptTimeoutMs) : this.limits.attemptTimeoutMs;
+    return Math.floor(Math.min(cap, this.remaining(c) - Math.max(...delays)));
   }
 
   private afterObserve(c: Coordination): void {

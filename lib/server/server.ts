@@ -12,6 +12,7 @@ import type { AddressInfo, Server, Socket } from 'node:net';
 
 import { TcpPunchError } from '../errors.js';
 import { unmapAddress } from '../protocol/fields.js';
+import { registerFamily } from './families.js';
 import type { Endpoint } from '../endpoint.js';
 import { startProbeServer } from '../nat-check/probe-server.js';
 import type { ProbeServer } from '../nat-check/probe-server.js';
@@ -308,6 +309,10 @@ export class RendezvousServer extends EventEmitter<RendezvousServerEvents> imple
         return framed.fail('ERR_INVALID_TOKEN', 'Unknown coordination, attempt or observe token');
       conn.kind = 'observe';
       clearTimeout(conn.handshakeTimer);
+    } else if (msg.type === 'register-family') {
+      clearTimeout(conn.handshakeTimer);
+      conn.kind = 'observe';
+      registerFamily(framed, msg, conn.remote, this.current(msg.id));
     } else if (msg.type === 'relay-join' && this.options.relay.onRelayJoin) {
       conn.kind = 'relay';
       clearTimeout(conn.handshakeTimer);

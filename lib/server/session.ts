@@ -5,12 +5,14 @@
  * Any message out of order, a wrong proof, or an id held by someone else ends the connection with an `error`
  * frame (`ERR_UNEXPECTED_MESSAGE`, `ERR_AUTH_FAILED`, `ERR_ID_TAKEN`).
  */
-import { clientProof, deriveIdKey, random, safeEqual, serverProof, sessionKey, wrapPairKey } from '../protocol/crypto.js';
-import type { Endpoint } from '../endpoint.js';
+import { clientProof, deriveIdKey, familyProof, random, safeEqual, serverProof, sessionKey, wrapPairKey } from '../protocol/crypto.js';
+import { familyOf } from '../endpoint.js';
+import type { Endpoint, Family } from '../endpoint.js';
 import type { Message, Msg, RelayMsg } from '../protocol/messages.js';
 import type { FramedSocket } from '../protocol/stream.js';
 import type { CoordDraft, CoordPeer, Coordinator } from './coordinator.js';
 import type { ResolvedOptions } from './options.js';
+import type { FamilySession } from './families.js';
 import type { Observation } from './plan.js';
 import type { IdRecord, Registry } from './registry.js';
 
@@ -46,7 +48,7 @@ type AuthKind = Msg<'challenge'>['auth'];
 export const MAX_UNSENT_BYTES = 256 * 1024;
 
 /** One peer's control connection. */
-export class ControlSession implements CoordPeer {
+export class ControlSession implements CoordPeer, FamilySession {
   readonly id: string;
   private state: 'hello' | 'challenged' | 'verifying' | 'ready' | 'closed' = 'hello';
   private kind: AuthKind = 'none';
@@ -58,6 +60,9 @@ export class ControlSession implements CoordPeer {
   private challengedAt = 0;
   private readonly rtts: number[] = [];
   private readonly warmObservation: Observation | undefined;
+  /** Dual-stack (lib/server/families.ts): the observation in the other family, and the nonces its proofs used. */
+  private second: Observation | undefined;
+  private readonly familyNonces = new Set<string>();
 
   constructor(
     private readonly conn: FramedSocket,
@@ -82,6 +87,30 @@ export class ControlSession implements CoordPeer {
   /** CoordPeer: the control connection's mapping, when its port is reusable. */
   get warm(): Observation | undefined {
     return this.warmObservation;
+  }
+
+  /** FamilyPeer: the control connection's IP version. */
+  get controlFamily(): Family {
+    return familyOf(this.remote.host) === 6 ? 6 : 4;
+  }
+
+  /** FamilySession: a `register-family` proof made with this session's key over a nonce not used before. */
+  familyProofOk(nonce: Uint8Array, mac: Uint8Array): boolean {
+    const key = Buffer.from(nonce).toString('hex');
+    if (this.state !== 'ready' || this.familyNonces.has(key) || this.familyNonces.size >= 64) return false;
+    if (!safeEqual(mac, familyProof(this.key, nonce, this.id))) return false;
+    this.familyNonces.add(key);
+    return true;
+  }
+
+  /** FamilyPeer: the observation in the other family, once registered. */
+  get secondFamily(): Observation | undefined {
+    return this.second;
+  }
+
+  /** FamilySession: records (or replaces) the observation in the other family. */
+  setSecondFamily(o: Observation): void {
+    this.second = o;
   }
 
   /** CoordPeer: the round-trip estimate to this peer in ms (0 until measured). */

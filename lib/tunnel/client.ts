@@ -170,7 +170,7 @@ export async function startTunnelClient(peer: Peer, options: TunnelClientOptions
     }
     active++;
     total++;
-    onEvent({ type: 'open', peerId, path: result.path, attempt: result.attempt, connectMs: result.timings.totalMs, waitMs: Date.now() - started });
+    onEvent({ type: 'open', peerId, path: result.path, family: result.family, attempt: result.attempt, connectMs: result.timings.totalMs, waitMs: Date.now() - started });
     let end: PumpResult;
     try {
       end = await drainThenBridge(local, tunnel, pump, answer.rest);

@@ -5,7 +5,7 @@ import type { RelayEndInfo } from '../peer/types.js';
 import type { PumpResult } from '../relay/pump.js';
 
 export type TunnelEvent =
-  | { type: 'open'; peerId: string; path: string; attempt: number; connectMs: number; waitMs: number }
+  | { type: 'open'; peerId: string; path: string; family: 4 | 6; attempt: number; connectMs: number; waitMs: number }
   /**
    * `result.reason` is the relay's reason (with its code in `result.error`) when the relay ended the session,
    * else how the bridge ended; `relayEnd` is the relay's whole notice for a relayed tunnel.

@@ -119,7 +119,7 @@ export function exposeService(peer: Peer, options: ExposeOptions): ExposedServic
     }
     active++;
     total++;
-    onEvent({ type: 'open', peerId: info.peerId, path: info.path, attempt: info.attempt, connectMs: info.timings.totalMs, waitMs: Date.now() - started });
+    onEvent({ type: 'open', peerId: info.peerId, path: info.path, family: info.family, attempt: info.attempt, connectMs: info.timings.totalMs, waitMs: Date.now() - started });
     // The pump writes ACK itself, before it relays a byte: nothing is queued in JS when it takes the sockets.
     let result: PumpResult;
     try {

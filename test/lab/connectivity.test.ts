@@ -11,7 +11,7 @@
 import { once } from 'node:events';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
-import { LibraryPair } from './matrix-driver.js';
+import { LibraryPair, SERVER_PORT } from './matrix-driver.js';
 import { createLab, LAB_DIR, labPrerequisites, type Lab, type LabSpec } from './topology.js';
 
 const pre = labPrerequisites({ delay: false, hairpin: true });
@@ -137,4 +137,80 @@ describe.skipIf(!pre.ok)('IPv6 behind stateful firewalls, IPv4 behind symmetric 
     expect(a, JSON.stringify(a)).toMatchObject({ ok: false, code: 'ETIMEDOUT' });
     expect(b, JSON.stringify(b)).toMatchObject({ ok: false, code: 'ETIMEDOUT' });
   });
+});
+
+// Dual-stack Peers (PeerOptions.dualStackServer): the server listens on both families (`host: '::'`), each peer
+// registers IPv4 over its control connection and IPv6 with `register-family`, and a dial tries IPv6 first.
+const v6Server = (lab: Lab): string => `[${lab.server.ip6}]:${SERVER_PORT}`;
+const dualRows = [
+  {
+    name: 'symmetric IPv4 NATs, IPv6 behind stateful firewalls: direct over IPv6',
+    spec: { a: 'symmetric', b: 'symmetric', ipv6: true },
+    dual: { a: true, b: true },
+    family: 6,
+  },
+  {
+    name: 'IPv4-only host × dual-stack host (cone NATs): direct over IPv4',
+    spec: { a: { nat: 'cone', ipv6: false }, b: 'cone', ipv6: true },
+    dual: { a: false, b: true },
+    family: 4,
+  },
+  {
+    name: 'cone × cone, both families open: direct over IPv6',
+    spec: { a: 'cone', b: 'cone', ipv6: true },
+    dual: { a: true, b: true },
+    family: 6,
+  },
+  {
+    // a's firewall drops IPv6 between the peers (not to the server): attempt 1 (IPv6) times out, attempt 2 runs in
+    // IPv4 and connects.
+    name: 'cone × cone, IPv6 between the peers blocked: IPv6 fails, then direct over IPv4',
+    spec: { a: 'cone', b: 'cone', ipv6: true },
+    dual: { a: true, b: true },
+    family: 4,
+    block6: true,
+  },
+] as const satisfies { name: string; spec: LabSpec; dual: { a: boolean; b: boolean }; family: 4 | 6; block6?: boolean }[];
+
+describe.skipIf(!pre.ok)('dual-stack Peers: a dial tries IPv6 first', () => {
+  for (const row of dualRows) {
+    describe(row.name, () => {
+      let lab: Lab | undefined;
+      let pair: LibraryPair | undefined;
+      beforeAll(async () => {
+        lab = await createLab(row.spec);
+        if ('block6' in row) {
+          const [a6, b6] = [lab.peers.a.ip6 ?? '', lab.peers.b.ip6 ?? ''];
+          for (const [src, dst] of [[a6, b6], [b6, a6]] as const)
+            await lab.exec('nat-a', ['ip6tables', '-I', 'FORWARD', '-s', src, '-d', dst, '-j', 'DROP'], { check: true });
+        }
+        const peer = (who: 'a' | 'b') => (row.dual[who] ? { dualStackServer: v6Server(lab!) } : {});
+        pair = await LibraryPair.start(lab, { server: { host: '::' }, peer: { a: peer('a'), b: peer('b') } });
+      }, 60_000);
+      afterAll(async () => {
+        try {
+          await pair?.close();
+        } finally {
+          await lab?.destroy();
+        }
+      });
+      for (const from of ['a', 'b'] as const) {
+        const to = from === 'a' ? 'b' : 'a';
+        it(`${from} dials ${to}: direct over IPv${row.family}`, async () => {
+          const r = await pair!.dial(from, { strategy: 'direct', timeoutMs: DIAL_TIMEOUT_MS, bytes: BYTES });
+          const why = JSON.stringify(r, null, 1);
+          expect(r.error, why).toBeNull();
+          expect(r.path, why).toBe('direct');
+          expect(r.family, why).toBe(row.family);
+          // IPv6: the other host's exact global address (no translation); IPv4: its NAT's public address.
+          expect(r.remote?.host, why).toBe(row.family === 6 ? lab!.peers[to].ip6 : lab!.peers[to].publicIp);
+          expect(r.integrity, why).toMatchObject({ forward: true, backward: true, bytes: BYTES });
+          expect(r.leaks, why).toBe(0);
+          expect(r.orphans, why).toBe(0);
+          if ('block6' in row) expect(r.attempt, why).toBe(2);
+          console.log(`dual-stack ${row.name} ${from}→: ${r.path} IPv${r.family} attempt ${r.attempt}, ${r.connectMs} ms`);
+        }, 90_000);
+      }
+    });
+  }
 });

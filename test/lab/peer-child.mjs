@@ -184,4 +184,14 @@ process.on('disconnect', () => process.exit(0)); // the parent is gone
 if (options.natProbe && !peer.nat) {
   await Promise.race([new Promise((r) => peer.once('nat', r)), new Promise((r) => setTimeout(r, 10_000))]);
 }
-send({ type: 'ready', id: peer.id, observed: peer.observed ?? null, nat: { mapping: peer.natMapping, filtering: peer.natFiltering } });
+// Dual-stack: dials start once the second family has registered (or failed), bounded.
+if (options.dualStackServer && !peer.secondFamily) {
+  await Promise.race([new Promise((r) => peer.once('family', r)), new Promise((r) => setTimeout(r, 10_000))]);
+}
+send({
+  type: 'ready',
+  id: peer.id,
+  observed: peer.observed ?? null,
+  nat: { mapping: peer.natMapping, filtering: peer.natFiltering },
+  secondFamily: peer.secondFamily ?? null,
+});
