@@ -146,11 +146,13 @@ describe('warm ports', () => {
 });
 
 describe('warm ports: every error path ends coded, with nothing leaked', () => {
-  it('a hopeless pair (symmetric NAT, other side not reachable) ends at once with ERR_PUNCH_UNLIKELY as attempt 1', async () => {
+  it('a hopeless pair (symmetric NAT filtering by port, other side not reachable) ends at once with ERR_PUNCH_UNLIKELY as attempt 1', async () => {
     const { s, peers } = await setup(['alice', 'bob']);
     const [a] = peers as [Peer, Peer];
-    // Alice reported a per-destination mapping; bob sits behind another public address, not directly reachable.
+    // Alice reported a per-destination mapping filtering by port; bob sits behind another public address, not
+    // directly reachable: neither side's SYN can arrive.
     s.current('alice')!.warm!.mapping = 'dependent';
+    s.current('alice')!.warm!.filtering = 'port-dependent';
     const bob = s.current('bob')!.warm!;
     bob.public = { host: '127.0.0.9', port: 9 };
     bob.private = [];
