@@ -1,9 +1,14 @@
 /**
  * Rendezvous servers in cluster mode (`startServer({ cluster })`) on one real redis-server: an id is taken
  * cluster-wide, a peer on node 1 dials a peer on node 2 directly (loopback) and through the relay (on the
- * dialer's node), stats show the cluster, close() gives the ids back.
+ * dialer's node), stats show the cluster, close() gives the ids back. A node process SIGKILLed: its peers (given
+ * a server list) register with the next node and are dialled there.
  */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import type { Socket } from 'node:net';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 
@@ -128,5 +133,70 @@ describe.skipIf(redisMissing)(`open server nodes (${redisMissing ?? 'real redis-
     const holder = await Peer.connect({ server: addr(nodes[0]!), id: 'svc' });
     peers.push(holder);
     await expect(Peer.connect({ server: addr(nodes[1]!), id: 'svc', reconnect: false })).rejects.toMatchObject({ code: 'ERR_ID_TAKEN' });
+  });
+});
+
+const CHILD = fileURLToPath(new URL('../helpers/cluster-server-child.mjs', import.meta.url));
+
+/** A server node in its own process; resolves with its port once it has joined. */
+function spawnServer(url: string, nodeId: string): Promise<{ proc: ChildProcess; port: number }> {
+  const proc = spawn(process.execPath, [CHILD, url, nodeId, SECRET], { stdio: ['ignore', 'pipe', 'inherit'] });
+  return new Promise((resolve, reject) => {
+    proc.once('exit', (code) => reject(new Error(`node ${nodeId} exited with ${code}`)));
+    createInterface({ input: proc.stdout! }).once('line', (l) => resolve({ proc, port: (JSON.parse(l) as { port: number }).port }));
+  });
+}
+
+describe.skipIf(redisMissing)(`a server node process SIGKILLed (${redisMissing ?? 'real redis-server'})`, () => {
+  let redis: TestRedis;
+  let victim: { proc: ChildProcess; port: number };
+  let nodes: RendezvousServer[] = [];
+  const peers: Peer[] = [];
+
+  beforeAll(async () => {
+    redis = await TestRedis.start();
+    victim = await spawnServer(redis.url, 'victim');
+    nodes = await Promise.all(
+      ['k2', 'k3'].map((nodeId) => server({ ...LOOSE, secret: SECRET, cluster: { redis: redis.url, nodeId, heartbeatMs: 200, leaseTtlMs: 3000 } })),
+    );
+  });
+  afterAll(async () => {
+    if (victim && victim.proc.exitCode === null && victim.proc.signalCode === null) victim.proc.kill('SIGKILL');
+    for (const p of peers) await p.close();
+    for (const s of nodes) await s.close();
+    await redis?.stop();
+  });
+
+  it('its peers re-register on the next server of their list and are dialled there', async () => {
+    const alice = await Peer.connect({
+      server: [`127.0.0.1:${victim.port}`, addr(nodes[1]!)],
+      id: 'alice',
+      secret: SECRET,
+      reconnect: { minDelayMs: 50, maxDelayMs: 500 },
+    });
+    const bob = await Peer.connect({ server: addr(nodes[0]!), id: 'bob', secret: SECRET });
+    peers.push(alice, bob);
+    echo(alice, []);
+    expect(alice.server?.port).toBe(victim.port);
+
+    // Across processes: bob (node k2, in this process) dials alice (node victim, its own process).
+    const before = await bob.dial('alice', { strategy: 'direct' });
+    expect(await roundTrip(before.socket, 'before')).toBe('before');
+
+    const exited = new Promise((r) => victim.proc.once('exit', r));
+    victim.proc.kill('SIGKILL');
+    await exited;
+    // The direct stream punched before needs no node.
+    expect(await roundTrip(before.socket, 'still there')).toBe('still there');
+    before.socket.destroy();
+
+    expect(await until(() => alice.online && alice.server?.port === nodes[1]!.address().port, 10_000)).toBe(true);
+    const after = await bob.dial('alice', { strategy: 'direct' });
+    expect(await roundTrip(after.socket, 'after')).toBe('after');
+    after.socket.destroy();
+    const relayed = await bob.dial('alice', { strategy: 'relay' });
+    expect(await roundTrip(relayed.socket, 'relayed')).toBe('relayed');
+    relayed.socket.destroy();
+    expect(await until(() => nodes[0]!.stats().cluster!.nodesUp === 2, 10_000)).toBe(true); // victim is down
   });
 });
