@@ -140,7 +140,12 @@ export const serve: Command = {
     if (natProbe === undefined && port !== 0 && port + 2 > 65535)
       throw new CliError('the default probe ports (PORT+1, PORT+2) exceed 65535: pass --probe-ports or --no-probe', EXIT.USAGE);
     const cluster = clusterOption(settings, secret);
-    if (cluster) options.cluster = cluster;
+    if (cluster) {
+      options.cluster = {
+        ...cluster,
+        log: (level, message) => (level === 'warn' ? log.warn('cluster-log', {}, message) : log.info('cluster-log', {}, message)),
+      };
+    }
     let server;
     try {
       server = await startServer({ host: str('host'), port, ...(secret ? { secret } : {}), ...options, ...(natProbe !== undefined ? { natProbe } : {}) });
@@ -199,7 +204,7 @@ export const serve: Command = {
 };
 
 /** The `cluster` option from --cluster (or TCP_PUNCH_CLUSTER), --node-id, --advertise, --cluster-secret-file. */
-function clusterOption(s: Settings, secret: string | undefined): ServerOptions['cluster'] {
+function clusterOption(s: Settings, secret: string | undefined): (ServerOptions['cluster'] & { redis: string }) | undefined {
   const str = (k: string): string | undefined => s.values[k] as string | undefined;
   let cluster;
   try {

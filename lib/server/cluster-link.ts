@@ -42,6 +42,8 @@ export interface ServerClusterOptions {
   heartbeatMs?: number;
   connectTimeoutMs?: number;
   keyPrefix?: string;
+  /** Where the cluster's log lines go (lease losses, nodes up and down, Redis lost and back); default nowhere. */
+  log?: (level: 'info' | 'warn', message: string) => void;
 }
 
 /** Checks the `cluster` option synchronously (with the other options); returns the cluster secret. */

@@ -87,8 +87,8 @@ export class RendezvousServer extends EventEmitter<RendezvousServerEvents> imple
   private readonly clusterSecret: Uint8Array | string | undefined;
   private readonly clusterOptions: ServerClusterOptions | undefined;
   private readonly ownRegistry: boolean;
-  /** Joining the cluster (after listen): connections are refused meanwhile. */
-  private joining: Promise<void> | undefined;
+  /** Cluster mode, until joined (after listen): connections are refused meanwhile. */
+  private joining: boolean;
   /** @internal */
   readonly coordinator: Coordinator;
   /** The built-in relay (undefined with `relay: false` or custom hooks). */
@@ -114,6 +114,7 @@ export class RendezvousServer extends EventEmitter<RendezvousServerEvents> imple
     this.registry = options.registry ?? new MemoryRegistry();
     this.ownRegistry = options.registry !== undefined;
     this.clusterOptions = options.cluster;
+    this.joining = options.cluster !== undefined;
     this.clusterSecret = options.cluster === undefined ? undefined : validateClusterOption(options.cluster, resolved.secret);
     const relayOptions = options.relay;
     if (relayOptions !== false && !isRelayHooks(relayOptions)) {
@@ -159,10 +160,8 @@ export class RendezvousServer extends EventEmitter<RendezvousServerEvents> imple
     await this.listenControl();
     await this.openProbes();
     if (this.clusterSecret === undefined) return;
-    const joining = this.joinCluster(this.clusterSecret);
-    this.joining = joining;
     try {
-      await joining;
+      await this.joinCluster(this.clusterSecret);
     } catch (err) {
       this.listening = false;
       await new Promise((resolve) => this.server.close(resolve));
@@ -171,7 +170,7 @@ export class RendezvousServer extends EventEmitter<RendezvousServerEvents> imple
       this.ips.close();
       throw err;
     } finally {
-      this.joining = undefined;
+      this.joining = false;
     }
   }
 
@@ -182,7 +181,7 @@ export class RendezvousServer extends EventEmitter<RendezvousServerEvents> imple
         coordinator: this.coordinator,
         local: (id) => this.sessions.get(id),
         load: () => ({ peers: this.sessions.size, relaySessions: this.relay?.stats().active ?? 0 }),
-        log: (level, message) => (level === 'warn' ? console.warn(message) : undefined),
+        log: (level, message) => options.log?.(level, message),
       },
       options,
       secret,
