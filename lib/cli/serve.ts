@@ -153,6 +153,9 @@ export const serve: Command = {
       const code = (err as { code?: unknown }).code;
       if (cluster && typeof code === 'string' && code.startsWith('ERR_CLUSTER_'))
         throw toCliError(err, `joining the cluster at ${redactRedis(cluster.redis)}`);
+      // e.g. listening on every address without --advertise
+      if (cluster && typeof code === 'string' && code.startsWith('ERR_INVALID_ARG'))
+        throw new CliError(`${(err as Error).message.replace('options.cluster.advertise', '--advertise')}`, EXIT.USAGE);
       throw toCliError(err, `listening on ${str('host') ?? '*'}:${port} (nat-check probes: --probe-ports or --no-probe)`);
     }
     if (cluster) {
