@@ -46,6 +46,12 @@ export function toCliError(err: unknown, context: string): CliError {
     case 'EAI_AGAIN':
     case 'ERR_SERVER_UNREACHABLE':
       return new CliError(`${context}: server unreachable (${code}): ${detail}`, EXIT.UNREACHABLE, { cause: err });
+    case 'ERR_CLUSTER_UNAVAILABLE':
+      // The message names the Redis URL with its password redacted.
+      return new CliError(`${context}: cannot reach Redis (${code}): ${detail}`, EXIT.UNREACHABLE, { cause: err });
+    case 'ERR_CLUSTER_UNSUPPORTED':
+    case 'ERR_CLUSTER_NODE_ID_TAKEN':
+      return new CliError(`${context}: ${detail} (${code})`, EXIT.USAGE, { cause: err });
     case 'ERR_AUTH_FAILED':
     case 'ERR_ID_TAKEN':
     case 'ERR_AUTH_REQUIRED':

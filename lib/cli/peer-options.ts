@@ -13,7 +13,7 @@ import type { Flags } from './flags.js';
 import { formatBytes, formatMs, type Logger } from './log.js';
 
 export const PEER_OPTIONS = {
-  server: { type: 'string', arg: 'H:P', help: 'the tcp-punch server' },
+  server: { type: 'string', arg: 'H:P[,H:P...]', help: 'the tcp-punch server, or the nodes of a cluster (tried in turn)' },
   'dual-stack-server': {
     type: 'string',
     arg: 'H:P',
@@ -47,7 +47,10 @@ function natProbeOf(s: Settings, serverPort: number): { ports: [number, number] 
 
 /** What registering needs, checked before anything connects. */
 export interface PeerSettings {
+  /** The first server of the list. */
   server: HostPort;
+  /** Every server given (`--server a:7770,b:7770`), in order. */
+  servers: HostPort[];
   /** --dual-stack-server: the same server in the other family. */
   dualStack: HostPort | undefined;
   secret: string | undefined;
@@ -56,33 +59,37 @@ export interface PeerSettings {
 
 /** Reads the server, secret and probe settings; usage errors name the flag or config key. */
 export function peerSettings(s: Settings, log: Logger): PeerSettings {
-  const server = parseHostPort(s.values.server as string | undefined, s.where('server'));
+  const text = s.values.server as string | undefined;
+  const servers = (text === undefined ? [undefined] : text.split(',').map((t) => t.trim())).map((t) => parseHostPort(t, s.where('server')));
+  const server = servers[0]!;
   const secret = readSecret(s.values, s.where);
   warnLooseSecretFile(log, s.values, s.where);
   const v6 = s.values['dual-stack-server'] as string | undefined;
   const dualStack = v6 === undefined ? undefined : parseHostPort(v6, s.where('dual-stack-server'));
-  return { server, dualStack, secret, natProbe: natProbeOf(s, server.port) };
+  return { server, servers, dualStack, secret, natProbe: natProbeOf(s, server.port) };
 }
 
 /** Registers `id` with the server; failures become CLI errors with their exit codes. */
 export async function connectPeer(p: PeerSettings, id: string, log: Logger): Promise<Peer> {
-  const { server, dualStack, secret, natProbe } = p;
-  const text = (e: HostPort): string => `${e.host.includes(':') ? `[${e.host}]` : e.host}:${e.port}`;
+  const { servers, dualStack, secret, natProbe } = p;
+  const shown = (h: HostPort): string => `${h.host.includes(':') ? `[${h.host}]` : h.host}:${h.port}`;
+  const list = servers.map(shown);
   let peer: Peer;
   try {
     peer = await Peer.connect({
-      server: text(server),
-      ...(dualStack ? { dualStackServer: text(dualStack) } : {}),
+      server: list.length === 1 ? list[0]! : list,
+      ...(dualStack ? { dualStackServer: shown(dualStack) } : {}),
       id,
       ...(natProbe !== undefined ? { natProbe } : {}),
       ...(secret ? { secret } : {}),
     });
   } catch (err) {
-    throw toCliError(err, `registering as "${id}" with ${server.host}:${server.port}`);
+    throw toCliError(err, `registering as "${id}" with ${list.join(', ')}`);
   }
-  log.info('registered', { id, server: `${server.host}:${server.port}` }, `registered as "${id}" with ${server.host}:${server.port}`);
+  const at = (): string => (peer.server ? shown(peer.server) : list[0]!);
+  log.info('registered', { id, server: at() }, `registered as "${id}" with ${at()}`);
   peer.on('offline', (err) => log.warn('offline', { id, error: err?.message }, `"${id}" lost the server${err ? `: ${err.message}` : ''}; reconnecting`));
-  peer.on('online', () => log.info('online', { id }, `"${id}" re-registered with the server`));
+  peer.on('online', () => log.info('online', { id, server: at() }, `"${id}" re-registered with the server ${at()}`));
   peer.on('nat', (result, err) => {
     if (result) log.info('nat', { mapping: result.mapping, nat: result.nat }, `NAT: ${result.verdict}`);
     else log.debug('nat', { error: err?.message }, `NAT probe failed (${err?.message}); punching as usual`);

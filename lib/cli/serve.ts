@@ -17,6 +17,8 @@ import { CliError, EXIT, toCliError } from './errors.js';
 import { renderFlags, type FlagSection, type Flags } from './flags.js';
 import { formatBytes, formatMs, type Logger } from './log.js';
 import { untilSignal } from './signals.js';
+import { CLUSTER_ENV, clusterFromFlags, redactRedis } from '../cluster/index.js';
+import { readFileSync } from 'node:fs';
 
 export const DEFAULT_PORT = 7770;
 
@@ -91,6 +93,15 @@ const SECTIONS: FlagSection[] = [
       'relay-pump': { type: 'string', arg: 'KIND', help: 'auto (default: native where available) | native | js' },
     },
   },
+  {
+    title: 'cluster (several nodes sharing one Redis, docs/CLUSTER.md)',
+    flags: {
+      cluster: { type: 'string', arg: 'URL', help: `join the cluster on Redis redis://[:PASSWORD@]HOST:PORT (or set ${CLUSTER_ENV})` },
+      'node-id': { type: 'string', arg: 'ID', help: 'this node\'s id, unique in the cluster (default random)' },
+      advertise: { type: 'string', arg: 'HOST:PORT', help: 'where peers and nodes reach this node (default the listen address)' },
+      'cluster-secret-file': { type: 'string', arg: 'FILE', help: 'open servers: the secret all nodes share (default the server secret)', path: true },
+    },
+  },
   { flags: COMMON_OPTIONS },
 ];
 
@@ -128,11 +139,32 @@ export const serve: Command = {
         : undefined;
     if (natProbe === undefined && port !== 0 && port + 2 > 65535)
       throw new CliError('the default probe ports (PORT+1, PORT+2) exceed 65535: pass --probe-ports or --no-probe', EXIT.USAGE);
+    const cluster = clusterOption(settings, secret);
+    if (cluster) {
+      options.cluster = {
+        ...cluster,
+        log: (level, message) => (level === 'warn' ? log.warn('cluster-log', {}, message) : log.info('cluster-log', {}, message)),
+      };
+    }
     let server;
     try {
       server = await startServer({ host: str('host'), port, ...(secret ? { secret } : {}), ...options, ...(natProbe !== undefined ? { natProbe } : {}) });
     } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      if (cluster && typeof code === 'string' && code.startsWith('ERR_CLUSTER_'))
+        throw toCliError(err, `joining the cluster at ${redactRedis(cluster.redis)}`);
+      // e.g. listening on every address without --advertise
+      if (cluster && typeof code === 'string' && code.startsWith('ERR_INVALID_ARG'))
+        throw new CliError(`${(err as Error).message.replace('options.cluster.advertise', '--advertise')}`, EXIT.USAGE);
       throw toCliError(err, `listening on ${str('host') ?? '*'}:${port} (nat-check probes: --probe-ports or --no-probe)`);
+    }
+    if (cluster) {
+      const link = server.cluster!;
+      log.info(
+        'cluster',
+        { nodeId: link.cluster.nodeId, redis: redactRedis(cluster.redis), advertise: link.cluster.advertise },
+        `cluster node ${link.cluster.nodeId} via ${redactRedis(cluster.redis)}, advertising ${link.cluster.advertise}`,
+      );
     }
     const closers: (() => Promise<void>)[] = [() => server.close()];
     const shutdown = async (): Promise<void> => {
@@ -173,6 +205,34 @@ export const serve: Command = {
     return EXIT.OK;
   },
 };
+
+/** The `cluster` option from --cluster (or TCP_PUNCH_CLUSTER), --node-id, --advertise, --cluster-secret-file. */
+function clusterOption(s: Settings, secret: string | undefined): (ServerOptions['cluster'] & { redis: string }) | undefined {
+  const str = (k: string): string | undefined => s.values[k] as string | undefined;
+  let cluster;
+  try {
+    cluster = clusterFromFlags({ cluster: str('cluster'), nodeId: str('node-id'), advertise: str('advertise') }, process.env);
+  } catch (err) {
+    throw new CliError((err as Error).message, EXIT.USAGE);
+  }
+  const file = str('cluster-secret-file');
+  if (!cluster) {
+    if (file !== undefined) throw new CliError(`${s.where('cluster-secret-file')} needs --cluster (or ${CLUSTER_ENV})`, EXIT.USAGE);
+    return undefined;
+  }
+  let clusterSecret: string | undefined;
+  if (file !== undefined) {
+    try {
+      clusterSecret = readFileSync(file, 'utf8').trim();
+    } catch (err) {
+      throw new CliError(`${s.where('cluster-secret-file')}: cannot read ${file}: ${(err as Error).message}`, EXIT.USAGE);
+    }
+    if (clusterSecret.length === 0) throw new CliError(`${s.where('cluster-secret-file')}: the secret is empty`, EXIT.USAGE);
+  }
+  if (!secret && !clusterSecret)
+    throw new CliError('cluster mode needs a secret all nodes share: --secret-file, or --cluster-secret-file for an open server', EXIT.USAGE);
+  return { ...cluster, ...(clusterSecret ? { secret: clusterSecret } : {}) };
+}
 
 function parseLimit(s: Settings, flag: string, kind: Kind, [min, max]: readonly [number, number]): number | undefined {
   const value = s.values[flag] as string | undefined;

@@ -22,6 +22,7 @@ import { ControlConnection, FATAL_CODES } from './control.js';
 import { PeerCoordination } from './coordination.js';
 import { checkPeerId, resolveDialOptions, resolvePeerOptions } from './options.js';
 import type { ResolvedPeerOptions } from './options.js';
+import { ServerList, parseServerList } from './server-list.js';
 import type { AttemptEvent, ConnectionInfo, DialOptions, DialResult, NatFiltering, NatMapping, PeerOptions, RelayEndInfo, Role } from './types.js';
 import { checkNat, type NatCheckResult } from '../nat-check/check.js';
 import { UpgradableStream } from '../upgrade.js';
@@ -87,9 +88,13 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
   private natResult: NatCheckResult | undefined;
   private natAc: AbortController | undefined;
 
-  private constructor(opts: ResolvedPeerOptions) {
+  /** Where to register (one server, or the nodes of a cluster in turn). */
+  private readonly list: ServerList;
+
+  private constructor(opts: ResolvedPeerOptions, list: ServerList) {
     super();
     this.opts = opts;
+    this.list = list;
     this.id = opts.id;
     this.lastToken = opts.token;
   }
@@ -100,9 +105,20 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
    * `ERR_AUTH_FAILED`, `ERR_AUTH_REQUIRED`, `ERR_ID_TAKEN`, `ERR_SERVER_AUTH_FAILED`, `ERR_SERVER_CLOSING`.
    */
   static async connect<S extends string = never>(options: PeerOptions<S>): Promise<Peer<S>> {
-    const peer = new Peer<S>(resolvePeerOptions(options));
-    await peer.open();
-    return peer;
+    if (typeof options !== 'object' || options === null) throw invalidArgType('options', 'an object', options);
+    const servers = parseServerList(options.server);
+    const peer = new Peer<S>(resolvePeerOptions({ ...options, server: servers[0]! }), new ServerList(servers));
+    // Registers with the first server of the list that answers; a refusal of the id itself (FATAL_CODES) stops.
+    for (;;) {
+      try {
+        await peer.open();
+        return peer;
+      } catch (err) {
+        const code = (err as { code?: unknown }).code;
+        if (typeof code === 'string' && FATAL_CODES.has(code)) throw err;
+        if (peer.list.failed().roundFailed) throw err;
+      }
+    }
   }
 
   /** True while registered with the server. */
@@ -228,7 +244,7 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
   private async open(): Promise<void> {
     const o = this.opts;
     const conn = await ControlConnection.open({
-      server: o.server,
+      server: this.list.current(),
       id: o.id,
       idKey: o.idKey,
       token: this.lastToken,
@@ -237,6 +253,7 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
     });
     if (this.closed) return void conn.close();
     this.conn = conn;
+    this.list.succeeded();
     this.draining = false;
     this.lastToken = conn.token ?? this.lastToken;
     this.lastAuth = conn.auth;
@@ -316,17 +333,26 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
     const code = (err as { code?: unknown } | undefined)?.code;
     if (typeof code === 'string' && FATAL_CODES.has(code)) return this.terminate(err!);
     if (!this.opts.reconnect) return this.terminate(err ?? new TcpPunchError('ERR_SERVER_DISCONNECTED', 'Lost the server'));
-    this.scheduleReconnect(0);
+    // Lost this server: the next of the list is tried at once (with one server, after the first backoff step).
+    const { roundFailed } = this.list.failed();
+    this.scheduleReconnect(0, !roundFailed);
   }
 
-  private scheduleReconnect(n: number): void {
+  /**
+   * Reconnects after the backoff of round `n`, or at once (`now`: another server of the list is still untried
+   * this round). Each failed attempt moves to the next server; a whole round without success backs off further.
+   */
+  private scheduleReconnect(n: number, now = false): void {
     const { minDelayMs, maxDelayMs } = this.opts.reconnect!;
-    const delay = Math.min(maxDelayMs, minDelayMs * 2 ** Math.min(n, 20)) * (0.5 + Math.random() / 2);
+    const delay = now ? 0 : Math.min(maxDelayMs, minDelayMs * 2 ** Math.min(n, 20)) * (0.5 + Math.random() / 2);
     this.reconnectTimer = setTimeout(() => {
       this.open().catch((err: unknown) => {
         const code = (err as { code?: unknown }).code;
         if (typeof code === 'string' && FATAL_CODES.has(code)) return this.terminate(err as Error);
-        if (!this.closed) this.scheduleReconnect(n + 1);
+        if (this.closed) return;
+        const { roundFailed } = this.list.failed();
+        if (roundFailed) this.scheduleReconnect(n + 1);
+        else this.scheduleReconnect(n, true);
       });
     }, delay);
   }

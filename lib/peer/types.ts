@@ -141,8 +141,11 @@ export interface DialOptions<S extends string = never> {
 
 /** Options of `Peer.connect()`; `S`: the names of `strategies`. */
 export interface PeerOptions<S extends string = never> {
-  /** The rendezvous server, `host:port` (`[v6]:port`) or an endpoint. */
-  server: string | Endpoint;
+  /**
+   * The rendezvous server, `host:port` (`[v6]:port`) or an endpoint; or a list of them (the nodes of a cluster,
+   * docs/CLUSTER.md): the peer registers with the first that answers and moves to the next when it loses it.
+   */
+  server: string | Endpoint | readonly (string | Endpoint)[];
   /** This peer's id: 1..64 printable ASCII characters without spaces. */
   id: string;
   /** The server's shared secret (the peer derives its id key from it). */

@@ -137,7 +137,8 @@ export class Coordinator {
     /** Finds a registered peer; a cluster answers from its directory (possibly asynchronously). */
     private readonly lookup: (id: string) => CoordPeer | undefined | Promise<CoordPeer | undefined>,
     private readonly relayGrants?: RelayGrantIssuer,
-    private readonly onEnd?: (end: CoordinationEnd) => void,
+    /** A dial ended; `peers` are its two sides (a cluster counts those with a remote side). */
+    private readonly onEnd?: (end: CoordinationEnd, peers: readonly CoordPeer[]) => void,
   ) {}
 
   /** Coordinations in flight. */
@@ -531,7 +532,7 @@ export class Coordinator {
     if (outcome === 'ok') this.stats.succeeded++;
     else if (outcome === 'cancelled') this.stats.cancelled++;
     else this.stats.failed++;
-    this.onEnd?.({ path: c.path, outcome, code, durationMs: performance.now() - c.startedAt });
+    this.onEnd?.({ path: c.path, outcome, code, durationMs: performance.now() - c.startedAt }, c.sides.map((s) => s.peer));
     if (this.draining && this.coords.size === 0) for (const w of this.drainWaiters.splice(0)) w();
   }
 }

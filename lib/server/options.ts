@@ -8,6 +8,7 @@ import { DEFAULT_MAX_FRAME_SIZE, MAX_FRAME_SIZE } from '../protocol/frame.js';
 import type { Endpoint } from '../endpoint.js';
 import type { Message, RelayMsg } from '../protocol/messages.js';
 import type { Registry } from './registry.js';
+import type { ServerClusterOptions } from './cluster-link.js';
 import type { RelayLimits } from '../relay/limits.js';
 import type { Pump, PumpKind } from '../relay/pump.js';
 
@@ -97,6 +98,11 @@ export interface ServerOptions {
    * {@link RelayHooks} to plug in a relay of your own.
    */
   relay?: false | ServerRelayOptions | RelayHooks;
+  /**
+   * Cluster mode: this server is one node of several sharing one Redis (docs/CLUSTER.md). Peers register with any
+   * node and dial peers on every node; open servers share the id registry. Without it nothing uses Redis.
+   */
+  cluster?: ServerClusterOptions;
 }
 
 /** Options of the server's built-in relay. */

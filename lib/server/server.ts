@@ -29,6 +29,9 @@ import { MemoryRegistry } from './registry.js';
 import type { Registry } from './registry.js';
 import { ControlSession } from './session.js';
 import type { SessionHost } from './session.js';
+import { ClusterLink, validateClusterOption } from './cluster-link.js';
+import type { ServerClusterOptions } from './cluster-link.js';
+import type { ClusterCounters } from '../cluster/index.js';
 
 /** A snapshot of the server's state and counters. */
 export interface ServerStats {
@@ -55,6 +58,8 @@ export interface ServerStats {
   errors: Record<string, number>;
   /** The built-in relay's state, when it runs. */
   relay: RelayStats | undefined;
+  /** Cluster mode: this node's cluster counters (docs/CLUSTER.md, "Metrics"); undefined without `cluster`. */
+  cluster: ClusterCounters | undefined;
 }
 
 interface Conn {
@@ -77,7 +82,14 @@ export class RendezvousServer extends EventEmitter<RendezvousServerEvents> imple
   /** @internal The resolved options (for the server's own modules). */
   readonly options: ResolvedOptions;
   /** @internal */
-  readonly registry: Registry;
+  registry: Registry;
+  /** @internal Cluster mode: the link to the other nodes (set by startServer once joined). */
+  cluster: ClusterLink | undefined;
+  private readonly clusterSecret: Uint8Array | string | undefined;
+  private readonly clusterOptions: ServerClusterOptions | undefined;
+  private readonly ownRegistry: boolean;
+  /** Cluster mode, until joined (after listen): connections are refused meanwhile. */
+  private joining: boolean;
   /** @internal */
   readonly coordinator: Coordinator;
   /** The built-in relay (undefined with `relay: false` or custom hooks). */
@@ -101,6 +113,10 @@ export class RendezvousServer extends EventEmitter<RendezvousServerEvents> imple
     if (options.registry !== undefined && (typeof options.registry !== 'object' || options.registry === null))
       throw new TypeError('options.registry must implement Registry');
     this.registry = options.registry ?? new MemoryRegistry();
+    this.ownRegistry = options.registry !== undefined;
+    this.clusterOptions = options.cluster;
+    this.joining = options.cluster !== undefined;
+    this.clusterSecret = options.cluster === undefined ? undefined : validateClusterOption(options.cluster, resolved.secret);
     const relayOptions = options.relay;
     if (relayOptions !== false && !isRelayHooks(relayOptions)) {
       const { limits, pump, tokenSecret } = relayOptions ?? {};
@@ -109,7 +125,7 @@ export class RendezvousServer extends EventEmitter<RendezvousServerEvents> imple
         limits: resolveLimits(limits, relayDefaults(resolved.secret ? 'secret' : 'open')),
         ...(pump ? { pump } : {}),
         // Why a relayed session ended reaches each peer on its control connection.
-        notify: (peerId, msg) => void this.sessions.get(peerId)?.send(msg),
+        notify: (peerId, msg) => (this.cluster ? this.cluster.notify(peerId, msg) : void this.sessions.get(peerId)?.send(msg)),
       });
       this.options = { ...resolved, relay: this.relay.hooks() };
     } else {
@@ -118,9 +134,13 @@ export class RendezvousServer extends EventEmitter<RendezvousServerEvents> imple
     const relay = this.relay;
     this.coordinator = new Coordinator(
       this.options,
-      (id) => this.sessions.get(id),
-      relay && ((pair) => relay.grants(relay.issueTokens(pair), pair)),
-      (end) => this.emit('coordination', end),
+      (id) => this.sessions.get(id) ?? this.cluster?.lookup(id),
+      // In a cluster the other side may be on another node: every grant names this node's relay.
+      relay && ((pair) => relay.grants(relay.issueTokens(pair), pair, this.cluster ? { relay: [this.cluster.advertise] } : {})),
+      (end, peers) => {
+        this.cluster?.coordinationEnded(end, peers);
+        this.emit('coordination', end);
+      },
     );
     this.ips = new IpTable(this.options.maxConnectionsPerIp, this.options.connectionRatePerIp, this.options.connectionBurstPerIp);
     this.server = createServer({ noDelay: true }, (socket) => this.accept(socket));
@@ -139,6 +159,40 @@ export class RendezvousServer extends EventEmitter<RendezvousServerEvents> imple
   /** @internal */
   async listen(): Promise<void> {
     await this.listenControl();
+    await this.openProbes();
+    if (this.clusterSecret === undefined) return;
+    try {
+      await this.joinCluster(this.clusterSecret);
+    } catch (err) {
+      this.listening = false;
+      await new Promise((resolve) => this.server.close(resolve));
+      for (const conn of this.conns.values()) conn.framed.end();
+      await this.probes?.close();
+      this.ips.close();
+      throw err;
+    } finally {
+      this.joining = false;
+    }
+  }
+
+  private async joinCluster(secret: Uint8Array | string): Promise<void> {
+    const options = this.clusterOptions!;
+    this.cluster = await ClusterLink.start(
+      {
+        coordinator: this.coordinator,
+        local: (id) => this.sessions.get(id),
+        load: () => ({ peers: this.sessions.size, relaySessions: this.relay?.stats().active ?? 0 }),
+        log: (level, message) => options.log?.(level, message),
+      },
+      options,
+      secret,
+      { host: this.address().address, port: this.address().port },
+    );
+    // Open servers: the id registry is the cluster's (ERR_ID_TAKEN holds cluster-wide), unless one was given.
+    if (!this.ownRegistry) this.registry = this.cluster.cluster.registry;
+  }
+
+  private async openProbes(): Promise<void> {
     const ports = this.options.natProbe;
     if (!ports) return;
     try {
@@ -189,6 +243,7 @@ export class RendezvousServer extends EventEmitter<RendezvousServerEvents> imple
       },
       errors: { ...this.errors },
       relay: this.relay?.stats(),
+      cluster: this.cluster?.stats(),
     };
   }
 
@@ -210,11 +265,14 @@ export class RendezvousServer extends EventEmitter<RendezvousServerEvents> imple
   /** @internal */
   register(session: ControlSession): void {
     this.sessions.set(session.id, session);
+    this.cluster?.setLocalPeers(this.sessions.size);
   }
 
   /** @internal */
   unregister(session: ControlSession): void {
-    if (this.sessions.get(session.id) === session) this.sessions.delete(session.id);
+    if (this.sessions.get(session.id) !== session) return;
+    this.sessions.delete(session.id);
+    this.cluster?.setLocalPeers(this.sessions.size);
   }
 
   /** @internal */
@@ -243,11 +301,12 @@ export class RendezvousServer extends EventEmitter<RendezvousServerEvents> imple
     for (const conn of this.conns.values()) conn.framed.end();
     if (this.sockets.size > 0) await new Promise<void>((resolve) => (this.socketsGone = resolve));
     this.ips.close();
+    await this.cluster?.close(); // after the sessions' releases
   }
 
   private accept(socket: Socket): void {
     socket.on('error', () => undefined);
-    if (!this.listening) return void socket.destroy();
+    if (!this.listening || this.joining) return void socket.destroy();
     const ip = unmapAddress(socket.remoteAddress);
     const refusal = this.sockets.size >= this.options.maxConnections ? 'ERR_TOO_MANY_CONNECTIONS' : this.ips.admit(ip);
     this.totals.connections++;
@@ -305,7 +364,7 @@ export class RendezvousServer extends EventEmitter<RendezvousServerEvents> imple
       conn.kind = 'control';
       conn.session = new ControlSession(framed, msg, conn.remote, this);
     } else if (msg.type === 'observe') {
-      if (!this.coordinator.observe(framed, msg, conn.remote))
+      if (!this.coordinator.observe(framed, msg, conn.remote) && !this.cluster?.observe(framed, msg, conn.remote))
         return framed.fail('ERR_INVALID_TOKEN', 'Unknown coordination, attempt or observe token');
       conn.kind = 'observe';
       clearTimeout(conn.handshakeTimer);

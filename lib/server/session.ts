@@ -33,6 +33,18 @@ export interface SessionHost {
   handshakeDone(conn: FramedSocket): void;
   /** The NAT probe ports announced in `welcome`, if the server runs the probe. */
   readonly probePorts: readonly [number, number] | undefined;
+  /** Cluster mode: leases and routing to other nodes (undefined on a single server). */
+  readonly cluster: SessionCluster | undefined;
+}
+
+/** What a session asks of the cluster (lib/server/cluster-link.ts). */
+export interface SessionCluster {
+  /** Claims the id's lease before `welcome`; throws ERR_CLUSTER_UNAVAILABLE (or ERR_ID_TAKEN). */
+  claim(id: string): Promise<void>;
+  /** The registered session ended: give the id back. */
+  release(id: string): void;
+  /** A message of a coordination running on another node: true when it was sent there. */
+  fromLocalPeer(peerId: string, msg: Message): boolean;
 }
 
 /** Round-trip samples kept per session: the smallest recent one is the estimate (a loss-inflated one passes). */
@@ -118,6 +130,11 @@ export class ControlSession implements CoordPeer, FamilySession {
     return this.rtts.length === 0 ? 0 : Math.min(...this.rtts);
   }
 
+  /** The session key pair keys are wrapped with for this peer (valid once registered). */
+  get sessionKey(): Uint8Array {
+    return this.key;
+  }
+
   /** True while registered. */
   get ready(): boolean {
     return this.state === 'ready';
@@ -167,10 +184,12 @@ export class ControlSession implements CoordPeer, FamilySession {
           this.warmObservation.filtering = msg.filtering;
         }
         return;
-      case 'connect':
       case 'cancel':
       case 'result':
       case 'release':
+        if (this.host.cluster?.fromLocalPeer(this.id, msg)) return;
+        return coord.handle(this, msg);
+      case 'connect':
         return coord.handle(this, msg);
       default:
         if (msg.type.startsWith('relay-') && this.host.options.relay.onControlMessage) {
@@ -229,6 +248,19 @@ export class ControlSession implements CoordPeer, FamilySession {
       return;
     }
     if (this.host.closing) return this.fail('ERR_SERVER_CLOSING', 'The server is shutting down');
+    const { cluster } = this.host;
+    if (cluster) {
+      try {
+        await cluster.claim(this.id);
+      } catch (err) {
+        const code = (err as { code?: unknown }).code;
+        return this.fail(typeof code === 'string' ? code : 'ERR_CLUSTER_UNAVAILABLE', `Cannot register in the cluster: ${(err as Error).message}`);
+      }
+      if (!this.conn.open || this.host.closing) {
+        if (!this.host.current(this.id)) cluster.release(this.id);
+        return this.host.closing ? this.fail('ERR_SERVER_CLOSING', 'The server is shutting down') : undefined;
+      }
+    }
     const previous = this.host.current(this.id);
     if (previous) previous.fail('ERR_REPLACED', 'Another connection registered this id with its credential');
     this.host.register(this);
@@ -259,6 +291,15 @@ export class ControlSession implements CoordPeer, FamilySession {
     return proof.length === 32 && safeEqual(proof, clientProof(this.key, this.serverNonce, this.clientNonce, this.id));
   }
 
+  /** Set when the cluster took the id away (its lease was lost): the lease is not ours to release. */
+  private leaseLost = false;
+
+  /** Ends the session because the cluster no longer grants this node the id. */
+  loseLease(code: string, message: string): void {
+    this.leaseLost = true;
+    this.fail(code, message);
+  }
+
   private closed(): void {
     const wasReady = this.state === 'ready';
     this.state = 'closed';
@@ -267,6 +308,7 @@ export class ControlSession implements CoordPeer, FamilySession {
     this.host.coordinator.peerGone(this);
     if (this.host.current(this.id) !== this) return; // replaced: the new session holds the id
     this.host.unregister(this);
+    if (!this.leaseLost) this.host.cluster?.release(this.id);
     if (this.token) {
       const until = Date.now() + this.host.options.idReservationMs;
       this.host.registry.update(this.id, { token: this.token, expiresAt: until }).catch(() => undefined);

@@ -1,0 +1,264 @@
+/**
+ * The server's side of cluster mode (docs/CLUSTER.md, "Integration"): one {@link ClusterLink} per server node,
+ * holding the {@link Cluster} and its {@link ClusterBridge}, and answering the few questions the server, its
+ * sessions and its coordinator ask in cluster mode:
+ *
+ * - registration: {@link ClusterLink.claim} before `welcome`, {@link ClusterLink.release} when a session ends;
+ * - the coordinator's lookup seam: {@link ClusterLink.lookup} gives a {@link CoordPeer} for a peer on another node
+ *   (a {@link RemotePeer} behind an adapter: pair keys wrapped with its transit key, no warm port, rtt unknown);
+ * - peer → coordinator routing: {@link ClusterLink.fromLocalPeer} for a local peer's message of a coordination that
+ *   runs elsewhere, and remote peers' messages reaching the local coordinator as the same adapter object;
+ * - observe connections: a local peer's observe connection for a coordination running on another node is
+ *   answered here (`observed`) and forwarded to that node (the observed public endpoint travels as the first entry
+ *   of the forwarded `observe`'s `private` list, a convention of this module on both ends);
+ * - the relay's notices ({@link ClusterLink.notify}), stats and close.
+ *
+ * lib/cluster knows nothing of the server: everything the two share passes through here.
+ */
+import { ClusterBridge, startCluster } from '../cluster/index.js';
+import type { Cluster, ClusterCounters, LocalPeer, RedisTarget, RemotePeer } from '../cluster/index.js';
+import type { Endpoint } from '../endpoint.js';
+import { formatEndpoint } from '../endpoint.js';
+import { invalidArgType, invalidArgValue } from '../errors.js';
+import { wrapPairKey } from '../protocol/crypto.js';
+import type { Message, Msg } from '../protocol/messages.js';
+import type { FramedSocket } from '../protocol/stream.js';
+import type { CoordDraft, CoordinationEnd, CoordPeer, CoordRequest, Coordinator } from './coordinator.js';
+
+/** The `cluster` option of startServer. */
+export interface ServerClusterOptions {
+  /** The cluster's Redis: `redis://[:password@]host:port[/db]` (or ioredis options, e.g. Sentinel). */
+  redis: RedisTarget;
+  /** This node's id, unique in the cluster (1..64 of `A-Z a-z 0-9 . _ -`); default a random one. */
+  nodeId?: string;
+  /** `host:port` peers and other nodes reach this node at; default the listen address (required on a wildcard). */
+  advertise?: string;
+  /**
+   * The secret all nodes share; default the server's `secret`. An open server (no `secret`) must set this one.
+   */
+  secret?: string | Uint8Array;
+  /** Timers for tests and tuning (see ClusterOptions in lib/cluster/cluster.ts). */
+  leaseTtlMs?: number;
+  heartbeatMs?: number;
+  connectTimeoutMs?: number;
+  keyPrefix?: string;
+  /** Where the cluster's log lines go (lease losses, nodes up and down, Redis lost and back); default nowhere. */
+  log?: (level: 'info' | 'warn', message: string) => void;
+}
+
+/** Checks the `cluster` option synchronously (with the other options); returns the cluster secret. */
+export function validateClusterOption(cluster: unknown, serverSecret: Uint8Array | undefined): Uint8Array | string {
+  if (typeof cluster !== 'object' || cluster === null) throw invalidArgType('options.cluster', 'an object', cluster);
+  const c = cluster as Partial<ServerClusterOptions>;
+  if (c.redis === undefined) throw invalidArgValue('options.cluster.redis', 'is required ("redis://host:port")', c.redis);
+  const secret = c.secret ?? serverSecret;
+  if (secret === undefined)
+    throw invalidArgValue('options.cluster.secret', 'is required for an open server (no options.secret): all nodes share it', undefined);
+  if (typeof secret !== 'string' && !(secret instanceof Uint8Array))
+    throw invalidArgType('options.cluster.secret', 'a string or Uint8Array', secret);
+  return secret;
+}
+
+/** A local session as the link sees it. */
+export interface LinkSession {
+  readonly id: string;
+  readonly sessionKey: Uint8Array;
+  send(msg: Message): boolean;
+  /** Ends the session because its lease was lost (the lease is not released). */
+  loseLease(code: string, message: string): void;
+}
+
+/** What the link needs from the server. */
+export interface LinkServer {
+  readonly coordinator: Coordinator;
+  /** The registered local session of `id`. */
+  local(id: string): LinkSession | undefined;
+  /** Load for the node's heartbeats. */
+  load(): { peers: number; relaySessions: number };
+  log(level: 'info' | 'warn', message: string): void;
+}
+
+const WILDCARDS = new Set(['0.0.0.0', '::', '']);
+/** How long a forwarded observe connection is kept at most (the peer closes it when its attempt ends). */
+const OBSERVE_HOLD_MS = 60_000;
+/** Most `prepare` tokens remembered for forwarding observe connections. */
+const MAX_TOKENS = 10_000;
+
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+
+/** A server node's membership in a cluster. */
+export class ClusterLink {
+  private readonly adapters = new Map<RemotePeer, CoordPeer>();
+  /** prepare token (hex) → local peer id, to forward that peer's observe connection. */
+  private readonly tokens = new Map<string, string>();
+  private readonly releases = new Set<Promise<void>>();
+  /** Every adapter handed to the coordinator (to count cross-node dials). */
+  private readonly remotes = new WeakSet<CoordPeer>();
+
+  private constructor(
+    readonly cluster: Cluster,
+    readonly bridge: ClusterBridge,
+    /** Where grants send peers to this node's relay. */
+    readonly advertise: Endpoint,
+    private readonly server: LinkServer,
+  ) {}
+
+  /**
+   * Joins the cluster for a server listening on `address`.
+   * @throws ERR_INVALID_ARG_VALUE (`options.cluster.advertise` on a wildcard address), and what startCluster
+   * throws (ERR_CLUSTER_UNAVAILABLE, ERR_CLUSTER_UNSUPPORTED, ERR_CLUSTER_NODE_ID_TAKEN).
+   */
+  static async start(server: LinkServer, options: ServerClusterOptions, secret: Uint8Array | string, address: Endpoint): Promise<ClusterLink> {
+    if (options.advertise === undefined && WILDCARDS.has(address.host))
+      throw invalidArgValue('options.cluster.advertise', `is required when listening on ${address.host || 'every address'}`, undefined);
+    const advertise = options.advertise ?? formatEndpoint(address);
+    let link: ClusterLink | undefined;
+    const bridge = new ClusterBridge({
+      local: (id) => link?.localPeer(id),
+      coordinatorMessage: (coordId, from, msg) => link?.fromRemote(coordId, from, msg),
+      remoteGone: (peer) => link?.remoteGone(peer),
+    });
+    const { redis, nodeId, leaseTtlMs, heartbeatMs, connectTimeoutMs, keyPrefix } = options;
+    const cluster = await startCluster(
+      {
+        redis,
+        advertise,
+        secret,
+        log: (level, message) => server.log(level === 'info' ? 'info' : 'warn', message),
+        ...(nodeId !== undefined ? { nodeId } : {}),
+        ...(leaseTtlMs !== undefined ? { leaseTtlMs } : {}),
+        ...(heartbeatMs !== undefined ? { heartbeatMs } : {}),
+        ...(connectTimeoutMs !== undefined ? { connectTimeoutMs } : {}),
+        ...(keyPrefix !== undefined ? { keyPrefix } : {}),
+      },
+      { ...bridge.hooks(), load: () => server.load() },
+    );
+    bridge.attach(cluster);
+    const url = new URL(`tcp://${advertise}`);
+    const host = url.hostname.startsWith('[') ? url.hostname.slice(1, -1) : url.hostname;
+    link = new ClusterLink(cluster, bridge, { host, port: Number(url.port) }, server);
+    return link;
+  }
+
+  /** The coordinator's lookup for an id no local session has: a proxy of the peer on whatever node owns it. */
+  lookup(id: string): CoordPeer {
+    return this.adapterOf(this.bridge.remote(id));
+  }
+
+  /** Registration: claims the id's lease (throws ERR_CLUSTER_UNAVAILABLE / ERR_ID_TAKEN). */
+  async claim(id: string): Promise<void> {
+    await this.cluster.claimPeer(id);
+  }
+
+  /** A registered session ended (not replaced here, not lost by lease): gives the id back. */
+  release(id: string): void {
+    const p = this.cluster.releasePeer(id).catch(() => undefined);
+    this.releases.add(p);
+    void p.finally(() => this.releases.delete(p));
+  }
+
+  /** The number of local sessions changed. */
+  setLocalPeers(n: number): void {
+    this.cluster.setLocalPeers(n);
+  }
+
+  /** A local peer's coordination message: true when it went to the node running that coordination. */
+  fromLocalPeer(peerId: string, msg: Message): boolean {
+    return msg.type !== 'connect' && this.bridge.fromLocalPeer(peerId, msg);
+  }
+
+  /** The relay's notice for `peerId`, wherever it is registered. */
+  notify(peerId: string, msg: Message): void {
+    this.bridge.notify(peerId, msg);
+  }
+
+  /**
+   * An observe connection the local coordinator does not know: if it belongs to a coordination running on
+   * another node, answer it and forward the observation there. False when it belongs to none.
+   */
+  observe(conn: FramedSocket, msg: Msg<'observe'>, remote: Endpoint): boolean {
+    const node = this.bridge.routes.get(msg.coordId);
+    const key = hex(msg.token);
+    const peerId = this.tokens.get(key);
+    if (!node || !peerId) return false;
+    this.tokens.delete(key);
+    const forwarded: Msg<'observe'> = { ...msg, private: [remote, ...msg.private].slice(0, 4) };
+    void this.cluster.bus.toCoordinator(node, msg.coordId, peerId, forwarded);
+    conn.send({ type: 'observed', endpoint: remote });
+    const timer = setTimeout(() => conn.end(), OBSERVE_HOLD_MS);
+    timer.unref();
+    conn.on('close', () => clearTimeout(timer));
+    return true;
+  }
+
+  /** A coordination ended: counted as a cross-node dial when one side is a remote peer. */
+  coordinationEnded(end: CoordinationEnd, peers: readonly CoordPeer[]): void {
+    if (peers.some((p) => this.remotes.has(p))) this.cluster.recordCrossNodeDial(end.outcome === 'ok' ? 'ok' : end.code);
+  }
+
+  /** The cluster's counters. */
+  stats(): ClusterCounters {
+    return this.cluster.stats();
+  }
+
+  /** Leaves the cluster once the releases of closed sessions have been sent. */
+  async close(): Promise<void> {
+    await Promise.race([Promise.all(this.releases), new Promise((r) => setTimeout(r, 2000).unref())]);
+    await this.cluster.close();
+  }
+
+  /** The bridge's view of a local session; remembers `prepare` tokens so the peer's observe can be forwarded. */
+  private localPeer(id: string): LocalPeer | undefined {
+    const s = this.server.local(id);
+    if (!s) return undefined;
+    return {
+      id: s.id,
+      sessionKey: s.sessionKey,
+      fail: (code, message) => s.loseLease(code, message), // the bridge fails a session only when its lease was lost
+      send: (m) => {
+        if (m.type === 'prepare' && m.port === 'fresh') {
+          if (this.tokens.size >= MAX_TOKENS) this.tokens.delete(this.tokens.keys().next().value!);
+          this.tokens.set(hex(m.token), id);
+        }
+        return s.send(m);
+      },
+    };
+  }
+
+  /** A remote side's message for a coordination running here. */
+  private fromRemote(coordId: Uint8Array, from: RemotePeer, msg: Message): void {
+    const peer = this.adapterOf(from);
+    if (msg.type === 'observe') {
+      const [observed, ...priv] = msg.private;
+      if (!observed) return;
+      const stub = { send: () => true, end: () => undefined } as unknown as FramedSocket;
+      this.server.coordinator.observe(stub, { ...msg, coordId, private: priv }, observed);
+      return;
+    }
+    if (msg.type === 'result' || msg.type === 'cancel' || msg.type === 'release')
+      this.server.coordinator.handle(peer, msg as CoordRequest);
+  }
+
+  private remoteGone(proxy: RemotePeer): void {
+    const peer = this.adapters.get(proxy);
+    this.adapters.delete(proxy);
+    if (peer) this.server.coordinator.peerGone(peer);
+  }
+
+  /** One CoordPeer per RemotePeer object: the coordinator tells sides apart by identity. */
+  private adapterOf(proxy: RemotePeer): CoordPeer {
+    let peer = this.adapters.get(proxy);
+    if (peer) return peer;
+    peer = {
+      id: proxy.id,
+      warm: undefined,
+      rttMs: 0,
+      send: (msg: Message) => proxy.send(msg),
+      sendCoord: (msg: CoordDraft, pairKey: Uint8Array) =>
+        proxy.send({ ...msg, pairKey: wrapPairKey(proxy.sessionKey, msg.coordId, pairKey) }),
+    };
+    this.adapters.set(proxy, peer);
+    this.remotes.add(peer);
+    return peer;
+  }
+}
