@@ -22,6 +22,7 @@ import { ControlConnection, FATAL_CODES } from './control.js';
 import { PeerCoordination } from './coordination.js';
 import { checkPeerId, resolveDialOptions, resolvePeerOptions } from './options.js';
 import type { ResolvedPeerOptions } from './options.js';
+import { backoffDelay } from '../backoff.js';
 import { ServerList, parseServerList } from './server-list.js';
 import type { AttemptEvent, ConnectionInfo, DialOptions, DialResult, NatFiltering, NatMapping, PeerOptions, RelayEndInfo, Role } from './types.js';
 import { checkNat, type NatCheckResult } from '../nat-check/check.js';
@@ -343,8 +344,7 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
    * this round). Each failed attempt moves to the next server; a whole round without success backs off further.
    */
   private scheduleReconnect(n: number, now = false): void {
-    const { minDelayMs, maxDelayMs } = this.opts.reconnect!;
-    const delay = now ? 0 : Math.min(maxDelayMs, minDelayMs * 2 ** Math.min(n, 20)) * (0.5 + Math.random() / 2);
+    const delay = now ? 0 : backoffDelay(n, this.opts.reconnect!);
     this.reconnectTimer = setTimeout(() => {
       this.open().catch((err: unknown) => {
         const code = (err as { code?: unknown }).code;

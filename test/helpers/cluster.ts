@@ -5,6 +5,7 @@
 import { startCluster } from '../../lib/cluster/index.js';
 import type { Cluster, ClusterOptions, LeaseHolder, LeaseLossReason } from '../../lib/cluster/index.js';
 import type { Message } from '../../lib/protocol/index.js';
+import { until } from './poll.js';
 
 export const SECRET = 'cluster-test-secret-0123456789';
 
@@ -43,11 +44,7 @@ export async function startNode(redis: string, nodeId: string, extra: Partial<Cl
   return { cluster, ...n };
 }
 
-/** Polls `check` until it returns true (every 20 ms, at most `ms`). */
+/** {@link until} `check` holds (at most `ms`), or throws naming `what`. */
 export async function waitFor(check: () => boolean | Promise<boolean>, ms = 10_000, what = 'condition'): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
+  if (!(await until(check, ms))) throw new Error(`timed out waiting for ${what}`);
 }
