@@ -2,6 +2,7 @@
  * What the commands that run a Peer (expose, connect) share: their flags, registering with the server, their
  * metrics endpoint, the `NAME=HOST:PORT`-style list flags, and the tunnel log lines they print.
  */
+import { formatEndpoint } from '../endpoint.js';
 import { METRICS_DEFAULT_HOST, createMetricsRegistry, startMetricsServer, tunnelMetrics, type TunnelMetrics } from '../metrics.js';
 import { Peer } from '../peer/index.js';
 import { PEER_ID_PATTERN } from '../protocol/messages.js';
@@ -72,13 +73,12 @@ export function peerSettings(s: Settings, log: Logger): PeerSettings {
 /** Registers `id` with the server; failures become CLI errors with their exit codes. */
 export async function connectPeer(p: PeerSettings, id: string, log: Logger): Promise<Peer> {
   const { servers, dualStack, secret, natProbe } = p;
-  const shown = (h: HostPort): string => `${h.host.includes(':') ? `[${h.host}]` : h.host}:${h.port}`;
-  const list = servers.map(shown);
+  const list = servers.map(formatEndpoint);
   let peer: Peer;
   try {
     peer = await Peer.connect({
       server: list.length === 1 ? list[0]! : list,
-      ...(dualStack ? { dualStackServer: shown(dualStack) } : {}),
+      ...(dualStack ? { dualStackServer: formatEndpoint(dualStack) } : {}),
       id,
       ...(natProbe !== undefined ? { natProbe } : {}),
       ...(secret ? { secret } : {}),
@@ -86,7 +86,7 @@ export async function connectPeer(p: PeerSettings, id: string, log: Logger): Pro
   } catch (err) {
     throw toCliError(err, `registering as "${id}" with ${list.join(', ')}`);
   }
-  const at = (): string => (peer.server ? shown(peer.server) : list[0]!);
+  const at = (): string => (peer.server ? formatEndpoint(peer.server) : list[0]!);
   log.info('registered', { id, server: at() }, `registered as "${id}" with ${at()}`);
   peer.on('offline', (err) => log.warn('offline', { id, error: err?.message }, `"${id}" lost the server${err ? `: ${err.message}` : ''}; reconnecting`));
   peer.on('online', () => log.info('online', { id, server: at() }, `"${id}" re-registered with the server ${at()}`));

@@ -282,12 +282,12 @@ async function dialWarm(o: ControlOptions): Promise<{ socket: Socket; warm: Warm
   }
   const wanted = o.localAddress ? familyOf(o.localAddress) : familyOf(targets[0]?.host ?? '');
   const target = targets.find((t) => familyOf(t.host) === wanted);
-  if (!target) return { socket: await dial(o), warm: undefined };
+  if (!target) return { socket: await dialServer(o), warm: undefined };
   let port;
   try {
     port = await bindReusable({ family: wanted || 4, listen: false, ...(o.localAddress ? { address: o.localAddress } : {}) });
   } catch {
-    return { socket: await dial(o), warm: undefined }; // no reusable port here: register without one
+    return { socket: await dialServer(o), warm: undefined }; // no reusable port here: register without one
   }
   try {
     const socket = await port.connect(target, { timeoutMs: o.timeoutMs });
@@ -303,7 +303,17 @@ async function dialWarm(o: ControlOptions): Promise<{ socket: Socket; warm: Warm
   }
 }
 
-function dial(o: ControlOptions): Promise<Socket> {
+/**
+ * A plain TCP connection to the server (from `localAddress` when given), within `timeoutMs`.
+ * @throws TcpPunchError `ERR_SERVER_UNREACHABLE` (the errno as `errno`, ETIMEDOUT as the cause of a timeout), or
+ *   `ABORT_ERR` when `signal` fires first; the socket is destroyed either way.
+ */
+export function dialServer(o: {
+  server: Endpoint;
+  localAddress: string | undefined;
+  timeoutMs: number;
+  signal?: AbortSignal | undefined;
+}): Promise<Socket> {
   return new Promise((resolve, reject) => {
     const socket = connect({
       host: o.server.host,
@@ -311,21 +321,27 @@ function dial(o: ControlOptions): Promise<Socket> {
       noDelay: true,
       ...(o.localAddress ? { localAddress: o.localAddress } : {}),
     });
-    const timer = setTimeout(() => {
+    const fail = (err: TcpPunchError): void => {
+      clearTimeout(timer);
+      o.signal?.removeEventListener('abort', onAbort);
       socket.destroy();
-      reject(new TcpPunchError('ERR_SERVER_UNREACHABLE', `No connection to the server within ${o.timeoutMs} ms`, { cause: new TcpPunchError('ETIMEDOUT', 'connect timed out') }));
-    }, o.timeoutMs);
+      reject(err);
+    };
+    const timer = setTimeout(
+      () => fail(new TcpPunchError('ERR_SERVER_UNREACHABLE', `No connection to the server within ${o.timeoutMs} ms`, { cause: new TcpPunchError('ETIMEDOUT', 'connect timed out') })),
+      o.timeoutMs,
+    );
+    const onAbort = (): void => fail(new TcpPunchError('ABORT_ERR', 'aborted'));
+    const onError = (err: NodeJS.ErrnoException): void =>
+      fail(new TcpPunchError('ERR_SERVER_UNREACHABLE', `Cannot reach the server: ${err.message}`, { cause: err, errno: err.code }));
+    o.signal?.addEventListener('abort', onAbort, { once: true });
+    socket.once('error', onError);
     socket.once('connect', () => {
       clearTimeout(timer);
+      o.signal?.removeEventListener('abort', onAbort);
       socket.removeListener('error', onError);
       resolve(socket);
     });
-    const onError = (err: NodeJS.ErrnoException): void => {
-      clearTimeout(timer);
-      socket.destroy();
-      reject(new TcpPunchError('ERR_SERVER_UNREACHABLE', `Cannot reach the server: ${err.message}`, { cause: err, errno: err.code }));
-    };
-    socket.once('error', onError);
   });
 }
 

@@ -9,7 +9,6 @@
  * global address of the same interface; every later punch in the family binds to the address the server observed.
  */
 import { readFileSync } from 'node:fs';
-import { connect } from 'node:net';
 import type { Socket } from 'node:net';
 
 import { TcpPunchError } from '../errors.js';
@@ -20,6 +19,7 @@ import { familyProof, random } from '../protocol/crypto.js';
 import { encodeMessage } from '../protocol/messages.js';
 import { readMessage } from '../protocol/stream.js';
 import type { AttemptEnv } from './attempt.js';
+import { dialServer } from './control.js';
 
 /** What {@link registerSecondFamily} needs. */
 export interface SecondFamilyOptions {
@@ -73,26 +73,7 @@ export async function registerSecondFamily(o: SecondFamilyOptions): Promise<Atte
 }
 
 function dialFrom(server: Endpoint, localAddress: string | undefined, o: SecondFamilyOptions): Promise<Socket> {
-  return new Promise((resolve, reject) => {
-    const sock = connect({ host: server.host, port: server.port, ...(localAddress ? { localAddress } : {}) });
-    const timer = setTimeout(() => fail(new TcpPunchError('ERR_SERVER_UNREACHABLE', `No connection to ${server.host} within ${o.timeoutMs} ms`)), o.timeoutMs);
-    const onAbort = (): void => fail(new TcpPunchError('ABORT_ERR', 'aborted'));
-    o.signal?.addEventListener('abort', onAbort, { once: true });
-    function fail(err: Error): void {
-      clearTimeout(timer);
-      o.signal?.removeEventListener('abort', onAbort);
-      sock.destroy();
-      reject(err instanceof TcpPunchError ? err : new TcpPunchError('ERR_SERVER_UNREACHABLE', `Cannot reach ${server.host}: ${err.message}`, { cause: err }));
-    }
-    sock.once('error', fail);
-    sock.once('connect', () => {
-      clearTimeout(timer);
-      o.signal?.removeEventListener('abort', onAbort);
-      sock.off('error', fail);
-      sock.on('error', () => undefined);
-      resolve(sock);
-    });
-  });
+  return dialServer({ server, localAddress, timeoutMs: o.timeoutMs, signal: o.signal }).then((sock) => sock.on('error', () => undefined));
 }
 
 /** IFA_F_* flags of /proc/net/if_inet6 that rule an address out as a punch source. */

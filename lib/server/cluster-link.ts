@@ -16,7 +16,7 @@
  * lib/cluster knows nothing of the server: everything the two share passes through here.
  */
 import { ClusterBridge, startCluster } from '../cluster/index.js';
-import type { Cluster, ClusterCounters, LocalPeer, RedisTarget, RemotePeer } from '../cluster/index.js';
+import type { Cluster, ClusterCounters, LocalPeer, RemotePeer } from '../cluster/index.js';
 import type { Endpoint } from '../endpoint.js';
 import { formatEndpoint } from '../endpoint.js';
 import { invalidArgType, invalidArgValue } from '../errors.js';
@@ -24,27 +24,7 @@ import { wrapPairKey } from '../protocol/crypto.js';
 import type { Message, Msg } from '../protocol/messages.js';
 import type { FramedSocket } from '../protocol/stream.js';
 import type { CoordDraft, CoordinationEnd, CoordPeer, CoordRequest, Coordinator } from './coordinator.js';
-
-/** The `cluster` option of startServer. */
-export interface ServerClusterOptions {
-  /** The cluster's Redis: `redis://[:password@]host:port[/db]` (or ioredis options, e.g. Sentinel). */
-  redis: RedisTarget;
-  /** This node's id, unique in the cluster (1..64 of `A-Z a-z 0-9 . _ -`); default a random one. */
-  nodeId?: string;
-  /** `host:port` peers and other nodes reach this node at; default the listen address (required on a wildcard). */
-  advertise?: string;
-  /**
-   * The secret all nodes share; default the server's `secret`. An open server (no `secret`) must set this one.
-   */
-  secret?: string | Uint8Array;
-  /** Timers for tests and tuning (see ClusterOptions in lib/cluster/cluster.ts). */
-  leaseTtlMs?: number;
-  heartbeatMs?: number;
-  connectTimeoutMs?: number;
-  keyPrefix?: string;
-  /** Where the cluster's log lines go (lease losses, nodes up and down, Redis lost and back); default nowhere. */
-  log?: (level: 'info' | 'warn', message: string) => void;
-}
+import type { ServerClusterOptions } from './options.js';
 
 /** Checks the `cluster` option synchronously (with the other options); returns the cluster secret. */
 export function validateClusterOption(cluster: unknown, serverSecret: Uint8Array | undefined): Uint8Array | string {

@@ -8,15 +8,10 @@
  * IPv4 (IPv6 first: stateful firewalls, RFC 6092, let crossing SYNs through where an IPv4 NAT may be symmetric);
  * later attempts run in the control family as before.
  */
-import { isIP } from 'node:net';
-
-import type { Endpoint } from '../endpoint.js';
+import { familyOf, type Endpoint, type Family } from '../endpoint.js';
 import type { Msg } from '../protocol/messages.js';
 import type { FramedSocket } from '../protocol/stream.js';
 import type { Observation } from './plan.js';
-
-/** An IP version. */
-export type Family = 4 | 6;
 
 /**
  * Longest punch of the attempt in the first family (IPv6) of a dual-stack dial: the control family runs only after
@@ -39,11 +34,6 @@ export interface FamilySession extends FamilyPeer {
   familyProofOk(nonce: Uint8Array, mac: Uint8Array): boolean;
   /** Records (or replaces) the observation in the other family. */
   setSecondFamily(o: Observation): void;
-}
-
-/** The family of a numeric address (4 unless it is IPv6). */
-export function familyOf(host: string): Family {
-  return isIP(host) === 6 ? 6 : 4;
 }
 
 /**

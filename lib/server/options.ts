@@ -8,9 +8,30 @@ import { DEFAULT_MAX_FRAME_SIZE, MAX_FRAME_SIZE } from '../protocol/frame.js';
 import type { Endpoint } from '../endpoint.js';
 import type { Message, RelayMsg } from '../protocol/messages.js';
 import type { Registry } from './registry.js';
-import type { ServerClusterOptions } from './cluster-link.js';
+import type { RedisTarget } from '../cluster/index.js';
 import type { RelayLimits } from '../relay/limits.js';
 import type { Pump, PumpKind } from '../relay/pump.js';
+
+/** `ServerOptions.cluster`: this node's part in a cluster of nodes sharing one Redis (docs/CLUSTER.md). */
+export interface ServerClusterOptions {
+  /** The cluster's Redis: `redis://[:password@]host:port[/db]` (or ioredis options, e.g. Sentinel). */
+  redis: RedisTarget;
+  /** This node's id, unique in the cluster (1..64 of `A-Z a-z 0-9 . _ -`); default a random one. */
+  nodeId?: string;
+  /** `host:port` peers and other nodes reach this node at; default the listen address (required on a wildcard). */
+  advertise?: string;
+  /**
+   * The secret all nodes share; default the server's `secret`. An open server (no `secret`) must set this one.
+   */
+  secret?: string | Uint8Array;
+  /** Timers for tests and tuning (see ClusterOptions in lib/cluster/cluster.ts). */
+  leaseTtlMs?: number;
+  heartbeatMs?: number;
+  connectTimeoutMs?: number;
+  keyPrefix?: string;
+  /** Where the cluster's log lines go (lease losses, nodes up and down, Redis lost and back); default nowhere. */
+  log?: (level: 'info' | 'warn', message: string) => void;
+}
 
 /** What a relay-range message handler on a control connection can do. */
 export interface ControlContext {

@@ -30,7 +30,7 @@ import type { Registry } from './registry.js';
 import { ControlSession } from './session.js';
 import type { SessionHost } from './session.js';
 import { ClusterLink, validateClusterOption } from './cluster-link.js';
-import type { ServerClusterOptions } from './cluster-link.js';
+import type { ServerClusterOptions } from './options.js';
 import type { ClusterCounters } from '../cluster/index.js';
 
 /** A snapshot of the server's state and counters. */
