@@ -1,6 +1,7 @@
 /**
  * The coordinator: drives each dial from `connect` to `end`, and enforces the per-peer and server-wide pending
- * limits.
+ * limits. Its parts: admission.ts opens a dial, punch-timing.ts plans and times an attempt, relay-grant.ts grants a
+ * relayed dial, outcome.ts decides what the sides' results mean; warm.ts keeps the warm ports' bookkeeping.
  *
  * Attempt 1 between two peers whose control connections leave from reusable ("warm") ports needs no round trip
  * of its own: the server already knows both mappings (each control connection's source address) and both round
@@ -21,105 +22,23 @@
  * reach {@link Coordinator.observe} on the node they connect to, which must be the coordinating one (a fallback
  * attempt's `prepare` can name that node's address when the cluster needs it).
  */
-import { DIRECT_AUTH_TIMEOUT_MS, MIN_ATTEMPT_MS, RESULT_GRACE_MS } from '../protocol/constants.js';
+import { RESULT_GRACE_MS } from '../protocol/constants.js';
 import { random, safeEqual } from '../protocol/crypto.js';
 import { truncateUtf8 } from '../protocol/fields.js';
-import type { Endpoint, Family } from '../endpoint.js';
-import type { ATTEMPT_OUTCOMES, Message, Msg, PATHS, ROLES } from '../protocol/messages.js';
+import type { Endpoint } from '../endpoint.js';
+import type { Msg } from '../protocol/messages.js';
 import type { FramedSocket } from '../protocol/stream.js';
-import type { ResolvedOptions } from './options.js';
-import { FIRST_FAMILY_TIMEOUT_MS, firstFamily } from './families.js';
-import type { FamilyPeer } from './families.js';
-import { planAttempt, punchHopeless } from './plan.js';
-import type { AttemptPlan, Observation } from './plan.js';
+import { coordDraft, dialTimeout, newCoordination, refusal } from './admission.js';
+import type {
+  Coordination, CoordinationEnd, CoordLimits, CoordPeer, CoordRequest, CoordStats, EndVerdict, PortKind, RelayGrantIssuer, Side,
+} from './coord-types.js';
+import { afterFailure, concluded, timeOutSilent } from './outcome.js';
+import { remaining, resultWaitMs, timedPlan } from './punch-timing.js';
+import type { TimedPlan } from './punch-timing.js';
+import { sendRelayGrants } from './relay-grant.js';
 import { WarmPorts } from './warm.js';
 
-type Role = (typeof ROLES)[number];
-type Outcome = (typeof ATTEMPT_OUTCOMES)[number];
-type Path = (typeof PATHS)[number];
-type PortKind = Msg<'prepare'>['port'];
-
-/**
- * Issues the relay grants of a relayed dial: the `relay-token` messages for the initiator (`a`) and the responder
- * (`b`) of session `sessionId`, valid for `ttlMs`. Absent when the server runs no relay.
- */
-export type RelayGrantIssuer = (pair: { a: string; b: string; sessionId: string; ttlMs: number }) => { a: Message; b: Message };
-
-/** A `coord` message before its pair key is wrapped for the receiving peer. */
-export type CoordDraft = Omit<Msg<'coord'>, 'pairKey'>;
-
-/** A registered peer as the coordinator sees it (a local control session, or a proxy of one on another node). */
-export interface CoordPeer extends Partial<FamilyPeer> {
-  readonly id: string;
-  send(msg: Message): boolean;
-  /** Sends `coord` with `pairKey` wrapped for this peer (by whoever holds its session key). */
-  sendCoord(msg: CoordDraft, pairKey: Uint8Array): boolean;
-  /** The control connection's mapping when its port is reusable (the peer can punch from it), else undefined. */
-  readonly warm: Observation | undefined;
-  /** Round-trip estimate to the peer in ms (0: unknown). */
-  readonly rttMs: number;
-}
-
-/** The messages a peer sends to the coordinator. */
-export type CoordRequest = Msg<'connect'> | Msg<'cancel'> | Msg<'result'> | Msg<'release'>;
-
-/** How a coordinated dial ended: its path, outcome, code, and the time from the request to the end. */
-export interface CoordinationEnd {
-  path: Path;
-  outcome: 'ok' | 'failed' | 'cancelled';
-  code: string;
-  durationMs: number;
-}
-
-/** Counters the coordinator maintains. */
-export interface CoordStats {
-  started: number;
-  succeeded: number;
-  failed: number;
-  cancelled: number;
-  attempts: number;
-  /** Attempts whose every side punched from its warm port (no observe round). */
-  warmAttempts: number;
-}
-
-interface Side {
-  readonly peer: CoordPeer;
-  readonly role: Role;
-  token: Buffer;
-  port: PortKind;
-  observed: (Observation & { conn?: FramedSocket }) | undefined;
-  outcome: Outcome | undefined;
-  /** The side handed its socket over without waiting for `end ok`. */
-  committed: boolean;
-  detail: string;
-}
-
-interface Coordination {
-  readonly key: string;
-  readonly id: Buffer;
-  readonly sides: readonly [Side, Side];
-  readonly path: Path;
-  readonly deadline: number;
-  readonly startedAt: number;
-  attempt: number;
-  phase: 'observe' | 'punch' | 'ended';
-  nonce: Buffer;
-  timer: NodeJS.Timeout | undefined;
-  /** Dual-stack: attempt 1 runs in this family (fresh ports) instead of the control family. */
-  readonly firstFamily: Family | undefined;
-}
-
-type Limits = Pick<
-  ResolvedOptions,
-  | 'maxPendingPerPeer'
-  | 'maxCoordinations'
-  | 'maxAttempts'
-  | 'attemptTimeoutMs'
-  | 'defaultDialTimeoutMs'
-  | 'maxDialTimeoutMs'
-  | 'handshakeTimeoutMs'
-  | 'reversal'
->;
+export type { CoordDraft, CoordinationEnd, CoordPeer, CoordRequest, CoordStats, RelayGrantIssuer } from './coord-types.js';
 
 /** Coordinates dials between registered peers. */
 export class Coordinator {
@@ -133,7 +52,7 @@ export class Coordinator {
   private drainWaiters: (() => void)[] = [];
 
   constructor(
-    private readonly limits: Limits,
+    private readonly limits: CoordLimits,
     /** Finds a registered peer; a cluster answers from its directory (possibly asynchronously). */
     private readonly lookup: (id: string) => CoordPeer | undefined | Promise<CoordPeer | undefined>,
     private readonly relayGrants?: RelayGrantIssuer,
@@ -175,7 +94,7 @@ export class Coordinator {
   /** A peer's control session ended: its dials fail for the other side with `ERR_PEER_OFFLINE`. */
   peerGone(peer: CoordPeer): void {
     this.gone.add(peer);
-    for (const c of [...this.pendingOf(peer)]) this.end(c, 'failed', 'ERR_PEER_OFFLINE', `Peer ${peer.id} went offline`);
+    for (const c of [...this.pendingOf(peer)]) this.fail(c, 'ERR_PEER_OFFLINE', `Peer ${peer.id} went offline`);
     this.byPeer.delete(peer);
     this.warm.forget(peer); // a new registration punches from another port
   }
@@ -189,7 +108,7 @@ export class Coordinator {
 
   /** Ends every dial in flight with `code`. */
   endAll(code: string, message: string): void {
-    for (const c of [...this.coords.values()]) this.end(c, 'failed', code, message);
+    for (const c of [...this.coords.values()]) this.fail(c, code, message);
   }
 
   private request(from: CoordPeer, msg: Msg<'connect'>): void {
@@ -211,59 +130,16 @@ export class Coordinator {
 
   /** Starts the coordination of `msg` once its target is known. */
   private admit(from: CoordPeer, msg: Msg<'connect'>, target: CoordPeer | undefined): void {
-    const reject = (code: string, message: string): void => void from.send({ type: 'reject', reqId: msg.reqId, code, message });
-    if (!target) return reject('ERR_PEER_OFFLINE', `Peer ${msg.target} is not online`);
-    if (this.pendingOf(from).size >= this.limits.maxPendingPerPeer)
-      return reject('ERR_TOO_MANY_PENDING', `At most ${this.limits.maxPendingPerPeer} dials may be pending per peer`);
-    if (this.pendingOf(target).size >= this.limits.maxPendingPerPeer)
-      return reject('ERR_PEER_BUSY', `Peer ${msg.target} has too many pending dials`);
-    if (this.coords.size >= this.limits.maxCoordinations) return reject('ERR_SERVER_BUSY', 'Too many dials in flight');
-
-    const timeoutMs = msg.timeoutMs === 0 ? this.limits.defaultDialTimeoutMs : Math.min(msg.timeoutMs, this.limits.maxDialTimeoutMs);
-    const id = random(16);
-    const side = (peer: CoordPeer, role: Role): Side => ({
-      peer, role, token: random(16), port: 'fresh', observed: undefined, outcome: undefined, committed: false, detail: '',
-    });
-    const c: Coordination = {
-      key: id.toString('hex'),
-      id,
-      sides: [side(from, 'initiator'), side(target, 'responder')],
-      path: msg.path,
-      deadline: performance.now() + timeoutMs,
-      startedAt: performance.now(),
-      attempt: 0,
-      phase: 'observe',
-      nonce: random(16),
-      timer: undefined,
-      firstFamily: firstFamily(from, target),
-    };
+    const refused = refusal(from, target, msg, this.limits, (p) => this.pendingOf(p).size, this.coords.size);
+    if (refused) return void from.send({ type: 'reject', reqId: msg.reqId, ...refused });
+    const timeoutMs = dialTimeout(msg, this.limits);
+    const c = newCoordination(from, target!, msg, timeoutMs);
     this.coords.set(c.key, c);
     for (const s of c.sides) this.pendingOf(s.peer).add(c);
     this.stats.started++;
     const pairKey = random(32);
-    const announce = (fold?: { plan: AttemptPlan; delays: [number, number]; timeoutMs: number }): void => {
-      for (const [i, s] of c.sides.entries()) {
-        s.peer.sendCoord(
-          {
-            type: 'coord',
-            reqId: s.role === 'initiator' ? msg.reqId : 0,
-            coordId: id,
-            peer: c.sides[1 - i]!.peer.id,
-            role: s.role,
-            path: msg.path,
-            timeoutMs,
-            link: msg.link,
-            attempt: fold ? c.attempt : 0,
-            nonce: c.nonce,
-            mode: fold?.plan.mode ?? 'sync',
-            route: fold?.plan.route ?? 'public',
-            remote: fold ? [fold.plan.remotes[i]!] : [],
-            delayMs: fold?.delays[i] ?? 0,
-            punchTimeoutMs: fold?.timeoutMs ?? 0,
-          },
-          pairKey,
-        );
-      }
+    const announce = (fold?: TimedPlan): void => {
+      for (const i of [0, 1] as const) c.sides[i].peer.sendCoord(coordDraft(c, i, msg, timeoutMs, fold), pairKey);
     };
     if (c.path !== 'direct') {
       announce();
@@ -276,29 +152,23 @@ export class Coordinator {
   }
 
   /** Attempt 1 with both sides warm: planned from what the sessions know, sent inside `coord`. */
-  private foldedAttempt(c: Coordination, announce: (fold?: { plan: AttemptPlan; delays: [number, number]; timeoutMs: number }) => void): void {
+  private foldedAttempt(c: Coordination, announce: (fold?: TimedPlan) => void): void {
     c.attempt = 1;
     this.stats.attempts++;
     for (const s of c.sides) {
       s.port = 'warm';
       s.observed = { ...s.peer.warm! };
     }
-    const verdict = this.planOf(c);
-    if (typeof verdict === 'string') {
+    const timed = timedPlan(c, this.limits);
+    if ('outcome' in timed) {
       announce();
-      return this.end(c, 'failed', verdict === 'family' ? 'ERR_NO_COMMON_FAMILY' : 'ERR_PUNCH_UNLIKELY', this.planError(c, verdict));
-    }
-    const delays = this.delaysOf(c, verdict);
-    const timeoutMs = this.punchTimeout(c, delays);
-    if (timeoutMs < 1) {
-      announce();
-      return this.end(c, 'failed', 'ETIMEDOUT', 'The dial deadline passed');
+      return this.end(c, timed);
     }
     this.occupyWarm(c);
     this.stats.warmAttempts++;
     c.phase = 'punch';
-    announce({ plan: verdict, delays, timeoutMs });
-    this.armPunch(c, delays, timeoutMs);
+    announce(timed);
+    this.armPunch(c, timed);
   }
 
   /** Which port each side of attempt 1 punches from. */
@@ -312,7 +182,7 @@ export class Coordinator {
   private cancel(from: CoordPeer, msg: Msg<'cancel'>): void {
     const c = this.coords.get(Buffer.from(msg.coordId).toString('hex'));
     if (!c || !this.sideOf(c, from)) return;
-    this.end(c, 'cancelled', msg.code, msg.message);
+    this.end(c, { outcome: 'cancelled', code: msg.code, message: msg.message });
   }
 
   /** Handles `result`: a side's outcome of the current attempt. */
@@ -353,10 +223,6 @@ export class Coordinator {
     return c.sides.find((s) => s.peer === peer);
   }
 
-  private remaining(c: Coordination): number {
-    return c.deadline - performance.now();
-  }
-
   private arm(c: Coordination, ms: number, onExpiry: () => void): void {
     clearTimeout(c.timer);
     c.timer = setTimeout(onExpiry, Math.max(0, ms));
@@ -384,118 +250,57 @@ export class Coordinator {
     });
     this.occupyWarm(c);
     if (c.sides.every((s) => s.observed)) return this.afterObserve(c);
-    this.arm(c, Math.min(this.remaining(c), this.limits.handshakeTimeoutMs), () => this.phaseTimeout(c, 'observe'));
+    this.arm(c, Math.min(remaining(c), this.limits.handshakeTimeoutMs), () => this.phaseTimeout(c, 'observe'));
   }
 
-  /**
-   * A relayed dial is one attempt: both sides get a grant for the same relay session (named after the
-   * coordination), sent right behind `coord`, join the relay and report their `result` like a punch.
-   */
+  /** The one attempt of a relayed dial: grants for both sides, then their results as for a punch. */
   private startRelay(c: Coordination): void {
     c.attempt = 1;
     c.phase = 'punch';
     this.stats.attempts++;
-    const [a, b] = c.sides;
-    const ttlMs = Math.max(1, Math.ceil(this.remaining(c)));
-    const grants = this.relayGrants!({ a: a.peer.id, b: b.peer.id, sessionId: c.key, ttlMs });
-    a.peer.send(grants.a);
-    b.peer.send(grants.b);
-    this.arm(c, this.remaining(c) + RESULT_GRACE_MS, () => this.phaseTimeout(c, 'punch'));
-  }
-
-  /** The plan of the current attempt from both observations, or why there is none. */
-  private planOf(c: Coordination): AttemptPlan | 'family' | 'hopeless' {
-    const [a, b] = [c.sides[0].observed!, c.sides[1].observed!];
-    // Dual-stack: an untranslated IPv6 address looks reachable but usually sits behind a stateful firewall (RFC 6092)
-    // that drops a SYN arriving before its own host's: the first-family attempt synchronises instead of reversing.
-    const reversal = this.limits.reversal && !(c.firstFamily && c.attempt === 1);
-    const plan = planAttempt(a, b, c.attempt, this.limits.maxAttempts, reversal);
-    if (!plan) return 'family';
-    return punchHopeless(a, b) ? 'hopeless' : plan;
-  }
-
-  private planError(c: Coordination, verdict: 'family' | 'hopeless'): string {
-    if (verdict === 'family') return 'The peers reach the server over different IP versions';
-    return `Punching cannot work: ${punchHopeless(c.sides[0].observed!, c.sides[1].observed!)}`;
-  }
-
-  /** Start delays that make both SYNs leave together: each side waits (max − its rtt) / 2 after the message arrives. */
-  private delaysOf(c: Coordination, plan: AttemptPlan): [number, number] {
-    if (plan.mode === 'reverse') return [0, 0];
-    const rtts = c.sides.map((s) => s.peer.rttMs);
-    const max = Math.max(...rtts);
-    return rtts.map((r) => Math.round((max - r) / 2)) as [number, number];
-  }
-
-  private punchTimeout(c: Coordination, delays: [number, number]): number {
-    // Dual-stack: the first-family attempt is kept short, the control family follows it.
-    const cap = c.firstFamily && c.attempt === 1 ? Math.min(FIRST_FAMILY_TIMEOUT_MS, this.limits.attemptTimeoutMs) : this.limits.attemptTimeoutMs;
-    return Math.floor(Math.min(cap, this.remaining(c) - Math.max(...delays)));
+    sendRelayGrants(c, this.relayGrants!);
+    this.arm(c, remaining(c) + RESULT_GRACE_MS, () => this.phaseTimeout(c, 'punch'));
   }
 
   private afterObserve(c: Coordination): void {
-    const verdict = this.planOf(c);
-    if (verdict === 'family') return this.end(c, 'failed', 'ERR_NO_COMMON_FAMILY', this.planError(c, verdict));
-    if (verdict === 'hopeless') return this.end(c, 'failed', 'ERR_PUNCH_UNLIKELY', this.planError(c, verdict));
-    const delays = this.delaysOf(c, verdict);
-    const timeoutMs = this.punchTimeout(c, delays);
-    if (timeoutMs < 1) return this.end(c, 'failed', 'ETIMEDOUT', 'The dial deadline passed');
+    const timed = timedPlan(c, this.limits);
+    if ('outcome' in timed) return this.end(c, timed);
     c.phase = 'punch';
     if (c.sides.every((s) => s.port === 'warm')) this.stats.warmAttempts++;
+    const { plan, delays, timeoutMs } = timed;
     c.sides.forEach((s, i) => {
       s.peer.send({
-        type: 'punch', coordId: c.id, attempt: c.attempt, mode: verdict.mode, route: verdict.route,
-        remote: verdict.remotes[i]!, delayMs: delays[i]!, timeoutMs,
+        type: 'punch', coordId: c.id, attempt: c.attempt, mode: plan.mode, route: plan.route,
+        remote: plan.remotes[i]!, delayMs: delays[i]!, timeoutMs,
       });
     });
-    this.armPunch(c, delays, timeoutMs);
+    this.armPunch(c, timed);
   }
 
-  private armPunch(c: Coordination, delays: [number, number], timeoutMs: number): void {
+  private armPunch(c: Coordination, timed: TimedPlan): void {
     if (c.sides.every((s) => s.port === 'warm')) this.warm.link(c.key, c.sides[0].peer, c.sides[1].peer);
-    const maxDelay = Math.max(...delays);
-    this.arm(c, maxDelay + timeoutMs + DIRECT_AUTH_TIMEOUT_MS + RESULT_GRACE_MS, () => this.phaseTimeout(c, 'punch'));
+    this.arm(c, resultWaitMs(timed), () => this.phaseTimeout(c, 'punch'));
   }
 
-  private phaseTimeout(c: Coordination, phase: Coordination['phase']): void {
+  private phaseTimeout(c: Coordination, phase: 'observe' | 'punch'): void {
     if (c.phase !== phase) return;
-    for (const s of c.sides) {
-      if (s.outcome === undefined) {
-        s.outcome = 'timeout';
-        s.detail = `no ${phase === 'punch' ? 'result' : phase} from ${s.peer.id} in time`;
-      }
-    }
+    timeOutSilent(c, phase);
     if (phase === 'punch') this.conclude(c);
     else this.attemptFailed(c);
   }
 
   private conclude(c: Coordination): void {
-    const ok = c.sides.filter((s) => s.outcome === 'ok').length;
-    if (ok === 2) return this.end(c, 'ok', 'OK', 'Connected');
-    // One side authenticated, the other did not: the connection works in one direction only (a NAT dropped one
-    // side's packets). Like a failed attempt: the next one uses fresh ports; the last one ends the dial.
-    if (ok === 1 && (c.attempt >= this.limits.maxAttempts || this.remaining(c) < MIN_ATTEMPT_MS)) return this.oneSided(c);
-    this.attemptFailed(c);
-  }
-
-  private oneSided(c: Coordination): void {
-    const bad = c.sides.find((s) => s.outcome !== 'ok')!;
-    this.end(c, 'failed', 'ERR_HANDSHAKE_FAILED', `${bad.peer.id}: ${bad.outcome} ${bad.detail}`.trim());
+    const verdict = concluded(c, this.limits);
+    if (verdict === 'failed-attempt') return this.attemptFailed(c);
+    this.end(c, verdict);
   }
 
   private attemptFailed(c: Coordination): void {
     this.closeObserves(c);
-    // A side that already handed its socket over cannot take part in another attempt.
-    if (c.sides.some((s) => s.committed)) return this.oneSided(c);
-    if (c.path !== 'direct') {
-      const why = c.sides.map((s) => `${s.peer.id}: ${s.outcome ?? 'aborted'}${s.detail ? ` (${s.detail})` : ''}`).join('; ');
-      return this.end(c, 'failed', 'ERR_RELAY_FAILED', `The relay could not connect the peers: ${why}`);
-    }
+    const next = afterFailure(c, this.limits);
+    if (next !== 'retry') return this.end(c, next);
     this.settleLink(c, false);
-    if (c.attempt < this.limits.maxAttempts && this.remaining(c) >= MIN_ATTEMPT_MS) return this.startAttempt(c);
-    const why = c.sides.map((s) => `${s.peer.id}: ${s.outcome ?? 'aborted'}${s.detail ? ` (${s.detail})` : ''}`).join('; ');
-    if (c.attempt < this.limits.maxAttempts) return this.end(c, 'failed', 'ETIMEDOUT', `The dial deadline passed: ${why}`);
-    this.end(c, 'failed', 'ERR_PUNCH_FAILED', `All ${c.attempt} attempts failed: ${why}`);
+    this.startAttempt(c);
   }
 
   private closeObserves(c: Coordination): void {
@@ -516,7 +321,11 @@ export class Coordinator {
     for (const s of c.sides) if (!(ok || s.committed)) this.warm.release(c.key, s.peer);
   }
 
-  private end(c: Coordination, outcome: 'ok' | 'failed' | 'cancelled', code: string, message: string): void {
+  private fail(c: Coordination, code: string, message: string): void {
+    this.end(c, { outcome: 'failed', code, message });
+  }
+
+  private end(c: Coordination, { outcome, code, message }: EndVerdict): void {
     if (c.phase === 'ended') return;
     c.phase = 'ended';
     clearTimeout(c.timer);
