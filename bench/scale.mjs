@@ -147,44 +147,24 @@ function summarizeSetup(kind, runs) {
   };
 }
 
-/** @param {string} kind @param {ScaleOptions} opts */
-async function setupRate(kind, opts) {
-  const lifetimeMs = (opts.budgetSeconds + 60) * 1000;
+/**
+ * Runs `fn` with `kind` started between a fresh load process and a fresh echo sink; a relay that is unavailable
+ * or fails comes back as a row with a note.
+ * @param {string} kind @param {number} lifetimeMs @param {{ maxconn: number, pumpConfig?: Record<string, number> }} relayOpts
+ * @param {(relay: import('./lib/relays.mjs').Relay, sessions: (o: { count: number, concurrency: number, seconds: number, keep: boolean }) => Promise<any>) => Promise<object>} fn
+ */
+async function withRelay(kind, lifetimeMs, relayOpts, fn) {
+  const label = RELAY_LABELS[kind];
   const sink = forkChild(LOAD, [], { lifetimeMs });
   const load = forkChild(LOAD, [], { lifetimeMs });
-  const label = RELAY_LABELS[kind];
   try {
     const { port: sinkPort } = await request(sink, 'echo');
-    const relay = await startRelay(kind, sinkPort, { lifetimeMs, maxconn: 4096 });
+    const relay = await startRelay(kind, sinkPort, { lifetimeMs, ...relayOpts });
     if (!relay.available) return { kind, label, note: relay.note };
     try {
-      const c0 = relay.cpuSeconds();
-      const r = relay.secret
-        ? await request(
-            load,
-            'pairs',
-            { port: relay.port, secret: relay.secret, count: opts.churn, concurrency: opts.concurrency, seconds: opts.budgetSeconds, keep: false },
-            (opts.budgetSeconds + 30) * 1000,
-          )
-        : await request(
-            load,
-            'churn',
-            { port: relay.port, total: opts.churn, concurrency: opts.concurrency, seconds: opts.budgetSeconds },
-            (opts.budgetSeconds + 30) * 1000,
-          );
-      await relay.idle();
-      const c1 = relay.cpuSeconds();
-      const cpu = c0 !== null && c1 !== null && kind !== 'direct' ? c1 - c0 : null;
-      return {
-        kind,
-        label,
-        sessions: r.ok,
-        failed: r.failed,
-        codes: Object.keys(r.codes).length ? r.codes : undefined,
-        seconds: r.seconds,
-        perSecond: r.ok / r.seconds,
-        relayCpuMsPerSession: cpu !== null && r.ok ? (cpu * 1000) / r.ok : null,
-      };
+      const sessions = (/** @type {{ count: number, concurrency: number, seconds: number, keep: boolean }} */ o) =>
+        request(load, 'sessions', { port: relay.port, secret: relay.secret, ...o }, (o.seconds + 30) * 1000);
+      return { kind, label, ...(await fn(relay, sessions)) };
     } finally {
       await relay.stop();
     }
@@ -193,6 +173,28 @@ async function setupRate(kind, opts) {
   } finally {
     await Promise.all([stopChild(load), stopChild(sink)]);
   }
+}
+
+/** @param {Record<string, number>} codes */
+const codesOrNone = (codes) => (Object.keys(codes).length ? codes : undefined);
+
+/** @param {string} kind @param {ScaleOptions} opts */
+function setupRate(kind, opts) {
+  return withRelay(kind, (opts.budgetSeconds + 60) * 1000, { maxconn: 4096 }, async (relay, sessions) => {
+    const c0 = relay.cpuSeconds();
+    const r = await sessions({ count: opts.churn, concurrency: opts.concurrency, seconds: opts.budgetSeconds, keep: false });
+    await relay.idle();
+    const c1 = relay.cpuSeconds();
+    const cpu = c0 !== null && c1 !== null && kind !== 'direct' ? c1 - c0 : null;
+    return {
+      sessions: r.ok,
+      failed: r.failed,
+      codes: codesOrNone(r.codes),
+      seconds: r.seconds,
+      perSecond: r.ok / r.seconds,
+      relayCpuMsPerSession: cpu !== null && r.ok ? (cpu * 1000) / r.ok : null,
+    };
+  });
 }
 
 /** A snapshot of the relay process and the system. @param {number | undefined} pid */
@@ -208,67 +210,38 @@ function snapshot(pid) {
 }
 
 /** @param {string} kind @param {ScaleOptions} opts */
-async function idleSessions(kind, opts) {
-  const lifetimeMs = (opts.budgetSeconds * 2 + 60) * 1000;
-  const label = RELAY_LABELS[kind];
+function idleSessions(kind, opts) {
   if (2 * opts.sessions + 100 > FD_HARD_LIMIT) {
-    return { kind, label, note: `skipped: ${opts.sessions} sessions need ${2 * opts.sessions} relay fds (limit ${FD_HARD_LIMIT})` };
+    const note = `skipped: ${opts.sessions} sessions need ${2 * opts.sessions} relay fds (limit ${FD_HARD_LIMIT})`;
+    return Promise.resolve({ kind, label: RELAY_LABELS[kind], note });
   }
-  const sink = forkChild(LOAD, [], { lifetimeMs });
-  const load = forkChild(LOAD, [], { lifetimeMs });
-  try {
-    const { port: sinkPort } = await request(sink, 'echo');
-    const relay = await startRelay(kind, sinkPort, { lifetimeMs, maxconn: opts.sessions + 100, pumpConfig: opts.pumpConfig });
-    if (!relay.available) return { kind, label, note: relay.note };
-    try {
-      await sleep(300);
-      if (relay.stats) await relay.stats(true);
-      const before = snapshot(relay.pid);
-      const r = relay.secret
-        ? await request(
-            load,
-            'pairs',
-            { port: relay.port, secret: relay.secret, count: opts.sessions, concurrency: 200, seconds: opts.budgetSeconds, keep: true },
-            (opts.budgetSeconds + 30) * 1000,
-          ).then((x) => ({ held: x.ok, failed: x.failed, seconds: x.seconds, codes: x.codes }))
-        : await request(
-            load,
-            'hold',
-            { port: relay.port, count: opts.sessions, concurrency: 200, seconds: opts.budgetSeconds },
-            (opts.budgetSeconds + 30) * 1000,
-          );
-      await sleep(1000);
-      const inside = relay.stats ? await relay.stats(true) : null;
-      const after = snapshot(relay.pid);
-      const n = r.held;
-      const per = (/** @type {number | null} */ a, /** @type {number | null} */ b) => (a !== null && b !== null && n > 0 ? (b - a) / n : null);
-      const out = {
-        kind,
-        label,
-        held: n,
-        failed: r.failed,
-        codes: Object.keys(r.codes).length ? r.codes : undefined,
-        setupSeconds: r.seconds,
-        setupPerSecond: n / r.seconds,
-        relayRssBytesPerSession: per(before.rss, after.rss),
-        relayRssMiB: after.rss !== null ? after.rss / 2 ** 20 : null,
-        relayFds: after.fds,
-        systemBytesPerSession: per(after.memAvailable, before.memAvailable),
-        slabBytesPerSession: per(before.slab, after.slab),
-        tcpBufferBytesPerSession: per(before.tcpMem, after.tcpMem),
-        pump: inside?.pump ?? null,
-        pipeFds: after.fds?.pipe ?? null,
-      };
-      await request(load, 'release', {}, 30_000);
-      return out;
-    } finally {
-      await relay.stop();
-    }
-  } catch (e) {
-    return { kind, label, note: `failed: ${/** @type {Error} */ (e).message.split('\n')[0]}` };
-  } finally {
-    await Promise.all([stopChild(load), stopChild(sink)]);
-  }
+  const relayOpts = { maxconn: opts.sessions + 100, pumpConfig: opts.pumpConfig };
+  return withRelay(kind, (opts.budgetSeconds * 2 + 60) * 1000, relayOpts, async (relay, sessions) => {
+    await sleep(300);
+    if (relay.stats) await relay.stats(true);
+    const before = snapshot(relay.pid);
+    const r = await sessions({ count: opts.sessions, concurrency: 200, seconds: opts.budgetSeconds, keep: true });
+    await sleep(1000);
+    const inside = relay.stats ? await relay.stats(true) : null;
+    const after = snapshot(relay.pid);
+    const n = r.ok;
+    const per = (/** @type {number | null} */ a, /** @type {number | null} */ b) => (a !== null && b !== null && n > 0 ? (b - a) / n : null);
+    return {
+      held: n,
+      failed: r.failed,
+      codes: codesOrNone(r.codes),
+      setupSeconds: r.seconds,
+      setupPerSecond: n / r.seconds,
+      relayRssBytesPerSession: per(before.rss, after.rss),
+      relayRssMiB: after.rss !== null ? after.rss / 2 ** 20 : null,
+      relayFds: after.fds,
+      systemBytesPerSession: per(after.memAvailable, before.memAvailable),
+      slabBytesPerSession: per(before.slab, after.slab),
+      tcpBufferBytesPerSession: per(before.tcpMem, after.tcpMem),
+      pump: inside?.pump ?? null,
+      pipeFds: after.fds?.pipe ?? null,
+    };
+  });
 }
 
 // ------------------------------------------------------------------ rendezvous
@@ -315,7 +288,7 @@ async function rendezvousScale(opts) {
     const dials = await request(
       swarms[0],
       'dial',
-      { pairs: 500, total: opts.dials, concurrency: 20, seconds: opts.budgetSeconds },
+      { pairs: 500, count: opts.dials, concurrency: 20, seconds: opts.budgetSeconds },
       (opts.budgetSeconds + 60) * 1000,
     );
     const c1 = await request(server, 'stats');
@@ -325,7 +298,7 @@ async function rendezvousScale(opts) {
       peersAsked: opts.peers,
       registered,
       registerFailed: regs.reduce((a, r) => a + r.failed, 0),
-      registerCodes: Object.keys(regCodes).length ? regCodes : undefined,
+      registerCodes: codesOrNone(regCodes),
       registerSeconds: regSeconds,
       registrationsPerSecond: registered / regSeconds,
       serverStats: s1.stats,
@@ -335,7 +308,7 @@ async function rendezvousScale(opts) {
       serverFds: fds1,
       coordinations: dials.ok,
       coordinationsFailed: dials.failed,
-      coordinationCodes: Object.keys(dials.codes).length ? dials.codes : undefined,
+      coordinationCodes: codesOrNone(dials.codes),
       coordinationsPerSecond: dials.ok / dials.seconds,
       serverCpuMsPerCoordination: dials.ok ? cpuMs / dials.ok : null,
     };

@@ -16,12 +16,11 @@
  *      byte on every incoming connection)
  *   → { type: 'dial', target, strategy, timeoutMs }
  *   ← { type: 'dial:ok', ok, ms, firstByteMs, path, mode, attempt, timings, code? }
- *
- * It exits when the IPC channel closes.
  */
 import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { importDist } from './common.mjs';
+import { serve } from './child.mjs';
 
 const pkg = await importDist('index.js');
 
@@ -34,24 +33,12 @@ let open = [];
 /** @type {any} */
 let peer = null;
 
-/** @param {any} m */
-const send = (m) => process.send?.(m);
-process.on('disconnect', () => process.exit(0));
-
-process.on('message', async (/** @type {any} */ m) => {
-  try {
-    if (m.type === 'observe') send({ type: 'observe:ok', ...(await observe(m.server)) });
-    else if (m.type === 'punch') send({ type: 'punch:ok', ...(await doPunch(m.remote, m.role, m.timeoutMs)) });
-    else if (m.type === 'peer') send({ type: 'peer:ok', ...(await connectPeer(m)) });
-    else if (m.type === 'dial') send({ type: 'dial:ok', ...(await dial(m.target, m.strategy, m.timeoutMs)) });
-    else if (m.type === 'close-sockets') {
-      closeSockets();
-      send({ type: 'close-sockets:ok' });
-    }
-  } catch (e) {
-    const err = /** @type {NodeJS.ErrnoException} */ (e);
-    send({ type: 'error', message: err.stack ?? String(err), code: err.code });
-  }
+serve({
+  observe: (m) => observe(m.server),
+  punch: (m) => doPunch(m.remote, m.role, m.timeoutMs),
+  peer: connectPeer,
+  dial: (m) => dial(m.target, m.strategy, m.timeoutMs),
+  'close-sockets': () => closeSockets(),
 });
 
 function closeSockets() {
@@ -125,19 +112,17 @@ async function doPunch(remote, role, timeoutMs) {
 // ------------------------------------------------------------------ Peer
 
 /**
- * @param {{ server: string, id: string, secret: string, strategies?: string }} m
+ * @param {{ server: string, id: string, secret: string }} m
  */
 async function connectPeer(m) {
-  const Peer = pkg.Peer ?? (await importDist('peer/index.js'))?.Peer;
-  const options = { server: m.server, id: m.id, secret: m.secret, reconnect: false };
   const t0 = performance.now();
-  peer = await Peer.connect(options);
+  peer = await pkg.Peer.connect({ server: m.server, id: m.id, secret: m.secret, reconnect: false });
   peer.on('connection', (/** @type {import('node:net').Socket} */ s) => {
     s.on('error', () => {});
     open.push(s);
     s.write(Buffer.of(1));
   });
-  peer.on?.('error', () => {});
+  peer.on('error', () => {});
   return { ms: performance.now() - t0 };
 }
 

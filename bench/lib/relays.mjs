@@ -27,7 +27,6 @@ import {
   waitUntil,
   which,
 } from './common.mjs';
-import { PUMP_LABELS } from './pumps.mjs';
 
 /** Open files hard limit of one process on this machine: not raisable, even as root. */
 export const FD_HARD_LIMIT = 20_000;
@@ -36,10 +35,10 @@ export const FD_HARD_LIMIT = 20_000;
 export const RELAY_LABELS = {
   direct: 'direct, no relay (reference)',
   'c-splice': 'minimal C splice relay (the limit of a relay)',
-  native: PUMP_LABELS.native,
-  'native-copy': PUMP_LABELS['native-copy'],
-  js: PUMP_LABELS.js,
-  pipe: PUMP_LABELS.pipe,
+  native: 'tcp-punch relay, native pump',
+  'native-copy': 'tcp-punch relay, native pump, no splice',
+  js: 'tcp-punch relay, JS pump',
+  pipe: 'Node relay, stream pipe()',
   socat: 'socat (fork per connection)',
   'service-native': 'tcp-punch relay service, native pump',
   'service-js': 'tcp-punch relay service, JS pump',
@@ -186,12 +185,35 @@ export async function awaitListening(child, port, what) {
   }
 }
 
+/**
+ * A relay that is a program of its own, listening on `port` once started.
+ * @param {string} kind @param {string} bin @param {string[]} args @param {number} port @param {string} note
+ * @param {{ lifetimeMs: number, cwd?: string }} opts
+ * @returns {Promise<Relay>}
+ */
+async function spawnRelay(kind, bin, args, port, note, opts) {
+  const child = spawnTool(bin, args, opts);
+  await awaitListening(child, port, kind);
+  const pid = /** @type {number} */ (child.pid);
+  return {
+    kind,
+    available: true,
+    note,
+    port,
+    pid,
+    cpuSeconds: () => treeCpuSeconds(pid),
+    // socat forks a child per connection, which exits with it; once the parent has reaped them all, their CPU
+    // is in its cutime/cstime.
+    idle: () => waitUntil(() => procChildren(pid).length === 0, 3000, 10).then(() => undefined),
+    stop: () => stopChild(child),
+  };
+}
+
 /** The compiled bench/splice-relay.c, built once per benchmark process (null without a C compiler). */
 let spliceRelayBin = /** @type {string | null | undefined} */ (undefined);
 
 /** @param {number} upstreamPort @param {{ lifetimeMs: number }} opts @returns {Promise<Relay>} */
 async function startSpliceRelay(upstreamPort, opts) {
-  if (process.platform !== 'linux') return missing('c-splice', 'splice(2) is Linux only');
   if (spliceRelayBin === undefined) {
     const cc = which('cc') ?? which('gcc');
     spliceRelayBin = cc ? path.join(tempDir('c-splice'), 'splice-relay') : null;
@@ -199,19 +221,8 @@ async function startSpliceRelay(upstreamPort, opts) {
   }
   if (!spliceRelayBin) return missing('c-splice', 'no C compiler (cc) to build bench/splice-relay.c');
   const port = await freePort();
-  const child = spawnTool(spliceRelayBin, [String(port), String(upstreamPort)], { lifetimeMs: opts.lifetimeMs });
-  await awaitListening(child, port, 'c-splice');
-  const pid = /** @type {number} */ (child.pid);
-  return {
-    kind: 'c-splice',
-    available: true,
-    note: 'one thread, epoll edge-triggered, two 256 KiB pipes per connection',
-    port,
-    pid,
-    cpuSeconds: () => treeCpuSeconds(pid),
-    idle: async () => {},
-    stop: () => stopChild(child),
-  };
+  const note = 'one thread, epoll edge-triggered, two 256 KiB pipes per connection';
+  return spawnRelay('c-splice', spliceRelayBin, [String(port), String(upstreamPort)], port, note, opts);
 }
 
 /** @param {number} upstreamPort @param {{ lifetimeMs: number }} opts @returns {Promise<Relay>} */
@@ -219,26 +230,8 @@ async function startSocat(upstreamPort, opts) {
   const bin = which('socat');
   if (!bin) return missing('socat', 'socat is not installed (apt-get install socat)');
   const port = await freePort();
-  const child = spawnTool(
-    bin,
-    [`TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork,backlog=4096`, `TCP:127.0.0.1:${upstreamPort},nodelay`],
-    { lifetimeMs: opts.lifetimeMs },
-  );
-  await awaitListening(child, port, 'socat');
-  const pid = /** @type {number} */ (child.pid);
-  return {
-    kind: 'socat',
-    available: true,
-    note: 'one forked process per connection; CPU includes the children',
-    port,
-    pid,
-    cpuSeconds: () => treeCpuSeconds(pid),
-    // Children exit when their connection ends; the parent reaps them, which moves their CPU into cutime/cstime.
-    idle: async () => {
-      await waitUntil(() => procChildren(pid).length === 0, 3000, 10);
-    },
-    stop: () => stopChild(child),
-  };
+  const args = [`TCP-LISTEN:${port},bind=127.0.0.1,reuseaddr,fork,backlog=4096`, `TCP:127.0.0.1:${upstreamPort},nodelay`];
+  return spawnRelay('socat', bin, args, port, 'one forked process per connection; CPU includes the children', opts);
 }
 
 /**
@@ -257,19 +250,8 @@ async function startHaproxy(splice, upstreamPort, opts) {
   // hard limit (20,000 here): with many sessions, cap the pipes as tcp-punch's own pool does (64).
   const maxpipes = 2 * maxconn + maxconn / 2 + 200 > FD_HARD_LIMIT ? 64 : undefined;
   fs.writeFileSync(cfg, haproxyConfig({ splice, port, upstreamPort, maxconn, maxpipes }));
-  const child = spawnTool(bin, ['-db', '-f', cfg], { lifetimeMs: opts.lifetimeMs, cwd: dir });
-  await awaitListening(child, port, 'haproxy');
-  const pid = /** @type {number} */ (child.pid);
-  return {
-    kind,
-    available: true,
-    note: `nbthread 1, ${splice ? 'option splice-request + splice-response' : 'global nosplice'}${maxpipes ? `, maxpipes ${maxpipes}` : ''}`,
-    port,
-    pid,
-    cpuSeconds: () => treeCpuSeconds(pid),
-    idle: async () => {},
-    stop: () => stopChild(child),
-  };
+  const note = `nbthread 1, ${splice ? 'option splice-request + splice-response' : 'global nosplice'}${maxpipes ? `, maxpipes ${maxpipes}` : ''}`;
+  return spawnRelay(kind, bin, ['-db', '-f', cfg], port, note, { lifetimeMs: opts.lifetimeMs, cwd: dir });
 }
 
 /**

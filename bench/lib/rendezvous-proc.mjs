@@ -8,9 +8,11 @@
  *     (gc: collect garbage first, when started with --expose-gc)
  *
  * The server runs with BENCH_SERVER_OPTIONS (plus `options`, passed to startServer) and its built-in relay on
- * the same port. Exits when the IPC channel closes.
+ * the same port.
  */
 import { importDist } from './common.mjs';
+import { serve } from './child.mjs';
+import { SERVICE_LIMITS } from './relays.mjs';
 
 /** Every benchmark client comes from one address: the per-IP limits (the built-in relay's too) are raised. */
 const BENCH_SERVER_OPTIONS = {
@@ -22,29 +24,21 @@ const BENCH_SERVER_OPTIONS = {
   maxCoordinations: 16_384,
   frameRate: 100_000,
   frameBurst: 100_000,
-  relay: { limits: { maxSessions: 9900, maxSessionsPerIp: 20_000, maxSessionsPerPeer: 1000 } },
+  relay: { limits: SERVICE_LIMITS },
 };
 
 /** @type {any} */
 let server = null;
-/** @param {any} m */
-const send = (m) => process.send?.(m);
-process.on('disconnect', () => process.exit(0));
 
-process.on('message', async (/** @type {any} */ m) => {
-  try {
-    if (m.type === 'start') {
-      const { startServer } = await importDist('index.js');
-      server = await startServer({ host: m.host, port: 0, secret: m.secret, ...BENCH_SERVER_OPTIONS, ...(m.options ?? {}) });
-      send({ type: 'start:ok', port: server.address().port });
-    } else if (m.type === 'stats') {
-      if (m.gc) globalThis.gc?.();
-      const mem = process.memoryUsage();
-      send({ type: 'stats:ok', stats: server?.stats?.() ?? null, rss: mem.rss, heapUsed: mem.heapUsed, cpu: process.cpuUsage() });
-    }
-  } catch (e) {
-    const err = /** @type {NodeJS.ErrnoException} */ (e);
-    send({ type: 'error', message: err.stack ?? String(err), code: err.code });
-  }
+serve({
+  start: async (m) => {
+    const { startServer } = await importDist('index.js');
+    server = await startServer({ host: m.host, port: 0, secret: m.secret, ...BENCH_SERVER_OPTIONS, ...(m.options ?? {}) });
+    return { port: server.address().port };
+  },
+  stats: (m) => {
+    if (m.gc) globalThis.gc?.();
+    const mem = process.memoryUsage();
+    return { stats: server?.stats?.() ?? null, rss: mem.rss, heapUsed: mem.heapUsed, cpu: process.cpuUsage() };
+  },
 });
-

@@ -9,13 +9,15 @@
  *   → { type: 'go', role: 'send' | 'recv', seconds }                         ← { type: 'go:ok', bytes, seconds, cpu }
  *
  * The sender writes a 128 KiB buffer as fast as the socket drains, for `seconds`, then ends; the receiver counts
- * bytes from the first byte to the last end-of-stream. The process exits when the IPC channel closes.
+ * bytes from the first byte to the last end-of-stream.
  */
 import net from 'node:net';
 import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { importDist } from './common.mjs';
+import { serve } from './child.mjs';
 
+const { bindReusable, punchDetailed } = await importDist('index.js');
 const CHUNK = Buffer.alloc(128 * 1024, 0x5a);
 
 /** @type {net.Socket[]} */
@@ -27,19 +29,10 @@ let held = [];
 let mode = '';
 let streams = 1;
 
-/** @param {any} m */
-const send = (m) => process.send?.(m);
-process.on('disconnect', () => process.exit(0));
-
-process.on('message', async (/** @type {any} */ m) => {
-  try {
-    if (m.type === 'prepare') send({ type: 'prepare:ok', ports: await prepare(m.mode, m.streams) });
-    else if (m.type === 'connect') send({ type: 'connect:ok', ...(await connect(m.peerPorts)) });
-    else if (m.type === 'go') send({ type: 'go:ok', ...(m.role === 'send' ? await sender(m.seconds) : await receiver()) });
-  } catch (e) {
-    const err = /** @type {NodeJS.ErrnoException} */ (e);
-    send({ type: 'error', message: err.stack ?? String(err), code: err.code });
-  }
+serve({
+  prepare: async (m) => ({ ports: await prepare(m.mode, m.streams) }),
+  connect: (m) => connect(m.peerPorts),
+  go: (m) => (m.role === 'send' ? sender(m.seconds) : receiver()),
 });
 
 /** @param {string} how @param {number} n @returns {Promise<number[]>} */
@@ -53,7 +46,6 @@ async function prepare(how, n) {
     return [/** @type {net.AddressInfo} */ (server.address()).port];
   }
   if (how === 'punch') {
-    const { bindReusable } = await importDist('index.js');
     held = await Promise.all(Array.from({ length: n }, () => bindReusable({ address: '127.0.0.1' })));
     return held.map((p) => p.port);
   }
@@ -91,7 +83,6 @@ async function connect(peerPorts) {
     );
     via = sockets.map(() => 'connect');
   } else {
-    const { punchDetailed } = await importDist('index.js');
     const results = await Promise.all(
       held.map((port, i) => punchDetailed({ port, remote: { host: '127.0.0.1', port: peerPorts[i] }, timeoutMs: 10_000 })),
     );
