@@ -24,6 +24,7 @@ import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import {
   BENCH_DIR,
+  ROOT,
   fmt,
   forkChild,
   importDist,
@@ -35,7 +36,6 @@ import {
   table as textTable,
 } from './lib/common.mjs';
 import { num, numList, strList } from './lib/cli.mjs';
-import { findLab } from './lib/lab.mjs';
 
 const AGENT = path.join(BENCH_DIR, 'lib', 'peer-agent.mjs');
 const OBSERVER = path.join(BENCH_DIR, 'lib', 'lab-observer.mjs');
@@ -110,9 +110,45 @@ function stats(v) {
   return { median: quantile(v, 0.5), p90: quantile(v, 0.9), min: Math.min(...v), max: Math.max(...v) };
 }
 
-/** @param {Record<string, number>} o @param {string | undefined} k */
-function bump(o, k) {
-  if (k) o[k] = (o[k] ?? 0) + 1;
+/** A tally by key (attempts by how they connected, failures by code). */
+class Tally {
+  /** @type {Record<string, number>} */
+  counts = {};
+  /** @param {string | undefined} k */
+  add(k) {
+    if (k) this.counts[k] = (this.counts[k] ?? 0) + 1;
+  }
+  /** The counts, or undefined when there are none. */
+  get value() {
+    return Object.keys(this.counts).length ? this.counts : undefined;
+  }
+}
+
+/** A series in seconds: RTTs when the RTT is known. @param {{ median: number, p90: number } | null | undefined} s @param {number | null} rtt */
+const inRtts = (s, rtt) => (s && rtt ? { median: s.median / rtt, p90: s.p90 / rtt } : null);
+
+/**
+ * Runs `once` up to `n` times within the budget, or until `giveUp(attempted, ok)`; each call reports a dial → first
+ * byte in ms or throws.
+ * @param {number} n @param {number} budgetSeconds @param {(how: Tally) => Promise<number>} once
+ * @param {(attempted: number, ok: number) => boolean} [giveUp]
+ */
+async function series(n, budgetSeconds, once, giveUp = () => false) {
+  /** @type {number[]} */
+  const ms = [];
+  const how = new Tally();
+  const failures = new Tally();
+  const end = Date.now() + budgetSeconds * 1000;
+  let attempted = 0;
+  while (attempted < n && Date.now() < end && !giveUp(attempted, ms.length)) {
+    attempted++;
+    try {
+      ms.push(await once(how));
+    } catch (e) {
+      failures.add(/** @type {any} */ (e).code ?? 'ERROR');
+    }
+  }
+  return { attempted, ok: ms.length, ms: stats(ms), how: how.value ?? {}, failures: failures.value };
 }
 
 /** @param {ConnectOptions} opts */
@@ -135,90 +171,51 @@ export async function run(opts) {
 
 /** @param {ConnectOptions} opts @returns {Promise<Row>} */
 async function loopbackTcp(opts) {
-  const server = net.createServer((s) => {
-    s.on('error', () => {});
-    s.end(Buffer.of(1));
-  });
+  const server = net.createServer((s) => s.on('error', () => {}).end(Buffer.of(1)));
   server.listen({ host: '127.0.0.1', port: 0 });
   await once(server, 'listening');
   const port = /** @type {net.AddressInfo} */ (server.address()).port;
-  /** @type {number[]} */
-  const ms = [];
-  const end = Date.now() + opts.budgetSeconds * 1000;
-  let attempted = 0;
-  for (let i = 0; i < opts.iterations && Date.now() < end; i++) {
-    attempted++;
+  const r = await series(opts.iterations, opts.budgetSeconds, async () => {
     const t0 = performance.now();
-    const s = net.connect({ host: '127.0.0.1', port });
-    s.on('error', () => {});
+    const s = net.connect({ host: '127.0.0.1', port }).on('error', () => {});
     await once(s, 'data');
-    ms.push(performance.now() - t0);
     s.destroy();
-  }
+    return performance.now() - t0;
+  });
   server.close();
-  return { scope: 'loopback', path: 'tcp-connect', label: 'net.connect (reference)', rttMs: null, attempted, ok: ms.length, ms: stats(ms) };
+  return { scope: 'loopback', path: 'tcp-connect', label: 'net.connect (reference)', rttMs: null, ...r };
 }
 
 /** @param {ConnectOptions} opts @returns {Promise<Row>} */
 async function loopbackPunch(opts) {
   const { bindReusable, punchDetailed } = await importDist('index.js');
-  /** @type {number[]} */
-  const ms = [];
-  /** @type {Record<string, number>} */
-  const how = {};
-  /** @type {Record<string, number>} */
-  const failures = {};
-  const end = Date.now() + opts.budgetSeconds * 1000;
-  let attempted = 0;
-  for (let i = 0; i < opts.iterations && Date.now() < end; i++) {
-    attempted++;
+  const r = await series(opts.iterations, opts.budgetSeconds, async (how) => {
     const [pa, pb] = await Promise.all([bindReusable({ address: '127.0.0.1' }), bindReusable({ address: '127.0.0.1' })]);
     /** @type {import('node:net').Socket[]} */
     const sockets = [];
+    const punched = (/** @type {any} */ r) => (sockets.push(r.socket.on('error', () => {})), r);
     try {
       const t0 = performance.now();
-      const a = punchDetailed({ port: pa, remote: { host: '127.0.0.1', port: pb.port }, timeoutMs: 5000 });
-      const b = punchDetailed({ port: pb, remote: { host: '127.0.0.1', port: pa.port }, timeoutMs: 5000 });
-      const rb = b.then((/** @type {any} */ r) => {
-        sockets.push(r.socket);
-        r.socket.on('error', () => {});
-        r.socket.write(Buffer.of(1));
-        return r;
-      });
+      const a = punchDetailed({ port: pa, remote: { host: '127.0.0.1', port: pb.port }, timeoutMs: 5000 }).then(punched);
+      const b = punchDetailed({ port: pb, remote: { host: '127.0.0.1', port: pa.port }, timeoutMs: 5000 }).then(punched);
+      b.then((/** @type {any} */ r) => r.socket.write(Buffer.of(1)), () => {});
       const ra = await a;
-      sockets.push(ra.socket);
-      ra.socket.on('error', () => {});
       await once(ra.socket, 'data');
-      ms.push(performance.now() - t0);
-      const rbv = await rb;
-      bump(how, `a:${ra.via}`);
-      bump(how, `b:${rbv.via}`);
-    } catch (e) {
-      bump(failures, /** @type {any} */ (e).code ?? 'ERROR');
+      const ms = performance.now() - t0;
+      how.add(`a:${ra.via}`);
+      how.add(`b:${(await b).via}`);
+      return ms;
     } finally {
       for (const s of sockets) s.destroy();
       pa.close();
       pb.close();
     }
-  }
-  return {
-    scope: 'loopback',
-    path: 'punch-pair',
-    label: 'punch() from both ends',
-    rttMs: null,
-    attempted,
-    ok: ms.length,
-    ms: stats(ms),
-    how,
-    failures: Object.keys(failures).length ? failures : undefined,
-  };
+  });
+  return { scope: 'loopback', path: 'punch-pair', label: 'punch() from both ends', rttMs: null, ...r };
 }
 
 /** On loopback direct-first is direct (punching never fails there): it is timed in the lab, as the fallback. */
 const loopbackStrategies = (/** @type {ConnectOptions} */ opts) => opts.strategies.filter((s) => s !== 'direct-first');
-
-/** @param {string} strategy */
-const peerLabel = (strategy) => `Peer.dial, strategy ${strategy}`;
 
 /**
  * The lab's Peer.dial cases: direct punching between cone NATs, the fallback to the relay when one side is behind
@@ -231,257 +228,183 @@ const LAB_PEER_CASES = [
   { name: 'relay-first', strategy: 'relay-first', bNat: 'cone' },
 ];
 
+/**
+ * Registers agents a and b as peers `${prefix}-a` and `${prefix}-b` on a rendezvous server started in `rendezvous`
+ * (listening on `host`, reached at `reachAt`).
+ * @param {import('node:child_process').ChildProcess[]} procs rendezvous, a, b
+ * @param {string} host @param {string} reachAt @param {string} prefix
+ */
+async function peerPair([rendezvous, a, b], host, reachAt, prefix) {
+  const { port } = await request(rendezvous, 'start', { host, secret: SECRET });
+  const server = `${reachAt}:${port}`;
+  await Promise.all([a, b].map((agent, i) => request(agent, 'peer', { server, id: `${prefix}-${'ab'[i]}`, secret: SECRET })));
+}
+
 /** @param {ConnectOptions} opts @returns {Promise<Row[]>} */
 async function loopbackPeer(opts) {
-  const budget = (opts.budgetSeconds * opts.strategies.length + 60) * 1000;
-  const rendezvous = forkChild(RENDEZVOUS, [], { lifetimeMs: budget });
-  const a = forkChild(AGENT, [], { lifetimeMs: budget });
-  const b = forkChild(AGENT, [], { lifetimeMs: budget });
+  const lifetimeMs = (opts.budgetSeconds * opts.strategies.length + 60) * 1000;
+  const procs = [RENDEZVOUS, AGENT, AGENT].map((script) => forkChild(script, [], { lifetimeMs }));
+  const [, a, b] = procs;
+  const strategies = loopbackStrategies(opts);
+  const label = (/** @type {string} */ s) => `Peer.dial, strategy ${s}`;
   try {
-    const { port } = await request(rendezvous, 'start', { host: '127.0.0.1', secret: SECRET });
-    const server = `127.0.0.1:${port}`;
-    await Promise.all([
-      request(a, 'peer', { server, id: 'bench-a', secret: SECRET }),
-      request(b, 'peer', { server, id: 'bench-b', secret: SECRET }),
-    ]);
+    await peerPair(procs, '127.0.0.1', '127.0.0.1', 'bench');
     /** @type {Row[]} */
     const rows = [];
-    for (const strategy of loopbackStrategies(opts)) {
+    for (const strategy of strategies) {
       log(`connect: loopback Peer.dial ${strategy}`);
-      rows.push(await dialSeries(a, b, 'bench-b', strategy, opts.peerIterations, opts.budgetSeconds, 'loopback', `peer-${strategy}`, peerLabel(strategy), null));
+      const r = await dialSeries(a, b, 'bench-b', strategy, opts.peerIterations, opts.budgetSeconds);
+      rows.push({ scope: 'loopback', path: `peer-${strategy}`, label: label(strategy), rttMs: null, ...r });
     }
     return rows;
   } catch (e) {
     const note = `failed: ${/** @type {Error} */ (e).message.split('\n')[0]}`;
-    return loopbackStrategies(opts).map((s) => unavailableRow('loopback', `peer-${s}`, peerLabel(s), null, note));
+    return strategies.map((s) => ({ scope: 'loopback', path: `peer-${s}`, label: label(s), rttMs: null, attempted: 0, ok: 0, ms: null, note }));
   } finally {
-    await Promise.all([stopChild(a), stopChild(b), stopChild(rendezvous)]);
+    await Promise.all(procs.map((p) => stopChild(p)));
   }
 }
 
 /**
- * Times `n` dials from agent a to peer `target` (agent b accepts and writes one byte).
+ * Times up to `n` dials from agent a to peer `target` (agent b accepts and writes one byte).
  * @param {import('node:child_process').ChildProcess} a @param {import('node:child_process').ChildProcess} b
  * @param {string} target @param {string} strategy @param {number} n @param {number} budgetSeconds
- * @param {'loopback' | 'lab'} scope @param {string} p @param {string} label @param {number | null} rttMs
- * @returns {Promise<Row>}
  */
-async function dialSeries(a, b, target, strategy, n, budgetSeconds, scope, p, label, rttMs) {
-  /** @type {number[]} */
-  const ms = [];
+async function dialSeries(a, b, target, strategy, n, budgetSeconds) {
   /** @type {number[]} */
   const resolved = [];
-  /** @type {Record<string, number>} */
-  const how = {};
-  /** @type {Record<string, number>} */
-  const failures = {};
-  const end = Date.now() + budgetSeconds * 1000;
-  let attempted = 0;
-  let lastError = '';
   /** @type {Record<string, number[]>} */
   const timings = {};
-  for (let i = 0; i < n && Date.now() < end; i++) {
-    attempted++;
-    const r = await request(a, 'dial', { target, strategy, timeoutMs: 15_000 }, 30_000);
-    if (r.ok) {
-      ms.push(r.firstByteMs);
-      resolved.push(r.ms);
-      for (const [k, v] of Object.entries(r.timings ?? {})) if (typeof v === 'number') (timings[k] ??= []).push(v);
-      bump(how, [r.path, r.mode, r.attempt > 1 ? `attempt ${r.attempt}` : undefined].filter(Boolean).join('/'));
-    } else {
-      bump(failures, r.code);
-      lastError = `${r.code}: ${String(r.message ?? '').split('\n')[0]}`;
-    }
+  let lastError = '';
+  // An unknown strategy fails the same way every time: stop after a few.
+  const giveUp = (/** @type {number} */ attempted, /** @type {number} */ ok) => ok === 0 && attempted >= 3;
+  const r = await series(n, budgetSeconds, async (how) => {
+    const d = await request(a, 'dial', { target, strategy, timeoutMs: 15_000 }, 30_000);
     await Promise.all([request(a, 'close-sockets'), request(b, 'close-sockets')]);
-    // An unknown strategy fails the same way every time: stop after a few.
-    if (ms.length === 0 && attempted >= 3) break;
-  }
-  /** @type {Record<string, number>} */
-  const phases = {};
-  for (const [k, v] of Object.entries(timings)) phases[k] = quantile(v, 0.5);
-  const row = {
-    scope,
-    path: p,
-    label,
-    rttMs,
-    attempted,
-    ok: ms.length,
-    ms: stats(ms),
-    resolveMs: stats(resolved),
-    how,
-    phases: Object.keys(phases).length ? phases : undefined,
-    failures: Object.keys(failures).length ? failures : undefined,
-  };
-  if (ms.length === 0) {
-    const unknown = /options\.strategy/.test(lastError);
-    Object.assign(row, {
-      note: unknown
-        ? `not available: Peer has no "${strategy}" strategy`
-        : `no successful dial (${lastError.slice(0, 120)})`,
-    });
-  }
-  return /** @type {Row} */ (row);
-}
-
-/**
- * @param {'loopback' | 'lab'} scope @param {string} p @param {string} label @param {number | null} rttMs @param {string} note
- * @returns {Row}
- */
-function unavailableRow(scope, p, label, rttMs, note) {
-  return { scope, path: p, label, rttMs, attempted: 0, ok: 0, ms: null, note };
+    if (!d.ok) {
+      lastError = `${d.code}: ${String(d.message ?? '').split('\n')[0]}`;
+      throw Object.assign(new Error(lastError), { code: d.code });
+    }
+    resolved.push(d.ms);
+    for (const [k, v] of Object.entries(d.timings ?? {})) if (typeof v === 'number') (timings[k] ??= []).push(v);
+    how.add([d.path, d.mode, d.attempt > 1 ? `attempt ${d.attempt}` : undefined].filter(Boolean).join('/'));
+    return d.firstByteMs;
+  }, giveUp);
+  const phases = Object.fromEntries(Object.entries(timings).map(([k, v]) => [k, quantile(v, 0.5)]));
+  const note =
+    r.ok > 0 ? undefined
+    : /options\.strategy/.test(lastError) ? `not available: Peer has no "${strategy}" strategy`
+    : `no successful dial (${lastError.slice(0, 120)})`;
+  return { ...r, resolveMs: stats(resolved), phases: Object.keys(phases).length ? phases : undefined, note };
 }
 
 // ------------------------------------------------------------------ NAT lab
+
+/** The lab module (test/lab/topology.js), or a note saying why this process cannot run it. */
+async function findLab() {
+  if (process.getuid?.() !== 0) return { lab: null, note: 'the NAT lab needs root (network namespaces)' };
+  const mod = await import(new URL(`file://${path.join(ROOT, 'test', 'lab', 'topology.js')}`).href);
+  const pre = mod.labPrerequisites?.({ delay: true });
+  if (pre && !pre.ok) return { lab: null, note: `lab prerequisites missing: ${pre.missing.join(', ')}` };
+  return { lab: mod, note: '' };
+}
 
 /**
  * @param {ConnectOptions} opts @param {string[]} notes @returns {Promise<Row[]>}
  */
 async function labRows(opts, notes) {
-  const labMod = await findLab();
-  if (!labMod.value) {
-    notes.push(`NAT lab: ${labMod.note}`);
+  const found = await findLab();
+  if (!found.lab) {
+    notes.push(`NAT lab: ${found.note}`);
     return [];
   }
-  const { createLab } = labMod.value;
+  const { createLab } = found.lab;
   /** @type {Row[]} */
   const rows = [];
   for (const rtt of opts.rtts) {
-    // Each host's link adds rtt/2 to a round trip, so any two of a, b and the server are `rtt` apart.
-    const half = rtt / 2;
-    // A path crosses two links: each drops half of the path's loss.
-    const shape = { delayMs: half, ...(opts.lossPct > 0 ? { lossPct: opts.lossPct / 2 } : {}) };
+    // Each host's link adds rtt/2 to a round trip, so any two of a, b and the server are `rtt` apart; a path
+    // crosses two links, each drops half of the path's loss.
+    const shape = { delayMs: rtt / 2, ...(opts.lossPct > 0 ? { lossPct: opts.lossPct / 2 } : {}) };
+    const spec = (/** @type {string} */ bNat) => ({ a: { nat: 'cone', ...shape }, b: { nat: bNat, ...shape }, server: shape });
+    const base = { scope: /** @type {const} */ ('lab'), rttMs: rtt, lossPct: opts.lossPct };
     log(`connect: lab raw punch, RTT ${rtt} ms, loss ${opts.lossPct} %`);
-    rows.push(await labPunch(createLab, { a: { nat: 'cone', ...shape }, b: { nat: 'cone', ...shape }, server: shape }, rtt, opts));
+    rows.push({ ...base, path: 'lab-punch', label: 'raw punch() (cone/cone)', ...(await inLab(createLab, spec('cone'), (lab) => labPunch(lab, rtt, opts))) });
     for (const { name, strategy, bNat } of LAB_PEER_CASES) {
       if (!opts.strategies.includes(strategy)) continue;
-      const p = `lab-peer-${name}`;
-      const label = `Peer.dial ${strategy} (cone/${bNat})`;
       log(`connect: lab Peer.dial ${strategy}, RTT ${rtt} ms`);
-      rows.push(await labPeer(createLab, { a: { nat: 'cone', ...shape }, b: { nat: bNat, ...shape }, server: shape }, rtt, strategy, p, label, opts));
+      const row = await inLab(createLab, spec(bNat), async (lab, a, b) => {
+        const rendezvous = lab.fork('server', RENDEZVOUS, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+        await peerPair([rendezvous, a, b], '0.0.0.0', lab.server.ip, 'lab');
+        return dialSeries(a, b, 'lab-b', strategy, opts.labIterations, opts.budgetSeconds);
+      });
+      rows.push({ ...base, path: `lab-peer-${name}`, label: `Peer.dial ${strategy} (cone/${bNat})`, ...row });
     }
+  }
+  for (const r of rows) {
+    r.inRtts = inRtts(r.ms, r.rttMs);
+    if (r.resolveMs) r.resolveRtts = inRtts(r.resolveMs, r.rttMs);
   }
   return rows;
 }
 
 /**
+ * Runs `fn` in a fresh lab with a peer agent in each of the peers' namespaces (they die with the lab); a failure
+ * comes back as a row with a note.
+ * @param {(spec: any) => Promise<any>} createLab @param {any} spec
+ * @param {(lab: any, a: import('node:child_process').ChildProcess, b: import('node:child_process').ChildProcess) => Promise<any>} fn
+ */
+async function inLab(createLab, spec, fn) {
+  const lab = await createLab(spec);
+  try {
+    const [a, b] = ['a', 'b'].map((node) => lab.fork(node, AGENT, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+    return await fn(lab, a, b);
+  } catch (e) {
+    return { attempted: 0, ok: 0, ms: null, note: `failed: ${/** @type {Error} */ (e).message.split('\n')[0]}` };
+  } finally {
+    await lab.destroy();
+  }
+}
+
+/**
  * Starts a Node script in a lab namespace and waits for its "listening <port>" line.
- * @param {any} lab @param {string} node @param {string} script
+ * @param {any} lab @param {string} node @param {string} script @returns {Promise<number>}
  */
 async function labListener(lab, node, script) {
   const child = lab.spawn(node, [process.execPath, script], { stdio: ['pipe', 'pipe', 'pipe'] });
-  const rl = readline.createInterface({ input: child.stdout });
-  const port = await new Promise((resolve, reject) => {
+  const lines = readline.createInterface({ input: child.stdout });
+  return new Promise((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${script} did not start`)), 10_000);
-    rl.on('line', (l) => {
+    lines.on('line', (l) => {
       const m = /^listening (\d+)/.exec(l);
-      if (m) {
-        clearTimeout(timer);
-        resolve(Number(m[1]));
-      }
+      if (m) clearTimeout(timer), resolve(Number(m[1]));
     });
     child.once('exit', (/** @type {number} */ c) => reject(new Error(`${script} exited ${c}`)));
   });
-  return { child, port: /** @type {number} */ (port) };
 }
 
 /**
- * Forks a peer agent inside a lab namespace; it dies with the lab (lab.destroy()).
- * @param {any} lab @param {string} node
- * @returns {import('node:child_process').ChildProcess}
+ * Raw punch between the lab's two peers: each learns its mapping from the observer, then both punch at once.
+ * @param {any} lab @param {number} rtt @param {ConnectOptions} opts
  */
-function labAgent(lab, node) {
-  const child = lab.fork(node, AGENT, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-  const timer = setTimeout(() => child.kill('SIGKILL'), 30 * 60_000);
-  timer.unref();
-  child.once('exit', () => clearTimeout(timer));
-  return child;
-}
-
-/**
- * Raw punch between the lab's two peers at one RTT.
- * @param {(spec: any) => Promise<any>} createLab @param {any} spec @param {number} rtt @param {ConnectOptions} opts
- * @returns {Promise<Row>}
- */
-async function labPunch(createLab, spec, rtt, opts) {
-  const lab = await createLab(spec);
-  /** @type {number[]} */
-  const ms = [];
+async function labPunch(lab, rtt, opts) {
+  const [a, b] = ['a', 'b'].map((node) => lab.fork(node, AGENT, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] }));
+  const server = { host: lab.server.ip, port: await labListener(lab, 'server', OBSERVER) };
   /** @type {number[]} */
   const rttSeen = [];
-  /** @type {Record<string, number>} */
-  const how = {};
-  /** @type {Record<string, number>} */
-  const failures = {};
-  let attempted = 0;
-  try {
-    const obs = await labListener(lab, 'server', OBSERVER);
-    const a = labAgent(lab, 'a');
-    const b = labAgent(lab, 'b');
-    const server = { host: lab.server.ip, port: obs.port };
-    const end = Date.now() + opts.budgetSeconds * 1000;
-    for (let i = 0; i < opts.labIterations && Date.now() < end; i++) {
-      attempted++;
-      const [oa, ob] = await Promise.all([request(a, 'observe', { server }), request(b, 'observe', { server })]);
-      rttSeen.push(oa.rttMs, ob.rttMs);
-      const timeoutMs = 5000 + rtt * 20;
-      const [ra, rb] = await Promise.all([
-        request(a, 'punch', { remote: ob.observed, role: 'a', timeoutMs }, timeoutMs + 10_000),
-        request(b, 'punch', { remote: oa.observed, role: 'b', timeoutMs }, timeoutMs + 10_000),
-      ]);
-      if (ra.ok && rb.ok) {
-        ms.push(ra.firstByteMs);
-        bump(how, `a:${ra.via}/b:${rb.via}`);
-        if (ra.attempts > 1 || rb.attempts > 1) bump(how, 'connect() retried');
-      } else bump(failures, ra.code ?? rb.code ?? 'ERROR');
-    }
-  } finally {
-    await lab.destroy();
-  }
-  const s = stats(ms);
-  return {
-    scope: 'lab',
-    path: 'lab-punch',
-    label: 'raw punch() (cone/cone)',
-    rttMs: rtt,
-    measuredRttMs: rttSeen.length ? quantile(rttSeen, 0.5) : null,
-    attempted,
-    ok: ms.length,
-    ms: s,
-    inRtts: s && rtt > 0 ? { median: s.median / rtt, p90: s.p90 / rtt } : null,
-    lossPct: opts.lossPct,
-    how,
-    failures: Object.keys(failures).length ? failures : undefined,
-  };
-}
-
-/**
- * Peer.dial through a rendezvous server in the lab.
- * @param {(spec: any) => Promise<any>} createLab @param {any} spec @param {number} rtt @param {string} strategy
- * @param {string} p @param {string} label @param {ConnectOptions} opts
- * @returns {Promise<Row>}
- */
-async function labPeer(createLab, spec, rtt, strategy, p, label, opts) {
-  const lab = await createLab(spec);
-  try {
-    const rendezvous = lab.fork('server', RENDEZVOUS, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-    const { port } = await request(rendezvous, 'start', { host: '0.0.0.0', secret: SECRET });
-    const server = `${lab.server.ip}:${port}`;
-    const a = labAgent(lab, 'a');
-    const b = labAgent(lab, 'b');
-    await Promise.all([
-      request(a, 'peer', { server, id: 'lab-a', secret: SECRET }),
-      request(b, 'peer', { server, id: 'lab-b', secret: SECRET }),
+  const r = await series(opts.labIterations, opts.budgetSeconds, async (how) => {
+    const [oa, ob] = await Promise.all([request(a, 'observe', { server }), request(b, 'observe', { server })]);
+    rttSeen.push(oa.rttMs, ob.rttMs);
+    const timeoutMs = 5000 + rtt * 20;
+    const [ra, rb] = await Promise.all([
+      request(a, 'punch', { remote: ob.observed, role: 'a', timeoutMs }, timeoutMs + 10_000),
+      request(b, 'punch', { remote: oa.observed, role: 'b', timeoutMs }, timeoutMs + 10_000),
     ]);
-    const row = await dialSeries(a, b, 'lab-b', strategy, opts.labIterations, opts.budgetSeconds, 'lab', p, label, rtt);
-    row.lossPct = opts.lossPct;
-    if (row.ms && rtt > 0) row.inRtts = { median: row.ms.median / rtt, p90: row.ms.p90 / rtt };
-    if (row.resolveMs && rtt > 0) row.resolveRtts = { median: row.resolveMs.median / rtt, p90: row.resolveMs.p90 / rtt };
-    return row;
-  } catch (e) {
-    return unavailableRow('lab', p, label, rtt, `failed: ${/** @type {Error} */ (e).message.split('\n')[0]}`);
-  } finally {
-    await lab.destroy();
-  }
+    if (!(ra.ok && rb.ok)) throw Object.assign(new Error('punch failed'), { code: ra.code ?? rb.code ?? 'ERROR' });
+    how.add(`a:${ra.via}/b:${rb.via}`);
+    if (ra.attempts > 1 || rb.attempts > 1) how.add('connect() retried');
+    return ra.firstByteMs;
+  });
+  return { ...r, measuredRttMs: rttSeen.length ? quantile(rttSeen, 0.5) : null };
 }
 
 // ------------------------------------------------------------------ report

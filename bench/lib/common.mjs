@@ -97,16 +97,24 @@ export function markdownTable(header, rows) {
   ].join('\n');
 }
 
-// ------------------------------------------------------------------ machine
+// ------------------------------------------------------------------ machine and /proc
 
-/** @param {string} cmd @param {string[]} args */
+/** A file's text, or null when it cannot be read. @param {string} file */
+function readText(file) {
+  try {
+    return fs.readFileSync(file, 'utf8');
+  } catch {
+    return null;
+  }
+}
+
+/** A command's output (stdout and stderr, trimmed; also when it fails), or null. @param {string} cmd @param {string[]} args */
 function tryExec(cmd, args) {
   try {
     return execFileSync(cmd, args, { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'], timeout: 5000 }).trim();
   } catch (e) {
     const err = /** @type {{ stdout?: string, stderr?: string }} */ (e);
-    const out = `${err.stdout ?? ''}${err.stderr ?? ''}`.trim();
-    return out || null;
+    return `${err.stdout ?? ''}${err.stderr ?? ''}`.trim() || null;
   }
 }
 
@@ -116,25 +124,13 @@ function tryExec(cmd, args) {
  */
 export function which(name) {
   const dirs = (process.env.PATH ?? '').split(':').concat(['/usr/sbin', '/sbin', '/usr/bin', '/bin', '/usr/local/bin']);
-  for (const d of dirs) {
-    if (!d) continue;
-    const p = path.join(d, name);
+  for (const d of dirs.filter(Boolean)) {
     try {
-      fs.accessSync(p, fs.constants.X_OK);
-      return p;
+      fs.accessSync(path.join(d, name), fs.constants.X_OK);
+      return path.join(d, name);
     } catch {}
   }
   return null;
-}
-
-/** The versions of the external tools the benchmarks use (null when missing). */
-export function toolVersions() {
-  const first = (/** @type {string | null} */ s) => (s ? s.split('\n')[0] : null);
-  return {
-    iperf3: which('iperf3') ? first(tryExec('iperf3', ['--version'])) : null,
-    socat: which('socat') ? (tryExec('socat', ['-V'])?.match(/socat version (\S+)/)?.[1] ?? 'present') : null,
-    haproxy: which('haproxy') ? first(tryExec('haproxy', ['-v'])) : null,
-  };
 }
 
 /** Facts about this machine and checkout, stored with every result. */
@@ -142,18 +138,18 @@ export function machineInfo() {
   const cpus = os.cpus();
   const commit = tryExec('git', ['-C', ROOT, 'rev-parse', 'HEAD']);
   const dirty = tryExec('git', ['-C', ROOT, 'status', '--porcelain']);
+  const first = (/** @type {string} */ tool, /** @type {string[]} */ args) => (which(tool) ? (tryExec(tool, args)?.split('\n')[0] ?? null) : null);
   /** @type {Record<string, string>} */
   const limits = {};
   for (const [k, f] of [
-    ['pipeUserPagesSoft', '/proc/sys/fs/pipe-user-pages-soft'],
-    ['pipeMaxSize', '/proc/sys/fs/pipe-max-size'],
-    ['ipLocalPortRange', '/proc/sys/net/ipv4/ip_local_port_range'],
-    ['tcpRmem', '/proc/sys/net/ipv4/tcp_rmem'],
-    ['tcpWmem', '/proc/sys/net/ipv4/tcp_wmem'],
+    ['pipeUserPagesSoft', 'fs/pipe-user-pages-soft'],
+    ['pipeMaxSize', 'fs/pipe-max-size'],
+    ['ipLocalPortRange', 'net/ipv4/ip_local_port_range'],
+    ['tcpRmem', 'net/ipv4/tcp_rmem'],
+    ['tcpWmem', 'net/ipv4/tcp_wmem'],
   ]) {
-    try {
-      limits[k] = fs.readFileSync(f, 'utf8').trim().replace(/\s+/g, ' ');
-    } catch {}
+    const v = readText(`/proc/sys/${f}`);
+    if (v !== null) limits[k] = v.trim().replace(/\s+/g, ' ');
   }
   const nofile = tryExec('sh', ['-c', 'echo "$(ulimit -Sn) $(ulimit -Hn)"']);
   if (nofile) limits.nofileSoftHard = nofile;
@@ -163,7 +159,7 @@ export function machineInfo() {
     cores: cpus.length,
     kernel: os.release(),
     os: `${os.type()} ${os.release()} ${os.arch()}`,
-    distro: readOsRelease(),
+    distro: readText('/etc/os-release')?.match(/^PRETTY_NAME="?([^"\n]*)"?/m)?.[1] ?? null,
     node: process.version,
     memTotalMiB: Math.round(os.totalmem() / 2 ** 20),
     uid: process.getuid?.() ?? null,
@@ -171,20 +167,14 @@ export function machineInfo() {
       commit: commit && /^[0-9a-f]{40}$/.test(commit) ? commit : null,
       dirty: dirty === null ? null : dirty.length > 0,
     },
-    tools: toolVersions(),
+    tools: {
+      iperf3: first('iperf3', ['--version']),
+      socat: which('socat') ? (tryExec('socat', ['-V'])?.match(/socat version (\S+)/)?.[1] ?? 'present') : null,
+      haproxy: first('haproxy', ['-v']),
+    },
     limits,
   };
 }
-
-function readOsRelease() {
-  try {
-    return fs.readFileSync('/etc/os-release', 'utf8').match(/^PRETTY_NAME="?([^"\n]*)"?/m)?.[1] ?? null;
-  } catch {
-    return null;
-  }
-}
-
-// ------------------------------------------------------------------ /proc
 
 /**
  * CPU seconds (user + system, all threads) a live process has used, plus those of its children it has already
@@ -192,16 +182,13 @@ function readOsRelease() {
  * @param {number} pid
  */
 export function procCpuSeconds(pid) {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // The command name (field 2) may contain spaces: split after its closing parenthesis.
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // f[0] is field 3 (state): utime = field 14, stime 15, cutime 16, cstime 17.
-    const [utime, stime, cutime, cstime] = [f[11], f[12], f[13], f[14]].map(Number);
-    return { self: (utime + stime) / CLK_TCK, children: (cutime + cstime) / CLK_TCK };
-  } catch {
-    return null;
-  }
+  const stat = readText(`/proc/${pid}/stat`);
+  if (stat === null) return null;
+  // The command name (field 2) may contain spaces: split after its closing parenthesis.
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // f[0] is field 3 (state): utime = field 14, stime 15, cutime 16, cstime 17.
+  const [utime, stime, cutime, cstime] = [f[11], f[12], f[13], f[14]].map(Number);
+  return { self: (utime + stime) / CLK_TCK, children: (cutime + cstime) / CLK_TCK };
 }
 
 /**
@@ -209,48 +196,32 @@ export function procCpuSeconds(pid) {
  * @param {number} pid @returns {number[]}
  */
 export function procChildren(pid) {
-  /** @type {number[]} */
-  const out = [];
+  let tids;
   try {
-    for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
-      try {
-        const s = fs.readFileSync(`/proc/${pid}/task/${tid}/children`, 'utf8').trim();
-        if (s) out.push(...s.split(/\s+/).map(Number));
-      } catch {}
-    }
-  } catch {}
-  return out;
+    tids = fs.readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return [];
+  }
+  return tids.flatMap((tid) => (readText(`/proc/${pid}/task/${tid}/children`)?.trim().split(/\s+/).filter(Boolean) ?? []).map(Number));
 }
 
 /**
  * CPU seconds of a process tree: the process, its reaped children, and every live descendant.
- * @param {number} pid
+ * @param {number} pid @returns {number | null}
  */
 export function treeCpuSeconds(pid) {
   const own = procCpuSeconds(pid);
   if (!own) return null;
-  let total = own.self + own.children;
-  for (const c of procChildren(pid)) total += treeCpuSeconds(c) ?? 0;
-  return total;
+  return procChildren(pid).reduce((total, c) => total + (treeCpuSeconds(c) ?? 0), own.self + own.children);
 }
 
-/**
- * Resident set size in bytes of a process, from /proc/<pid>/status (VmRSS), or null.
- * @param {number} pid
- */
+/** Resident set size in bytes of a process (VmRSS), or null. @param {number} pid */
 export function procRss(pid) {
-  try {
-    const m = fs.readFileSync(`/proc/${pid}/status`, 'utf8').match(/^VmRSS:\s+(\d+) kB/m);
-    return m ? Number(m[1]) * 1024 : null;
-  } catch {
-    return null;
-  }
+  const m = readText(`/proc/${pid}/status`)?.match(/^VmRSS:\s+(\d+) kB/m);
+  return m ? Number(m[1]) * 1024 : null;
 }
 
-/**
- * Counts a process's open fds by kind (socket, pipe, other).
- * @param {number} pid
- */
+/** Counts a process's open fds by kind (socket, pipe, other). @param {number} pid */
 export function procFds(pid) {
   const out = { total: 0, socket: 0, pipe: 0, other: 0 };
   let names;
@@ -272,27 +243,18 @@ export function procFds(pid) {
   return out;
 }
 
-/** Selected system-wide memory figures in bytes from /proc/meminfo. */
+/** System-wide memory figures in bytes from /proc/meminfo. */
 export function memInfo() {
   /** @type {Record<string, number>} */
   const out = {};
-  try {
-    for (const line of fs.readFileSync('/proc/meminfo', 'utf8').split('\n')) {
-      const m = line.match(/^(\w+):\s+(\d+) kB/);
-      if (m) out[m[1]] = Number(m[2]) * 1024;
-    }
-  } catch {}
+  for (const m of (readText('/proc/meminfo') ?? '').matchAll(/^(\w+):\s+(\d+) kB/gm)) out[m[1]] = Number(m[2]) * 1024;
   return out;
 }
 
 /** Pages of socket buffer memory TCP holds system-wide (/proc/net/sockstat "TCP: ... mem N"), in bytes. */
 export function tcpSockMem() {
-  try {
-    const m = fs.readFileSync('/proc/net/sockstat', 'utf8').match(/^TCP:.*\bmem (\d+)/m);
-    return m ? Number(m[1]) * 4096 : null;
-  } catch {
-    return null;
-  }
+  const m = readText('/proc/net/sockstat')?.match(/^TCP:.*\bmem (\d+)/m);
+  return m ? Number(m[1]) * 4096 : null;
 }
 
 // ------------------------------------------------------------------ child processes
@@ -302,13 +264,7 @@ const children = new Set();
 
 /** Kills every child this module started (only those, by pid). */
 export function killChildren() {
-  for (const c of children) {
-    if (c.exitCode === null && c.signalCode === null) {
-      try {
-        c.kill('SIGKILL');
-      } catch {}
-    }
-  }
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   children.clear();
 }
 
@@ -326,12 +282,9 @@ for (const sig of /** @type {const} */ (['SIGINT', 'SIGTERM'])) {
  * @param {{ lifetimeMs: number, execArgv?: string[], env?: NodeJS.ProcessEnv }} opts
  */
 export function forkChild(script, args, opts) {
-  const child = fork(script, args, {
-    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
-    execArgv: opts.execArgv ?? [],
-    env: opts.env ?? process.env,
-  });
-  track(child, opts.lifetimeMs);
+  const child = fork(script, args, { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], execArgv: opts.execArgv ?? [], env: opts.env ?? process.env });
+  children.add(child);
+  killAfter(child, opts.lifetimeMs).unref();
   return child;
 }
 
@@ -343,30 +296,24 @@ export function forkChild(script, args, opts) {
 export function spawnTool(cmd, args, opts) {
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: opts.cwd });
   const out = { stdout: '', stderr: '' };
-  const cap = 4 << 20;
-  child.stdout?.setEncoding('utf8').on('data', (d) => {
-    if (out.stdout.length < cap) out.stdout += d;
-  });
-  child.stderr?.setEncoding('utf8').on('data', (d) => {
-    if (out.stderr.length < cap) out.stderr += d;
-  });
-  track(child, opts.lifetimeMs);
+  for (const k of /** @type {const} */ (['stdout', 'stderr'])) {
+    child[k].setEncoding('utf8').on('data', (d) => {
+      if (out[k].length < 4 << 20) out[k] += d;
+    });
+  }
+  children.add(child);
+  killAfter(child, opts.lifetimeMs).unref();
   return Object.assign(child, { out });
 }
 
-/** @param {import('node:child_process').ChildProcess} child @param {number} lifetimeMs */
-function track(child, lifetimeMs) {
-  children.add(child);
-  const timer = setTimeout(() => {
-    try {
-      child.kill('SIGKILL');
-    } catch {}
-  }, lifetimeMs);
-  timer.unref();
+/** SIGKILLs `child` after `ms` unless it exits first. @param {import('node:child_process').ChildProcess} child @param {number} ms */
+function killAfter(child, ms) {
+  const timer = setTimeout(() => child.kill('SIGKILL'), ms);
   child.once('exit', () => {
     clearTimeout(timer);
     children.delete(child);
   });
+  return timer;
 }
 
 /**
@@ -376,17 +323,8 @@ function track(child, lifetimeMs) {
  */
 export function waitExit(child, timeoutMs) {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve(child.exitCode);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      try {
-        child.kill('SIGKILL');
-      } catch {}
-    }, timeoutMs);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      resolve(code);
-    });
-  });
+  killAfter(child, timeoutMs);
+  return new Promise((resolve) => child.once('exit', resolve));
 }
 
 /**
@@ -395,58 +333,34 @@ export function waitExit(child, timeoutMs) {
  */
 export async function stopChild(child, graceMs = 2000) {
   if (child.exitCode !== null || child.signalCode !== null) return;
-  try {
-    child.kill('SIGTERM');
-  } catch {}
+  child.kill('SIGTERM');
   await waitExit(child, graceMs);
 }
 
 /**
- * Waits for the next IPC message from a child that satisfies `match`, failing after timeoutMs or if the child exits.
- * @template T
- * @param {import('node:child_process').ChildProcess} child
- * @param {(m: any) => boolean} match
- * @param {number} timeoutMs
- * @param {string} [what]
- * @returns {Promise<T>}
- */
-export function nextMessage(child, match, timeoutMs, what = 'a message') {
-  return new Promise((resolve, reject) => {
-    const onMessage = (/** @type {any} */ m) => {
-      if (m && m.type === 'error') {
-        cleanup();
-        reject(Object.assign(new Error(`child ${child.pid}: ${m.message}`), { code: m.code }));
-      } else if (match(m)) {
-        cleanup();
-        resolve(m);
-      }
-    };
-    const onExit = (/** @type {number | null} */ code, /** @type {string | null} */ sig) => {
-      cleanup();
-      reject(new Error(`child ${child.pid} exited (${code ?? sig}) while waiting for ${what}`));
-    };
-    const timer = setTimeout(() => {
-      cleanup();
-      reject(new Error(`timed out after ${timeoutMs} ms waiting for ${what} from child ${child.pid}`));
-    }, timeoutMs);
-    const cleanup = () => {
-      clearTimeout(timer);
-      child.off('message', onMessage);
-      child.off('exit', onExit);
-    };
-    child.on('message', onMessage);
-    child.once('exit', onExit);
-  });
-}
-
-/**
- * Sends a request to a child and waits for the reply of type `${type}:ok`.
+ * Sends a request to a child (see child.mjs) and waits for its reply of type `${type}:ok`; rejects on the child's
+ * `error` reply, its exit, or after timeoutMs.
  * @param {import('node:child_process').ChildProcess} child @param {string} type @param {object} [body]
  * @param {number} [timeoutMs]
  * @returns {Promise<any>}
  */
 export function request(child, type, body = {}, timeoutMs = 15_000) {
-  const reply = nextMessage(child, (m) => m?.type === `${type}:ok`, timeoutMs, `${type}:ok`);
+  const reply = new Promise((resolve, reject) => {
+    const settle = (/** @type {Error | null} */ err, /** @type {any} */ value) => {
+      clearTimeout(timer);
+      child.off('message', onMessage).off('exit', onExit);
+      if (err) reject(err);
+      else resolve(value);
+    };
+    const onMessage = (/** @type {any} */ m) => {
+      if (m?.type === 'error') settle(Object.assign(new Error(`child ${child.pid}: ${m.message}`), { code: m.code }), null);
+      else if (m?.type === `${type}:ok`) settle(null, m);
+    };
+    const onExit = (/** @type {number | null} */ code, /** @type {string | null} */ sig) =>
+      settle(new Error(`child ${child.pid} exited (${code ?? sig}) while waiting for ${type}:ok`), null);
+    const timer = setTimeout(() => settle(new Error(`timed out after ${timeoutMs} ms waiting for ${type}:ok from child ${child.pid}`), null), timeoutMs);
+    child.on('message', onMessage).once('exit', onExit);
+  });
   child.send({ type, ...body });
   return reply;
 }
@@ -477,7 +391,13 @@ export async function importDist(rel) {
   return import(new URL(`file://${file}`).href);
 }
 
-// ------------------------------------------------------------------ results
+// ------------------------------------------------------------------ files
+
+/** @type {Set<string>} */
+const tempDirs = new Set();
+process.once('exit', () => {
+  for (const d of tempDirs) fs.rmSync(d, { recursive: true, force: true });
+});
 
 /**
  * A temporary directory under the system tmp dir, removed at exit.
@@ -485,21 +405,9 @@ export async function importDist(rel) {
  */
 export function tempDir(prefix) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `tcp-punch-bench-${prefix}-`));
-  if (tempDirs.size === 0) {
-    process.once('exit', () => {
-      for (const d of tempDirs) {
-        try {
-          fs.rmSync(d, { recursive: true, force: true });
-        } catch {}
-      }
-    });
-  }
   tempDirs.add(dir);
   return dir;
 }
-
-/** @type {Set<string>} */
-const tempDirs = new Set();
 
 /** @param {string} msg */
 export function log(msg) {
