@@ -112,94 +112,89 @@ export function options(flags, full) {
  * @param {ThroughputOptions} opts
  */
 export async function run(opts) {
-  const want = (/** @type {string} */ p) => !opts.paths || opts.paths.includes(p);
+  const optional = /** @type {readonly string[]} */ (OPTIONAL_RELAY_PATHS);
+  const want = (/** @type {string} */ p) => (opts.paths ? opts.paths.includes(p) : !optional.includes(p));
+  /** @type {string[]} */
   const nodePaths = NODE_PATHS.filter(want);
-  const relayPaths = [...RELAY_PATHS, ...OPTIONAL_RELAY_PATHS].filter(
-    (p) => (opts.paths ? opts.paths.includes(p) : !(/** @type {readonly string[]} */ (OPTIONAL_RELAY_PATHS).includes(p))),
-  );
+  /** @type {string[]} */
+  const relayPaths = [...RELAY_PATHS, ...OPTIONAL_RELAY_PATHS].filter(want);
   // The reference of a scenario is always measured: ratios are against the same run.
   if (relayPaths.length > 0 && !relayPaths.includes('direct')) relayPaths.unshift('direct');
   if (nodePaths.length > 0 && !nodePaths.includes('node-plain')) nodePaths.unshift('node-plain');
   /** @type {string[]} */
   const notes = [];
-  const scenarios = [];
   // Each Node-socket sample is two fresh process pairs for half the time each: with 1 s halves the processes' own
   // start-up dominates and the two paths drift apart (0.6–0.9×); with 3 s halves they agree.
   const nodeSeconds = Math.max(opts.seconds, NODE_MIN_SECONDS);
   const budgetMs = (nodeSeconds * 1000 + 20_000) * 4;
-
-  // ---- node group
   const pin = opts.pin === true && os.cpus().length >= 2 && which('taskset') !== null;
-  if (nodePaths.length > 0) {
-    notes.push(pin ? 'Node-socket ends pinned: A (listener / first puncher) on CPU 0, B on CPU 1' : 'Node-socket ends not pinned');
+  if (nodePaths.length > 0) notes.push(pin ? 'Node-socket ends pinned: A (listener / first puncher) on CPU 0, B on CPU 1' : 'Node-socket ends not pinned');
+  const iperf = relayPaths.length > 0 ? which('iperf3') : null;
+  if (relayPaths.length > 0 && !iperf) notes.push('iperf3 is not installed (apt-get install iperf3): the relay comparison was skipped');
+  const server = iperf ? await startIperfServer(iperf, budgetMs * 100) : null;
+  /** @type {Record<string, string>} */
+  const unavailable = {};
+  /** Paths that have worked in this section: a later "unavailable" is then a failure, not a missing module. */
+  const worked = new Set();
+  const scenarios = [];
+  try {
     for (const streams of opts.streams) {
       for (const direction of opts.directions) {
-        /** @type {Map<string, (Sample | {error: string})[]>} */
-        const samples = new Map(nodePaths.map((p) => [p, []]));
-        for (let r = 0; r < opts.runs; r++) {
+        const where = `${streams}x ${direction}`;
+        if (nodePaths.length > 0) {
           // A run measures every path twice for half the time, in the order A B … B A, so that no path always
           // goes first or last while the machine's load drifts; the two halves make one sample.
-          /** @type {Map<string, (Sample | { error: string })[]>} */
-          const halves = new Map(nodePaths.map((p) => [p, []]));
-          for (const p of [...nodePaths, ...[...nodePaths].reverse()]) {
-            log(`throughput: ${p} ${streams}x ${direction} run ${r + 1}/${opts.runs}`);
-            try {
-              halves.get(p)?.push(await measureNode(p, streams, direction, nodeSeconds / 2, budgetMs, pin));
-            } catch (e) {
-              halves.get(p)?.push({ error: String(/** @type {Error} */ (e).message ?? e) });
-            }
-          }
-          for (const p of nodePaths) samples.get(p)?.push(combine(halves.get(p) ?? []));
+          const samples = await runs(opts.runs, nodePaths, (r) => [...nodePaths, ...[...nodePaths].reverse()], async (p, r) => {
+            log(`throughput: ${p} ${where} run ${r + 1}/${opts.runs}`);
+            return measureNode(p, streams, direction, nodeSeconds / 2, budgetMs, pin);
+          }, combine);
+          scenarios.push(scenario('node', 'node-plain', streams, direction, nodePaths, samples, {}));
         }
-        scenarios.push(scenario('node', 'node-plain', streams, direction, nodePaths, samples, {}));
+        if (!server || !iperf) continue;
+        // Relays: one measurement each per run, in an order that rotates from run to run.
+        const samples = await runs(opts.runs, relayPaths, (r) => rotate(relayPaths, r).filter((p) => !unavailable[p]), async (p, r) => {
+          log(`throughput: relay ${p} ${where} run ${r + 1}/${opts.runs}`);
+          try {
+            const s = await measureRelay(iperf, server.port, p, streams, direction, opts.seconds, budgetMs);
+            if (!('unavailable' in s)) return worked.add(p), s;
+            // It worked earlier in this run: the build changed under us (e.g. the addon being rebuilt).
+            if (worked.has(p)) return { error: `became unavailable: ${s.unavailable}` };
+            unavailable[p] = s.unavailable;
+            return null;
+          } catch (e) {
+            await server.restart();
+            throw e;
+          }
+        });
+        scenarios.push(scenario('relay', 'direct', streams, direction, relayPaths, samples, unavailable));
       }
     }
-  }
-
-  // ---- relay group
-  if (relayPaths.length > 0) {
-    const iperf = which('iperf3');
-    if (!iperf) {
-      notes.push('iperf3 is not installed (apt-get install iperf3): the relay comparison was skipped');
-    } else {
-      const server = await startIperfServer(iperf, budgetMs * 100);
-      /** @type {Record<string, string>} */
-      const unavailable = {};
-      /** Paths that have worked in this section: a later "unavailable" is then a failure, not a missing module. */
-      const worked = new Set();
-      try {
-        for (const streams of opts.streams) {
-          for (const direction of opts.directions) {
-            /** @type {Map<string, (Sample | {error: string})[]>} */
-            const samples = new Map(relayPaths.map((p) => [p, []]));
-            for (let r = 0; r < opts.runs; r++) {
-              for (const p of rotate(relayPaths, r)) {
-                if (unavailable[p]) continue;
-                log(`throughput: relay ${p} ${streams}x ${direction} run ${r + 1}/${opts.runs}`);
-                try {
-                  const s = await measureRelay(iperf, server.port, p, streams, direction, opts.seconds, budgetMs);
-                  if (!('unavailable' in s)) {
-                    samples.get(p)?.push(s);
-                    worked.add(p);
-                  } else if (worked.has(p)) {
-                    // It worked earlier in this run: the build changed under us (e.g. the addon being rebuilt).
-                    samples.get(p)?.push({ error: `became unavailable: ${s.unavailable}` });
-                  } else unavailable[p] = s.unavailable;
-                } catch (e) {
-                  samples.get(p)?.push({ error: String(/** @type {Error} */ (e).message ?? e) });
-                  await server.restart();
-                }
-              }
-            }
-            scenarios.push(scenario('relay', 'direct', streams, direction, relayPaths, samples, unavailable));
-          }
-        }
-      } finally {
-        await server.stop();
-      }
-    }
+  } finally {
+    await server?.stop();
   }
   return { name: 'throughput', options: opts, scenarios, targets: targets(scenarios), notes };
+}
+
+/**
+ * `n` runs of `paths`: run r measures the paths in `order(r)` (a path may come more than once; `combine` makes
+ * one sample of its measurements); a measurement that throws is an error sample, one that returns null none.
+ * @param {number} n @param {readonly string[]} paths @param {(r: number) => string[]} order
+ * @param {(p: string, r: number) => Promise<Sample | { error: string } | null>} measure
+ * @param {(parts: (Sample | { error: string })[]) => Sample | { error: string }} [combine]
+ */
+async function runs(n, paths, order, measure, combine = (parts) => parts[0]) {
+  /** @type {Map<string, (Sample | { error: string })[]>} */
+  const samples = new Map(paths.map((p) => [p, []]));
+  for (let r = 0; r < n; r++) {
+    /** @type {Map<string, (Sample | { error: string })[]>} */
+    const parts = new Map();
+    for (const p of order(r)) {
+      const s = await measure(p, r).catch((/** @type {Error} */ e) => ({ error: String(e.message ?? e) }));
+      if (s) parts.set(p, [...(parts.get(p) ?? []), s]);
+    }
+    for (const [p, list] of parts) samples.get(p)?.push(combine(list));
+  }
+  return samples;
 }
 
 /**
