@@ -93,7 +93,7 @@ export function options(flags, full) {
     directions,
     paths,
     // Unpinned by default: pinned runs of both paths split into ~3 and ~15 Gbit/s modes on a 2-core machine.
-    pin: !!flags.pin && !flags['no-pin'],
+    pin: !!flags.pin,
   };
 }
 

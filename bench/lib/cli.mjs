@@ -33,7 +33,7 @@ const HELP = `Usage: node bench/run.mjs [options]
   --directions LIST  throughput: fwd (dialing side sends), rev (default fwd,rev)
   --paths LIST       throughput: only these paths (node-plain, node-punched, direct, c-splice, native, js, pipe, socat,
                      haproxy-splice, haproxy-nosplice; native-copy only when named)
-  --pin              throughput: pin the two Node-socket ends to CPUs 0 and 1 (--no-pin: the default)
+  --pin              throughput: pin the two Node-socket ends to CPUs 0 and 1 (off by default)
   --iterations N     connect: dials per figure (default 200; --full 500)
   --lab              connect: also the NAT lab (root; default with --full)
   --rtts LIST        connect: lab RTTs in ms (default 0,20,100)
@@ -47,8 +47,20 @@ const HELP = `Usage: node bench/run.mjs [options]
                      also socat, haproxy-nosplice)
   --max-time S       micro: seconds per micro-benchmark (default 1; --full 3)
   --no-save          print only; do not write bench/results/
-  -h, --help
+  -h, --help         this text
 `;
+
+/**
+ * The parseArgs options, read from HELP so that a flag is declared once: `--name VALUE` takes a string, a lone
+ * `--name` is a switch; `--only` may repeat.
+ * @type {import('node:util').ParseArgsConfig['options']}
+ */
+const OPTIONS = Object.fromEntries(
+  [...HELP.matchAll(/^ {2}(?:-(\w), )?--([\w-]+)( [A-Z])?/gm)].map(([, short, name, value]) => [
+    name,
+    { type: value ? 'string' : 'boolean', ...(short ? { short } : {}), ...(name === 'only' ? { multiple: true } : {}) },
+  ]),
+);
 
 /**
  * @param {string[]} argv
@@ -57,34 +69,7 @@ export async function main(argv) {
   /** @type {any} */
   let parsed;
   try {
-    parsed = parseArgs({
-      args: argv,
-      allowPositionals: false,
-      options: {
-        only: { type: 'string', multiple: true },
-        full: { type: 'boolean', default: false },
-        runs: { type: 'string' },
-        seconds: { type: 'string' },
-        streams: { type: 'string' },
-        directions: { type: 'string' },
-        paths: { type: 'string' },
-        iterations: { type: 'string' },
-        lab: { type: 'boolean' },
-        pin: { type: 'boolean', default: false },
-        'no-pin': { type: 'boolean', default: false },
-        rtts: { type: 'string' },
-        loss: { type: 'string' },
-        strategies: { type: 'string' },
-        sessions: { type: 'string' },
-        churn: { type: 'string' },
-        budget: { type: 'string' },
-        peers: { type: 'string' },
-        relays: { type: 'string' },
-        'max-time': { type: 'string' },
-        'no-save': { type: 'boolean', default: false },
-        help: { type: 'boolean', short: 'h', default: false },
-      },
-    });
+    parsed = parseArgs({ args: argv, allowPositionals: false, options: OPTIONS });
   } catch (e) {
     log(`${/** @type {Error} */ (e).message}\n\n${HELP}`);
     process.exitCode = 2;
