@@ -52,57 +52,32 @@ function cases(p) {
   const body1k = randomBytes(1024);
   const one = p.encodeFrame(0x05, body32);
   const batch = Buffer.concat(Array.from({ length: 100 }, () => one));
-  const cut = 3; // split inside the header
-  const [partA, partB] = [one.subarray(0, cut), one.subarray(cut)];
+  const [partA, partB] = [one.subarray(0, 3), one.subarray(3)]; // split inside the header
+  /** Writes the chunks into a new FrameDecoder, one read after each; returns the last read. @param {Buffer[]} chunks */
+  const decode = (...chunks) => {
+    const d = new p.FrameDecoder();
+    let frame;
+    for (const c of chunks) d.write(c), (frame = d.read());
+    return frame;
+  };
   list.push(
     ['frame', 'encodeFrame, 32 B body', () => p.encodeFrame(0x05, body32)],
     ['frame', 'encodeFrame, 1 KiB body', () => p.encodeFrame(0x05, body1k)],
-    [
-      'frame',
-      'FrameDecoder write + read, 1 frame',
-      () => {
-        const d = new p.FrameDecoder();
-        d.write(one);
-        return d.read();
-      },
-    ],
-    [
-      'frame',
-      'FrameDecoder, frame split across 2 chunks',
-      () => {
-        const d = new p.FrameDecoder();
-        d.write(partA);
-        d.read();
-        d.write(partB);
-        return d.read();
-      },
-    ],
-    [
-      'frame',
-      'FrameDecoder, 100 frames in 1 chunk (per 100)',
-      () => {
-        const d = new p.FrameDecoder();
-        d.write(batch);
-        let k = 0;
-        while (d.read()) k++;
-        return k;
-      },
-    ],
+    ['frame', 'FrameDecoder write + read, 1 frame', () => decode(one)],
+    ['frame', 'FrameDecoder, frame split across 2 chunks', () => decode(partA, partB)],
+    ['frame', 'FrameDecoder, 100 frames in 1 chunk (per 100)', () => {
+      const d = new p.FrameDecoder();
+      d.write(batch);
+      let k = 0;
+      while (d.read()) k++;
+      return k;
+    }],
   );
 
   /** @type {Record<string, any>} */
   const samples = {
     hello: { type: 'hello', id: 'peer-alice-0001', nonce: n16, software: 'tcp-punch/0.1.0 node/20', private: [], warm: true },
-    punch: {
-      type: 'punch',
-      coordId: n16,
-      attempt: 1,
-      mode: 'sync',
-      route: 'public',
-      remote: { host: '198.18.2.2', port: 40123 },
-      delayMs: 12,
-      timeoutMs: 5000,
-    },
+    punch: { type: 'punch', coordId: n16, attempt: 1, mode: 'sync', route: 'public', remote: { host: '198.18.2.2', port: 40123 }, delayMs: 12, timeoutMs: 5000 },
     'direct-auth': { type: 'direct-auth', coordId: n16, attempt: 1, role: 'initiator', mac: n32 },
   };
   for (const [name, m] of Object.entries(samples)) {
@@ -113,16 +88,12 @@ function cases(p) {
       wire = p.encodeMessage(m);
     } catch {}
     const w = wire;
-    list.push([
-      'message',
-      `decode ${name} (frame + fields)`,
-      () => {
-        if (!w) throw new Error(`the ${name} sample does not encode`);
-        const d = new p.FrameDecoder();
-        d.write(w);
-        return p.decodeMessage(d.read());
-      },
-    ]);
+    list.push(['message', `decode ${name} (frame + fields)`, () => {
+      if (!w) throw new Error(`the ${name} sample does not encode`);
+      const d = new p.FrameDecoder();
+      d.write(w);
+      return p.decodeMessage(d.read());
+    }]);
   }
 
   const id = 'peer-alice-0001';
@@ -130,21 +101,13 @@ function cases(p) {
   list.push(
     ['handshake', 'deriveIdKey (server, per auth)', () => p.deriveIdKey('server-secret', id)],
     ['handshake', 'clientProof', () => p.clientProof(idKey, n32, n16, id)],
-    [
-      'handshake',
-      'server side of auth: derive + verify + prove + session key',
-      () => {
-        const k = p.deriveIdKey('server-secret', id);
-        const ok = p.safeEqual(p.clientProof(k, n32, n16, id), p.clientProof(k, n32, n16, id));
-        return ok && p.serverProof(k, n32, n16, id) && p.sessionKey(k, n32, n16);
-      },
-    ],
+    ['handshake', 'server side of auth: derive + verify + prove + session key', () => {
+      const k = p.deriveIdKey('server-secret', id);
+      const ok = p.safeEqual(p.clientProof(k, n32, n16, id), p.clientProof(k, n32, n16, id));
+      return ok && p.serverProof(k, n32, n16, id) && p.sessionKey(k, n32, n16);
+    }],
     ['handshake', 'wrapPairKey', () => p.wrapPairKey(key, n16, n32)],
-    [
-      'handshake',
-      'direct-auth: 2 × directMac + compare',
-      () => p.safeEqual(p.directMac(key, n16, 1, 'initiator', n16), p.directMac(key, n16, 1, 'responder', n16)),
-    ],
+    ['handshake', 'direct-auth: 2 × directMac + compare', () => p.safeEqual(p.directMac(key, n16, 1, 'initiator', n16), p.directMac(key, n16, 1, 'responder', n16))],
   );
   return list;
 }
@@ -178,7 +141,7 @@ export async function run(opts) {
       samples: b.stats.sample.length,
     });
   }
-  return { name: 'micro', options: opts, from: 'dist/protocol/index.js', results, notes };
+  return { name: 'micro', options: opts, results, notes };
 }
 
 /**

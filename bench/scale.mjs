@@ -1,20 +1,9 @@
 // @ts-check
 /**
- * Question 3: how far does one process go?
- *
- * Relay (each relay in its own process, a load process on one side and an echo sink process on the other, so
- * that the relay's fds, memory and CPU are its own; see lib/load-proc.mjs). `service-native` / `service-js` are
- * tcp-punch's relay service itself (RelayService + listenRelay, limits raised): a session is two clients of the
- * load process joining with a token pair (RelayTokens, same secret) and one byte crossing each way. The others
- * accept, connect to the sink and pump.
- *   - setup rate: sessions opened, proven end to end by one echoed byte, and closed per second, `concurrency` at
- *     a time; `direct` (no relay) is the ceiling;
- *   - idle sessions: `sessions` sessions opened and held; per session: relay RSS, relay fds (sockets, pipes),
- *     system memory (MemAvailable), slab and TCP socket-buffer memory (kernel, the four sockets of a session:
- *     client, relay × 2, sink), and for the native pump its pool counters (pipes are only lent while bytes move).
- * Rendezvous server (lib/server, lib/peer; rendezvous-proc.mjs + swarm-proc.mjs):
- *   - peers registered (Peer.connect) per second up to `peers`, and the server's RSS per registered peer;
- *   - coordinations per second: Peer.dial between registered pairs (loopback: connection reversal or punch).
+ * Question 3: how far does one process go? The figures are described in docs/BENCHMARKS.md §3: the relays'
+ * session setup rate and idle sessions (each relay in its own process between a load process and an echo sink, so
+ * that its fds, memory and CPU are its own; see lib/load-proc.mjs), and the rendezvous server's registrations and
+ * coordinations (rendezvous-proc.mjs + swarm-proc.mjs).
  *
  * fd plan at 9,000 sessions (hard limit 20,000 per process): relay 18,000 sockets + its pool's pipes
  * (≤ 2 × max pipes); load process 9,000; sink process 9,000.
@@ -55,7 +44,6 @@ const SECRET = 'tcp-punch-bench-secret';
  * @property {number} peers peers registered on one rendezvous server
  * @property {number} dials coordinations timed
  * @property {number} budgetSeconds wall-clock cap of each load phase
- * @property {Record<string, number>} [pumpConfig] configureNativePump() options for the native relay
  */
 
 /** @type {ScaleOptions} */
@@ -150,7 +138,7 @@ function summarizeSetup(kind, runs) {
 /**
  * Runs `fn` with `kind` started between a fresh load process and a fresh echo sink; a relay that is unavailable
  * or fails comes back as a row with a note.
- * @param {string} kind @param {number} lifetimeMs @param {{ maxconn: number, pumpConfig?: Record<string, number> }} relayOpts
+ * @param {string} kind @param {number} lifetimeMs @param {{ maxconn: number }} relayOpts
  * @param {(relay: import('./lib/relays.mjs').Relay, sessions: (o: { count: number, concurrency: number, seconds: number, keep: boolean }) => Promise<any>) => Promise<object>} fn
  */
 async function withRelay(kind, lifetimeMs, relayOpts, fn) {
@@ -215,8 +203,7 @@ function idleSessions(kind, opts) {
     const note = `skipped: ${opts.sessions} sessions need ${2 * opts.sessions} relay fds (limit ${FD_HARD_LIMIT})`;
     return Promise.resolve({ kind, label: RELAY_LABELS[kind], note });
   }
-  const relayOpts = { maxconn: opts.sessions + 100, pumpConfig: opts.pumpConfig };
-  return withRelay(kind, (opts.budgetSeconds * 2 + 60) * 1000, relayOpts, async (relay, sessions) => {
+  return withRelay(kind, (opts.budgetSeconds * 2 + 60) * 1000, { maxconn: opts.sessions + 100 }, async (relay, sessions) => {
     await sleep(300);
     if (relay.stats) await relay.stats(true);
     const before = snapshot(relay.pid);
@@ -239,7 +226,6 @@ function idleSessions(kind, opts) {
       slabBytesPerSession: per(before.slab, after.slab),
       tcpBufferBytesPerSession: per(before.tcpMem, after.tcpMem),
       pump: inside?.pump ?? null,
-      pipeFds: after.fds?.pipe ?? null,
     };
   });
 }

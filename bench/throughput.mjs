@@ -1,18 +1,9 @@
 // @ts-check
 /**
- * Question 1: how fast do bytes move on loopback, and at what CPU cost?
- *
- * Group `node` (Node sockets at both ends, same sender/receiver code, see lib/tcp-endpoint.mjs):
- *   - plain Node TCP (net.connect → net.createServer), the reference;
- *   - a connection punched by tcp-punch (bindReusable + punch from both ends at once).
- * Group `relay` (iperf3 client → relay → iperf3 server, the relay in its own process, see lib/relays.mjs):
- *   - direct (no relay), the reference; tcp-punch relay with the native pump and with the JS pump; a Node
- *     stream-pipe relay; socat; haproxy tcp mode with and without splice.
- *
- * Every figure is the median of `runs` runs with min–max; paths are interleaved within each run so drift hits them
- * alike (relays: the order rotates from run to run; Node sockets: each run is A B B A, half the time each), and
- * each ratio is taken against the reference of the same run.
- * Relay CPU is the relay process tree's utime+stime from /proc (all threads, reaped children), per GB received.
+ * Question 1: how fast do bytes move on loopback, and at what CPU cost? The paths, the order of measurement and
+ * the targets are described in docs/BENCHMARKS.md §1: Node sockets at both ends (plain vs punched, see
+ * lib/tcp-endpoint.mjs) and relays between an iperf3 client and server (see lib/relays.mjs). Every figure is the
+ * median of `runs` runs with min–max, each ratio taken against the reference of the same run.
  */
 import { execFileSync } from 'node:child_process';
 import os from 'node:os';

@@ -37,7 +37,6 @@ const HELP = `Usage: node bench/run.mjs [options]
   --iterations N     connect: dials per figure (default 200; --full 500)
   --lab              connect: also the NAT lab (root; default with --full)
   --rtts LIST        connect: lab RTTs in ms (default 0,20,100)
-  --loss PCT         connect: lab packet loss per path in % (default 0; each of the two links drops half)
   --strategies LIST  connect: Peer.dial strategies (default direct,direct-first,relay,relay-first)
   --budget S         scale: wall-clock cap of each load phase in seconds (default 60; --full 180)
   --churn N          scale: sessions opened and closed per setup-rate figure (default 3000; --full 10000)

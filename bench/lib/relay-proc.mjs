@@ -8,8 +8,7 @@
  * - `js`: tcp-punch's pure-JS pump (`jsPump`);
  * - `native`: tcp-punch's native splice pump (`nativePump`); `native-copy` the same with splice off.
  *
- *   → { type: 'listen', pump, upstream: { host, port }, config? }   ← { type: 'listen:ok', port, available, note? }
- *     (config: configureNativePump() options, e.g. { maxPipes, pipeSize })
+ *   → { type: 'listen', pump, upstream: { host, port } }   ← { type: 'listen:ok', port, available, note? }
  *   → { type: 'listen-service', pump: 'native' | 'js', secret, limits? }   ← { type: 'listen-service:ok', port, available, note? }
  *     (tcp-punch's RelayService behind listenRelay: clients join with tokens and are paired, nothing upstream)
  *   → { type: 'stats', gc? }   (gc: collect garbage first; the relay runs with --expose-gc)
@@ -29,8 +28,8 @@ let service = null;
 let open = 0;
 
 serve({
-  listen: async (/** @type {{ pump: string, upstream: { host: string, port: number }, config?: Record<string, number> }} */ m) => {
-    const start = await loadPump(m.pump, m.config);
+  listen: async (/** @type {{ pump: string, upstream: { host: string, port: number } }} */ m) => {
+    const start = await loadPump(m.pump);
     if (!start) return { port: 0, available: false, note: 'the loaded addon has no pump' };
     const server = net.createServer({ pauseOnConnect: true, noDelay: true }, (client) => {
       open++;
@@ -75,15 +74,14 @@ serve({
 /**
  * The pump of `kind` as a function of two connected, paused sockets that settles when both are done; null when
  * the addon has no such pump.
- * @param {string} kind @param {Record<string, number>} [config]
+ * @param {string} kind
  * @returns {Promise<((a: net.Socket, b: net.Socket) => Promise<unknown>) | null>}
  */
-async function loadPump(kind, config) {
+async function loadPump(kind) {
   if (kind === 'pipe') return pipePump;
   const mod = await importDist('relay/pump.js');
   pump = kind === 'js' ? mod.jsPump : mod.nativePump;
   if (!pump) return null;
-  if (kind !== 'js' && config) mod.configureNativePump(config);
   const startOptions = kind === 'native-copy' ? { splice: false } : {};
   return (a, b) => {
     const session = pump.start(a, b, startOptions);

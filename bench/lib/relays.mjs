@@ -62,7 +62,7 @@ export const RELAY_LABELS = {
 
 /**
  * @param {string} kind @param {number} upstreamPort
- * @param {{ lifetimeMs: number, maxconn?: number, pumpConfig?: Record<string, number> }} opts
+ * @param {{ lifetimeMs: number, maxconn?: number }} opts
  * @returns {Promise<Relay>}
  */
 export async function startRelay(kind, upstreamPort, opts) {
@@ -104,7 +104,7 @@ function missing(kind, note) {
  * A Node relay process (relay-proc.mjs): the benchmark relay in front of `upstreamPort` with one of the pumps, or
  * (`service-*`) tcp-punch's relay service, whose clients join in pairs with tokens signed with `secret`.
  * @param {'native' | 'native-copy' | 'js' | 'pipe' | 'service-native' | 'service-js'} kind @param {number} upstreamPort
- * @param {{ lifetimeMs: number, pumpConfig?: Record<string, number> }} opts
+ * @param {{ lifetimeMs: number }} opts
  * @returns {Promise<Relay>}
  */
 async function startNodeRelay(kind, upstreamPort, opts) {
@@ -117,7 +117,7 @@ async function startNodeRelay(kind, upstreamPort, opts) {
   const secret = service ? randomBytes(32).toString('base64url') : undefined;
   const r = service
     ? await request(child, 'listen-service', { pump: kind.slice('service-'.length), secret, limits: SERVICE_LIMITS })
-    : await request(child, 'listen', { pump: kind, upstream: { host: '127.0.0.1', port: upstreamPort }, config: opts.pumpConfig });
+    : await request(child, 'listen', { pump: kind, upstream: { host: '127.0.0.1', port: upstreamPort } });
   if (!r.available) {
     await stopChild(child);
     return missing(kind, r.note);
