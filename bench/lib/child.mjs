@@ -1,7 +1,7 @@
 // @ts-check
 /**
- * The two halves every benchmark child process shares: answering the parent's requests over IPC, and running an
- * operation many times, a bounded number at once, until a count or a deadline.
+ * What the benchmark child processes share: answering the parent's requests over IPC, running an operation many
+ * times, a bounded number at once, until a count or a deadline, and waiting for a connection's first byte.
  */
 
 /**
@@ -51,4 +51,24 @@ export async function pool(o, op) {
   };
   await Promise.all(Array.from({ length: Math.max(1, o.concurrency) }, worker));
   return { ok, failed, seconds: (performance.now() - t0) / 1000, codes };
+}
+
+/**
+ * Resolves with the time (performance.now()) `s` received its first byte; rejects if it fails or closes first, or
+ * after `timeoutMs` (codes ECLOSED, ETIMEDOUT).
+ * @param {import('node:net').Socket} s @param {number} timeoutMs @returns {Promise<number>}
+ */
+export function firstByte(s, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    const settle = (/** @type {Error | null} */ err) => {
+      clearTimeout(timer);
+      s.off('data', onData).off('close', onClose).off('error', settle);
+      if (err) reject(err);
+      else resolve(performance.now());
+    };
+    const onData = () => settle(null);
+    const onClose = () => settle(Object.assign(new Error('closed'), { code: 'ECLOSED' }));
+    const timer = setTimeout(() => settle(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })), timeoutMs);
+    s.on('data', onData).on('close', onClose).on('error', settle);
+  });
 }

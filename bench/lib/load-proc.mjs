@@ -12,7 +12,7 @@
 import net from 'node:net';
 import { once } from 'node:events';
 import { importDist } from './common.mjs';
-import { pool, serve } from './child.mjs';
+import { firstByte, pool, serve } from './child.mjs';
 
 const TIMEOUT_MS = 10_000;
 /** Sessions kept open (`keep`): they live as long as the process. @type {net.Socket[]} */
@@ -38,29 +38,13 @@ serve({
   },
 });
 
-/** Resolves once `s` has received a byte; rejects if it fails or closes first, or after TIMEOUT_MS. @param {net.Socket} s */
-function firstByte(s) {
-  return new Promise((resolve, reject) => {
-    const settle = (/** @type {Error | null} */ err) => {
-      clearTimeout(timer);
-      s.off('data', onData).off('close', onClose).off('error', settle);
-      if (err) reject(err);
-      else resolve(undefined);
-    };
-    const onData = () => settle(null);
-    const onClose = () => settle(Object.assign(new Error('closed'), { code: 'ECLOSED' }));
-    const timer = setTimeout(() => settle(Object.assign(new Error('timeout'), { code: 'ETIMEDOUT' })), TIMEOUT_MS);
-    s.on('data', onData).on('close', onClose).on('error', settle);
-  });
-}
-
 /** One plain session: connect, one byte to the echo and back. @param {number} port */
 async function echoed(port) {
   const s = net.connect({ host: '127.0.0.1', port, noDelay: true });
   s.on('error', () => {});
   s.once('connect', () => s.write(Buffer.of(0x2a)));
   try {
-    await firstByte(s);
+    await firstByte(s, TIMEOUT_MS);
     return s;
   } catch (e) {
     s.destroy();
@@ -80,9 +64,9 @@ async function pair(relay, port) {
     if (failure) throw (/** @type {PromiseRejectedResult} */ (failure).reason);
     const [a, b] = sockets;
     a.write(Buffer.of(1));
-    await firstByte(b);
+    await firstByte(b, TIMEOUT_MS);
     b.write(Buffer.of(2));
-    await firstByte(a);
+    await firstByte(a, TIMEOUT_MS);
     return sockets;
   } catch (e) {
     for (const s of sockets) s.destroy();

@@ -20,7 +20,7 @@
 import { once } from 'node:events';
 import { performance } from 'node:perf_hooks';
 import { importDist } from './common.mjs';
-import { serve } from './child.mjs';
+import { firstByte, serve } from './child.mjs';
 
 const pkg = await importDist('index.js');
 
@@ -47,24 +47,10 @@ function closeSockets() {
 }
 
 /**
- * Resolves the ms from t0 to the first byte on s, or null after timeoutMs.
- * @param {import('node:net').Socket} s @param {number} t0 @param {number} timeoutMs @returns {Promise<number | null>}
+ * The ms from t0 to the first byte on s, or null when none comes within timeoutMs.
+ * @param {import('node:net').Socket} s @param {number} t0 @param {number} timeoutMs
  */
-function firstByte(s, t0, timeoutMs) {
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => done(null), timeoutMs);
-    const done = (/** @type {number | null} */ v) => {
-      clearTimeout(timer);
-      s.off('data', onData);
-      s.off('close', onClose);
-      resolve(v);
-    };
-    const onData = () => done(performance.now() - t0);
-    const onClose = () => done(null);
-    s.on('data', onData);
-    s.on('close', onClose);
-  });
-}
+const firstByteMs = (s, t0, timeoutMs) => firstByte(s, timeoutMs).then((t) => t - t0, () => null);
 
 // ------------------------------------------------------------------ raw punch
 
@@ -105,7 +91,7 @@ async function doPunch(remote, role, timeoutMs) {
     s.write(Buffer.of(1));
     return { ok: true, ms, via: r.via, attempts: r.attempts };
   }
-  const fb = await firstByte(s, t0, timeoutMs);
+  const fb = await firstByteMs(s, t0, timeoutMs);
   return { ok: fb !== null, ms, firstByteMs: fb, via: r.via, attempts: r.attempts, code: fb === null ? 'NO_BYTE' : undefined };
 }
 
@@ -140,7 +126,7 @@ async function dial(target, strategy, timeoutMs) {
   const s = /** @type {import('node:net').Socket} */ (r.socket);
   s.on('error', () => {});
   open.push(s);
-  const fb = await firstByte(s, t0, timeoutMs);
+  const fb = await firstByteMs(s, t0, timeoutMs);
   return {
     ok: fb !== null,
     ms,
