@@ -15,7 +15,7 @@ import { requireNative } from '../native.js';
 import { wrapPairKey } from '../protocol/crypto.js';
 import type { Endpoint } from '../endpoint.js';
 import type { Message, Msg, RelayMsg } from '../protocol/messages.js';
-import { WarmSlot } from './attempt.js';
+import { WarmSlot, outcomeOf } from './attempt.js';
 import { registerSecondFamily } from './families.js';
 import type { AttemptEnv } from './attempt.js';
 import { ControlConnection, FATAL_CODES } from './control.js';
@@ -544,6 +544,7 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
   }
 }
 
+/** The `attempt` event of a dial that ended before the server coordinated it (rejected, timed out, aborted). */
 function rejected(peerId: string, err: Error): AttemptEvent {
   const code = (err as { code?: unknown }).code;
   return {
@@ -555,7 +556,7 @@ function rejected(peerId: string, err: Error): AttemptEvent {
     route: undefined,
     remote: undefined,
     family: undefined,
-    outcome: code === 'ERR_PEER_OFFLINE' ? 'peer-offline' : code === 'ABORT_ERR' ? 'aborted' : code === 'ETIMEDOUT' ? 'timeout' : 'error',
+    outcome: code === 'ERR_PEER_OFFLINE' ? 'peer-offline' : outcomeOf(err),
     code: typeof code === 'string' ? code : undefined,
     message: err.message,
     elapsedMs: 0,
