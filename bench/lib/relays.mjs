@@ -14,19 +14,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import {
-  BENCH_DIR,
-  forkChild,
-  procChildren,
-  request,
-  sleep,
-  spawnTool,
-  stopChild,
-  tempDir,
-  treeCpuSeconds,
-  waitUntil,
-  which,
-} from './common.mjs';
+import { BENCH_DIR, forkChild, procChildren, request, sleep, spawnTool, stopChild, tempDir, treeCpuSeconds, waitUntil, which } from './common.mjs';
 
 /** Open files hard limit of one process on this machine: not raisable, even as root. */
 export const FD_HARD_LIMIT = 20_000;
@@ -66,33 +54,12 @@ export const RELAY_LABELS = {
  * @returns {Promise<Relay>}
  */
 export async function startRelay(kind, upstreamPort, opts) {
-  switch (kind) {
-    case 'direct':
-      return {
-        kind,
-        available: true,
-        port: upstreamPort,
-        cpuSeconds: () => 0,
-        idle: async () => {},
-        stop: async () => {},
-      };
-    case 'native':
-    case 'native-copy':
-    case 'js':
-    case 'pipe':
-    case 'service-native':
-    case 'service-js':
-      return startNodeRelay(kind, upstreamPort, opts);
-    case 'socat':
-      return startSocat(upstreamPort, opts);
-    case 'c-splice':
-      return startSpliceRelay(upstreamPort, opts);
-    case 'haproxy-splice':
-    case 'haproxy-nosplice':
-      return startHaproxy(kind === 'haproxy-splice', upstreamPort, opts);
-    default:
-      throw new Error(`unknown relay kind ${kind}`);
-  }
+  if (kind === 'direct') return { kind, available: true, port: upstreamPort, cpuSeconds: () => 0, idle: async () => {}, stop: async () => {} };
+  if (kind === 'c-splice') return startSpliceRelay(upstreamPort, opts);
+  if (kind === 'socat') return startSocat(upstreamPort, opts);
+  if (kind === 'haproxy-splice' || kind === 'haproxy-nosplice') return startHaproxy(kind === 'haproxy-splice', upstreamPort, opts);
+  if (kind in RELAY_LABELS) return startNodeRelay(kind, upstreamPort, opts);
+  throw new Error(`unknown relay kind ${kind}`);
 }
 
 /** @param {string} kind @param {string} note @returns {Relay} */
@@ -103,15 +70,12 @@ function missing(kind, note) {
 /**
  * A Node relay process (relay-proc.mjs): the benchmark relay in front of `upstreamPort` with one of the pumps, or
  * (`service-*`) tcp-punch's relay service, whose clients join in pairs with tokens signed with `secret`.
- * @param {'native' | 'native-copy' | 'js' | 'pipe' | 'service-native' | 'service-js'} kind @param {number} upstreamPort
+ * @param {string} kind native, native-copy, js, pipe, service-native or service-js @param {number} upstreamPort
  * @param {{ lifetimeMs: number }} opts
  * @returns {Promise<Relay>}
  */
 async function startNodeRelay(kind, upstreamPort, opts) {
-  const child = forkChild(path.join(BENCH_DIR, 'lib', 'relay-proc.mjs'), [], {
-    lifetimeMs: opts.lifetimeMs,
-    execArgv: ['--expose-gc'],
-  });
+  const child = forkChild(path.join(BENCH_DIR, 'lib', 'relay-proc.mjs'), [], { lifetimeMs: opts.lifetimeMs, execArgv: ['--expose-gc'] });
   const pid = /** @type {number} */ (child.pid);
   const service = kind.startsWith('service-');
   const secret = service ? randomBytes(32).toString('base64url') : undefined;
