@@ -21,6 +21,7 @@ import {
   quantile,
   request,
   stopChild,
+  summarize,
   table as textTable,
 } from './lib/common.mjs';
 import { num, numList, strList } from './lib/cli.mjs';
@@ -88,10 +89,10 @@ export function options(flags, full) {
  * @property {string} [note]
  */
 
-/** @param {number[]} v */
+/** Median (the one of summarize()), p90, min and max. @param {number[]} v */
 function stats(v) {
-  if (v.length === 0) return null;
-  return { median: quantile(v, 0.5), p90: quantile(v, 0.9), min: Math.min(...v), max: Math.max(...v) };
+  const s = summarize(v);
+  return s && { median: s.median, p90: quantile(v, 0.9), min: s.min, max: s.max };
 }
 
 /** A tally by key (attempts by how they connected, failures by code). */
@@ -274,7 +275,7 @@ async function dialSeries(a, b, target, strategy, n, budgetSeconds) {
     how.add([d.path, d.mode, d.attempt > 1 ? `attempt ${d.attempt}` : undefined].filter(Boolean).join('/'));
     return d.firstByteMs;
   }, giveUp);
-  const phases = Object.fromEntries(Object.entries(timings).map(([k, v]) => [k, quantile(v, 0.5)]));
+  const phases = Object.fromEntries(Object.entries(timings).map(([k, v]) => [k, summarize(v)?.median ?? NaN]));
   const note =
     r.ok > 0 ? undefined
     : /options\.strategy/.test(lastError) ? `not available: Peer has no "${strategy}" strategy`
@@ -387,7 +388,7 @@ async function labPunch(lab, rtt, opts) {
     if (ra.attempts > 1 || rb.attempts > 1) how.add('connect() retried');
     return ra.firstByteMs;
   });
-  return { ...r, measuredRttMs: rttSeen.length ? quantile(rttSeen, 0.5) : null };
+  return { ...r, measuredRttMs: summarize(rttSeen)?.median ?? null };
 }
 
 // ------------------------------------------------------------------ report
@@ -429,11 +430,11 @@ export function report(section, table = textTable) {
     r.label,
     r.rttMs === null ? '—' : `${r.rttMs}`,
     `${r.ok}/${r.attempted}`,
-    r.ms ? fmt(r.ms.median, 2) : '—',
-    r.ms ? fmt(r.ms.p90, 2) : '—',
+    fmt(r.ms?.median),
+    fmt(r.ms?.p90),
     r.ms ? `${fmt(r.ms.min, 2)}–${fmt(r.ms.max, 2)}` : '—',
-    r.resolveRtts ? fmt(r.resolveRtts.median, 2) : '—',
-    r.inRtts ? fmt(r.inRtts.median, 2) : '—',
+    fmt(r.resolveRtts?.median),
+    fmt(r.inRtts?.median),
     floorOf(r) ? `${floorOf(r)?.resolve ?? '—'} / ${floorOf(r)?.firstByte}` : '—',
     r.note ??
       [

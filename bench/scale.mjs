@@ -249,16 +249,9 @@ async function rendezvousScale(opts) {
     const s0 = await request(server, 'stats', { gc: true });
     const rss0 = procRss(pid);
     const share = Math.ceil(opts.peers / nSwarms);
-    const regs = await Promise.all(
-      swarms.map((w, i) =>
-        request(
-          w,
-          'register',
-          { server: addr, secret: SECRET, prefix: `p${i}-`, count: share, concurrency: 100, seconds: opts.budgetSeconds },
-          (opts.budgetSeconds + 60) * 1000,
-        ),
-      ),
-    );
+    const wait = (opts.budgetSeconds + 60) * 1000;
+    const register = { server: addr, secret: SECRET, count: share, concurrency: 100, seconds: opts.budgetSeconds };
+    const regs = await Promise.all(swarms.map((w, i) => request(w, 'register', { ...register, prefix: `p${i}-` }, wait)));
     await sleep(1000);
     const s1 = await request(server, 'stats', { gc: true });
     const rss1 = procRss(pid);
@@ -271,12 +264,7 @@ async function rendezvousScale(opts) {
 
     log(`scale: ${opts.dials} coordinations`);
     const c0 = await request(server, 'stats');
-    const dials = await request(
-      swarms[0],
-      'dial',
-      { pairs: 500, count: opts.dials, concurrency: 20, seconds: opts.budgetSeconds },
-      (opts.budgetSeconds + 60) * 1000,
-    );
+    const dials = await request(swarms[0], 'dial', { pairs: 500, count: opts.dials, concurrency: 20, seconds: opts.budgetSeconds }, wait);
     const c1 = await request(server, 'stats');
     const cpuMs = (c1.cpu.user + c1.cpu.system - c0.cpu.user - c0.cpu.system) / 1000;
     await Promise.all(swarms.map((w) => request(w, 'close', {}, 60_000).catch(() => null)));
@@ -327,10 +315,10 @@ export function report(section, table = textTable) {
       ['relay', 'sessions/s', '× haproxy', '× service JS', 'relay CPU ms/session', 'ok', 'failed', 'note'],
       section.setup.map((/** @type {any} */ r) => [
         r.label,
-        r.perSecond ? fmtSummary(r.perSecond, 0) : '—',
-        r.vsHaproxy ? fmtSummary(r.vsHaproxy) : '—',
-        r.vsServiceJs ? fmtSummary(r.vsServiceJs) : '—',
-        r.relayCpuMsPerSession ? fmtSummary(r.relayCpuMsPerSession, 3) : '—',
+        fmtSummary(r.perSecond, 0),
+        fmtSummary(r.vsHaproxy),
+        fmtSummary(r.vsServiceJs),
+        fmtSummary(r.relayCpuMsPerSession, 3),
         String(r.sessions ?? ''),
         r.failed ? `${r.failed} ${JSON.stringify(r.codes ?? {})}` : '0',
         r.note ?? '',
@@ -349,7 +337,7 @@ export function report(section, table = textTable) {
         kbSystem(r.slabBytesPerSession),
         kbSystem(r.tcpBufferBytesPerSession),
         r.relayFds ? `${r.relayFds.total} (${r.relayFds.socket}/${r.relayFds.pipe})` : '—',
-        r.relayRssMiB !== undefined && r.relayRssMiB !== null ? fmt(r.relayRssMiB, 1) : '—',
+        fmt(r.relayRssMiB, 1),
         r.note ??
           [
             r.failed ? `${r.failed} failed ${JSON.stringify(r.codes ?? {})}` : '',
