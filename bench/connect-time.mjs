@@ -109,16 +109,16 @@ class Tally {
   }
 }
 
-/** A series in seconds: RTTs when the RTT is known. @param {{ median: number, p90: number } | null | undefined} s @param {number | null} rtt */
+/** A series in ms as RTTs, when the RTT is known. @param {{ median: number, p90: number } | null | undefined} s @param {number | null} rtt */
 const inRtts = (s, rtt) => (s && rtt ? { median: s.median / rtt, p90: s.p90 / rtt } : null);
 
 /**
- * Runs `once` up to `n` times within the budget, or until `giveUp(attempted, ok)`; each call reports a dial → first
+ * Runs `dial` up to `n` times within the budget, or until `giveUp(attempted, ok)`; each call reports a dial → first
  * byte in ms or throws.
- * @param {number} n @param {number} budgetSeconds @param {(how: Tally) => Promise<number>} once
+ * @param {number} n @param {number} budgetSeconds @param {(how: Tally) => Promise<number>} dial
  * @param {(attempted: number, ok: number) => boolean} [giveUp]
  */
-async function series(n, budgetSeconds, once, giveUp = () => false) {
+async function series(n, budgetSeconds, dial, giveUp = () => false) {
   /** @type {number[]} */
   const ms = [];
   const how = new Tally();
@@ -128,7 +128,7 @@ async function series(n, budgetSeconds, once, giveUp = () => false) {
   while (attempted < n && Date.now() < end && !giveUp(attempted, ms.length)) {
     attempted++;
     try {
-      ms.push(await once(how));
+      ms.push(await dial(how));
     } catch (e) {
       failures.add(/** @type {any} */ (e).code ?? 'ERROR');
     }
