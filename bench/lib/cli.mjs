@@ -27,27 +27,41 @@ const HELP = `Usage: node bench/run.mjs [options]
   --only LIST        sections to run, comma-separated: ${Object.keys(SECTIONS).join(', ')} (default: all)
   --full             the long variant of every section (5 runs × 5 s throughput, 9,000 relay sessions,
                      10,000 peers, the NAT lab when root): about 20–30 minutes
-  --runs N           throughput, scale setup: runs per figure (default 3; --full 5)
-  --seconds S        throughput: seconds per run (default 2; --full 5)
-  --streams LIST     throughput: parallel stream counts (default 1,4)
-  --directions LIST  throughput: fwd (dialing side sends), rev (default fwd,rev)
+  --runs N           throughput, scale setup: runs per figure ({throughput.runs})
+  --seconds S        throughput: seconds per run ({throughput.seconds})
+  --streams LIST     throughput: parallel stream counts ({throughput.streams})
+  --directions LIST  throughput: fwd (dialing side sends), rev ({throughput.directions})
   --paths LIST       throughput: only these paths (node-plain, node-punched, direct, c-splice, native, js, pipe, socat,
                      haproxy-splice, haproxy-nosplice; native-copy only when named)
   --pin              throughput: pin the two Node-socket ends to CPUs 0 and 1 (off by default)
-  --iterations N     connect: dials per figure (default 200; --full 500)
+  --iterations N     connect: dials per figure ({connect.iterations})
   --lab              connect: also the NAT lab (root; default with --full)
-  --rtts LIST        connect: lab RTTs in ms (default 0,20,100)
-  --strategies LIST  connect: Peer.dial strategies (default direct,direct-first,relay,relay-first)
-  --budget S         scale: wall-clock cap of each load phase in seconds (default 60; --full 180)
-  --churn N          scale: sessions opened and closed per setup-rate figure (default 3000; --full 10000)
-  --sessions N       scale: idle relay sessions held at once (default 2000; --full 9000; 0 skips)
-  --peers N          scale: peers registered on one rendezvous server (default 2000; --full 10000; 0 skips)
-  --relays LIST      scale: relays to load (default service-native,service-js,native,js,pipe,haproxy-splice;
-                     also socat, haproxy-nosplice)
-  --max-time S       micro: seconds per micro-benchmark (default 1; --full 3)
+  --rtts LIST        connect: lab RTTs in ms ({connect.rtts})
+  --strategies LIST  connect: Peer.dial strategies ({connect.strategies})
+  --budget S         scale: wall-clock cap of each load phase in seconds ({scale.budgetSeconds})
+  --churn N          scale: sessions opened and closed per setup-rate figure ({scale.churn})
+  --sessions N       scale: idle relay sessions held at once ({scale.sessions}; 0 skips)
+  --peers N          scale: peers registered on one rendezvous server ({scale.peers}; 0 skips)
+  --relays LIST      scale: relays to load ({scale.relays})
+  --max-time S       micro: seconds per micro-benchmark ({micro.maxTime})
   --no-save          print only; do not write bench/results/
   -h, --help         this text
 `;
+
+/**
+ * HELP with each `{section.option}` filled in from that section's DEFAULTS and FULL, where the defaults are decided.
+ * @returns {Promise<string>}
+ */
+async function help() {
+  /** @type {Record<string, any>} */
+  const mods = {};
+  for (const [, name] of HELP.matchAll(/\{(\w+)\./g)) mods[name] ??= await import(/** @type {Record<string, string>} */ (SECTIONS)[name]);
+  const show = (/** @type {unknown} */ v) => (Array.isArray(v) ? v.join(',') : String(v));
+  return HELP.replace(/\{(\w+)\.(\w+)\}/g, (_, section, key) => {
+    const [d, f] = [show(mods[section].DEFAULTS[key]), show(mods[section].FULL[key])];
+    return d === f ? `default ${d}` : `default ${d}; --full ${f}`;
+  });
+}
 
 /**
  * The parseArgs options, read from HELP so that a flag is declared once: `--name VALUE` takes a string, a lone
@@ -70,13 +84,13 @@ export async function main(argv) {
   try {
     parsed = parseArgs({ args: argv, allowPositionals: false, options: OPTIONS });
   } catch (e) {
-    log(`${/** @type {Error} */ (e).message}\n\n${HELP}`);
+    log(`${/** @type {Error} */ (e).message}\n\n${await help()}`);
     process.exitCode = 2;
     return;
   }
   const flags = parsed.values;
   if (flags.help) {
-    process.stdout.write(HELP);
+    process.stdout.write(await help());
     return;
   }
   if (!fs.existsSync(path.join(DIST, 'index.js'))) {
