@@ -27,16 +27,7 @@ import { num, numList, strList } from './lib/cli.mjs';
 import { RELAY_LABELS, awaitListening, freePort, startRelay } from './lib/relays.mjs';
 
 export const NODE_PATHS = /** @type {const} */ (['node-plain', 'node-punched']);
-export const RELAY_PATHS = /** @type {const} */ ([
-  'direct',
-  'c-splice',
-  'native',
-  'js',
-  'pipe',
-  'socat',
-  'haproxy-splice',
-  'haproxy-nosplice',
-]);
+export const RELAY_PATHS = /** @type {const} */ (['direct', 'c-splice', 'native', 'js', 'pipe', 'socat', 'haproxy-splice', 'haproxy-nosplice']);
 
 /** Relay paths measured only when named with --paths. */
 export const OPTIONAL_RELAY_PATHS = /** @type {const} */ (['native-copy']);
