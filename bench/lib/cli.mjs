@@ -37,6 +37,7 @@ const HELP = `Usage: node bench/run.mjs [options]
   --iterations N     connect: dials per figure ({connect.iterations})
   --lab              connect: also the NAT lab (root; default with --full)
   --rtts LIST        connect: lab RTTs in ms ({connect.rtts})
+  --loss PCT         connect: lab packet loss per path in % ({connect.lossPct}; each of the two links drops half)
   --strategies LIST  connect: Peer.dial strategies ({connect.strategies})
   --budget S         scale: wall-clock cap of each load phase in seconds ({scale.budgetSeconds})
   --churn N          scale: sessions opened and closed per setup-rate figure ({scale.churn})
