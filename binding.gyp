@@ -7,6 +7,7 @@
         "native/binding_punch.cc",
         "native/binding_pump.cc",
         "native/socket.cc",
+        "native/socket_rtt.cc",
         "native/punch.cc",
         "native/pump.cc",
         "native/pump_session.cc",

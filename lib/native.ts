@@ -57,6 +57,8 @@ export interface NativeError extends Error {
 export interface Binding {
   socketBind(local: NativeEndpoint, listen: boolean): NativeBound;
   socketClose(fd: number): void;
+  /** The kernel's round-trip estimate of a connected TCP socket in µs (throws ENOTSUP off Linux). */
+  socketRtt(fd: number): number;
   /**
    * With `onCandidate` the punch hands every connection there (the callee owns the fd) and runs on until
    * `punchAbort(id)` or its deadline; `callback` then only reports how it ended (an error).
@@ -117,11 +119,31 @@ export function requireNative(what: string): Binding {
  * @throws TcpPunchError `code` when the socket has none (not a TCP socket, or already closed).
  */
 export function fdOf(socket: Socket, name: string, code: string): number {
-  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
-  if (typeof fd !== 'number' || fd < 0) {
-    throw new TcpPunchError(code, `socket ${name} has no file descriptor (not a TCP socket?)`);
-  }
+  const fd = handleFd(socket);
+  if (fd === undefined) throw new TcpPunchError(code, `socket ${name} has no file descriptor (not a TCP socket?)`);
   return fd;
+}
+
+/** Node keeps a TCP socket's descriptor on its handle; a TLS socket's handle, or a closed socket, has none. */
+function handleFd(socket: Socket): number | undefined {
+  const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
+  return typeof fd === 'number' && fd >= 0 ? fd : undefined;
+}
+
+/**
+ * The kernel's round-trip estimate of a connected socket in ms: the path's own round trip, which no processing
+ * delay of either end inflates. Undefined without the addon, off Linux, for a socket with no descriptor (TLS) or no
+ * sample yet.
+ */
+export function kernelRttMs(socket: Socket): number | undefined {
+  const fd = handleFd(socket);
+  if (!native || fd === undefined) return undefined;
+  try {
+    const us = native.socketRtt(fd);
+    return us > 0 ? us / 1000 : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

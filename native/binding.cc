@@ -75,6 +75,7 @@ static Napi::Object tp_napi_init(Napi::Env env, Napi::Object exports) {
   } table[] = {
       {"socketBind", tp_napi_socket_bind},
       {"socketClose", tp_napi_socket_close},
+      {"socketRtt", tp_napi_socket_rtt},
       {"punchStart", tp_napi_punch_start},
       {"punchAbort", tp_napi_punch_abort},
       {"pumpOnDone", tp_napi_pump_on_done_set},

@@ -37,6 +37,7 @@ tp_napi_state_t* tp_napi_state(Napi::Env env);
 // binding_punch.cc: sockets and punches on Node's own loop.
 Napi::Value tp_napi_socket_bind(const Napi::CallbackInfo& info);
 Napi::Value tp_napi_socket_close(const Napi::CallbackInfo& info);
+Napi::Value tp_napi_socket_rtt(const Napi::CallbackInfo& info);
 Napi::Value tp_napi_punch_start(const Napi::CallbackInfo& info);
 Napi::Value tp_napi_punch_abort(const Napi::CallbackInfo& info);
 void tp_napi_punch_init(Napi::Env env, tp_napi_state_t* state);

@@ -62,6 +62,14 @@ Napi::Value tp_napi_socket_close(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+Napi::Value tp_napi_socket_rtt(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  unsigned us = 0;
+  int r = tp_socket_rtt(tp_napi_read_fd(env, info[0], "fd"), &us);
+  if (r < 0) throw tp_napi_errno_error(env, r, "getsockopt", "TCP_INFO");
+  return Napi::Number::New(env, us);
+}
+
 // A punch in flight as JS sees it. Lives from punchStart until its completion callback has been delivered.
 struct tp_napi_punch_t {
   Napi::Env env;

@@ -50,6 +50,10 @@ int tp_socket_peer(int fd, struct sockaddr_storage* out);
 // tell (only Linux can: TCP_INFO).
 int tp_socket_is_connecting(int fd);
 
+// The kernel's round-trip estimate of a connected socket in microseconds (its windowed minimum where the kernel
+// keeps one), -ENOTSUP where the platform has none (only Linux: TCP_INFO).
+int tp_socket_rtt(int fd, unsigned* us);
+
 // Hop limit of outgoing unicast packets (IP_TTL or IPV6_UNICAST_HOPS, per the socket's family).
 int tp_socket_get_ttl(int fd, int family, int* ttl);
 int tp_socket_set_ttl(int fd, int family, int ttl);

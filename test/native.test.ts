@@ -5,7 +5,10 @@
  */
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { requireNative } from '../lib/native.js';
+import { once } from 'node:events';
+import { connect, createServer } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
+import { fdOf, kernelRttMs, requireNative } from '../lib/native.js';
 import { openFds, settledFds } from './helpers/fds.js';
 
 // `npm test` needs the addon: without it this file fails at once with ERR_NATIVE_UNAVAILABLE.
@@ -58,6 +61,26 @@ describe('native argument handling', () => {
 
   it('socketClose rejects what is not a descriptor', () => {
     for (const v of [undefined, null, 'x', -1, {}, Number.NaN]) expectCleanThrow(() => binding.socketClose(v as never));
+  });
+
+  it('socketRtt reads a connected socket and rejects what is not one with an errno code', async () => {
+    for (const v of [undefined, null, 'x', -1, {}, Number.NaN]) expectCleanThrow(() => binding.socketRtt(v as never));
+    expect(() => binding.socketRtt(2_000_000)).toThrow(expect.objectContaining({ code: 'EBADF', syscall: 'getsockopt' }));
+    const server = createServer();
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const client = connect((server.address() as AddressInfo).port, '127.0.0.1');
+    const [accepted] = (await once(server, 'connection')) as [Socket];
+    try {
+      await once(client, 'connect');
+      // Both ends have the handshake's sample; kernelRttMs reads the same figure in ms.
+      expect(binding.socketRtt(fdOf(client, 'client', 'ERR_TEST'))).toBeGreaterThan(0);
+      expect(kernelRttMs(accepted)).toBeGreaterThan(0);
+    } finally {
+      client.destroy();
+      accepted.destroy();
+      await new Promise((r) => server.close(r));
+    }
+    expect(kernelRttMs(client)).toBeUndefined(); // closed: no descriptor
   });
 
   it('punchStart takes any options without crashing, and every started punch ends', async () => {

@@ -7,6 +7,7 @@
  */
 import { clientProof, deriveIdKey, familyProof, random, safeEqual, serverProof, sessionKey, wrapPairKey } from '../protocol/crypto.js';
 import { familyOf } from '../endpoint.js';
+import { kernelRttMs } from '../native.js';
 import type { Endpoint, Family } from '../endpoint.js';
 import type { Message, Msg, RelayMsg } from '../protocol/messages.js';
 import type { FramedSocket } from '../protocol/stream.js';
@@ -125,8 +126,14 @@ export class ControlSession implements CoordPeer, FamilySession {
     this.second = o;
   }
 
-  /** CoordPeer: the round-trip estimate to this peer in ms (0 until measured). */
+  /**
+   * CoordPeer: the round-trip estimate to this peer in ms (0 until measured). The kernel's figure comes first: the
+   * peer's own samples include both ends' processing (the first one a whole handshake step), and an inflated
+   * estimate on one side delays the other side's SYN by half the difference.
+   */
   get rttMs(): number {
+    const kernel = kernelRttMs(this.conn.socket);
+    if (kernel !== undefined) return kernel;
     return this.rtts.length === 0 ? 0 : Math.min(...this.rtts);
   }
 
