@@ -19,6 +19,8 @@ export const SECTIONS = {
   connect: '../connect-time.mjs',
   scale: '../scale.mjs',
   micro: '../micro.mjs',
+  // Not in the default run: it needs redis-server.
+  cluster: '../cluster.mjs',
 };
 export const DEFAULT_SECTIONS = ['throughput', 'connect', 'scale', 'micro'];
 
@@ -46,6 +48,8 @@ const HELP = `Usage: node bench/run.mjs [options]
   --relays LIST      scale: relays to load (default service-native,service-js,native,js,pipe,haproxy-splice;
                      also socat, haproxy-nosplice)
   --max-time S       micro: seconds per micro-benchmark (default 1; --full 3)
+                     cluster (only when named: needs redis-server): --peers over its three nodes (default 90),
+                     --iterations dials per latency figure (default 100; 4× per rate figure)
   --no-save          print only; do not write bench/results/
   -h, --help
 `;
