@@ -262,7 +262,9 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
       : this.closing ? 'ERR_RELAY_CLOSED'
       : socket.destroyed ? 'ERR_RELAY_PEER_GONE'
       : socket.readableLength > 0 ? 'ERR_RELAY_PROTOCOL'
-      : over ?? (first && (first.claims.side === claims.side || first.claims.peer !== claims.other) ? 'ERR_RELAY_TOKEN_MISMATCH' : undefined);
+      : over ?? (first && (first.claims.side === claims.side || first.claims.peer !== claims.other || first.claims.other !== claims.peer)
+          ? 'ERR_RELAY_TOKEN_MISMATCH' // the other side arrived while we waited: the check handleJoin could not make
+          : undefined);
     if (!code) return first ? this.pair(first, joiner) : this.wait(joiner);
     if (r === 'peer' || r === 'ip') {
       this.perPeer.remove(claims.peer); // a refusal holds nothing in the hook: give back only the relay's own count
