@@ -1,8 +1,9 @@
 /**
  * Rendezvous servers in cluster mode (`startServer({ cluster })`) on one real redis-server: an id is taken
  * cluster-wide, a peer on node 1 dials a peer on node 2 with every strategy (`direct`, `direct-first`, `relay` on
- * the dialer's node, `relay-first` and its upgrade to direct), stats show the cluster, close() gives the ids back. A node process SIGKILLed: its peers (given
- * a server list) register with the next node and are dialled there.
+ * the dialer's node, `relay-first` and its upgrade to direct), stats show the cluster, close() gives the ids back.
+ * A node process SIGKILLed: its peers (given a server list) register with the next node and are dialled there,
+ * while a relayed session between the surviving nodes goes on.
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
@@ -212,7 +213,7 @@ describe.skipIf(redisMissing)(`a server node process SIGKILLed (${redisMissing ?
     await redis?.stop();
   });
 
-  it('its peers re-register on the next server of their list and are dialled there', async () => {
+  it('its peers re-register on the next server of their list and are dialled there; a relayed session elsewhere goes on', async () => {
     const alice = await Peer.connect({
       server: [`127.0.0.1:${victim.port}`, addr(nodes[1]!)],
       id: 'alice',
@@ -220,9 +221,15 @@ describe.skipIf(redisMissing)(`a server node process SIGKILLed (${redisMissing ?
       reconnect: { minDelayMs: 50, maxDelayMs: 500 },
     });
     const bob = await Peer.connect({ server: addr(nodes[0]!), id: 'bob', secret: SECRET });
-    peers.push(alice, bob);
+    const carol = await Peer.connect({ server: addr(nodes[1]!), id: 'carol', secret: SECRET });
+    peers.push(alice, bob, carol);
     echo(alice, []);
+    echo(carol, []);
     expect(alice.server?.port).toBe(victim.port);
+    // A relayed session between the two surviving nodes' peers (on bob's node k2), open across the crash.
+    const bystander = await bob.dial('carol', { strategy: 'relay' });
+    bystander.socket.on('error', () => undefined);
+    expect(await roundTrip(bystander.socket, 'relayed before')).toBe('relayed before');
 
     // Across processes: bob (node k2, in this process) dials alice (node victim, its own process).
     const before = await bob.dial('alice', { strategy: 'direct' });
@@ -231,9 +238,10 @@ describe.skipIf(redisMissing)(`a server node process SIGKILLed (${redisMissing ?
     const exited = new Promise((r) => victim.proc.once('exit', r));
     victim.proc.kill('SIGKILL');
     await exited;
-    // The direct stream punched before needs no node.
+    // The direct stream punched before needs no node; the relayed one between surviving nodes is not disturbed.
     expect(await roundTrip(before.socket, 'still there')).toBe('still there');
     before.socket.destroy();
+    expect(await roundTrip(bystander.socket, 'relayed still')).toBe('relayed still');
 
     expect(await until(() => alice.online && alice.server?.port === nodes[1]!.address().port, 10_000)).toBe(true);
     const after = await bob.dial('alice', { strategy: 'direct' });
@@ -243,5 +251,7 @@ describe.skipIf(redisMissing)(`a server node process SIGKILLed (${redisMissing ?
     expect(await roundTrip(relayed.socket, 'relayed')).toBe('relayed');
     relayed.socket.destroy();
     expect(await until(() => nodes[0]!.stats().cluster!.nodesUp === 2, 10_000)).toBe(true); // victim is down
+    expect(await roundTrip(bystander.socket, 'relayed after')).toBe('relayed after');
+    bystander.socket.destroy();
   });
 });
