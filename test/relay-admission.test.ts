@@ -57,6 +57,12 @@ async function start() {
 }
 
 describe('relay admission hook', () => {
+  it('refuses an admission option that is no hook, naming it', () => {
+    expect(() => new RelayService({ secret: SECRET, admission: { admit: async () => 'ok' } as never })).toThrow(
+      expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE', message: expect.stringContaining('options.admission') }),
+    );
+  });
+
   it('admits sides it accepts and releases each exactly once when the session ends', async () => {
     const { hook, service, join } = await start();
     const t = service.issueTokens({ a: 'alice', b: 'bob' });

@@ -156,6 +156,8 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     if (tokens !== undefined && !(tokens instanceof RelayTokens)) throw invalidArgType('options.tokens', 'RelayTokens', tokens);
     if (tokens === undefined && secret === undefined) throw invalidArgType('options.secret', 'a secret (or options.tokens)', secret);
     if (notify !== undefined && typeof notify !== 'function') throw invalidArgType('options.notify', 'a function', notify);
+    if (admission !== undefined && (typeof admission?.admit !== 'function' || typeof admission.release !== 'function'))
+      throw invalidArgType('options.admission', 'an object with admit() and release()', admission);
     this.tokens = tokens ?? new RelayTokens({ secret: secret!, ...(tokenTtlMs === undefined ? {} : { ttlMs: tokenTtlMs }) });
     this.limits = resolveLimits(limits);
     this.pump = typeof pump === 'string' ? choosePump(pump) : pump;
