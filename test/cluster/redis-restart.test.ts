@@ -2,7 +2,9 @@
  * Redis restarts under two server nodes (redis-server SIGKILLed, no persistence, started again on its port): the
  * nodes keep their peers registered and serve same-node dials meanwhile (direct and relayed), re-assert their
  * leases when Redis is back, and cross-node dials work again with nothing restarted. The lease is longer than the
- * outage, so no peer is dropped.
+ * outage, so no peer is dropped. And Redis gone for longer than a lease: the node stops claiming the id, says so in
+ * its log and closes that peer's control connection (ERR_CLUSTER_UNAVAILABLE); the peer registers again, with a
+ * new lease, once Redis is back.
  */
 import type { Socket } from 'node:net';
 
@@ -97,5 +99,42 @@ describe.skipIf(redisMissing)(`Redis restarts under server nodes (${redisMissing
     expect(logs.some((l) => l.startsWith('rr1 info cluster: Redis is back'))).toBe(true);
     expect(closed).toEqual([]); // nobody was dropped
     expect(nodes.map((n) => n.stats().peers)).toEqual([2, 1]);
+  });
+});
+
+describe.skipIf(redisMissing)(`Redis gone for longer than a lease under a server node (${redisMissing ?? 'real redis-server'})`, () => {
+  let redis: TestRedis;
+  let node: RendezvousServer;
+  let peer: Peer | undefined;
+  const logs: string[] = [];
+  beforeAll(async () => {
+    redis = await TestRedis.start();
+    node = await server({ ...LOOSE, secret: SECRET, cluster: { redis: redis.url, nodeId: 'lx1', heartbeatMs: 200, leaseTtlMs: 600, log: (l, m) => logs.push(`${l} ${m}`) } });
+  });
+  afterAll(async () => {
+    await peer?.close();
+    await node?.close();
+    await redis?.stop();
+  });
+
+  it('the node lets the peer go, logs it, and the peer registers again once Redis is back', async () => {
+    peer = await Peer.connect({ server: addr(node), id: 'dora', secret: SECRET, reconnect: { minDelayMs: 50, maxDelayMs: 300 } });
+    const offline: (string | undefined)[] = [];
+    peer.on('offline', (err) => offline.push((err as { code?: string } | undefined)?.code));
+    const epoch = node.cluster!.cluster.leases.epochOf('dora');
+    await redis.kill();
+    expect(await until(() => offline.length > 0, 10_000)).toBe(true);
+    expect(offline[0]).toBe('ERR_CLUSTER_UNAVAILABLE');
+    expect(logs.some((l) => /^warn cluster: lease of dora not renewed .* no longer claiming it/.test(l))).toBe(true);
+    expect(node.stats().cluster!.leases.lostExpired).toBe(1);
+    expect(node.stats().peers).toBe(0); // registrations are refused while Redis is away
+    expect(peer.online).toBe(false);
+
+    await redis.start();
+    expect(await until(() => peer!.online, 15_000)).toBe(true);
+    expect(node.stats().peers).toBe(1);
+    const owner = await node.cluster!.cluster.leases.owner('dora');
+    expect(owner?.node).toBe('lx1');
+    expect(owner?.epoch).not.toBe(epoch); // a new claim, not the lease given up
   });
 });
