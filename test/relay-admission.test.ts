@@ -11,6 +11,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 
 import { encodeRelayFrame } from '../lib/relay/frames.js';
 import type { RelayAdmissionHook, RelayAdmissionResult, RelayJoinSide } from '../lib/relay/admission.js';
+import type { RelayLimits } from '../lib/relay/limits.js';
 import { joinRelay } from '../lib/relay/relay-client.js';
 import { listenRelay, type RelayListener } from '../lib/relay/relay-server.js';
 import { RelayService } from '../lib/relay/relay-service.js';
@@ -45,9 +46,9 @@ afterEach(async () => {
   await Promise.all(listeners.splice(0).map((l) => l.close()));
 });
 
-async function start() {
+async function start(limits: Partial<RelayLimits> = {}) {
   const hook = new RecordingHook();
-  const service = new RelayService({ secret: SECRET, admission: hook });
+  const service = new RelayService({ secret: SECRET, admission: hook, limits });
   const listener = await listenRelay(service, { host: '127.0.0.1' });
   listeners.push(listener);
   const server = { host: '127.0.0.1', port: listener.address().port };
@@ -98,6 +99,18 @@ describe('relay admission hook', () => {
     const [ca, cb] = await Promise.all([join(u.a), join(u.b)]);
     ca.socket.destroy();
     cb.socket.destroy();
+  });
+
+  it('sessions placed while a side waited for the hook count against maxSessions', async () => {
+    const { hook, service, code } = await start({ maxSessions: 1, joinTimeoutMs: 500 });
+    hook.delayMs = 100;
+    const [s1, s2] = [service.issueTokens({ a: 'alice', b: 'bob' }), service.issueTokens({ a: 'carol', b: 'dave' })];
+    // Both first sides pass the relay's own check (nothing pending yet); the one placed second finds the relay full,
+    // the other waits for its partner until the join timeout.
+    const codes = await Promise.all([code(s1.a), code(s2.a)]);
+    expect(codes.sort()).toEqual(['ERR_RELAY_JOIN_TIMEOUT', 'ERR_RELAY_LIMIT_SESSIONS']);
+    expect(await until(() => hook.released.length === 2)).toBe(true); // both were admitted by the hook, both released
+    expect(service.stats()).toMatchObject({ pending: 0, active: 0 });
   });
 
   it('a hook that fails admits (unknown), and a side that left while it was asked is released', async () => {

@@ -264,6 +264,7 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
       : this.closing ? 'ERR_RELAY_CLOSED'
       : socket.destroyed ? 'ERR_RELAY_PEER_GONE'
       : socket.readableLength > 0 ? 'ERR_RELAY_PROTOCOL'
+      : !over && !first && this.pending.size + this.active.size >= this.limits.maxSessions ? 'ERR_RELAY_LIMIT_SESSIONS' // others placed meanwhile
       : over ?? (first && (first.claims.side === claims.side || first.claims.peer !== claims.other || first.claims.other !== claims.peer)
           ? 'ERR_RELAY_TOKEN_MISMATCH' // the other side arrived while we waited: the check handleJoin could not make
           : undefined);
