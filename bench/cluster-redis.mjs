@@ -9,33 +9,18 @@
  *
  * Bounded: N (default 2000) of each, and at most 60 s in all.
  */
-import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { parseArgs } from 'node:util';
 
 import { startCluster, connectRedis } from '../dist/cluster/index.js';
+import { startRedis } from './lib/redis-server.mjs';
 
 const { values } = parseArgs({ options: { count: { type: 'string', default: '2000' } } });
 const count = Math.max(10, Math.min(100_000, Number(values.count)));
 const deadline = Date.now() + 60_000;
 
-const port = await new Promise((resolve) => {
-  const s = createServer().listen(0, '127.0.0.1', () => {
-    const p = /** @type {import('node:net').AddressInfo} */ (s.address()).port;
-    s.close(() => resolve(p));
-  });
-});
-const redis = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-const url = `redis://127.0.0.1:${port}`;
+const redis = await startRedis({ lifetimeMs: 90_000 });
+const { url } = redis;
 try {
-  for (let i = 0; ; i++) {
-    try {
-      (await connectRedis(url, { connectTimeoutMs: 200 })).disconnect();
-      break;
-    } catch {
-      if (i > 50) throw new Error('redis-server did not start');
-    }
-  }
   const secret = 'bench-cluster-secret-0123456789';
   /** @type {((t: number) => void) | undefined} */
   let onDeliver;
@@ -92,5 +77,5 @@ try {
   await a.close();
   await b.close();
 } finally {
-  redis.kill('SIGTERM');
+  redis.stop();
 }

@@ -11,6 +11,7 @@ import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { RendezvousServer } from './server/index.js';
+import type { ClusterCounters } from './cluster/index.js';
 import type { TunnelEvent } from './tunnel/expose.js';
 
 /** Coordination time, seconds: a punch takes tens of ms on a LAN and seconds across retries. */
@@ -45,7 +46,10 @@ function readGauge(registry: Registry, name: string, help: string, read: () => n
   new Gauge({ name, help, registers: [registry], collect() { this.set(read()); } });
 }
 
-/** Registers a rendezvous server's metrics (and its built-in relay's, when it runs one) in `registry`. */
+/**
+ * Registers a rendezvous server's metrics (its built-in relay's, when it runs one, and its cluster's in cluster
+ * mode: `tcp_punch_cluster_*`) in `registry`.
+ */
 export function serverMetrics(registry: Registry, server: RendezvousServer): void {
   const stats = () => server.stats();
   readGauge(registry, 'tcp_punch_peers_online', 'Peers registered now', () => stats().peers);
@@ -78,6 +82,8 @@ export function serverMetrics(registry: Registry, server: RendezvousServer): voi
     coordinations.inc({ path: e.path, outcome: e.outcome });
     coordinationTime.observe({ path: e.path, outcome: e.outcome }, e.durationMs / 1000);
   });
+
+  if (server.stats().cluster) clusterMetrics(registry, () => server.stats().cluster);
 
   const relay = server.relay;
   if (!relay) return;
@@ -122,6 +128,59 @@ export function serverMetrics(registry: Registry, server: RendezvousServer): voi
     sessionTime.observe({ reason: e.reason }, e.durationMs / 1000);
     sessionBytes.observe({ reason: e.reason }, e.bytesAToB + e.bytesBToA);
   });
+}
+
+/**
+ * Cluster mode (docs/CLUSTER.md, "Metrics"): this node's view, read from `stats().cluster` at scrape time; only
+ * registered for a server in cluster mode (startServer resolves once the node has joined).
+ */
+function clusterMetrics(registry: Registry, read: () => ClusterCounters | undefined): void {
+  const gauge = (name: string, help: string, value: (c: ClusterCounters) => number): void => {
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset();
+        const c = read();
+        if (c && !Number.isNaN(value(c))) this.set(value(c));
+      },
+    });
+  };
+  const counter = (name: string, help: string, labelNames: string[], values: (c: ClusterCounters) => [Record<string, string>, number][]): void => {
+    readCounter(registry, name, help, labelNames, (set) => {
+      const c = read();
+      if (c) for (const [labels, v] of values(c)) set(labels, v);
+    });
+  };
+  gauge('tcp_punch_cluster_peers_local', 'Peers registered on this node', (c) => c.peersLocal);
+  gauge('tcp_punch_cluster_peers_online', 'Peers registered on all live nodes, as their last heartbeats said', (c) => c.clusterPeers);
+  gauge('tcp_punch_cluster_nodes_up', 'Live nodes in the directory, this one included', (c) => c.nodesUp);
+  gauge('tcp_punch_cluster_leases_held', 'Ownership leases this node holds now', (c) => c.leases.held);
+  gauge('tcp_punch_cluster_redis_rtt_seconds', 'Last Redis PING round trip (one per heartbeat)', (c) => c.redis.rttMs / 1000);
+  gauge('tcp_punch_cluster_redis_connected', '1 while the connection to Redis is ready', (c) => (c.redis.connected ? 1 : 0));
+  counter('tcp_punch_cluster_redis_reconnects_total', 'Times the connection to Redis came back after being lost', [], (c) => [[{}, c.redis.reconnects]]);
+  counter('tcp_punch_cluster_cross_node_dials_total', 'Dials with a side on another node, by outcome (ok or the error code)', ['outcome'], (c) =>
+    Object.entries(c.crossNodeDials).map(([outcome, n]) => [{ outcome }, n]),
+  );
+  counter('tcp_punch_cluster_lease_events_total', 'Lease claims, renewals, restores after Redis lost them, losses and errors', ['event'], (c) => [
+    [{ event: 'claim' }, c.leases.claims],
+    [{ event: 'renewal' }, c.leases.renewals],
+    [{ event: 'restored' }, c.leases.restored],
+    [{ event: 'lost_stolen' }, c.leases.lostStolen],
+    [{ event: 'lost_expired' }, c.leases.lostExpired],
+    [{ event: 'error' }, c.leases.errors],
+  ]);
+  counter('tcp_punch_cluster_bus_messages_total', 'Bus messages, by what happened to them', ['outcome'], (c) => [
+    [{ outcome: 'sent' }, c.bus.sent],
+    [{ outcome: 'undeliverable' }, c.bus.undeliverable],
+    [{ outcome: 'send_error' }, c.bus.sendErrors],
+    [{ outcome: 'received' }, c.bus.received],
+  ]);
+  counter('tcp_punch_cluster_bus_dropped_total', 'Bus messages dropped, by reason (forged, malformed, stale, replayed, unroutable)', ['reason'], (c) =>
+    Object.entries(c.bus.dropped).map(([reason, n]) => [{ reason }, n]),
+  );
+  counter('tcp_punch_cluster_node_records_rejected_total', 'Node records that did not open with this cluster\'s key', [], (c) => [[{}, c.nodesRejected]]);
 }
 
 /** The metrics of a tunnel agent (`expose`, `connect`); feed it every {@link TunnelEvent} with its service. */

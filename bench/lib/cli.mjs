@@ -19,6 +19,8 @@ export const SECTIONS = {
   connect: '../connect-time.mjs',
   scale: '../scale.mjs',
   micro: '../micro.mjs',
+  // Not in the default run: it needs redis-server.
+  cluster: '../cluster.mjs',
 };
 export const DEFAULT_SECTIONS = ['throughput', 'connect', 'scale', 'micro'];
 
@@ -45,6 +47,8 @@ const HELP = `Usage: node bench/run.mjs [options]
   --peers N          scale: peers registered on one rendezvous server ({scale.peers}; 0 skips)
   --relays LIST      scale: relays to load ({scale.relays})
   --max-time S       micro: seconds per micro-benchmark ({micro.maxTime})
+                     cluster (only when named: needs redis-server): --peers over its three nodes ({cluster.peers}),
+                     --iterations dials per latency figure ({cluster.iterations}; 4× per rate figure)
   --no-save          print only; do not write bench/results/
   -h, --help         this text
 `;

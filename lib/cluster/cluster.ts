@@ -13,7 +13,7 @@ import { validateInteger } from '../endpoint.js';
 import { TcpPunchError, invalidArgType, invalidArgValue } from '../errors.js';
 import type { Message } from '../protocol/index.js';
 import { ClusterBus } from './bus.js';
-import { deriveClusterKeys, relayTokenSecret, transitKey } from './crypto.js';
+import { deriveClusterKeys, transitKey } from './crypto.js';
 import type { ClusterKeys } from './crypto.js';
 import { NodeDirectory } from './directory.js';
 import { ClusterKeyspace } from './keys.js';
@@ -160,11 +160,6 @@ export class Cluster {
   async releasePeer(peerId: string): Promise<void> {
     await this.bus.disown(peerId);
     await this.leases.release(peerId);
-  }
-
-  /** The relay-token secret of `nodeId`'s relay (default this node's: pass it as the relay's `tokenSecret`). */
-  relayTokenSecret(nodeId: string = this.nodeId): Buffer {
-    return relayTokenSecret(this.keys, nodeId);
   }
 
   /** The session key of the remote proxy for `peerId` (see transitKey in crypto.ts). */

@@ -5,7 +5,6 @@
  * secret share the keys and nothing else has to be distributed:
  * - `bus`: seals bus messages (authenticity and confidentiality: pair keys travel inside them);
  * - `store`: seals what the cluster keeps in Redis (node records, open-server id tokens);
- * - `relay-token <nodeId>`: the relay-token secret of one node's relay (see {@link relayTokenSecret});
  * - `transit <peerId>`: wraps pair keys for a peer on another node (see {@link transitKey}).
  *
  * Sealed box: `magic(4) | iv(12) | AES-256-GCM ciphertext | tag(16)`, with the magic and a caller-chosen context
@@ -28,7 +27,7 @@ export const SEAL_OVERHEAD = MAGIC.length + IV_LEN + TAG_LEN;
 export interface ClusterKeys {
   readonly bus: Buffer;
   readonly store: Buffer;
-  /** The secret kept for deriving per-node relay-token secrets. */
+  /** The secret kept for deriving per-peer transit keys. */
   readonly root: Buffer;
 }
 
@@ -39,15 +38,6 @@ export function deriveClusterKeys(secret: unknown): ClusterKeys {
   const root = Buffer.from(secret as Uint8Array);
   if (root.length < 16) throw invalidArgValue('options.secret', 'must be at least 16 bytes', '<secret>');
   return { bus: derive(root, 'bus'), store: derive(root, 'store'), root };
-}
-
-/**
- * The relay-token secret of node `nodeId`'s relay. Any node can issue tokens for any node's relay (the
- * coordinator picks the relay), but only that node's relay accepts them: the relay's memory of burnt token ids
- * is per process, so a token valid on every node could be replayed on a second one.
- */
-export function relayTokenSecret(keys: ClusterKeys, nodeId: string): Buffer {
-  return derive(keys.root, `relay-token ${nodeId}`);
 }
 
 /**

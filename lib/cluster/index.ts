@@ -6,7 +6,7 @@ export { Cluster, startCluster } from './cluster.js';
 export type { ClusterOptions, ClusterHooks } from './cluster.js';
 export { ClusterBus } from './bus.js';
 export type { BusHandlers } from './bus.js';
-export { deriveClusterKeys, relayTokenSecret, transitKey } from './crypto.js';
+export { deriveClusterKeys, transitKey } from './crypto.js';
 export type { ClusterKeys } from './crypto.js';
 export { NodeDirectory } from './directory.js';
 export type { NodeInfo } from './directory.js';

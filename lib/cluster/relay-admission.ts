@@ -5,6 +5,9 @@
  *
  * When Redis cannot answer, the side is admitted (`unknown`): the node's own limits still hold, and a Redis outage
  * must not stop relaying.
+ *
+ * It fits the relay's admission hook (lib/relay/admission.ts) by shape, so neither layer imports the other;
+ * lib/server/cluster-link.ts hands it to the relay.
  */
 import type { SharedLimits } from './shared-limits.js';
 

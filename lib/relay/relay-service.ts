@@ -35,6 +35,7 @@ import type { RawFrame } from '../protocol/frame.js';
 import { encodeMessage } from '../protocol/messages.js';
 import type { RelayMsg } from '../protocol/messages.js';
 import { readMessage } from '../protocol/stream.js';
+import type { RelayAdmissionHook, RelayAdmissionResult } from './admission.js';
 import { type RelayEndReason, type RelayJoin, decodeRelay, encodeRelayFrame, relayMessage } from './frames.js';
 import { Counter, type RelayLimits, Tombstones, resolveLimits } from './limits.js';
 import { type PumpKind, choosePump } from './pump.js';
@@ -54,6 +55,8 @@ export interface RelayServiceOptions {
   pump?: Pump | PumpKind;
   /** Delivers a relay message (`relay-end`) to a peer's control connection; the rendezvous server wires this. */
   notify?: (peerId: string, msg: RelayMsg) => void;
+  /** A second opinion on each joining side after the relay's own limits (cluster mode: limits across nodes). */
+  admission?: RelayAdmissionHook;
   /** How long a refused connection may linger for its peer to read the error frame; default 1000 ms. */
   lingerMs?: number;
 }
@@ -135,6 +138,8 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
    * construction, e.g. once the rendezvous server exists.
    */
   notify: ((peerId: string, msg: RelayMsg) => void) | undefined;
+  /** See {@link RelayAdmissionHook}; may be set after construction, before the first join (cluster mode sets it once joined). */
+  admission: RelayAdmissionHook | undefined;
   private readonly lingerMs: number;
   private readonly pending = new Map<string, Pending>();
   private readonly active = new Map<string, Active>();
@@ -147,14 +152,17 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
   constructor(options: RelayServiceOptions) {
     super();
     if (typeof options !== 'object' || options === null) throw invalidArgType('options', 'an object', options);
-    const { secret, tokens, tokenTtlMs, limits, pump = 'auto', notify, lingerMs = 1000 } = options;
+    const { secret, tokens, tokenTtlMs, limits, pump = 'auto', notify, admission, lingerMs = 1000 } = options;
     if (tokens !== undefined && !(tokens instanceof RelayTokens)) throw invalidArgType('options.tokens', 'RelayTokens', tokens);
     if (tokens === undefined && secret === undefined) throw invalidArgType('options.secret', 'a secret (or options.tokens)', secret);
     if (notify !== undefined && typeof notify !== 'function') throw invalidArgType('options.notify', 'a function', notify);
+    if (admission !== undefined && (typeof admission?.admit !== 'function' || typeof admission.release !== 'function'))
+      throw invalidArgType('options.admission', 'an object with admit() and release()', admission);
     this.tokens = tokens ?? new RelayTokens({ secret: secret!, ...(tokenTtlMs === undefined ? {} : { ttlMs: tokenTtlMs }) });
     this.limits = resolveLimits(limits);
     this.pump = typeof pump === 'string' ? choosePump(pump) : pump;
     this.notify = notify;
+    this.admission = admission;
     this.lingerMs = lingerMs;
   }
 
@@ -236,8 +244,41 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     this.perPeer.add(claims.peer);
     this.perIp.add(ip);
     const joiner: Joiner = { socket, claims, ip };
-    if (first) this.pair(first, joiner);
+    if (this.admission) {
+      // Burnt and counted before asking, so a copy of this join arriving meanwhile is refused as reused.
+      const side = { sessionId: sid, side: claims.side, peerId: claims.peer, ip };
+      void this.admission.admit(side).catch(() => 'unknown' as const).then((r) => this.admitted(joiner, r));
+    } else if (first) this.pair(first, joiner);
     else this.wait(joiner);
+  }
+
+  /** The admission hook's answer for a side that passed the relay's own checks; the world may have moved since. */
+  private admitted(joiner: Joiner, r: RelayAdmissionResult): void {
+    const { socket, claims, ip } = joiner;
+    const sid = claims.sid;
+    const first = this.pending.get(sid);
+    const over = this.tombstones.get(sid, Date.now());
+    const code =
+      r === 'peer' ? 'ERR_RELAY_LIMIT_PEER'
+      : r === 'ip' ? 'ERR_RELAY_LIMIT_IP'
+      : this.closing ? 'ERR_RELAY_CLOSED'
+      : socket.destroyed ? 'ERR_RELAY_PEER_GONE'
+      : socket.readableLength > 0 ? 'ERR_RELAY_PROTOCOL'
+      : !over && !first && this.pending.size + this.active.size >= this.limits.maxSessions ? 'ERR_RELAY_LIMIT_SESSIONS' // others placed meanwhile
+      : over ?? (first && (first.claims.side === claims.side || first.claims.peer !== claims.other || first.claims.other !== claims.peer)
+          ? 'ERR_RELAY_TOKEN_MISMATCH' // the other side arrived while we waited: the check handleJoin could not make
+          : undefined);
+    if (!code) return first ? this.pair(first, joiner) : this.wait(joiner);
+    if (r === 'peer' || r === 'ip') {
+      this.perPeer.remove(claims.peer); // a refusal holds nothing in the hook: give back only the relay's own count
+      this.perIp.remove(ip);
+    } else this.release(sid, claims.side, claims.peer, ip);
+    this.refuse(socket, ip, code, r === 'peer' || r === 'ip' ? 'Relay limit reached (cluster-wide)' : 'The relay session could not start', sid);
+    if (over || code === 'ERR_RELAY_TOKEN_MISMATCH') return; // the session already ended, or is someone else's
+    // Ends the session for both sides, as the relay's own refusals do.
+    const reason: RelayEndReason = code === 'ERR_RELAY_CLOSED' ? 'stopped' : code === 'ERR_RELAY_PEER_GONE' ? 'peer-gone' : 'rejected';
+    if (first) this.dropPending(first, code, reason);
+    else this.ended(claims, code, reason);
   }
 
   /**
@@ -314,7 +355,7 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
       });
     } catch (err) {
       const code = (err as TcpPunchError).code === 'ERR_PUMP_SOCKET' ? 'ERR_RELAY_PEER_GONE' : 'ERR_RELAY_INTERNAL';
-      for (const j of [a, b]) this.release(j.claims.peer, j.ip);
+      for (const j of [a, b]) this.release(sid, j.claims.side, j.claims.peer, j.ip);
       for (const j of [a, b]) this.refuse(j.socket, j.ip, code, `The relay could not start: ${(err as Error).message}`, sid);
       this.ended(a.claims, code, code === 'ERR_RELAY_PEER_GONE' ? 'peer-gone' : 'error');
       return;
@@ -328,8 +369,8 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
   private finish(active: Active, r: PumpResult): void {
     const { claims } = active;
     this.active.delete(claims.sid);
-    this.release(claims.peer, active.ipA);
-    this.release(claims.other, active.ipB);
+    this.release(claims.sid, 'a', claims.peer, active.ipA); // active.claims are side a's
+    this.release(claims.sid, 'b', claims.other, active.ipB);
     const code = r.reason === 'eof' ? '' : (CODE_OF[r.reason] ?? r.error ?? 'ERR_RELAY_INTERNAL');
     this.ended(claims, code, r.reason, r);
   }
@@ -339,14 +380,20 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     if (this.pending.get(p.claims.sid) !== p) return;
     p.detach();
     this.pending.delete(p.claims.sid);
-    this.release(p.claims.peer, p.ip);
+    this.release(p.claims.sid, p.claims.side, p.claims.peer, p.ip);
     this.refuse(p.socket, p.ip, code, code === 'ERR_RELAY_JOIN_TIMEOUT' ? 'The other side did not join in time' : message, p.claims.sid);
     this.ended(p.claims, code, reason);
   }
 
-  private release(peer: string, ip: string): void {
+  private release(sessionId: string, side: 'a' | 'b', peer: string, ip: string): void {
     this.perPeer.remove(peer);
     this.perIp.remove(ip);
+    if (!this.admission) return;
+    try {
+      void Promise.resolve(this.admission.release({ sessionId, side, peerId: peer, ip })).catch(() => undefined);
+    } catch {
+      // the hook's contract is not to throw; the relay's own state is consistent either way
+    }
   }
 
   /** Records how a session ended, tells both peers, and remembers it for late joiners. */

@@ -11,12 +11,14 @@
  * - observe connections: a local peer's observe connection for a coordination running on another node is
  *   answered here (`observed`) and forwarded to that node (the observed public endpoint travels as the first entry
  *   of the forwarded `observe`'s `private` list, a convention of this module on both ends);
- * - the relay's notices ({@link ClusterLink.notify}), stats and close.
+ * - the relay: its notices ({@link ClusterLink.notify}) and its admission hook ({@link ClusterLink.relayAdmission},
+ *   per-peer and per-IP limits across nodes);
+ * - stats and close.
  *
  * lib/cluster knows nothing of the server: everything the two share passes through here.
  */
-import { ClusterBridge, startCluster } from '../cluster/index.js';
-import type { Cluster, ClusterCounters, LocalPeer, RemotePeer } from '../cluster/index.js';
+import { ClusterBridge, RelayAdmission, startCluster } from '../cluster/index.js';
+import type { Cluster, ClusterCounters, LocalPeer, RelayAdmissionLimits, RemotePeer } from '../cluster/index.js';
 import type { Endpoint } from '../endpoint.js';
 import { formatEndpoint } from '../endpoint.js';
 import { invalidArgType, invalidArgValue } from '../errors.js';
@@ -150,6 +152,14 @@ export class ClusterLink {
   /** The relay's notice for `peerId`, wherever it is registered. */
   notify(peerId: string, msg: Message): void {
     this.bridge.notify(peerId, msg);
+  }
+
+  /**
+   * The relay's admission hook (RelayService.admission): its per-peer and per-IP limits, counted across every node
+   * in Redis's shared slots. The relay asks it after its own per-node checks and releases when a side ends.
+   */
+  relayAdmission(limits: RelayAdmissionLimits): RelayAdmission {
+    return new RelayAdmission(this.cluster.limits, limits);
   }
 
   /**

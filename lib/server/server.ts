@@ -188,6 +188,9 @@ export class RendezvousServer extends EventEmitter<RendezvousServerEvents> imple
       secret,
       { host: this.address().address, port: this.address().port },
     );
+    // The relay's per-peer and per-IP limits hold cluster-wide. Set before any join: connections are refused until
+    // this method returns.
+    if (this.relay) this.relay.admission = this.cluster.relayAdmission(this.relay.limits);
     // Open servers: the id registry is the cluster's (ERR_ID_TAKEN holds cluster-wide), unless one was given.
     if (!this.ownRegistry) this.registry = this.cluster.cluster.registry;
   }

@@ -1,10 +1,12 @@
 /**
  * Rendezvous servers in cluster mode (`startServer({ cluster })`) on one real redis-server: an id is taken
- * cluster-wide, a peer on node 1 dials a peer on node 2 directly (loopback) and through the relay (on the
- * dialer's node), stats show the cluster, close() gives the ids back. A node process SIGKILLed: its peers (given
- * a server list) register with the next node and are dialled there.
+ * cluster-wide, a peer on node 1 dials a peer on node 2 with every strategy (`direct`, `direct-first`, `relay` on
+ * the dialer's node, `relay-first` and its upgrade to direct), stats show the cluster, close() gives the ids back.
+ * A node process SIGKILLed: its peers (given a server list) register with the next node and are dialled there,
+ * while a relayed session between the surviving nodes goes on.
  */
 import { spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
 import type { Socket } from 'node:net';
 import { createInterface } from 'node:readline';
@@ -15,7 +17,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Peer } from '../../lib/peer/peer.js';
 import type { ConnectionInfo } from '../../lib/peer/types.js';
 import type { RendezvousServer } from '../../lib/server/server.js';
-import type { UpgradableStream } from '../../lib/upgrade.js';
+import { UpgradableStream } from '../../lib/upgrade.js';
+import { drainHash } from '../helpers/net.js';
 import { until } from '../helpers/poll.js';
 import { TestRedis, redisMissing } from '../helpers/redis.js';
 import { LOOSE, addr, server } from '../helpers/rendezvous.js';
@@ -36,33 +39,40 @@ async function roundTrip(socket: Socket | UpgradableStream, text: string): Promi
   return new Promise((resolve) => socket.once('data', (d: Buffer) => resolve(d.toString())));
 }
 
-describe.skipIf(redisMissing)(`server nodes in one cluster (${redisMissing ?? 'real redis-server'})`, () => {
-  let redis: TestRedis;
-  let nodes: RendezvousServer[] = [];
-  const peers: Peer[] = [];
-
+/**
+ * Registers, for the enclosing describe, a redis-server and one in-process server node per id (the `secret` is
+ * the server secret, or with `open` the cluster secret of open servers), and closes them and the peers the tests
+ * push afterwards. Read `redis` and `nodes` inside tests: they are set by beforeAll.
+ */
+function clusterOf(ids: string[], { open = false } = {}) {
+  const ctx = { redis: undefined as unknown as TestRedis, nodes: [] as RendezvousServer[], peers: [] as Peer[] };
   beforeAll(async () => {
-    redis = await TestRedis.start();
-    nodes = await Promise.all(
-      ['n1', 'n2'].map((nodeId) =>
-        server({ ...LOOSE, secret: SECRET, cluster: { redis: redis.url, nodeId, heartbeatMs: 200, leaseTtlMs: 3000 } }),
-      ),
+    ctx.redis = await TestRedis.start();
+    const cluster = (nodeId: string) => ({ redis: ctx.redis.url, nodeId, heartbeatMs: 200, leaseTtlMs: 3000 });
+    ctx.nodes = await Promise.all(
+      ids.map((id) => server(open ? { ...LOOSE, cluster: { ...cluster(id), secret: SECRET } } : { ...LOOSE, secret: SECRET, cluster: cluster(id) })),
     );
   });
   afterAll(async () => {
-    for (const p of peers) await p.close();
-    for (const s of nodes) await s.close();
-    await redis?.stop();
+    for (const p of ctx.peers) await p.close();
+    for (const s of ctx.nodes) await s.close();
+    await ctx.redis?.stop();
   });
+  return ctx;
+}
+
+describe.skipIf(redisMissing)(`server nodes in one cluster (${redisMissing ?? 'real redis-server'})`, () => {
+  const ctx = clusterOf(['n1', 'n2']);
+  const { peers } = ctx;
 
   it('refuses an invalid cluster option with a typed error naming it', async () => {
-    await expect(server({ cluster: { redis: redis.url } })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE', message: expect.stringContaining('options.cluster.secret') });
+    await expect(server({ cluster: { redis: ctx.redis.url } })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_VALUE', message: expect.stringContaining('options.cluster.secret') });
     await expect(server({ secret: SECRET, cluster: { redis: 'http://x' } })).rejects.toMatchObject({ code: expect.stringMatching(/^ERR_INVALID_ARG/) });
   });
 
   it('dials across nodes directly and through the relay', async () => {
-    const alice = await Peer.connect({ server: addr(nodes[0]!), id: 'alice', secret: SECRET });
-    const bob = await Peer.connect({ server: addr(nodes[1]!), id: 'bob', secret: SECRET });
+    const alice = await Peer.connect({ server: addr(ctx.nodes[0]!), id: 'alice', secret: SECRET });
+    const bob = await Peer.connect({ server: addr(ctx.nodes[1]!), id: 'bob', secret: SECRET });
     peers.push(alice, bob);
     const accepted: ConnectionInfo[] = [];
     echo(bob, accepted);
@@ -78,8 +88,8 @@ describe.skipIf(redisMissing)(`server nodes in one cluster (${redisMissing ?? 'r
     relayed.socket.destroy();
     expect(accepted.map((i) => i.path)).toEqual(['direct', 'relay']);
     // The relayed session ran on the dialer's node.
-    expect(nodes[0]!.stats().relay?.started).toBe(1);
-    expect(nodes[1]!.stats().relay?.started).toBe(0);
+    expect(ctx.nodes[0]!.stats().relay?.started).toBe(1);
+    expect(ctx.nodes[1]!.stats().relay?.started).toBe(0);
 
     // The other way round too.
     echo(alice, []);
@@ -88,51 +98,87 @@ describe.skipIf(redisMissing)(`server nodes in one cluster (${redisMissing ?? 'r
     expect(await roundTrip(back.socket, 'hello back')).toBe('hello back');
     back.socket.destroy();
 
-    expect(await until(() => nodes[0]!.stats().cluster!.nodesUp === 2)).toBe(true);
-    const s1 = nodes[0]!.stats().cluster!;
+    expect(await until(() => ctx.nodes[0]!.stats().cluster!.nodesUp === 2)).toBe(true);
+    const s1 = ctx.nodes[0]!.stats().cluster!;
     expect(s1.peersLocal).toBe(1);
     expect(Object.values(s1.crossNodeDials).reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(2);
   });
 
+  it("dials across nodes with direct-first, and relay-first moves to direct with every byte intact both ways", async () => {
+    const erin = await Peer.connect({ server: addr(ctx.nodes[0]!), id: 'erin', secret: SECRET });
+    const fred = await Peer.connect({ server: addr(ctx.nodes[1]!), id: 'fred', secret: SECRET });
+    peers.push(erin, fred);
+    const accepted: { socket: Socket | UpgradableStream; info: ConnectionInfo }[] = [];
+    fred.on('connection', (socket: Socket | UpgradableStream, info: ConnectionInfo) => {
+      socket.on('error', () => undefined);
+      accepted.push({ socket, info });
+    });
+
+    const first = await erin.dial('fred', { strategy: 'direct-first' });
+    expect(first.path).toBe('direct'); // loopback punches
+    expect(await until(() => accepted.length === 1)).toBe(true);
+    accepted[0]!.socket.on('data', (d: Buffer) => accepted[0]!.socket.write(d));
+    expect(await roundTrip(first.socket, 'direct-first')).toBe('direct-first');
+    first.socket.destroy();
+
+    const upgrades: string[] = [];
+    erin.on('upgrade', (e) => upgrades.push(`erin:${e.role}`));
+    fred.on('upgrade', (e) => upgrades.push(`fred:${e.role}`));
+    const relayedBefore = ctx.nodes[0]!.stats().relay!.started;
+    const r = await erin.dial('fred', { strategy: 'relay-first' });
+    expect(r.path).toBe('relay');
+    expect(await until(() => accepted.length === 2)).toBe(true);
+    const [mine, theirs] = [r.socket as UpgradableStream, accepted[1]!.socket as UpgradableStream];
+    expect(theirs).toBeInstanceOf(UpgradableStream);
+    expect(ctx.nodes[0]!.stats().relay!.started).toBe(relayedBefore + 1); // relayed on the dialer's node
+    // Each side sends some bytes while relayed, the rest once the stream is direct, then ends.
+    const atFred = drainHash(theirs);
+    const atErin = drainHash(mine);
+    const send = async (s: UpgradableStream): Promise<string> => {
+      const [early, late] = [randomBytes(300_000), randomBytes(300_000)];
+      s.write(early);
+      await until(() => s.path === 'direct', 20_000);
+      s.end(late);
+      return createHash('sha256').update(early).update(late).digest('hex');
+    };
+    const [sentErin, sentFred] = await Promise.all([send(mine), send(theirs)]);
+    expect(await atFred).toEqual({ hash: sentErin, bytes: 600_000 });
+    expect(await atErin).toEqual({ hash: sentFred, bytes: 600_000 });
+    expect(upgrades.sort()).toEqual(['erin:initiator', 'fred:responder']);
+    expect(mine.bytesWrittenToRelay).toBeGreaterThan(0); // the first part went through the relay
+    expect(mine.bytesWrittenToRelay).toBeLessThan(600_000);
+    mine.destroy();
+    theirs.destroy();
+    await erin.close(); // the next test counts the nodes' peers
+    await fred.close();
+  });
+
   it('a dial to an id online nowhere fails with ERR_PEER_OFFLINE', async () => {
-    const carol = await Peer.connect({ server: addr(nodes[0]!), id: 'carol', secret: SECRET });
+    const carol = await Peer.connect({ server: addr(ctx.nodes[0]!), id: 'carol', secret: SECRET });
     peers.push(carol);
     await expect(carol.dial('nobody', { strategy: 'direct', timeoutMs: 5000 })).rejects.toMatchObject({ code: 'ERR_PEER_OFFLINE' });
   });
 
   it('an id registered on another node replaces the first (ERR_REPLACED); a session that ends gives its lease back', async () => {
-    const first = await Peer.connect({ server: addr(nodes[0]!), id: 'dave', secret: SECRET, reconnect: false });
+    const first = await Peer.connect({ server: addr(ctx.nodes[0]!), id: 'dave', secret: SECRET, reconnect: false });
     const closed = new Promise<Error | undefined>((resolve) => first.once('close', resolve));
-    const second = await Peer.connect({ server: addr(nodes[1]!), id: 'dave', secret: SECRET, reconnect: false });
+    const second = await Peer.connect({ server: addr(ctx.nodes[1]!), id: 'dave', secret: SECRET, reconnect: false });
     peers.push(first, second);
     expect(await closed).toMatchObject({ code: 'ERR_REPLACED' });
-    expect(await until(() => nodes[0]!.stats().peers === 2)).toBe(true); // alice, carol
+    expect(await until(() => ctx.nodes[0]!.stats().peers === 2)).toBe(true); // alice, carol
     await second.close();
-    expect(await until(() => nodes[1]!.stats().cluster!.leases.held === 1)).toBe(true); // bob only
+    expect(await until(() => ctx.nodes[1]!.stats().cluster!.leases.held === 1)).toBe(true); // bob only
   });
 });
 
 describe.skipIf(redisMissing)(`open server nodes (${redisMissing ?? 'real redis-server'})`, () => {
-  let redis: TestRedis;
-  let nodes: RendezvousServer[] = [];
-  const peers: Peer[] = [];
-
-  beforeAll(async () => {
-    redis = await TestRedis.start();
-    nodes = await Promise.all(
-      ['o1', 'o2'].map((nodeId) => server({ ...LOOSE, cluster: { redis: redis.url, nodeId, secret: SECRET, heartbeatMs: 200, leaseTtlMs: 3000 } })),
-    );
-  });
-  afterAll(async () => {
-    for (const p of peers) await p.close();
-    for (const s of nodes) await s.close();
-    await redis?.stop();
-  });
+  const ctx = clusterOf(['o1', 'o2'], { open: true });
+  const { peers } = ctx;
 
   it('an id held on one node is ERR_ID_TAKEN on the other', async () => {
-    const holder = await Peer.connect({ server: addr(nodes[0]!), id: 'svc' });
+    const holder = await Peer.connect({ server: addr(ctx.nodes[0]!), id: 'svc' });
     peers.push(holder);
-    await expect(Peer.connect({ server: addr(nodes[1]!), id: 'svc', reconnect: false })).rejects.toMatchObject({ code: 'ERR_ID_TAKEN' });
+    await expect(Peer.connect({ server: addr(ctx.nodes[1]!), id: 'svc', reconnect: false })).rejects.toMatchObject({ code: 'ERR_ID_TAKEN' });
   });
 });
 
@@ -167,7 +213,7 @@ describe.skipIf(redisMissing)(`a server node process SIGKILLed (${redisMissing ?
     await redis?.stop();
   });
 
-  it('its peers re-register on the next server of their list and are dialled there', async () => {
+  it('its peers re-register on the next server of their list and are dialled there; a relayed session elsewhere goes on', async () => {
     const alice = await Peer.connect({
       server: [`127.0.0.1:${victim.port}`, addr(nodes[1]!)],
       id: 'alice',
@@ -175,9 +221,15 @@ describe.skipIf(redisMissing)(`a server node process SIGKILLed (${redisMissing ?
       reconnect: { minDelayMs: 50, maxDelayMs: 500 },
     });
     const bob = await Peer.connect({ server: addr(nodes[0]!), id: 'bob', secret: SECRET });
-    peers.push(alice, bob);
+    const carol = await Peer.connect({ server: addr(nodes[1]!), id: 'carol', secret: SECRET });
+    peers.push(alice, bob, carol);
     echo(alice, []);
+    echo(carol, []);
     expect(alice.server?.port).toBe(victim.port);
+    // A relayed session between the two surviving nodes' peers (on bob's node k2), open across the crash.
+    const bystander = await bob.dial('carol', { strategy: 'relay' });
+    bystander.socket.on('error', () => undefined);
+    expect(await roundTrip(bystander.socket, 'relayed before')).toBe('relayed before');
 
     // Across processes: bob (node k2, in this process) dials alice (node victim, its own process).
     const before = await bob.dial('alice', { strategy: 'direct' });
@@ -186,9 +238,10 @@ describe.skipIf(redisMissing)(`a server node process SIGKILLed (${redisMissing ?
     const exited = new Promise((r) => victim.proc.once('exit', r));
     victim.proc.kill('SIGKILL');
     await exited;
-    // The direct stream punched before needs no node.
+    // The direct stream punched before needs no node; the relayed one between surviving nodes is not disturbed.
     expect(await roundTrip(before.socket, 'still there')).toBe('still there');
     before.socket.destroy();
+    expect(await roundTrip(bystander.socket, 'relayed still')).toBe('relayed still');
 
     expect(await until(() => alice.online && alice.server?.port === nodes[1]!.address().port, 10_000)).toBe(true);
     const after = await bob.dial('alice', { strategy: 'direct' });
@@ -198,5 +251,7 @@ describe.skipIf(redisMissing)(`a server node process SIGKILLed (${redisMissing ?
     expect(await roundTrip(relayed.socket, 'relayed')).toBe('relayed');
     relayed.socket.destroy();
     expect(await until(() => nodes[0]!.stats().cluster!.nodesUp === 2, 10_000)).toBe(true); // victim is down
+    expect(await roundTrip(bystander.socket, 'relayed after')).toBe('relayed after');
+    bystander.socket.destroy();
   });
 });
