@@ -13,6 +13,8 @@ import { validateInteger } from '../endpoint.js';
 import { TcpPunchError, invalidArgType, invalidArgValue } from '../errors.js';
 import type { Message } from '../protocol/index.js';
 import { ClusterBus } from './bus.js';
+import { PeerCards } from './cards.js';
+import type { PeerCard } from './cards.js';
 import { deriveClusterKeys, transitKey } from './crypto.js';
 import type { ClusterKeys } from './crypto.js';
 import { NodeDirectory } from './directory.js';
@@ -79,6 +81,7 @@ export class Cluster {
   readonly directory: NodeDirectory;
   readonly bus: ClusterBus;
   readonly limits: SharedLimits;
+  private readonly cards: PeerCards;
   private readonly counters: ClusterCounters = newCounters();
   private readonly log: ClusterLog;
   private closing = false;
@@ -98,6 +101,7 @@ export class Cluster {
     const common = { redis, keys: space, nodeId: this.nodeId, counters: this.counters, log: this.log };
     this.leases = new Leases({ ...common, ...(options.leaseTtlMs ? { ttlMs: options.leaseTtlMs } : {}) });
     this.registry = new RedisRegistry({ redis, keys: space, storeKey: keys.store, ...(options.onlineTtlMs ? { onlineTtlMs: options.onlineTtlMs } : {}) });
+    this.cards = new PeerCards({ redis, nodeId: this.nodeId, keys: space, storeKey: keys.store, ttlMs: this.registry.onlineTtlMs });
     this.directory = new NodeDirectory({
       ...common,
       storeKey: keys.store,
@@ -119,6 +123,7 @@ export class Cluster {
     this.limits = new SharedLimits({ redis, keys: space, nodeId: this.nodeId });
     this.leases.on('took', (peerId, _previous, epoch) => void this.bus.revoke(peerId, epoch));
     this.leases.on('lost', (peerId, reason, by) => {
+      this.cards.forget(peerId);
       void this.bus.disown(peerId);
       hooks.leaseLost(peerId, reason, by);
     });
@@ -156,8 +161,23 @@ export class Cluster {
     return claim;
   }
 
+  /**
+   * Publishes what a coordinating node needs to punch from `peerId`'s warm port (see cards.ts); a no-op unless this
+   * node holds the peer's lease. A failure only costs cross-node dials their warm start.
+   */
+  async describePeer(peerId: string, card: PeerCard): Promise<void> {
+    const epoch = this.leases.epochOf(peerId);
+    if (epoch !== undefined) await this.cards.put(peerId, epoch, card);
+  }
+
+  /** The card of a peer another node owns, if it has a current one (one Redis round trip). */
+  peerCard(peerId: string): Promise<PeerCard | undefined> {
+    return this.cards.get(peerId);
+  }
+
   /** The peer left this node: release its lease and its messages. */
   async releasePeer(peerId: string): Promise<void> {
+    this.cards.forget(peerId);
     await this.bus.disown(peerId);
     await this.leases.release(peerId);
   }
@@ -190,6 +210,7 @@ export class Cluster {
     this.closing = true;
     this.leases.close();
     this.registry.close();
+    this.cards.close();
     this.limits.close();
     await this.directory.close();
     await this.bus.close();

@@ -20,6 +20,11 @@ export class ClusterKeyspace {
     return `${this.prefix}:cred:{${tag(peerId)}}`;
   }
 
+  /** A peer's card (cards.ts): its warm mapping and round trip, sealed, stamped with its lease's epoch. */
+  card(peerId: string): string {
+    return `${this.prefix}:card:{${tag(peerId)}}`;
+  }
+
   /** The sharded channel a peer's owner subscribes to: messages for that peer. */
   peerChannel(peerId: string): string {
     return `${this.prefix}:to-peer:{${tag(peerId)}}`;

@@ -5,7 +5,8 @@
  *
  * - registration: {@link ClusterLink.claim} before `welcome`, {@link ClusterLink.release} when a session ends;
  * - the coordinator's lookup seam: {@link ClusterLink.lookup} gives a {@link CoordPeer} for a peer on another node
- *   (a {@link RemotePeer} behind an adapter: pair keys wrapped with its transit key, no warm port, rtt unknown);
+ *   (a {@link RemotePeer} behind an adapter: pair keys wrapped with its transit key; its warm mapping and RTT from
+ *   the card its node publishes, see lib/cluster/cards.ts);
  * - peer → coordinator routing: {@link ClusterLink.fromLocalPeer} for a local peer's message of a coordination that
  *   runs elsewhere, and remote peers' messages reaching the local coordinator as the same adapter object;
  * - observe connections: a local peer's observe connection for a coordination running on another node is
@@ -18,7 +19,7 @@
  * lib/cluster knows nothing of the server: everything the two share passes through here.
  */
 import { ClusterBridge, RelayAdmission, startCluster } from '../cluster/index.js';
-import type { Cluster, ClusterCounters, LocalPeer, RelayAdmissionLimits, RemotePeer } from '../cluster/index.js';
+import type { Cluster, ClusterCounters, LocalPeer, PeerCard, RelayAdmissionLimits, RemotePeer } from '../cluster/index.js';
 import type { Endpoint } from '../endpoint.js';
 import { formatEndpoint } from '../endpoint.js';
 import { invalidArgType, invalidArgValue } from '../errors.js';
@@ -27,6 +28,10 @@ import type { Message, Msg } from '../protocol/messages.js';
 import type { FramedSocket } from '../protocol/stream.js';
 import type { CoordDraft, CoordinationEnd, CoordPeer, CoordRequest, Coordinator } from './coordinator.js';
 import type { ServerClusterOptions } from './options.js';
+import type { Observation } from './plan.js';
+
+/** A remote peer as the coordinator sees it; `warm` and `rttMs` come from its card at each lookup. */
+type RemoteAdapter = CoordPeer & { warm: Observation | undefined; rttMs: number };
 
 /** Checks the `cluster` option synchronously (with the other options); returns the cluster secret. */
 export function validateClusterOption(cluster: unknown, serverSecret: Uint8Array | undefined): Uint8Array | string {
@@ -70,7 +75,7 @@ const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
 /** A server node's membership in a cluster. */
 export class ClusterLink {
-  private readonly adapters = new Map<RemotePeer, CoordPeer>();
+  private readonly adapters = new Map<RemotePeer, RemoteAdapter>();
   /** prepare token (hex) → local peer id, to forward that peer's observe connection. */
   private readonly tokens = new Map<string, string>();
   private readonly releases = new Set<Promise<void>>();
@@ -122,9 +127,22 @@ export class ClusterLink {
     return link;
   }
 
-  /** The coordinator's lookup for an id no local session has: a proxy of the peer on whatever node owns it. */
-  lookup(id: string): CoordPeer {
-    return this.adapterOf(this.bridge.remote(id));
+  /**
+   * The coordinator's lookup for an id no local session has: a proxy of the peer on whatever node owns it, with the
+   * warm mapping and RTT its node published (one Redis round trip; without a current card the dial observes a
+   * fresh port on that side, as before).
+   */
+  async lookup(id: string): Promise<CoordPeer> {
+    const card = await this.cluster.peerCard(id).catch(() => undefined);
+    const peer = this.adapterOf(this.bridge.remote(id));
+    peer.warm = card?.warm as Observation | undefined;
+    peer.rttMs = card?.rttMs ?? 0;
+    return peer;
+  }
+
+  /** SessionCluster: publishes a local peer's card (a failure costs only the warm start of dials from elsewhere). */
+  describe(id: string, card: PeerCard): void {
+    void this.cluster.describePeer(id, card).catch(() => undefined);
   }
 
   /** Registration: claims the id's lease (throws ERR_CLUSTER_UNAVAILABLE / ERR_ID_TAKEN). */
@@ -236,7 +254,7 @@ export class ClusterLink {
   }
 
   /** One CoordPeer per RemotePeer object: the coordinator tells sides apart by identity. */
-  private adapterOf(proxy: RemotePeer): CoordPeer {
+  private adapterOf(proxy: RemotePeer): RemoteAdapter {
     let peer = this.adapters.get(proxy);
     if (peer) return peer;
     peer = {

@@ -44,6 +44,8 @@ export interface SessionCluster {
   claim(id: string): Promise<void>;
   /** The registered session ended: give the id back. */
   release(id: string): void;
+  /** What other nodes need to punch from the peer's warm port (its mapping, its RTT): on welcome and each report. */
+  describe(id: string, card: { warm?: Observation; rttMs: number }): void;
   /** A message of a coordination running on another node: true when it was sent there. */
   fromLocalPeer(peerId: string, msg: Message): boolean;
 }
@@ -189,6 +191,7 @@ export class ControlSession implements CoordPeer, FamilySession {
         if (this.warmObservation) {
           this.warmObservation.mapping = msg.mapping;
           this.warmObservation.filtering = msg.filtering;
+          this.describe();
         }
         return;
       case 'cancel':
@@ -286,6 +289,12 @@ export class ControlSession implements CoordPeer, FamilySession {
     this.key = sessionKey(this.key, this.serverNonce, this.clientNonce);
     this.host.handshakeDone(this.conn);
     this.idleTimer = setTimeout(() => this.fail('ERR_IDLE_TIMEOUT', `Nothing received for ${idleTimeoutMs} ms`), idleTimeoutMs);
+    this.describe();
+  }
+
+  /** Cluster mode: tells other nodes this peer's warm mapping and RTT, so that dials from there start warm too. */
+  private describe(): void {
+    this.host.cluster?.describe(this.id, { ...(this.warmObservation ? { warm: this.warmObservation } : {}), rttMs: this.rttMs });
   }
 
   private sample(ms: number): void {

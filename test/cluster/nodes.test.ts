@@ -77,8 +77,14 @@ describe.skipIf(redisMissing)(`server nodes in one cluster (${redisMissing ?? 'r
     const accepted: ConnectionInfo[] = [];
     echo(bob, accepted);
 
+    // bob's node has published his warm mapping (lib/cluster/cards.ts): the dial from alice's node starts from
+    // both warm ports, with no observe round, as it would on one node.
+    expect(await until(async () => (await ctx.nodes[0]!.cluster!.cluster.peerCard('bob'))?.warm !== undefined)).toBe(true);
+    const warmBefore = ctx.nodes[0]!.stats().totals.warmAttempts;
     const direct = await alice.dial('bob', { strategy: 'direct' });
     expect(direct).toMatchObject({ path: 'direct', peerId: 'bob' });
+    expect(direct.timings.observeMs).toBe(0);
+    expect(ctx.nodes[0]!.stats().totals.warmAttempts).toBe(warmBefore + 1);
     expect(await roundTrip(direct.socket, 'hello direct')).toBe('hello direct');
     direct.socket.destroy();
 
