@@ -35,7 +35,7 @@ import { FrameDecoder, type RawFrame } from '../protocol/frame.js';
 import { decodeMessage, encodeMessage, typeByteOf } from '../protocol/messages.js';
 import type { RelayMsg } from '../protocol/messages.js';
 import { type Deadline, Deadlines } from './deadlines.js';
-import { type RelayEndReason, type RelayJoin, decodeRelay, encodeRelayFrame, relayMessage } from './frames.js';
+import { type RelayEndReason, type RelayJoin, decodeRelay, encodePairedFrames, relayMessage } from './frames.js';
 import { Counter, type RelayLimits, Tombstones, resolveLimits } from './limits.js';
 import { type PumpKind, choosePump } from './pump.js';
 import type { Pump, PumpResult, PumpSession, PumpStats } from './pump-types.js';
@@ -344,8 +344,7 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     const sid = a.claims.sid;
     const info: RelaySessionInfo = { sessionId: sid, a: a.claims.peer, b: b.claims.peer };
     const { maxBytesPerSession: maxBytes, maxDurationMs, idleTimeoutMs } = this.limits;
-    const paired = (side: 'a' | 'b', peer: string): Buffer =>
-      encodeRelayFrame('relay-paired', { sessionId: sid, side, peer, maxBytes, maxDurationMs });
+    const [headA, headB] = encodePairedFrames(sid, a.claims.peer, b.claims.peer, maxBytes, maxDurationMs);
     let session: PumpSession;
     let active: Active | undefined;
     try {
@@ -353,8 +352,8 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
         maxBytes,
         maxDurationMs,
         idleTimeoutMs,
-        headA: paired('a', b.claims.peer),
-        headB: paired('b', a.claims.peer),
+        headA,
+        headB,
         onEnd: (r) => this.finish(active!, r), // never synchronous: a session ends on a later turn
       });
     } catch (err) {
