@@ -162,6 +162,26 @@ static int tp__dup_socket(int fd) {
   return dup;
 }
 
+#ifndef MSG_NOSIGNAL
+#define MSG_NOSIGNAL 0  // macOS: tp__dup_socket set SO_NOSIGPIPE
+#endif
+
+// Sends what the socket takes of a direction's head now, on the calling thread, once the session can no longer
+// fail to start: a head is a few dozen bytes on a socket that has sent nothing yet, so it goes whole, and the
+// peer learns it is paired without waiting for the I/O thread to be scheduled (on a busy machine that wait is
+// most of a session's setup time). The I/O thread sends whatever is left, or meets the same error and ends the
+// session as it would have; nothing is relayed before the head is gone either way.
+static void tp__send_head(tp_dir_t* d) {
+  while (d->head != NULL && d->head_off < d->head_len) {
+    ssize_t n = send(d->dst, d->head + d->head_off, d->head_len - d->head_off, MSG_NOSIGNAL);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    d->head_off += static_cast<size_t>(n);
+  }
+  free(d->head);
+  d->head = NULL;
+}
+
 static int tp__copy_head(tp_dir_t* d, const char* bytes, size_t len) {
   if (len == 0) return 0;
   d->head = static_cast<char*>(malloc(len));
@@ -216,6 +236,8 @@ int tp_pump_start(tp_pump_engine_t* e, const tp_pump_opts_t* opts, tp_pump_done_
     d->dst = s->fds[1 - i];
     d->use_splice = !opts->no_splice;
   }
+  tp__send_head(&s->dirs[1]);
+  tp__send_head(&s->dirs[0]);
   cmd->type = TP_CMD_START;
   cmd->session = s;
   e->active++;

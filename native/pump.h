@@ -85,8 +85,9 @@ int tp_pump_engine_new(tp_pump_engine_t** out, const tp_pump_config_t* config);
 // Must not be called from the I/O thread (that is, not from a done callback).
 void tp_pump_engine_free(tp_pump_engine_t* engine);
 
-// Starts a session: duplicates both fds at once (the caller may close its own right after) and queues the session
-// for the I/O thread, which picks it up at the next tp_pump_wake(). Returns 0 and the session id, or a negative
+// Starts a session: duplicates both fds at once (the caller may close its own right after), sends the heads (what
+// the sockets take of them now; the I/O thread sends the rest) and queues the session for the I/O thread, which
+// picks it up at the next tp_pump_wake(). Returns 0 and the session id, or a negative
 // errno (EMFILE, ENOMEM...) with nothing started.
 int tp_pump_start(tp_pump_engine_t* engine, const tp_pump_opts_t* opts, tp_pump_done_cb cb, void* data,
                   uint32_t* id);

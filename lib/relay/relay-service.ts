@@ -31,12 +31,12 @@ import type { Socket } from 'node:net';
 import { TcpPunchError, invalidArgType } from '../errors.js';
 import { unmapAddress } from '../protocol/fields.js';
 import type { Endpoint } from '../protocol/fields.js';
-import type { RawFrame } from '../protocol/frame.js';
-import { encodeMessage } from '../protocol/messages.js';
+import { FrameDecoder, type RawFrame } from '../protocol/frame.js';
+import { decodeMessage, encodeMessage, typeByteOf } from '../protocol/messages.js';
 import type { RelayMsg } from '../protocol/messages.js';
-import { readMessage } from '../protocol/stream.js';
 import type { RelayAdmissionHook, RelayAdmissionResult } from './admission.js';
-import { type RelayEndReason, type RelayJoin, decodeRelay, encodeRelayFrame, relayMessage } from './frames.js';
+import { type Deadline, Deadlines } from './deadlines.js';
+import { type RelayEndReason, type RelayJoin, decodeRelay, encodePairedFrames, relayMessage } from './frames.js';
 import { Counter, type RelayLimits, Tombstones, resolveLimits } from './limits.js';
 import { type PumpKind, choosePump } from './pump.js';
 import type { Pump, PumpResult, PumpSession, PumpStats } from './pump-types.js';
@@ -104,7 +104,7 @@ interface Joiner {
 }
 
 interface Pending extends Joiner {
-  timer: NodeJS.Timeout;
+  deadline: Deadline;
   detach: () => void;
 }
 
@@ -121,6 +121,8 @@ interface Active {
 }
 
 const EMPTY = Buffer.alloc(0);
+const JOIN_TYPE = typeByteOf('relay-join');
+const noop = (): void => {};
 const CODE_OF: Partial<Record<RelayEndReason, string>> = {
   'limit-bytes': 'ERR_RELAY_LIMIT_BYTES',
   'limit-duration': 'ERR_RELAY_LIMIT_DURATION',
@@ -146,6 +148,10 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
   private readonly perPeer = new Counter();
   private readonly perIp = new Counter();
   private readonly tombstones = new Tombstones();
+  /** The join window of every waiting first side: one timer, not one per session. */
+  private readonly joinDeadlines: Deadlines;
+  /** Handshake windows of {@link accept}, by length (listenRelay uses one). */
+  private readonly handshakeDeadlines = new Map<number, Deadlines>();
   private readonly counts = { started: 0, ended: {} as Record<string, number>, rejected: {} as Record<string, number> };
   private closing = false;
 
@@ -160,6 +166,7 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
       throw invalidArgType('options.admission', 'an object with admit() and release()', admission);
     this.tokens = tokens ?? new RelayTokens({ secret: secret!, ...(tokenTtlMs === undefined ? {} : { ttlMs: tokenTtlMs }) });
     this.limits = resolveLimits(limits);
+    this.joinDeadlines = new Deadlines(this.limits.joinTimeoutMs);
     this.pump = typeof pump === 'string' ? choosePump(pump) : pump;
     this.notify = notify;
     this.admission = admission;
@@ -286,15 +293,54 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
    * A connection that sends no valid join frame within `timeoutMs` is refused.
    */
   accept(socket: Socket, options: { timeoutMs?: number } = {}): void {
-    socket.on('error', () => {});
+    socket.on('error', noop);
     const ip = unmapAddress(socket.remoteAddress);
-    readMessage(socket, { timeoutMs: options.timeoutMs ?? 5000, maxFrameSize: 2048 }).then(
-      (msg) => {
-        if (msg.type !== 'relay-join') return this.refuse(socket, ip, 'ERR_UNEXPECTED_MESSAGE', `Expected relay-join, got ${msg.type}`);
-        this.handleJoin(socket, msg as RelayMsg);
-      },
-      (err: TcpPunchError) => this.refuse(socket, ip, err.code ?? 'ERR_MALFORMED_FRAME', err.message),
-    );
+    const timeoutMs = options.timeoutMs ?? 5000;
+    let deadlines = this.handshakeDeadlines.get(timeoutMs);
+    if (!deadlines) this.handshakeDeadlines.set(timeoutMs, (deadlines = new Deadlines(timeoutMs)));
+    // What readMessage() does, without its promise, its timer and the 'readable' round trip through a nextTick:
+    // 'data' hands the chunk over directly. Nothing can be lost in flowing mode, since handleJoin takes the socket
+    // over (listens, pumps or refuses) in the same tick as the frame completes.
+    const decoder = new FrameDecoder({ maxFrameSize: 2048 });
+    const release = (): void => {
+      deadlines.cancel(deadline);
+      socket.off('data', onData);
+      socket.off('end', onClose);
+      socket.off('close', onClose);
+      socket.off('error', onError);
+    };
+    const fail = (code: string, message: string): void => {
+      release();
+      this.refuse(socket, ip, code, message);
+    };
+    const onData = (chunk: Buffer): void => {
+      let frame: RawFrame | undefined;
+      try {
+        decoder.write(chunk);
+        frame = decoder.read();
+      } catch (err) {
+        return fail((err as TcpPunchError).code ?? 'ERR_MALFORMED_FRAME', (err as Error).message);
+      }
+      if (!frame) return;
+      release();
+      // The join's body is decoded by handleJoin; any other message is named as the protocol's decoder names it.
+      if (frame.type === JOIN_TYPE) return this.handleJoin(socket, frame, decoder.takeRest());
+      let type: string;
+      try {
+        type = decodeMessage(frame).type;
+      } catch (err) {
+        return fail((err as TcpPunchError).code ?? 'ERR_MALFORMED_FRAME', (err as Error).message);
+      }
+      fail('ERR_UNEXPECTED_MESSAGE', `Expected relay-join, got ${type}`);
+    };
+    const onClose = (): void => fail('ECONNRESET', 'The connection closed before a complete message arrived');
+    const onError = (err: NodeJS.ErrnoException): void => fail(err.code ?? 'ECONNRESET', err.message);
+    const deadline = deadlines.add(() => fail('ETIMEDOUT', `No complete message within ${timeoutMs} ms`));
+    if (socket.destroyed || socket.readableEnded) return onClose();
+    socket.on('data', onData);
+    socket.on('end', onClose);
+    socket.on('close', onClose);
+    socket.on('error', onError);
   }
 
   stats(): RelayStats {
@@ -317,15 +363,14 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     const onGone = (): void => this.dropPending(pending, 'ERR_RELAY_PEER_GONE', 'peer-gone');
     const pending: Pending = {
       ...joiner,
-      timer: setTimeout(() => this.dropPending(pending, 'ERR_RELAY_JOIN_TIMEOUT', 'join-timeout'), this.limits.joinTimeoutMs),
+      deadline: this.joinDeadlines.add(() => this.dropPending(pending, 'ERR_RELAY_JOIN_TIMEOUT', 'join-timeout')),
       detach: () => {
-        clearTimeout(pending.timer);
+        this.joinDeadlines.cancel(pending.deadline);
         socket.off('data', onData);
         socket.off('end', onGone);
         socket.off('close', onGone);
       },
     };
-    pending.timer.unref();
     this.pending.set(claims.sid, pending);
     // Reading only to notice a close: a well-behaved first side sends nothing until relay-paired.
     socket.on('data', onData);
@@ -340,8 +385,7 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     const sid = a.claims.sid;
     const info: RelaySessionInfo = { sessionId: sid, a: a.claims.peer, b: b.claims.peer };
     const { maxBytesPerSession: maxBytes, maxDurationMs, idleTimeoutMs } = this.limits;
-    const paired = (side: 'a' | 'b', peer: string): Buffer =>
-      encodeRelayFrame('relay-paired', { sessionId: sid, side, peer, maxBytes, maxDurationMs });
+    const [headA, headB] = encodePairedFrames(sid, a.claims.peer, b.claims.peer, maxBytes, maxDurationMs);
     let session: PumpSession;
     let active: Active | undefined;
     try {
@@ -349,8 +393,8 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
         maxBytes,
         maxDurationMs,
         idleTimeoutMs,
-        headA: paired('a', b.claims.peer),
-        headB: paired('b', a.claims.peer),
+        headA,
+        headB,
         onEnd: (r) => this.finish(active!, r), // never synchronous: a session ends on a later turn
       });
     } catch (err) {

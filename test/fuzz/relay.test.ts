@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TcpPunchError } from '../../lib/errors.js';
 import { encodeFrame, FrameDecoder } from '../../lib/protocol/frame.js';
 import { decodeMessage } from '../../lib/protocol/messages.js';
-import { decodeRelay, encodeRelayBody, encodeRelayFrame } from '../../lib/relay/frames.js';
+import { decodeRelay, encodePairedFrames, encodeRelayBody, encodeRelayFrame } from '../../lib/relay/frames.js';
 import { listenRelay, type RelayListener } from '../../lib/relay/relay-server.js';
 import { RelayService } from '../../lib/relay/relay-service.js';
 import { MAX_TOKEN_LENGTH, RelayTokens, type RelayTokenClaims } from '../../lib/relay/tokens.js';
@@ -48,6 +48,24 @@ describe('fuzz: relay bodies', () => {
         { numRuns: 200 },
       );
     }
+  });
+
+  it("the relay's fast relay-paired encoder makes exactly the schema's frames, and refuses what it refuses", () => {
+    const id = fc.oneof(fc.stringMatching(/^[\x21-\x7e]{1,64}$/), fc.string({ maxLength: 70 }));
+    const count = fc.oneof(fc.nat(), fc.constantFrom(0, 2 ** 32 - 1, 2 ** 32, Number.MAX_SAFE_INTEGER), fc.double(), fc.integer({ min: -5, max: -1 }));
+    fc.assert(
+      fc.property(id, id, id, count, count, (sid, peerA, peerB, maxBytes, maxDurationMs) => {
+        const generic = (side: 'a' | 'b', peer: string): string =>
+          codeOf(() => encodeRelayFrame('relay-paired', { sessionId: sid, side, peer, maxBytes, maxDurationMs }));
+        const expected = generic('a', peerB) === 'ok' ? generic('b', peerA) : generic('a', peerB);
+        let got: Buffer[] = [];
+        expect(codeOf(() => (got = encodePairedFrames(sid, peerA, peerB, maxBytes, maxDurationMs)))).toBe(expected);
+        if (expected !== 'ok') return;
+        expect(got[0]!.equals(encodeRelayFrame('relay-paired', { sessionId: sid, side: 'a', peer: peerB, maxBytes, maxDurationMs }))).toBe(true);
+        expect(got[1]!.equals(encodeRelayFrame('relay-paired', { sessionId: sid, side: 'b', peer: peerA, maxBytes, maxDurationMs }))).toBe(true);
+      }),
+      { numRuns: 2000 },
+    );
   });
 
   it('decodes mutated relay bodies canonically or fails with ERR_MALFORMED_FRAME only', () => {
