@@ -31,12 +31,13 @@ import type { Socket } from 'node:net';
 import { TcpPunchError, invalidArgType } from '../errors.js';
 import { unmapAddress } from '../protocol/fields.js';
 import type { Endpoint } from '../protocol/fields.js';
-import { FrameDecoder, type RawFrame } from '../protocol/frame.js';
-import { decodeMessage, encodeMessage, typeByteOf } from '../protocol/messages.js';
+import type { RawFrame } from '../protocol/frame.js';
+import { encodeMessage, typeByteOf } from '../protocol/messages.js';
 import type { RelayMsg } from '../protocol/messages.js';
 import type { RelayAdmissionHook, RelayAdmissionResult } from './admission.js';
 import { type Deadline, Deadlines } from './deadlines.js';
 import { type RelayEndReason, type RelayJoin, decodeRelay, encodePairedFrames, relayMessage } from './frames.js';
+import { readFirstFrame } from './join-reader.js';
 import { Counter, type RelayLimits, Tombstones, resolveLimits } from './limits.js';
 import { type PumpKind, choosePump } from './pump.js';
 import type { Pump, PumpResult, PumpSession, PumpStats } from './pump-types.js';
@@ -298,49 +299,12 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     const timeoutMs = options.timeoutMs ?? 5000;
     let deadlines = this.handshakeDeadlines.get(timeoutMs);
     if (!deadlines) this.handshakeDeadlines.set(timeoutMs, (deadlines = new Deadlines(timeoutMs)));
-    // What readMessage() does, without its promise, its timer and the 'readable' round trip through a nextTick:
-    // 'data' hands the chunk over directly. Nothing can be lost in flowing mode, since handleJoin takes the socket
-    // over (listens, pumps or refuses) in the same tick as the frame completes.
-    const decoder = new FrameDecoder({ maxFrameSize: 2048 });
-    const release = (): void => {
-      deadlines.cancel(deadline);
-      socket.off('data', onData);
-      socket.off('end', onClose);
-      socket.off('close', onClose);
-      socket.off('error', onError);
-    };
-    const fail = (code: string, message: string): void => {
-      release();
-      this.refuse(socket, ip, code, message);
-    };
-    const onData = (chunk: Buffer): void => {
-      let frame: RawFrame | undefined;
-      try {
-        decoder.write(chunk);
-        frame = decoder.read();
-      } catch (err) {
-        return fail((err as TcpPunchError).code ?? 'ERR_MALFORMED_FRAME', (err as Error).message);
-      }
-      if (!frame) return;
-      release();
-      // The join's body is decoded by handleJoin; any other message is named as the protocol's decoder names it.
-      if (frame.type === JOIN_TYPE) return this.handleJoin(socket, frame, decoder.takeRest());
-      let type: string;
-      try {
-        type = decodeMessage(frame).type;
-      } catch (err) {
-        return fail((err as TcpPunchError).code ?? 'ERR_MALFORMED_FRAME', (err as Error).message);
-      }
-      fail('ERR_UNEXPECTED_MESSAGE', `Expected relay-join, got ${type}`);
-    };
-    const onClose = (): void => fail('ECONNRESET', 'The connection closed before a complete message arrived');
-    const onError = (err: NodeJS.ErrnoException): void => fail(err.code ?? 'ECONNRESET', err.message);
-    const deadline = deadlines.add(() => fail('ETIMEDOUT', `No complete message within ${timeoutMs} ms`));
-    if (socket.destroyed || socket.readableEnded) return onClose();
-    socket.on('data', onData);
-    socket.on('end', onClose);
-    socket.on('close', onClose);
-    socket.on('error', onError);
+    readFirstFrame(
+      socket,
+      { type: JOIN_TYPE, name: 'relay-join', maxFrameSize: 2048, deadlines },
+      (frame, rest) => this.handleJoin(socket, frame, rest),
+      (code, message) => this.refuse(socket, ip, code, message),
+    );
   }
 
   stats(): RelayStats {
