@@ -2,10 +2,10 @@
  * Rendezvous servers in cluster mode (`startServer({ cluster })`) on one real redis-server: an id is taken
  * cluster-wide, a peer on node 1 dials a peer on node 2 with every strategy (`direct`, `direct-first`, `relay` on
  * the dialer's node, `relay-first` and its upgrade to direct), stats show the cluster, close() gives the ids back.
- * A node process SIGKILLed: its peers (given a server list) register with the next node and are dialled there,
- * while a relayed session between the surviving nodes goes on.
+ * Three node processes, one SIGKILLed: its peers (given a server list) register with the next node and are
+ * dialled there, while a relayed session between the surviving nodes goes on.
  */
-import { spawn } from 'node:child_process';
+import { fork } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import type { ChildProcess } from 'node:child_process';
 import type { Socket } from 'node:net';
@@ -192,44 +192,57 @@ describe.skipIf(redisMissing)(`open server nodes (${redisMissing ?? 'real redis-
 
 const CHILD = fileURLToPath(new URL('../helpers/cluster-server-child.mjs', import.meta.url));
 
-/** A server node in its own process; resolves with its port once it has joined. */
-function spawnServer(url: string, nodeId: string): Promise<{ proc: ChildProcess; port: number }> {
-  const proc = spawn(process.execPath, [CHILD, url, nodeId, SECRET], { stdio: ['ignore', 'pipe', 'inherit'] });
+/** A server node in its own process; resolves once it has joined. `stats()` asks it over IPC. */
+interface NodeProcess {
+  proc: ChildProcess;
+  port: number;
+  addr: string;
+  stats(): Promise<ReturnType<RendezvousServer['stats']>>;
+}
+
+function spawnServer(url: string, nodeId: string): Promise<NodeProcess> {
+  const proc = fork(CHILD, [url, nodeId, SECRET], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
+  const stats = (): Promise<ReturnType<RendezvousServer['stats']>> =>
+    new Promise((resolve) => {
+      proc.once('message', (m) => resolve(m as ReturnType<RendezvousServer['stats']>));
+      proc.send('stats');
+    });
   return new Promise((resolve, reject) => {
     proc.once('exit', (code) => reject(new Error(`node ${nodeId} exited with ${code}`)));
-    createInterface({ input: proc.stdout! }).once('line', (l) => resolve({ proc, port: (JSON.parse(l) as { port: number }).port }));
+    createInterface({ input: proc.stdout! }).once('line', (l) => {
+      const { port } = JSON.parse(l) as { port: number };
+      resolve({ proc, port, addr: `127.0.0.1:${port}`, stats });
+    });
   });
 }
 
-describe.skipIf(redisMissing)(`a server node process SIGKILLed (${redisMissing ?? 'real redis-server'})`, () => {
+describe.skipIf(redisMissing)(`three server node processes, one SIGKILLed (${redisMissing ?? 'real redis-server'})`, () => {
   let redis: TestRedis;
-  let victim: { proc: ChildProcess; port: number };
-  let nodes: RendezvousServer[] = [];
+  let victim: NodeProcess;
+  let nodes: NodeProcess[] = [];
   const peers: Peer[] = [];
 
   beforeAll(async () => {
     redis = await TestRedis.start();
-    victim = await spawnServer(redis.url, 'victim');
-    nodes = await Promise.all(
-      ['k2', 'k3'].map((nodeId) => server({ ...LOOSE, secret: SECRET, cluster: { redis: redis.url, nodeId, heartbeatMs: 200, leaseTtlMs: 3000 } })),
-    );
+    const all = await Promise.all(['victim', 'k2', 'k3'].map((nodeId) => spawnServer(redis.url, nodeId)));
+    victim = all[0]!;
+    nodes = all.slice(1);
   });
   afterAll(async () => {
-    if (victim && victim.proc.exitCode === null && victim.proc.signalCode === null) victim.proc.kill('SIGKILL');
     for (const p of peers) await p.close();
-    for (const s of nodes) await s.close();
+    for (const n of [victim, ...nodes]) if (n && n.proc.exitCode === null && n.proc.signalCode === null) n.proc.kill('SIGKILL');
     await redis?.stop();
   });
 
   it('its peers re-register on the next server of their list and are dialled there; a relayed session elsewhere goes on', async () => {
     const alice = await Peer.connect({
-      server: [`127.0.0.1:${victim.port}`, addr(nodes[1]!)],
+      server: [victim.addr, nodes[1]!.addr],
       id: 'alice',
       secret: SECRET,
       reconnect: { minDelayMs: 50, maxDelayMs: 500 },
     });
-    const bob = await Peer.connect({ server: addr(nodes[0]!), id: 'bob', secret: SECRET });
-    const carol = await Peer.connect({ server: addr(nodes[1]!), id: 'carol', secret: SECRET });
+    const bob = await Peer.connect({ server: nodes[0]!.addr, id: 'bob', secret: SECRET });
+    const carol = await Peer.connect({ server: nodes[1]!.addr, id: 'carol', secret: SECRET });
     peers.push(alice, bob, carol);
     echo(alice, []);
     echo(carol, []);
@@ -239,7 +252,7 @@ describe.skipIf(redisMissing)(`a server node process SIGKILLed (${redisMissing ?
     bystander.socket.on('error', () => undefined);
     expect(await roundTrip(bystander.socket, 'relayed before')).toBe('relayed before');
 
-    // Across processes: bob (node k2, in this process) dials alice (node victim, its own process).
+    // Across processes: bob (node k2) dials alice (node victim).
     const before = await bob.dial('alice', { strategy: 'direct' });
     expect(await roundTrip(before.socket, 'before')).toBe('before');
 
@@ -251,14 +264,14 @@ describe.skipIf(redisMissing)(`a server node process SIGKILLed (${redisMissing ?
     before.socket.destroy();
     expect(await roundTrip(bystander.socket, 'relayed still')).toBe('relayed still');
 
-    expect(await until(() => alice.online && alice.server?.port === nodes[1]!.address().port, 10_000)).toBe(true);
+    expect(await until(() => alice.online && alice.server?.port === nodes[1]!.port, 10_000)).toBe(true);
     const after = await bob.dial('alice', { strategy: 'direct' });
     expect(await roundTrip(after.socket, 'after')).toBe('after');
     after.socket.destroy();
     const relayed = await bob.dial('alice', { strategy: 'relay' });
     expect(await roundTrip(relayed.socket, 'relayed')).toBe('relayed');
     relayed.socket.destroy();
-    expect(await until(() => nodes[0]!.stats().cluster!.nodesUp === 2, 10_000)).toBe(true); // victim is down
+    expect(await until(async () => (await nodes[0]!.stats()).cluster!.nodesUp === 2, 10_000)).toBe(true); // victim is down
     expect(await roundTrip(bystander.socket, 'relayed after')).toBe('relayed after');
     bystander.socket.destroy();
   });

@@ -1,5 +1,6 @@
 // A rendezvous server node in cluster mode as a separate process (from dist/, which the test global setup builds):
-// listens on a free loopback port, joins the cluster, prints {"port":N} and serves until it is killed.
+// listens on a free loopback port, joins the cluster, prints {"port":N} and serves until it is killed. Forked
+// with an IPC channel, it answers each message with its stats().
 //   node cluster-server-child.mjs REDIS_URL NODE_ID SECRET
 import { startServer } from '../../dist/server/index.js';
 
@@ -10,4 +11,6 @@ const server = await startServer({
   natProbe: false,
   cluster: { redis: url, nodeId, heartbeatMs: 200, leaseTtlMs: 3000 },
 });
+process.on('message', () => process.send?.(server.stats()));
+process.on('disconnect', () => process.exit(0));
 process.stdout.write(`${JSON.stringify({ port: server.address().port })}\n`);
