@@ -12,7 +12,7 @@
  */
 import type { Redis } from 'ioredis';
 
-import type { Endpoint } from '../endpoint.js';
+import type { Observation } from '../server/plan.js';
 import { open, seal } from './crypto.js';
 import { callScript } from './redis.js';
 import type { ClusterKeyspace } from './keys.js';
@@ -21,7 +21,7 @@ import { parseHolder } from './leases.js';
 /** A peer's card (see the module comment). */
 export interface PeerCard {
   /** The control connection's observation when its port is reusable; absent otherwise. */
-  warm?: { public: Endpoint; private: Endpoint[]; mapping: string; filtering: string };
+  warm?: Observation;
   /** Round trip between the peer and its node in ms (0: unknown). */
   rttMs: number;
 }

@@ -135,7 +135,7 @@ export class ClusterLink {
   async lookup(id: string): Promise<CoordPeer> {
     const card = await this.cluster.peerCard(id).catch(() => undefined);
     const peer = this.adapterOf(this.bridge.remote(id));
-    peer.warm = card?.warm as Observation | undefined;
+    peer.warm = card?.warm;
     peer.rttMs = card?.rttMs ?? 0;
     return peer;
   }

@@ -8,6 +8,7 @@
 import { clientProof, deriveIdKey, familyProof, random, safeEqual, serverProof, sessionKey, wrapPairKey } from '../protocol/crypto.js';
 import { familyOf } from '../endpoint.js';
 import { kernelRttMs } from '../native.js';
+import type { PeerCard } from '../cluster/index.js';
 import type { Endpoint, Family } from '../endpoint.js';
 import type { Message, Msg, RelayMsg } from '../protocol/messages.js';
 import type { FramedSocket } from '../protocol/stream.js';
@@ -45,7 +46,7 @@ export interface SessionCluster {
   /** The registered session ended: give the id back. */
   release(id: string): void;
   /** What other nodes need to punch from the peer's warm port (its mapping, its RTT): on welcome and each report. */
-  describe(id: string, card: { warm?: Observation; rttMs: number }): void;
+  describe(id: string, card: PeerCard): void;
   /** A message of a coordination running on another node: true when it was sent there. */
   fromLocalPeer(peerId: string, msg: Message): boolean;
 }
