@@ -163,6 +163,11 @@ function clusterMetrics(registry: Registry, read: () => ClusterCounters | undefi
   counter('tcp_punch_cluster_cross_node_dials_total', 'Dials with a side on another node, by outcome (ok or the error code)', ['outcome'], (c) =>
     Object.entries(c.crossNodeDials).map(([outcome, n]) => [{ outcome }, n]),
   );
+  counter('tcp_punch_cluster_card_lookups_total', 'Peer card lookups of cross-node dials (hit: cached, miss: read from Redis) and messages found planned on a stale card', ['outcome'], (c) => [
+    [{ outcome: 'hit' }, c.cards.hits],
+    [{ outcome: 'miss' }, c.cards.misses],
+    [{ outcome: 'stale' }, c.cards.stale],
+  ]);
   counter('tcp_punch_cluster_lease_events_total', 'Lease claims, renewals, restores after Redis lost them, losses and errors', ['event'], (c) => [
     [{ event: 'claim' }, c.leases.claims],
     [{ event: 'renewal' }, c.leases.renewals],

@@ -37,6 +37,11 @@ export interface BridgeServer {
   coordinatorMessage(coordId: Uint8Array, from: RemotePeer, msg: Message): void;
   /** A remote peer is online nowhere (a message reached no node) or its node went down: `peerGone(peer)`. */
   remoteGone(peer: RemotePeer): void;
+  /**
+   * `msg` for local peer `peerId` was planned on an outdated card of it (see lib/cluster/cards.ts): what to pass
+   * to the session instead (undefined: nothing). The server tells the coordination on `fromNode`.
+   */
+  stale(peerId: string, msg: Message, fromNode: string): Message | undefined;
 }
 
 type WithCoord = Message & { coordId: Uint8Array; pairKey?: Uint8Array };
@@ -63,7 +68,7 @@ export class ClusterBridge {
   /** The hooks to pass to startCluster. */
   hooks(): ClusterHooks {
     return {
-      deliver: (peerId, msg, fromNode) => this.deliver(peerId, msg, fromNode),
+      deliver: (peerId, msg, fromNode, stale) => this.deliver(peerId, msg, fromNode, stale),
       toCoordinator: (coordId, fromPeer, msg, fromNode) => {
         const proxy = this.remote(fromPeer);
         proxy.node = fromNode;
@@ -110,9 +115,14 @@ export class ClusterBridge {
     else void this.need().bus.deliver(peerId, msg);
   }
 
-  private deliver(peerId: string, msg: Message, fromNode: string): void {
+  private deliver(peerId: string, msg: Message, fromNode: string, stale: boolean): void {
     const local = this.server.local(peerId);
     if (!local) return; // left meanwhile: the coordinator's phase timeout ends the dial
+    if (stale) {
+      const instead = this.server.stale(peerId, msg, fromNode);
+      if (!instead) return;
+      msg = instead;
+    }
     const coordId = coordOf(msg);
     if (coordId) {
       if (msg.type === 'end') this.routes.delete(coordId);

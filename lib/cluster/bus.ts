@@ -23,8 +23,11 @@ import type { ClusterCounters, ClusterLog, DropReason } from './stats.js';
 
 /** What the bus hands to the server. Handlers must not throw (a throw is logged and the message dropped). */
 export interface BusHandlers {
-  /** A message for `peerId`, which this node owns; `fromNode` runs the coordination it belongs to. */
-  deliver(peerId: string, msg: Message, fromNode: string): void;
+  /**
+   * A message for `peerId`, which this node owns; `fromNode` runs the coordination it belongs to. `epoch`: the
+   * lease epoch of the card the sender planned it on, if it did.
+   */
+  deliver(peerId: string, msg: Message, fromNode: string, epoch: string | undefined): void;
   /** A peer's message for coordination `coordId`, which runs on this node. */
   toCoordinator(coordId: Uint8Array, fromPeer: string, msg: Message, fromNode: string): void;
   /** Node `fromNode` claimed `peerId` with fencing epoch `epoch`. */
@@ -80,9 +83,13 @@ export class ClusterBus {
     await this.o.sub.sunsubscribe(this.o.keys.peerChannel(peerId)).catch(() => undefined);
   }
 
-  /** Sends `msg` to the node that owns `peerId`; false when no node owns it (or Redis failed). */
-  deliver(peerId: string, msg: Message): Promise<boolean> {
-    return this.publish(this.o.keys.peerChannel(peerId), { kind: 'deliver', fromNode: this.o.nodeId, peerId, msg });
+  /**
+   * Sends `msg` to the node that owns `peerId`; false when no node owns it (or Redis failed). `epoch`: the lease
+   * epoch of the peer's card `msg` was planned on, for the owner to check.
+   */
+  deliver(peerId: string, msg: Message, epoch?: string): Promise<boolean> {
+    const e: EnvelopeInput = { kind: 'deliver', fromNode: this.o.nodeId, peerId, msg, ...(epoch !== undefined ? { epoch } : {}) };
+    return this.publish(this.o.keys.peerChannel(peerId), e);
   }
 
   /** Sends a peer's message to the node running coordination `coordId`; false when that node is not listening. */
@@ -138,7 +145,7 @@ export class ClusterBus {
     if (!this.routable(channel, e)) return this.drop('unroutable', channel, `a ${e.kind} message does not belong on it`);
     this.o.counters.bus.received++;
     try {
-      if (e.kind === 'deliver') this.o.handlers.deliver(e.peerId, e.msg, e.fromNode);
+      if (e.kind === 'deliver') this.o.handlers.deliver(e.peerId, e.msg, e.fromNode, e.epoch);
       else if (e.kind === 'to-coordinator') this.o.handlers.toCoordinator(e.coordId, e.fromPeer, e.msg, e.fromNode);
       else if (e.fromNode !== this.o.nodeId) this.o.handlers.revoke(e.peerId, e.epoch, e.fromNode);
     } catch (err) {

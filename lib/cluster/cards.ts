@@ -9,6 +9,13 @@
  * the lease's: the card of an earlier registration (another connection, another mapping) is never used, so a
  * coordinator never punches towards a mapping older than the peer's connection. Cards live as long as registry
  * records of online peers (`ttlMs`) and the owner rewrites its own before they lapse.
+ *
+ * A coordinating node keeps the cards it read, with their epochs, for `cacheMs` (bounded in number), so a dial to
+ * a peer it has dialed recently needs no Redis round trip before its `coord` leaves. A cached card may be outdated
+ * (the peer registered again since): the coord travels with the card's epoch, the owner compares it with the lease
+ * it holds and, when they differ, keeps its peer out of that attempt and says so (lib/server/cluster-link.ts), and
+ * the entry is dropped here. The cache is also dropped for a peer gone offline, for a node gone down, and whole
+ * when the connection to Redis comes back (what it holds may predate the outage).
  */
 import type { Redis } from 'ioredis';
 
@@ -24,6 +31,13 @@ export interface PeerCard {
   warm?: Observation;
   /** Round trip between the peer and its node in ms (0: unknown). */
   rttMs: number;
+}
+
+/** A card with the lease epoch (and owner node) it was published under. */
+export interface CardRecord {
+  epoch: string;
+  node: string;
+  card: PeerCard;
 }
 
 /** KEYS: lease, card. ARGV: the lease value this node holds, the sealed card, ttl ms. 1: written, 0: not our lease. */
@@ -42,14 +56,24 @@ export interface PeerCardsOptions {
   storeKey: Buffer;
   /** Lifetime of a card between rewrites (ms). */
   ttlMs: number;
+  /** How long a card read from Redis is reused (ms); default 30000, 0 disables the cache. */
+  cacheMs?: number;
+  /** Most cards cached; default 20000 (the oldest go first). */
+  cacheMax?: number;
 }
 
 /** Reads and writes peer cards; keeps this node's own for rewriting. */
 export class PeerCards {
   private readonly own = new Map<string, { epoch: string; card: PeerCard }>();
+  /** Cards read from Redis, oldest first, with their expiry. */
+  private readonly cache = new Map<string, { rec: CardRecord; exp: number }>();
+  private readonly cacheMs: number;
+  private readonly cacheMax: number;
   private readonly timer: NodeJS.Timeout;
 
   constructor(private readonly o: PeerCardsOptions) {
+    this.cacheMs = o.cacheMs ?? 30_000;
+    this.cacheMax = o.cacheMax ?? 20_000;
     o.redis.defineCommand('tpCardPut', { numberOfKeys: 2, lua: PUT });
     this.timer = setInterval(() => void this.rewrite().catch(() => undefined), Math.max(10, Math.floor(o.ttlMs / 3)));
     this.timer.unref();
@@ -66,20 +90,47 @@ export class PeerCards {
     this.own.delete(peerId);
   }
 
-  /** The card of `peerId` for its current lease, or undefined (none, an older registration's, or unreadable). */
-  async get(peerId: string): Promise<PeerCard | undefined> {
+  /** The card of `peerId` as last read, if read within `cacheMs` (no Redis round trip). */
+  cached(peerId: string, now = Date.now()): CardRecord | undefined {
+    const hit = this.cache.get(peerId);
+    if (hit && hit.exp > now) return hit.rec;
+    if (hit) this.cache.delete(peerId);
+    return undefined;
+  }
+
+  /**
+   * Reads the card of `peerId` for its current lease, or undefined (none, an older registration's, or unreadable),
+   * and caches it.
+   */
+  async get(peerId: string): Promise<CardRecord | undefined> {
     const key = this.o.keys.card(peerId);
     const [lease, box] = await this.o.redis.mgetBuffer(this.o.keys.lease(peerId), key);
     const holder = parseHolder(lease?.toString('utf8'));
-    if (!holder || !box) return undefined;
-    const plain = open(this.o.storeKey, key, box);
-    if (!plain) return undefined;
+    const plain = holder && box ? open(this.o.storeKey, key, box) : undefined;
+    let rec: CardRecord | undefined;
     try {
-      const rec = JSON.parse(plain.toString('utf8')) as { epoch?: unknown; card?: PeerCard };
-      return rec.epoch === holder.epoch && rec.card ? rec.card : undefined;
+      const r = plain && (JSON.parse(plain.toString('utf8')) as { epoch?: unknown; card?: PeerCard });
+      if (r && r.epoch === holder!.epoch && r.card) rec = { epoch: holder!.epoch, node: holder!.node, card: r.card };
     } catch {
-      return undefined;
+      // unreadable: as if there were none
     }
+    this.cache.delete(peerId);
+    if (rec && this.cacheMs > 0) {
+      if (this.cache.size >= this.cacheMax) this.cache.delete(this.cache.keys().next().value!);
+      this.cache.set(peerId, { rec, exp: Date.now() + this.cacheMs });
+    }
+    return rec;
+  }
+
+  /** Drops the cached card of `peerId` (outdated, or the peer went offline). */
+  invalidate(peerId: string): void {
+    this.cache.delete(peerId);
+  }
+
+  /** Drops every cached card of peers owned by `node`, or all of them. */
+  invalidateAll(node?: string): void {
+    if (node === undefined) return this.cache.clear();
+    for (const [id, { rec }] of this.cache) if (rec.node === node) this.cache.delete(id);
   }
 
   /** Stops rewriting. */

@@ -14,7 +14,7 @@ import { TcpPunchError, invalidArgType, invalidArgValue } from '../errors.js';
 import type { Message } from '../protocol/index.js';
 import { ClusterBus } from './bus.js';
 import { PeerCards } from './cards.js';
-import type { PeerCard } from './cards.js';
+import type { CardRecord, PeerCard } from './cards.js';
 import { deriveClusterKeys, transitKey } from './crypto.js';
 import type { ClusterKeys } from './crypto.js';
 import { NodeDirectory } from './directory.js';
@@ -53,8 +53,11 @@ export interface ClusterOptions {
 
 /** What the cluster asks of the server. Each hook must not throw. */
 export interface ClusterHooks {
-  /** A message for local peer `peerId` from the coordination running on `fromNode`; pass it to its session. */
-  deliver(peerId: string, msg: Message, fromNode: string): void;
+  /**
+   * A message for local peer `peerId` from the coordination running on `fromNode`; pass it to its session.
+   * `stale`: it was planned on a card of an earlier registration of the peer (see lib/cluster/cards.ts).
+   */
+  deliver(peerId: string, msg: Message, fromNode: string, stale: boolean): void;
   /** A remote peer's message for coordination `coordId`, which runs here. */
   toCoordinator(coordId: Uint8Array, fromPeer: string, msg: Message, fromNode: string): void;
   /**
@@ -115,7 +118,11 @@ export class Cluster {
       sub,
       busKey: keys.bus,
       handlers: {
-        deliver: hooks.deliver,
+        deliver: (peerId, msg, fromNode, epoch) => {
+          const stale = epoch !== undefined && epoch !== this.leases.epochOf(peerId);
+          if (stale) this.counters.cards.stale++;
+          hooks.deliver(peerId, msg, fromNode, stale);
+        },
         toCoordinator: hooks.toCoordinator,
         revoke: (peerId, epoch, fromNode) => this.leases.superseded(peerId, { node: fromNode, epoch }),
       },
@@ -129,6 +136,7 @@ export class Cluster {
     });
     this.directory.on('down', (id) => {
       this.log('warn', `cluster: node ${id} missed two heartbeats: considered down`);
+      this.cards.invalidateAll(id);
       hooks.nodeDown?.(id);
     });
     this.directory.on('up', (n) => this.log('info', `cluster: node ${n.nodeId} is up at ${n.advertise}`));
@@ -170,9 +178,24 @@ export class Cluster {
     if (epoch !== undefined) await this.cards.put(peerId, epoch, card);
   }
 
-  /** The card of a peer another node owns, if it has a current one (one Redis round trip). */
-  peerCard(peerId: string): Promise<PeerCard | undefined> {
+  /**
+   * The card of a peer another node owns, with the lease epoch it belongs to: from this node's cache when it read
+   * it lately (no round trip), otherwise read from Redis (one round trip). A cached card may be outdated: send what
+   * is planned on it with its epoch (`RemotePeer.send`), and {@link forgetCard} when the owner reports it stale.
+   */
+  peerCard(peerId: string): CardRecord | undefined | Promise<CardRecord | undefined> {
+    const hit = this.cards.cached(peerId);
+    if (hit) {
+      this.counters.cards.hits++;
+      return hit;
+    }
+    this.counters.cards.misses++;
     return this.cards.get(peerId);
+  }
+
+  /** Drops this node's cached card of `peerId` (its owner reported it stale, or the peer went offline). */
+  forgetCard(peerId: string): void {
+    this.cards.invalidate(peerId);
   }
 
   /** The peer left this node: release its lease and its messages. */
@@ -232,6 +255,7 @@ export class Cluster {
       this.counters.redis.connected = true;
       this.counters.redis.reconnects++;
       this.log('info', 'cluster: Redis is back; re-asserting leases');
+      this.cards.invalidateAll(); // the peers may have moved meanwhile
       // Redis may have lost everything (a restart without persistence, a failover): write back what we hold.
       void this.leases.renewAll();
       void this.registry.refresh().catch(() => undefined);

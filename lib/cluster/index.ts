@@ -5,7 +5,7 @@
 export { Cluster, startCluster } from './cluster.js';
 export type { ClusterOptions, ClusterHooks } from './cluster.js';
 export { ClusterBus } from './bus.js';
-export type { PeerCard } from './cards.js';
+export type { CardRecord, PeerCard } from './cards.js';
 export type { BusHandlers } from './bus.js';
 export { deriveClusterKeys, transitKey } from './crypto.js';
 export type { ClusterKeys } from './crypto.js';

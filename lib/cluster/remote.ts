@@ -30,10 +30,13 @@ export class RemotePeer {
     private readonly onGone: (peer: RemotePeer) => void,
   ) {}
 
-  /** Sends over the bus; the answer arrives later (see `onGone`), so this reports only whether it was sent. */
-  send(msg: Message): boolean {
+  /**
+   * Sends over the bus; the answer arrives later (see `onGone`), so this reports only whether it was sent.
+   * `epoch`: the lease epoch of the card `msg` was planned on (the owner checks it is still the peer's).
+   */
+  send(msg: Message, epoch?: string): boolean {
     if (this.gone) return false;
-    void this.bus.deliver(this.id, msg).then((delivered) => {
+    void this.bus.deliver(this.id, msg, epoch).then((delivered) => {
       if (delivered || this.gone) return;
       this.gone = true;
       this.onGone(this);

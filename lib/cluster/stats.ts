@@ -43,6 +43,15 @@ export interface ClusterCounters {
     /** Messages dropped, by reason. */
     dropped: Record<DropReason, number>;
   };
+  /** Peer cards for cross-node dials (lib/cluster/cards.ts). */
+  cards: {
+    /** Lookups answered from this node's cache. */
+    hits: number;
+    /** Lookups that read Redis. */
+    misses: number;
+    /** Messages for a local peer planned on an outdated card (its peer was kept out of that attempt). */
+    stale: number;
+  };
   /** Cross-node dials by outcome, as the server reports them (`ok`, or an error code). */
   crossNodeDials: Record<string, number>;
   redis: {
@@ -72,6 +81,7 @@ export function newCounters(): ClusterCounters {
       received: 0,
       dropped: { forged: 0, malformed: 0, stale: 0, replayed: 0, unroutable: 0 },
     },
+    cards: { hits: 0, misses: 0, stale: 0 },
     crossNodeDials: {},
     redis: { rttMs: Number.NaN, rttAvgMs: Number.NaN, connected: false, reconnects: 0 },
   };

@@ -6,7 +6,12 @@
  * - registration: {@link ClusterLink.claim} before `welcome`, {@link ClusterLink.release} when a session ends;
  * - the coordinator's lookup seam: {@link ClusterLink.lookup} gives a {@link CoordPeer} for a peer on another node
  *   (a {@link RemotePeer} behind an adapter: pair keys wrapped with its transit key; its warm mapping and RTT from
- *   the card its node publishes, see lib/cluster/cards.ts);
+ *   the card its node publishes, see lib/cluster/cards.ts, cached here so that a repeated dial needs no Redis
+ *   round trip before its `coord` leaves);
+ * - outdated cards: what a coordinator planned on a card travels with the card's epoch; the owner node keeps its
+ *   peer out of an attempt planned on an earlier registration's card ({@link ClusterLink.stale}: the `coord`
+ *   without its folded attempt, no warm `prepare`) and reports the attempt failed for that side, so the
+ *   coordinator's next attempt observes fresh ports; the coordinating node drops the card;
  * - peer → coordinator routing: {@link ClusterLink.fromLocalPeer} for a local peer's message of a coordination that
  *   runs elsewhere, and remote peers' messages reaching the local coordinator as the same adapter object;
  * - observe connections: a local peer's observe connection for a coordination running on another node is
@@ -19,7 +24,7 @@
  * lib/cluster knows nothing of the server: everything the two share passes through here.
  */
 import { ClusterBridge, RelayAdmission, startCluster } from '../cluster/index.js';
-import type { Cluster, ClusterCounters, LocalPeer, PeerCard, RelayAdmissionLimits, RemotePeer } from '../cluster/index.js';
+import type { CardRecord, Cluster, ClusterCounters, LocalPeer, PeerCard, RelayAdmissionLimits, RemotePeer } from '../cluster/index.js';
 import type { Endpoint } from '../endpoint.js';
 import { formatEndpoint } from '../endpoint.js';
 import { invalidArgType, invalidArgValue } from '../errors.js';
@@ -30,8 +35,8 @@ import type { CoordDraft, CoordinationEnd, CoordPeer, CoordRequest, Coordinator 
 import type { ServerClusterOptions } from './options.js';
 import type { Observation } from './plan.js';
 
-/** A remote peer as the coordinator sees it; `warm` and `rttMs` come from its card at each lookup. */
-type RemoteAdapter = CoordPeer & { warm: Observation | undefined; rttMs: number };
+/** A remote peer as the coordinator sees it; `warm`, `rttMs` and the card's lease epoch come from each lookup. */
+type RemoteAdapter = CoordPeer & { warm: Observation | undefined; rttMs: number; cardEpoch: string | undefined };
 
 /** Checks the `cluster` option synchronously (with the other options); returns the cluster secret. */
 export function validateClusterOption(cluster: unknown, serverSecret: Uint8Array | undefined): Uint8Array | string {
@@ -70,6 +75,8 @@ const WILDCARDS = new Set(['0.0.0.0', '::', '']);
 const OBSERVE_HOLD_MS = 60_000;
 /** Most `prepare` tokens remembered for forwarding observe connections. */
 const MAX_TOKENS = 10_000;
+/** `result.detail` of the side an owner node kept out of an attempt planned on an outdated card (both ends here). */
+const STALE_CARD = 'ERR_CLUSTER_STALE_CARD The peer registered again after its card was read';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
@@ -102,6 +109,7 @@ export class ClusterLink {
     let link: ClusterLink | undefined;
     const bridge = new ClusterBridge({
       local: (id) => link?.localPeer(id),
+      stale: (id, msg, fromNode) => link?.stale(id, msg, fromNode),
       coordinatorMessage: (coordId, from, msg) => link?.fromRemote(coordId, from, msg),
       remoteGone: (peer) => link?.remoteGone(peer),
     });
@@ -129,15 +137,26 @@ export class ClusterLink {
 
   /**
    * The coordinator's lookup for an id no local session has: a proxy of the peer on whatever node owns it, with the
-   * warm mapping and RTT its node published (one Redis round trip; without a current card the dial observes a
-   * fresh port on that side, as before).
+   * warm mapping and RTT its node published — at once when this node read that card lately, otherwise after one
+   * Redis round trip. Without a current card the dial observes a fresh port on that side, as before.
    */
-  async lookup(id: string): Promise<CoordPeer> {
-    const card = await this.cluster.peerCard(id).catch(() => undefined);
-    const peer = this.adapterOf(this.bridge.remote(id));
-    peer.warm = card?.warm;
-    peer.rttMs = card?.rttMs ?? 0;
-    return peer;
+  lookup(id: string): CoordPeer | Promise<CoordPeer> {
+    const rec = this.cluster.peerCard(id);
+    if (!(rec instanceof Promise)) return this.carded(id, rec);
+    return rec.catch(() => undefined).then((r) => this.carded(id, r));
+  }
+
+  /**
+   * BridgeServer: `msg` for local peer `id` was planned on an outdated card. The side sits that attempt out: the
+   * coordination on `fromNode` hears it failed for this side (and retries on fresh ports); the peer gets the
+   * `coord` without the folded attempt, and no warm `prepare`.
+   */
+  stale(id: string, msg: Message, fromNode: string): Message | undefined {
+    if (msg.type !== 'coord' && msg.type !== 'prepare') return msg;
+    const { coordId, attempt } = msg;
+    const result: Msg<'result'> = { type: 'result', coordId, attempt, outcome: 'error', detail: STALE_CARD, committed: false };
+    if (attempt > 0) void this.cluster.bus.toCoordinator(fromNode, coordId, id, result);
+    return msg.type === 'coord' ? { ...msg, attempt: 0 } : undefined;
   }
 
   /** SessionCluster: publishes a local peer's card (a failure costs only the warm start of dials from elsewhere). */
@@ -243,28 +262,44 @@ export class ClusterLink {
       this.server.coordinator.observe(stub, { ...msg, coordId, private: priv }, observed);
       return;
     }
+    if (msg.type === 'result' && msg.detail === STALE_CARD) this.cluster.forgetCard(from.id);
     if (msg.type === 'result' || msg.type === 'cancel' || msg.type === 'release')
       this.server.coordinator.handle(peer, msg as CoordRequest);
   }
 
   private remoteGone(proxy: RemotePeer): void {
+    this.cluster.forgetCard(proxy.id);
     const peer = this.adapters.get(proxy);
     this.adapters.delete(proxy);
     if (peer) this.server.coordinator.peerGone(peer);
   }
 
-  /** One CoordPeer per RemotePeer object: the coordinator tells sides apart by identity. */
+  /** The coordinator's peer for `id` with what its card says (none: no warm port, RTT unknown). */
+  private carded(id: string, rec: CardRecord | undefined): CoordPeer {
+    const peer = this.adapterOf(this.bridge.remote(id));
+    peer.warm = rec?.card.warm;
+    peer.rttMs = rec?.card.rttMs ?? 0;
+    peer.cardEpoch = rec?.epoch;
+    return peer;
+  }
+
+  /**
+   * One CoordPeer per RemotePeer object: the coordinator tells sides apart by identity. What is planned on the
+   * peer's warm port (a folded attempt, a warm `prepare`) goes with its card's epoch, for the owner to check.
+   */
   private adapterOf(proxy: RemotePeer): RemoteAdapter {
     let peer = this.adapters.get(proxy);
     if (peer) return peer;
-    peer = {
+    const adapter: RemoteAdapter = {
       id: proxy.id,
       warm: undefined,
       rttMs: 0,
-      send: (msg: Message) => proxy.send(msg),
+      cardEpoch: undefined,
+      send: (msg: Message) => proxy.send(msg, msg.type === 'prepare' && msg.port === 'warm' ? adapter.cardEpoch : undefined),
       sendCoord: (msg: CoordDraft, pairKey: Uint8Array) =>
-        proxy.send({ ...msg, pairKey: wrapPairKey(proxy.sessionKey, msg.coordId, pairKey) }),
+        proxy.send({ ...msg, pairKey: wrapPairKey(proxy.sessionKey, msg.coordId, pairKey) }, msg.attempt > 0 ? adapter.cardEpoch : undefined),
     };
+    peer = adapter;
     this.adapters.set(proxy, peer);
     this.remotes.add(peer);
     return peer;

@@ -18,14 +18,20 @@ interface Side {
   sessions: Map<string, LocalPeer & { got: Message[]; failed: string[] }>;
   coordinator: { coordId: Uint8Array; from: RemotePeer; msg: Message }[];
   gone: RemotePeer[];
+  stale: { peerId: string; msg: Message; fromNode: string }[];
 }
 
 async function side(url: string, nodeId: string): Promise<Side> {
-  const s = { sessions: new Map(), coordinator: [], gone: [] } as unknown as Side;
+  const s = { sessions: new Map(), coordinator: [], gone: [], stale: [] } as unknown as Side;
   const server: BridgeServer = {
     local: (id) => s.sessions.get(id),
     coordinatorMessage: (coordId, from, msg) => s.coordinator.push({ coordId, from, msg }),
     remoteGone: (p) => s.gone.push(p),
+    // What ClusterLink does: the coord without its folded attempt; anything else of that attempt withheld.
+    stale: (peerId, msg, fromNode) => {
+      s.stale.push({ peerId, msg, fromNode });
+      return msg.type === 'coord' ? { ...msg, attempt: 0 } : undefined;
+    },
   };
   s.bridge = new ClusterBridge(server);
   s.cluster = await startCluster({ redis: url, nodeId, advertise: '127.0.0.1:7770', secret: SECRET, heartbeatMs: 200 }, s.bridge.hooks());
@@ -87,6 +93,36 @@ describe.skipIf(redisMissing)(`cluster bridge (${redisMissing ?? 'real redis-ser
     // The relay's notices reach a peer wherever it is.
     a.bridge.notify('bob', { type: 'ping', seq: 9, rttUs: 0 });
     await waitFor(() => bob.got.length === 3, 5000, 'notice at bob');
+  });
+
+  it("checks a message planned on a card against the owner's lease epoch", async () => {
+    const dora = session(b, 'dora');
+    const { epoch } = await b.cluster.claimPeer('dora');
+    const coordId = Buffer.alloc(16, 0x17);
+    const proxy = a.bridge.remote('dora');
+    const coord = (attempt: number): Message => ({
+      type: 'coord', reqId: 0, coordId, peer: 'alice', role: 'responder', path: 'direct',
+      pairKey: wrapPairKey(proxy.sessionKey, coordId, Buffer.alloc(32, 1)), timeoutMs: 5000, link: Buffer.alloc(16),
+      attempt, nonce: Buffer.alloc(16), mode: 'sync', route: 'public', remote: [{ host: '192.0.2.1', port: 9 }], delayMs: 0, punchTimeoutMs: 500,
+    });
+    // Planned on the current card: delivered as sent.
+    proxy.send(coord(1), epoch);
+    await waitFor(() => dora.got.length === 1, 5000, 'coord at dora');
+    expect(dora.got[0]).toMatchObject({ type: 'coord', attempt: 1 });
+    expect(b.stale).toHaveLength(0);
+    // Planned on an earlier registration's card: the server decides what the session gets instead.
+    const before = b.cluster.stats().cards.stale;
+    proxy.send(coord(1), String(BigInt(epoch) - 1n));
+    await waitFor(() => dora.got.length === 2, 5000, 'the unfolded coord at dora');
+    expect(dora.got[1]).toMatchObject({ type: 'coord', attempt: 0 });
+    expect(b.stale).toMatchObject([{ peerId: 'dora', fromNode: 'A', msg: { type: 'coord', attempt: 1 } }]);
+    expect(b.cluster.stats().cards.stale).toBe(before + 1);
+    // Withheld: nothing reaches the session (a later message still does).
+    proxy.send({ type: 'prepare', coordId, attempt: 2, token: Buffer.alloc(16), nonce: Buffer.alloc(16), port: 'warm' }, '0');
+    proxy.send({ type: 'ping', seq: 3, rttUs: 0 });
+    await waitFor(() => dora.got.length === 3, 5000, 'the ping at dora');
+    expect(dora.got[2]).toMatchObject({ type: 'ping', seq: 3 });
+    expect(b.stale).toHaveLength(2);
   });
 
   it('a peer online nowhere, a node down and a stolen lease reach the right side', async () => {

@@ -79,7 +79,7 @@ describe.skipIf(redisMissing)(`server nodes in one cluster (${redisMissing ?? 'r
 
     // bob's node has published his warm mapping (lib/cluster/cards.ts): the dial from alice's node starts from
     // both warm ports, with no observe round, as it would on one node.
-    expect(await until(async () => (await ctx.nodes[0]!.cluster!.cluster.peerCard('bob'))?.warm !== undefined)).toBe(true);
+    expect(await until(async () => (await ctx.nodes[0]!.cluster!.cluster.peerCard('bob'))?.card.warm !== undefined)).toBe(true);
     const warmBefore = ctx.nodes[0]!.stats().totals.warmAttempts;
     const direct = await alice.dial('bob', { strategy: 'direct' });
     expect(direct).toMatchObject({ path: 'direct', peerId: 'bob' });
@@ -108,6 +108,39 @@ describe.skipIf(redisMissing)(`server nodes in one cluster (${redisMissing ?? 'r
     const s1 = ctx.nodes[0]!.stats().cluster!;
     expect(s1.peersLocal).toBe(1);
     expect(Object.values(s1.crossNodeDials).reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(2);
+  });
+
+  it('a dial planned on an outdated card (the target registered again) keeps the target out of that attempt and connects on fresh ports', async () => {
+    const gail = await Peer.connect({ server: addr(ctx.nodes[0]!), id: 'gail', secret: SECRET });
+    let hank = await Peer.connect({ server: addr(ctx.nodes[1]!), id: 'hank', secret: SECRET });
+    peers.push(gail);
+    const cluster1 = ctx.nodes[0]!.cluster!.cluster;
+    expect(await until(async () => (await cluster1.peerCard('hank'))?.card.warm !== undefined)).toBe(true);
+    const old = cluster1.peerCard('hank');
+    expect(old).not.toBeInstanceOf(Promise); // gail's node keeps the card it read
+    // hank registers again: another control connection (another warm port) under a higher lease epoch.
+    await hank.close();
+    hank = await Peer.connect({ server: addr(ctx.nodes[1]!), id: 'hank', secret: SECRET });
+    peers.push(hank);
+    echo(hank, []);
+    const staleBefore = ctx.nodes[1]!.stats().cluster!.cards.stale;
+    const attempts: { attempt: number; outcome: string }[] = [];
+    gail.on('attempt', (a) => attempts.push({ attempt: a.attempt, outcome: a.outcome }));
+
+    const r = await gail.dial('hank', { strategy: 'direct' });
+    expect(r.path).toBe('direct');
+    expect(await roundTrip(r.socket, 'after the stale card')).toBe('after the stale card');
+    r.socket.destroy();
+    // Attempt 1 was planned on the old card: hank's node kept hank out of it, attempt 2 observed fresh ports.
+    expect(ctx.nodes[1]!.stats().cluster!.cards.stale).toBe(staleBefore + 1);
+    expect(attempts.map((a) => a.attempt)).toEqual([1, 2]);
+    expect(attempts[0]!.outcome).not.toBe('ok');
+    expect(attempts[1]!.outcome).toBe('ok');
+    expect(r.timings.observeMs).toBeGreaterThan(0);
+    // gail's node dropped the old card: its next lookup reads hank's current one.
+    const fresh = await cluster1.peerCard('hank');
+    expect(fresh?.epoch).not.toBe((old as { epoch: string }).epoch);
+    await Promise.all([gail.close(), hank.close()]); // the tests below count the nodes' peers
   });
 
   it("dials across nodes with direct-first, and relay-first moves to direct with every byte intact both ways", async () => {

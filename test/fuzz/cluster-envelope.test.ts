@@ -42,9 +42,12 @@ describe('cluster sealed boxes and envelopes', () => {
   });
 
   it('decoding any plaintext yields an envelope or a coded error', () => {
-    const valid = encodeEnvelope({ kind: 'to-coordinator', fromNode: 'n1', coordId: Buffer.alloc(16, 7), fromPeer: 'p', msg: { type: 'ping', seq: 1, rttUs: 0 } });
-    const mutated = fc.tuple(fc.nat(valid.length - 1), fc.integer({ min: 0, max: 255 }), fc.nat(valid.length)).map(([i, v, cut]) => {
-      const b = Buffer.from(valid);
+    const valid = [
+      encodeEnvelope({ kind: 'to-coordinator', fromNode: 'n1', coordId: Buffer.alloc(16, 7), fromPeer: 'p', msg: { type: 'ping', seq: 1, rttUs: 0 } }),
+      encodeEnvelope({ kind: 'deliver', fromNode: 'n1', peerId: 'p', epoch: '17', msg: { type: 'ping', seq: 1, rttUs: 0 } }),
+    ];
+    const mutated = fc.tuple(fc.nat(1), fc.nat(valid[0]!.length - 1), fc.integer({ min: 0, max: 255 }), fc.nat(valid[0]!.length)).map(([k, i, v, cut]) => {
+      const b = Buffer.from(valid[k]!);
       b[i] = v;
       return b.subarray(0, Math.max(cut, i + 1));
     });
@@ -69,8 +72,13 @@ describe('cluster sealed boxes and envelopes', () => {
       { kind: 'deliver', fromNode: 'n1', peerId: 'bob', msg: { type: 'ping', seq: 5, rttUs: 0 } },
       { kind: 'to-coordinator', fromNode: 'n2', coordId: Uint8Array.from(Buffer.alloc(16, 1)), fromPeer: 'bob', msg: { type: 'pong', seq: 6 } },
       { kind: 'revoke', fromNode: 'n3', peerId: 'bob', epoch: '1764660000000000' },
+      { kind: 'deliver', fromNode: 'n1', peerId: 'bob', epoch: '42', msg: { type: 'ping', seq: 7, rttUs: 0 } },
     ] as const;
     for (const c of cases) expect(decodeEnvelope(encodeEnvelope(c, now))).toMatchObject({ ...c, sentAt: now });
+    // A deliver without an epoch decodes without one (the owner then checks nothing).
+    expect(decodeEnvelope(encodeEnvelope(cases[0], now))).not.toHaveProperty('epoch');
+    // An epoch must be decimal digits, on both ends.
+    expect(() => encodeEnvelope({ ...cases[3], epoch: '4x' }, now)).toThrow(expect.objectContaining({ code: 'ERR_CLUSTER_MALFORMED' }));
   });
 
   it('a pair key wrapped with the transit key re-wraps to the session key', () => {
