@@ -208,7 +208,7 @@ function idleSessions(kind, opts) {
   }
   return withRelay(kind, (opts.budgetSeconds * 2 + 60) * 1000, { maxconn: opts.sessions + 100 }, async (relay, sessions) => {
     await sleep(300);
-    if (relay.stats) await relay.stats(true);
+    const heap0 = relay.stats ? (await relay.stats(true)).heapUsed : null;
     const before = snapshot(relay.pid);
     const r = await sessions({ count: opts.sessions, concurrency: 200, seconds: opts.budgetSeconds, keep: true });
     await sleep(1000);
@@ -223,6 +223,8 @@ function idleSessions(kind, opts) {
       setupSeconds: r.seconds,
       setupPerSecond: n / r.seconds,
       relayRssBytesPerSession: per(before.rss, after.rss),
+      // The part of it that is JavaScript objects (after a full GC), the rest being the addon's and the allocator's.
+      relayHeapBytesPerSession: per(heap0 ?? null, inside?.heapUsed ?? null),
       relayRssMiB: after.rss !== null ? after.rss / 2 ** 20 : null,
       relayFds: after.fds,
       systemBytesPerSession: per(after.memAvailable, before.memAvailable),
@@ -335,11 +337,12 @@ export function report(section, table = textTable) {
   out.push('', `Idle relay sessions held at once (asked ${o.sessions}); per session, KiB`);
   out.push(
     table(
-      ['relay', 'held', 'relay RSS', 'system', 'slab', 'TCP buf', 'relay fds (sock/pipe)', 'relay RSS MiB', 'note'],
+      ['relay', 'held', 'relay RSS', 'of it JS heap', 'system', 'slab', 'TCP buf', 'relay fds (sock/pipe)', 'relay RSS MiB', 'note'],
       section.idle.map((/** @type {any} */ r) => [
         r.label,
         r.held !== undefined ? String(r.held) : '—',
         kb(r.relayRssBytesPerSession),
+        r.relayHeapBytesPerSession === undefined || r.relayHeapBytesPerSession === null ? '—' : kb(r.relayHeapBytesPerSession),
         kbSystem(r.systemBytesPerSession),
         kbSystem(r.slabBytesPerSession),
         kbSystem(r.tcpBufferBytesPerSession),

@@ -12,7 +12,7 @@
  *   → { type: 'listen-service', pump: 'native' | 'js', secret, limits? }   ← { type: 'listen-service:ok', port, available, note? }
  *     (tcp-punch's RelayService behind listenRelay: clients join with tokens and are paired, nothing upstream)
  *   → { type: 'stats', gc? }   (gc: collect garbage first; the relay runs with --expose-gc)
- *   ← { type: 'stats:ok', cpu: { user, system } (µs, process.cpuUsage(): every thread), rss, open, pump }
+ *   ← { type: 'stats:ok', cpu: { user, system } (µs, process.cpuUsage(): every thread), rss, heapUsed, open, pump }
  */
 import net from 'node:net';
 import { once } from 'node:events';
@@ -65,6 +65,7 @@ serve({
     return {
       cpu: process.cpuUsage(),
       rss: process.memoryUsage.rss(),
+      heapUsed: process.memoryUsage().heapUsed,
       open: st ? st.pending + st.active : open,
       pump: st ? st.pump : (pump?.stats() ?? null),
     };
