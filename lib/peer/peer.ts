@@ -15,7 +15,7 @@ import { requireNative } from '../native.js';
 import { wrapPairKey } from '../protocol/crypto.js';
 import type { Endpoint } from '../endpoint.js';
 import type { Message, Msg, RelayMsg } from '../protocol/messages.js';
-import { WarmSlot, outcomeOf } from './attempt.js';
+import { WarmSlot } from './attempt.js';
 import { registerSecondFamily } from './families.js';
 import type { AttemptEnv } from './attempt.js';
 import { ControlConnection, FATAL_CODES } from './control.js';
@@ -25,9 +25,13 @@ import type { ResolvedPeerOptions } from './options.js';
 import { backoffDelay } from '../backoff.js';
 import { ServerList, parseServerList } from './server-list.js';
 import type { AttemptEvent, ConnectionInfo, DialOptions, DialResult, NatFiltering, NatMapping, PeerOptions, RelayEndInfo, Role } from './types.js';
-import { checkNat, type NatCheckResult } from '../nat-check/check.js';
-import { UpgradableStream } from '../upgrade.js';
+import type { NatCheckResult } from '../nat-check/check.js';
+import type { UpgradableStream } from '../upgrade.js';
 import { decodeRelay } from '../relay/frames.js';
+import { Incoming } from './incoming.js';
+import { NatReport } from './nat-report.js';
+import { RelayEnds } from './relay-ends.js';
+import { ConnectRequests } from './requests.js';
 
 /** Events of a {@link Peer}. */
 export interface PeerEvents {
@@ -56,16 +60,6 @@ export interface PeerEvents {
   family: [registered: { family: 4 | 6; address: string } | undefined, err: Error | undefined];
 }
 
-/** Deadline of each NAT probe connection. */
-const NAT_PROBE_TIMEOUT_MS = 3000;
-
-interface PendingRequest {
-  peerId: string;
-  startedAt: number;
-  onCoord(pc: PeerCoordination): void;
-  onReject(err: TcpPunchError): void;
-}
-
 /** A peer registered with a rendezvous server. Create it with {@link Peer.connect}. */
 export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
   /** This peer's id. */
@@ -75,19 +69,15 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
   private env: AttemptEnv | undefined;
   private draining = false;
   private closed = false;
-  private reqSeq = 0;
   private lastToken: Uint8Array | undefined;
   private lastAuth: 'none' | 'secret' | 'token' | undefined;
-  private readonly requests = new Map<number, PendingRequest>();
+  private readonly requests: ConnectRequests;
   private readonly coords = new Map<string, PeerCoordination>();
-  /** Relay-upgradable streams this peer accepted, by coordId: a later direct dial with that `link` upgrades them. */
-  private readonly upgradable = new Map<string, { stream: UpgradableStream; peerId: string }>();
-  /** Relayed sessions waiting for the relay's `relay-end` notice, by session id. */
-  private readonly relayEnds = new Map<string, (info: RelayEndInfo | undefined) => void>();
+  private readonly relayEnds = new RelayEnds();
+  private readonly incoming: Incoming;
+  private readonly natReport: NatReport;
   private onlineWaiters = new Set<() => void>();
   private reconnectTimer: NodeJS.Timeout | undefined;
-  private natResult: NatCheckResult | undefined;
-  private natAc: AbortController | undefined;
 
   /** Where to register (one server, or the nodes of a cluster in turn). */
   private readonly list: ServerList;
@@ -98,6 +88,21 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
     this.list = list;
     this.id = opts.id;
     this.lastToken = opts.token;
+    this.natReport = new NatReport(opts.natProbe, opts.localAddress, (result, err) => this.emit('nat', result, err));
+    this.requests = new ConnectRequests({
+      closed: () => this.closed,
+      usable: () => (this.draining ? undefined : this.conn),
+      waitOnline: (fn) => this.onlineWaiters.add(fn),
+      unwait: (fn) => this.onlineWaiters.delete(fn),
+      attempt: (ev) => this.emit('attempt', ev),
+    });
+    this.incoming = new Incoming({
+      id: opts.id,
+      accept: opts.accept,
+      listening: () => this.listenerCount('connection') > 0,
+      connection: (socket, info) => this.emit('connection', socket, info),
+      upgraded: (info) => this.emit('upgrade', info),
+    });
   }
 
   /**
@@ -156,21 +161,17 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
 
   /** What the last NAT probe measured (`options.natProbe`); undefined until one has finished. */
   get nat(): NatCheckResult | undefined {
-    return this.natResult;
+    return this.natReport.last;
   }
 
   /** This network's NAT mapping as reported to the server with each attempt. */
   get natMapping(): NatMapping {
-    const r = this.natResult;
-    if (!r) return 'unknown';
-    if (r.nat === 'none' || r.mapping === 'endpoint-independent') return 'independent';
-    return r.mapping === 'endpoint-dependent' ? 'dependent' : 'unknown';
+    return this.natReport.mapping;
   }
 
   /** This network's inbound filtering as reported to the server with the mapping. */
   get natFiltering(): NatFiltering {
-    const f = this.natResult?.filtering;
-    return f === 'open' || f === 'port-dependent' ? f : 'unknown';
+    return this.natReport.filtering;
   }
 
   /** The server's numeric endpoint while connected (relay connections may go to the same port). */
@@ -212,12 +213,12 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
         // Without the addon a punch cannot start: fail here (ERR_NATIVE_UNAVAILABLE) before asking the server.
         direct: async (o = {}) => {
           requireNative('a direct dial (hole punching)');
-          return this.dialPath(peerId, 'direct', o.link ? (o.timeoutMs ?? timeoutMs) : left(o.timeoutMs), o.signal ?? ac.signal, o.link);
+          return this.requests.dial(peerId, 'direct', o.link ? (o.timeoutMs ?? timeoutMs) : left(o.timeoutMs), o.signal ?? ac.signal, o.link);
         },
         relay: async (o = {}) => {
           const path = o.upgradable ? 'relay-upgradable' : 'relay';
           const coordId = { value: '' };
-          const result = await this.dialPath(peerId, path, left(o.timeoutMs), ac.signal, undefined, coordId);
+          const result = await this.requests.dial(peerId, path, left(o.timeoutMs), ac.signal, undefined, coordId);
           return { ...result, coordId: coordId.value };
         },
       });
@@ -231,11 +232,11 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.reconnectTimer);
-    this.natAc?.abort();
+    this.natReport.stop();
     // The server tells the other sides (ERR_PEER_OFFLINE) when the control connection closes.
     this.failAll(new TcpPunchError('ERR_PEER_CLOSED', 'The peer was closed'), false);
     for (const w of this.onlineWaiters) w();
-    this.settleRelayEnds();
+    this.relayEnds.settle();
     const conn = this.conn;
     this.conn = undefined;
     await conn?.close();
@@ -273,7 +274,7 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
     for (const w of this.onlineWaiters) w();
     this.emit('online');
     if (conn.closed) return this.onClose(conn, undefined);
-    this.probeNat(conn);
+    this.natReport.start(conn);
     if (o.dualStackServer) this.registerFamily(conn, o.dualStackServer);
   }
 
@@ -292,42 +293,11 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
     );
   }
 
-  /**
-   * Measures the NAT mapping in the background against the probe ports the server announced (or those of
-   * `options.natProbe`), and reports it; a new connection (maybe another network) measures again.
-   */
-  private probeNat(conn: ControlConnection): void {
-    const probe = this.opts.natProbe;
-    if (probe === false) return;
-    const ports = probe?.ports ?? conn.probePorts;
-    if (!ports) return;
-    this.natAc?.abort();
-    const ac = (this.natAc = new AbortController());
-    checkNat({
-      host: probe?.host ?? conn.server.host,
-      probePorts: ports,
-      rounds: 2,
-      timeoutMs: NAT_PROBE_TIMEOUT_MS,
-      localAddress: this.opts.localAddress,
-      signal: ac.signal,
-    }).then(
-      (result) => {
-        if (ac.signal.aborted) return;
-        this.natResult = result;
-        conn.send({ type: 'report', mapping: this.natMapping, filtering: this.natFiltering });
-        this.emit('nat', result, undefined);
-      },
-      (err: Error) => {
-        if (!ac.signal.aborted) this.emit('nat', undefined, err);
-      },
-    );
-  }
-
   private onClose(conn: ControlConnection, err: Error | undefined): void {
     if (this.conn !== conn) return;
     this.conn = undefined;
     // Relay notices travel on this connection: with it gone, none will come for the sessions we know of.
-    this.settleRelayEnds();
+    this.relayEnds.settle();
     this.failAll(new TcpPunchError('ERR_SERVER_DISCONNECTED', 'Lost the connection to the server', { cause: err }), false);
     if (this.closed) return;
     this.emit('offline', err);
@@ -365,8 +335,7 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
   }
 
   private failAll(err: TcpPunchError, notify: boolean): void {
-    for (const r of [...this.requests.values()]) r.onReject(err);
-    this.requests.clear();
+    this.requests.failAll(err);
     for (const pc of [...this.coords.values()]) pc.cancel(new TcpPunchError(err.code, err.message), notify);
   }
 
@@ -404,20 +373,9 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
       this.coords.get(body.sessionId)?.relayGrant(body);
     } else if (body.name === 'relay-end') {
       const { name: _name, ...info } = body;
-      this.relayEnds.get(info.sessionId)?.(info);
-      this.relayEnds.delete(info.sessionId);
+      this.relayEnds.deliver(info);
       this.emit('relay-end', info);
     }
-  }
-
-  private settleRelayEnds(): void {
-    for (const resolve of this.relayEnds.values()) resolve(undefined);
-    this.relayEnds.clear();
-  }
-
-  /** The promise of the relay's end notice for a session; resolves undefined if the control connection goes first. */
-  private relayEndOf(sessionId: string): Promise<RelayEndInfo | undefined> {
-    return new Promise((resolve) => this.relayEnds.set(sessionId, resolve));
   }
 
   private onCoord(msg: Msg<'coord'>): void {
@@ -427,7 +385,7 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
       msg,
       wrapPairKey(conn.sessionKey, msg.coordId, msg.pairKey),
       this.env!,
-      { send: (m) => conn.send(m), attempt: (ev) => this.emit('attempt', ev), relayEnd: (sid) => this.relayEndOf(sid) },
+      { send: (m) => conn.send(m), attempt: (ev) => this.emit('attempt', ev), relayEnd: (sid) => this.relayEnds.of(sid) },
       request?.startedAt ?? performance.now(),
     );
     this.coords.set(pc.key, pc);
@@ -438,127 +396,6 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
       request.onCoord(pc);
       return pc.begin();
     }
-    if (pc.link) {
-      this.acceptUpgrade(pc);
-      return pc.begin();
-    }
-    pc.result.then(({ socket, ...info }) => {
-      if (this.listenerCount('connection') === 0) return void socket.destroy();
-      if (pc.path === 'relay-upgradable') {
-        const stream = new UpgradableStream(socket as Socket);
-        this.upgradable.set(pc.key, { stream, peerId: pc.peerId });
-        stream.once('close', () => this.upgradable.delete(pc.key));
-        stream.once('upgrade', () => this.upgradable.delete(pc.key));
-        return void this.emit('connection', stream, info);
-      }
-      this.emit('connection', socket, info);
-    }, () => undefined);
-    const refuse = (): void => pc.cancel(new TcpPunchError('ERR_PEER_REFUSED', `${this.id} refused the connection`), true);
-    if (this.listenerCount('connection') === 0) return refuse(); // nobody would take the socket
-    const { accept } = this.opts;
-    if (!accept) return pc.begin();
-    pc.hold();
-    pc.begin();
-    Promise.resolve()
-      .then(() => accept({ peerId: msg.peer, path: pc.path === 'direct' ? 'direct' : 'relay' }))
-      .then((ok) => (ok === true ? pc.open() : refuse()), refuse);
+    this.incoming.answer(pc);
   }
-
-  /** A direct dial that upgrades a relay-first stream we accepted earlier: its socket goes to that stream. */
-  private acceptUpgrade(pc: PeerCoordination): void {
-    const entry = this.upgradable.get(pc.link);
-    if (!entry || entry.peerId !== pc.peerId || entry.stream.destroyed) {
-      return pc.cancel(new TcpPunchError('ERR_UPGRADE_UNKNOWN', 'No relayed stream to upgrade'), true);
-    }
-    pc.result.then(
-      ({ socket }) => {
-        if (entry.stream.destroyed) return void socket.destroy();
-        entry.stream.upgrade(socket as Socket).then(
-          () => this.emit('upgrade', { peerId: pc.peerId, coordId: pc.link, role: pc.role }),
-          () => undefined,
-        );
-      },
-      () => undefined,
-    );
-  }
-
-  /**
-   * One server-coordinated dial on `path`. `coordIdOut` receives the coordination's id (hex) once the server has
-   * answered, for a relay-upgradable dial's later `link`.
-   */
-  private dialPath(
-    peerId: string,
-    path: 'direct' | 'relay' | 'relay-upgradable',
-    timeoutMs: number,
-    signal: AbortSignal,
-    link?: string,
-    coordIdOut?: { value: string },
-  ): Promise<DialResult> {
-    const startedAt = performance.now();
-    return new Promise<DialResult>((resolve, reject) => {
-      let pc: PeerCoordination | undefined;
-      let reqId = 0;
-      let done = false;
-      const finish = (err: Error | undefined, res?: DialResult): void => {
-        if (done) return void res?.socket.destroy();
-        done = true;
-        clearTimeout(timer);
-        signal.removeEventListener('abort', onAbort);
-        this.onlineWaiters.delete(send);
-        this.requests.delete(reqId);
-        if (err) {
-          if (!pc) this.emit('attempt', rejected(peerId, err));
-          reject(err);
-        } else resolve(res!);
-      };
-      const stop = (err: TcpPunchError): void => {
-        finish(err);
-        pc?.cancel(err, true);
-      };
-      const timer = setTimeout(() => stop(new TcpPunchError('ETIMEDOUT', `Dial to ${peerId} timed out after ${timeoutMs} ms`, { peerId })), timeoutMs);
-      const onAbort = (): void => stop(new AbortError(undefined, signal.reason));
-      signal.addEventListener('abort', onAbort, { once: true });
-      const send = (): void => {
-        this.onlineWaiters.delete(send);
-        if (done) return;
-        if (this.closed) return finish(new TcpPunchError('ERR_PEER_CLOSED', 'The peer is closed'));
-        if (!this.conn || this.draining) return void this.onlineWaiters.add(send); // wait for (re)registration
-        reqId = this.reqSeq = (this.reqSeq % 0xfffffffe) + 1;
-        this.requests.set(reqId, {
-          peerId,
-          startedAt,
-          onCoord: (c) => {
-            pc = c;
-            if (coordIdOut) coordIdOut.value = c.key;
-            this.requests.delete(reqId);
-            c.result.then((r) => finish(undefined, r), (e: Error) => finish(e));
-          },
-          onReject: (e) => finish(Object.assign(e, { peerId })),
-        });
-        const left = Math.max(1, Math.floor(timeoutMs - (performance.now() - startedAt)));
-        const linkBytes = link ? Buffer.from(link, 'hex') : Buffer.alloc(16);
-        this.conn.send({ type: 'connect', reqId, target: peerId, path, timeoutMs: left, link: linkBytes });
-      };
-      send();
-    });
-  }
-}
-
-/** The `attempt` event of a dial that ended before the server coordinated it (rejected, timed out, aborted). */
-function rejected(peerId: string, err: Error): AttemptEvent {
-  const code = (err as { code?: unknown }).code;
-  return {
-    peerId,
-    coordId: '',
-    role: 'initiator',
-    attempt: 0,
-    mode: undefined,
-    route: undefined,
-    remote: undefined,
-    family: undefined,
-    outcome: code === 'ERR_PEER_OFFLINE' ? 'peer-offline' : outcomeOf(err),
-    code: typeof code === 'string' ? code : undefined,
-    message: err.message,
-    elapsedMs: 0,
-  };
 }
