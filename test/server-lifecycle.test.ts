@@ -3,7 +3,7 @@ import { once } from 'node:events';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import { Peer } from '../lib/peer/peer.js';
-import { MemoryRegistry } from '../lib/server/registry.js';
+import { MemoryRegistry } from '../lib/registry.js';
 import { until } from './helpers/poll.js';
 import { LOOSE, addr, cuttableProxy, server, settleFds, stableFdCount } from './helpers/rendezvous.js';
 

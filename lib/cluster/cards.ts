@@ -19,7 +19,7 @@
  */
 import type { Redis } from 'ioredis';
 
-import type { Observation } from '../server/plan.js';
+import type { Observation } from '../protocol/observation.js';
 import { open, seal } from './crypto.js';
 import { callScript } from './redis.js';
 import type { ClusterKeyspace } from './keys.js';

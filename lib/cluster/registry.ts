@@ -13,7 +13,7 @@
 import type { Redis } from 'ioredis';
 
 import { TcpPunchError } from '../errors.js';
-import type { IdRecord, Registry } from '../server/registry.js';
+import type { IdRecord, Registry } from '../registry.js';
 import { open, seal } from './crypto.js';
 import type { ClusterKeyspace } from './keys.js';
 

@@ -7,7 +7,7 @@ import { invalidArgType, outOfRange } from '../errors.js';
 import { DEFAULT_MAX_FRAME_SIZE, MAX_FRAME_SIZE } from '../protocol/frame.js';
 import type { Endpoint } from '../endpoint.js';
 import type { Message, RelayMsg } from '../protocol/messages.js';
-import type { Registry } from './registry.js';
+import type { Registry } from '../registry.js';
 import type { RedisTarget } from '../cluster/index.js';
 import type { RelayLimits } from '../relay/limits.js';
 import type { Pump, PumpKind } from '../relay/pump.js';

@@ -5,19 +5,9 @@
 import { isIP } from 'node:net';
 
 import type { Endpoint } from '../endpoint.js';
-import type { NAT_FILTERINGS, NAT_MAPPINGS } from '../protocol/messages.js';
+import type { Observation } from '../protocol/observation.js';
 
-/** What the server learnt about one side in an attempt. */
-export interface Observation {
-  /** The observe connection's source address as the server saw it (the NAT mapping). */
-  public: Endpoint;
-  /** The addresses the side reported for its port (its own view). */
-  private: Endpoint[];
-  /** The side's NAT mapping as it measured it (`unknown` unless it probed). */
-  mapping: (typeof NAT_MAPPINGS)[number];
-  /** The side's inbound filtering as it measured it (`unknown` unless it probed). */
-  filtering: (typeof NAT_FILTERINGS)[number];
-}
+export type { Observation } from '../protocol/observation.js';
 
 /** The decision for one attempt. */
 export interface AttemptPlan {

@@ -16,7 +16,7 @@ import type { CoordDraft, CoordPeer, Coordinator } from './coordinator.js';
 import type { ResolvedOptions } from './options.js';
 import type { FamilySession } from './families.js';
 import type { Observation } from './plan.js';
-import type { IdRecord, Registry } from './registry.js';
+import type { IdRecord, Registry } from '../registry.js';
 
 /** What a session needs from the server that owns it. */
 export interface SessionHost {
