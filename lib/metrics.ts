@@ -158,6 +158,7 @@ function clusterMetrics(registry: Registry, read: () => ClusterCounters | undefi
   gauge('tcp_punch_cluster_nodes_up', 'Live nodes in the directory, this one included', (c) => c.nodesUp);
   gauge('tcp_punch_cluster_leases_held', 'Ownership leases this node holds now', (c) => c.leases.held);
   gauge('tcp_punch_cluster_redis_rtt_seconds', 'Last Redis PING round trip (one per heartbeat)', (c) => c.redis.rttMs / 1000);
+  gauge('tcp_punch_cluster_redis_rtt_min_seconds', 'Least Redis PING round trip of the last 16 heartbeats (the network, without event-loop waits)', (c) => c.redis.rttMinMs / 1000);
   gauge('tcp_punch_cluster_redis_connected', '1 while the connection to Redis is ready', (c) => (c.redis.connected ? 1 : 0));
   counter('tcp_punch_cluster_redis_reconnects_total', 'Times the connection to Redis came back after being lost', [], (c) => [[{}, c.redis.reconnects]]);
   counter('tcp_punch_cluster_cross_node_dials_total', 'Dials with a side on another node, by outcome (ok or the error code)', ['outcome'], (c) =>

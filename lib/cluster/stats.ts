@@ -59,6 +59,11 @@ export interface ClusterCounters {
     rttMs: number;
     /** Smoothed round trip (EWMA, 1/8) in ms. */
     rttAvgMs: number;
+    /**
+     * The least of the last 16 round trips in ms: the network's share. A PING's reply waits for the node's event
+     * loop like any other, so under load the last and the smoothed figures read several times the real round trip.
+     */
+    rttMinMs: number;
     /** True while the command connection is ready. */
     connected: boolean;
     /** Times the connection came back after being lost. */
@@ -83,12 +88,21 @@ export function newCounters(): ClusterCounters {
     },
     cards: { hits: 0, misses: 0, stale: 0 },
     crossNodeDials: {},
-    redis: { rttMs: Number.NaN, rttAvgMs: Number.NaN, connected: false, reconnects: 0 },
+    redis: { rttMs: Number.NaN, rttAvgMs: Number.NaN, rttMinMs: Number.NaN, connected: false, reconnects: 0 },
   };
 }
 
+/** The last round trips of each counters object, for `rttMinMs`. */
+const recent = new WeakMap<ClusterCounters, number[]>();
+const RTT_WINDOW = 16;
+
 /** Records one Redis round trip. */
 export function recordRtt(c: ClusterCounters, ms: number): void {
+  let window = recent.get(c);
+  if (!window) recent.set(c, (window = []));
+  window.push(ms);
+  if (window.length > RTT_WINDOW) window.shift();
+  c.redis.rttMinMs = Math.min(...window);
   c.redis.rttMs = ms;
   c.redis.rttAvgMs = Number.isNaN(c.redis.rttAvgMs) ? ms : c.redis.rttAvgMs + (ms - c.redis.rttAvgMs) / 8;
 }

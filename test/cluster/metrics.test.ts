@@ -61,8 +61,14 @@ describe.skipIf(redisMissing)(`cluster metrics (${redisMissing ?? 'real redis-se
     expect(m.get('tcp_punch_cluster_leases_held')).toBe(1);
     expect(m.get('tcp_punch_cluster_redis_connected')).toBe(1);
     expect(m.get('tcp_punch_cluster_redis_rtt_seconds')).toBeGreaterThan(0);
+    // The least of the recent round trips: never above the last one.
+    expect(m.get('tcp_punch_cluster_redis_rtt_min_seconds')).toBeGreaterThan(0);
+    expect(m.get('tcp_punch_cluster_redis_rtt_min_seconds')).toBeLessThanOrEqual(m.get('tcp_punch_cluster_redis_rtt_seconds')!);
     expect(m.get('tcp_punch_cluster_cross_node_dials_total{outcome="ok"}')).toBe(1);
     expect(m.get('tcp_punch_cluster_cross_node_dials_total{outcome="ERR_PEER_OFFLINE"}')).toBe(1);
+    // Both dials looked a card up in Redis (none cached yet); the cache answered none.
+    expect(m.get('tcp_punch_cluster_card_lookups_total{outcome="miss"}')).toBe(2);
+    expect(m.get('tcp_punch_cluster_card_lookups_total{outcome="hit"}')).toBe(0);
     expect(m.get('tcp_punch_cluster_lease_events_total{event="claim"}')).toBe(1);
     expect(m.get('tcp_punch_cluster_lease_events_total{event="lost_expired"}')).toBe(0);
     expect(m.get('tcp_punch_cluster_bus_messages_total{outcome="sent"}')).toBeGreaterThan(0);
