@@ -42,7 +42,7 @@ const SECRET = 'tcp-punch-bench-secret';
  * @property {number} concurrency sessions in flight during setup
  * @property {number} sessions idle sessions held at once
  * @property {number} peers peers registered on one rendezvous server
- * @property {number} dials coordinations timed
+ * @property {number} dials coordinations timed (after {@link WARMUP_DIALS} untimed ones)
  * @property {number} budgetSeconds wall-clock cap of each load phase
  */
 
@@ -76,6 +76,7 @@ export function options(flags, full) {
     budgetSeconds: num(flags.budget, d.budgetSeconds, 3600),
     sessions: Math.round(num(flags.sessions, d.sessions, 9900, 0)),
     peers: Math.round(num(flags.peers, d.peers, 15_000, 0)),
+    dials: Math.max(1, Math.round(num(flags.dials, d.dials, 100_000))),
   };
 }
 
@@ -269,11 +270,14 @@ async function rendezvousScale(opts) {
     // Untimed first: the server's first few hundred coordinations run its code cold (interpreted, then compiled on
     // V8's background threads, which process.cpuUsage counts), about half the CPU figure of a 300-dial sample.
     log(`scale: ${WARMUP_DIALS} coordinations to warm up, then ${opts.dials} timed`);
-    await dialBatch(WARMUP_DIALS);
+    const warm = await dialBatch(WARMUP_DIALS);
+    const idle = await idleCpu(server, Math.max(1000, (warm.seconds * 1000 * opts.dials) / Math.max(1, warm.ok)));
     const c0 = await request(server, 'stats');
     const dials = await dialBatch(opts.dials);
     const c1 = await request(server, 'stats');
     const cpuMs = (c1.cpu.user + c1.cpu.system - c0.cpu.user - c0.cpu.system) / 1000;
+    // The window also holds the registered peers' background cost (keepalives, timers) at the idle rate.
+    const idleMsInBatch = idle.cpuMsPerSecond * dials.seconds;
     await Promise.all(swarms.map((w) => request(w, 'close', {}, 60_000).catch(() => null)));
     return {
       peersAsked: opts.peers,
@@ -292,12 +296,30 @@ async function rendezvousScale(opts) {
       coordinationCodes: codesOrNone(dials.codes),
       coordinationsPerSecond: dials.ok / dials.seconds,
       serverCpuMsPerCoordination: dials.ok ? cpuMs / dials.ok : null,
+      serverCpuMsPerCoordinationNet: dials.ok ? (cpuMs - idleMsInBatch) / dials.ok : null,
+      serverIdleCpuMsPerSecond: idle.cpuMsPerSecond,
+      serverIdleWindowSeconds: idle.seconds,
+      serverIdleCpuUsPerPeerSecond: registered ? (idle.cpuMsPerSecond * 1000) / registered : null,
     };
   } catch (e) {
     return { note: `failed: ${/** @type {Error} */ (e).message.split('\n')[0]}` };
   } finally {
     await Promise.all([...swarms.map((w) => stopChild(w)), stopChild(server)]);
   }
+}
+
+/**
+ * The server's CPU with its peers registered and no dial in flight, over about as long as the timed batch takes
+ * (estimated from the warm-up batch): keepalive pings, idle timers, what any registered peer costs.
+ * @param {import('node:child_process').ChildProcess} server @param {number} ms
+ */
+async function idleCpu(server, ms) {
+  const a = await request(server, 'stats');
+  const t0 = performance.now();
+  await sleep(ms);
+  const b = await request(server, 'stats');
+  const seconds = (performance.now() - t0) / 1000;
+  return { seconds, cpuMsPerSecond: (b.cpu.user + b.cpu.system - a.cpu.user - a.cpu.system) / 1000 / seconds };
 }
 
 // ------------------------------------------------------------------ report
@@ -370,7 +392,10 @@ export function report(section, table = textTable) {
           ['server JS heap per peer', `${kb(z.serverHeapBytesPerPeer)} KiB`],
           ['server fds', z.serverFds ? String(z.serverFds.total) : '—'],
           ['coordinations/s (Peer.dial, 20 at a time)', `${fmt(z.coordinationsPerSecond, 0)} (${z.coordinations} ok, ${z.coordinationsFailed} failed)`],
-          ['server CPU per coordination', `${fmt(z.serverCpuMsPerCoordination, 3)} ms`],
+          ['server CPU per coordination, raw (whole batch window)', `${fmt(z.serverCpuMsPerCoordination, 3)} ms`],
+          ['server CPU per coordination, attributable (raw − idle baseline)', `${fmt(z.serverCpuMsPerCoordinationNet, 3)} ms`],
+          ['server idle CPU, peers registered, no dials', `${fmt(z.serverIdleCpuMsPerSecond, 2)} ms/s over ${fmt(z.serverIdleWindowSeconds, 1)} s`],
+          ['server idle CPU per registered peer', `${fmt(z.serverIdleCpuUsPerPeerSecond, 3)} µs/s`],
         ],
       ),
     );

@@ -45,6 +45,7 @@ const HELP = `Usage: node bench/run.mjs [options]
   --churn N          scale: sessions opened and closed per setup-rate figure ({scale.churn})
   --sessions N       scale: idle relay sessions held at once ({scale.sessions}; 0 skips)
   --peers N          scale: peers registered on one rendezvous server ({scale.peers}; 0 skips)
+  --dials N          scale: coordinations timed on the rendezvous server ({scale.dials})
   --relays LIST      scale: relays to load ({scale.relays})
   --max-time S       micro: seconds per micro-benchmark ({micro.maxTime})
                      cluster (only when named: needs redis-server): --peers over its three nodes ({cluster.peers}),
