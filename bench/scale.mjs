@@ -46,6 +46,9 @@ const SECRET = 'tcp-punch-bench-secret';
  * @property {number} budgetSeconds wall-clock cap of each load phase
  */
 
+/** The peers' keepalive interval (the server's default, set explicitly: the idle baseline spans one). */
+const KEEPALIVE_MS = 20_000;
+
 /** Coordinations run, untimed, before the timed ones. */
 const WARMUP_DIALS = 300;
 
@@ -239,14 +242,16 @@ function idleSessions(kind, opts) {
 /** @param {ScaleOptions} opts */
 async function rendezvousScale(opts) {
   const lifetimeMs = (opts.budgetSeconds * 3 + 60) * 1000;
-  const server = forkChild(RENDEZVOUS, [], { lifetimeMs, execArgv: ['--expose-gc'] });
+  // BENCH_SERVER_NODE_FLAGS: more node flags for the server process (e.g. --perf-basic-prof for perf(1)).
+  const extra = (process.env.BENCH_SERVER_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+  const server = forkChild(RENDEZVOUS, [], { lifetimeMs, execArgv: ['--expose-gc', ...extra] });
   // Each swarm process holds at most 9,000 control connections (plus observe and dial sockets).
   const nSwarms = Math.max(1, Math.ceil(opts.peers / 9000));
   const swarms = Array.from({ length: nSwarms }, () => forkChild(SWARM, [], { lifetimeMs }));
   try {
     // No NAT probe listeners: a registration then costs what it costs without the probe (four more connections per
     // peer with it).
-    const { port } = await request(server, 'start', { host: '127.0.0.1', secret: SECRET, options: { natProbe: false } });
+    const { port } = await request(server, 'start', { host: '127.0.0.1', secret: SECRET, options: { natProbe: false, keepaliveMs: KEEPALIVE_MS } });
     const addr = `127.0.0.1:${port}`;
     const pid = /** @type {number} */ (server.pid);
     await sleep(300);
@@ -271,12 +276,25 @@ async function rendezvousScale(opts) {
     // V8's background threads, which process.cpuUsage counts), about half the CPU figure of a 300-dial sample.
     log(`scale: ${WARMUP_DIALS} coordinations to warm up, then ${opts.dials} timed`);
     const warm = await dialBatch(WARMUP_DIALS);
-    const idle = await idleCpu(server, Math.max(1000, (warm.seconds * 1000 * opts.dials) / Math.max(1, warm.ok)));
+    // At least one keepalive interval: every peer pings once in it, so the rate is the steady background's even
+    // where registrations came in a burst (then so do their pings).
+    const batchMs = (warm.seconds * 1000 * opts.dials) / Math.max(1, warm.ok);
+    const idle = await idleCpu(server, Math.max(KEEPALIVE_MS, batchMs));
+    // BENCH_PROFILE=file.cpuprofile: the server's V8 CPU profile of the timed batch (it costs CPU: figures are higher).
+    const profile = process.env.BENCH_PROFILE;
+    if (profile) await request(server, 'profile');
+    log(`scale: idle ${fmt(idle.seconds, 1)} s measured; timed batch of ${opts.dials} coordinations`);
     const c0 = await request(server, 'stats');
     const dials = await dialBatch(opts.dials);
     const c1 = await request(server, 'stats');
+    if (profile) await request(server, 'profile', { file: path.resolve(profile) });
     const cpuMs = (c1.cpu.user + c1.cpu.system - c0.cpu.user - c0.cpu.system) / 1000;
+    const sysMs = (c1.cpu.system - c0.cpu.system) / 1000;
+    /** @type {Record<string, number>} CPU ms per coordination by thread name (Linux clock ticks: 10 ms) */
+    const threads = {};
+    for (const [k, v] of Object.entries(c1.threads ?? {})) threads[k] = (((v - (c0.threads?.[k] ?? 0)) * 10) / Math.max(1, dials.ok));
     // The window also holds the registered peers' background cost (keepalives, timers) at the idle rate.
+    log(`scale: server CPU ms per coordination by thread: ${JSON.stringify(Object.fromEntries(Object.entries(threads).filter(([, v]) => v > 0).map(([k, v]) => [k, +v.toFixed(3)])))}`);
     const idleMsInBatch = idle.cpuMsPerSecond * dials.seconds;
     await Promise.all(swarms.map((w) => request(w, 'close', {}, 60_000).catch(() => null)));
     return {
@@ -296,6 +314,8 @@ async function rendezvousScale(opts) {
       coordinationCodes: codesOrNone(dials.codes),
       coordinationsPerSecond: dials.ok / dials.seconds,
       serverCpuMsPerCoordination: dials.ok ? cpuMs / dials.ok : null,
+      serverThreadCpuMsPerCoordination: threads,
+      serverSystemCpuMsPerCoordination: dials.ok ? sysMs / dials.ok : null,
       serverCpuMsPerCoordinationNet: dials.ok ? (cpuMs - idleMsInBatch) / dials.ok : null,
       serverIdleCpuMsPerSecond: idle.cpuMsPerSecond,
       serverIdleWindowSeconds: idle.seconds,
@@ -392,7 +412,7 @@ export function report(section, table = textTable) {
           ['server JS heap per peer', `${kb(z.serverHeapBytesPerPeer)} KiB`],
           ['server fds', z.serverFds ? String(z.serverFds.total) : '—'],
           ['coordinations/s (Peer.dial, 20 at a time)', `${fmt(z.coordinationsPerSecond, 0)} (${z.coordinations} ok, ${z.coordinationsFailed} failed)`],
-          ['server CPU per coordination, raw (whole batch window)', `${fmt(z.serverCpuMsPerCoordination, 3)} ms`],
+          ['server CPU per coordination, raw (whole batch window)', `${fmt(z.serverCpuMsPerCoordination, 3)} ms (system ${fmt(z.serverSystemCpuMsPerCoordination, 3)})`],
           ['server CPU per coordination, attributable (raw − idle baseline)', `${fmt(z.serverCpuMsPerCoordinationNet, 3)} ms`],
           ['server idle CPU, peers registered, no dials', `${fmt(z.serverIdleCpuMsPerSecond, 2)} ms/s over ${fmt(z.serverIdleWindowSeconds, 1)} s`],
           ['server idle CPU per registered peer', `${fmt(z.serverIdleCpuUsPerPeerSecond, 3)} µs/s`],

@@ -6,10 +6,14 @@
  *   → { type: 'start', host, secret, options? }  ← { type: 'start:ok', port }
  *   → { type: 'stats', gc? }                     ← { type: 'stats:ok', stats, rss, heapUsed, cpu }
  *     (gc: collect garbage first, when started with --expose-gc)
+ *   → { type: 'profile', file? }  starts the V8 CPU profiler; with `file`, stops it and writes the profile there
  *
  * The server runs with BENCH_SERVER_OPTIONS (plus `options`, passed to startServer) and its built-in relay on
  * the same port.
  */
+import fs from 'node:fs';
+import { Session } from 'node:inspector/promises';
+
 import { importDist } from './common.mjs';
 import { serve } from './child.mjs';
 import { SERVICE_LIMITS } from './relays.mjs';
@@ -29,6 +33,25 @@ const BENCH_SERVER_OPTIONS = {
 
 /** @type {any} */
 let server = null;
+/** @type {Session | null} */
+let profiler = null;
+
+/** CPU clock ticks (user + system) per thread name, from /proc (Linux; empty elsewhere). */
+function threadTicks() {
+  /** @type {Record<string, number>} */
+  const out = {};
+  try {
+    for (const t of fs.readdirSync('/proc/self/task')) {
+      const stat = fs.readFileSync(`/proc/self/task/${t}/stat`, 'utf8');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      out[name] = (out[name] ?? 0) + Number(f[11]) + Number(f[12]);
+    }
+  } catch {
+    // not Linux
+  }
+  return out;
+}
 
 serve({
   start: async (m) => {
@@ -36,9 +59,20 @@ serve({
     server = await startServer({ host: m.host, port: 0, secret: m.secret, ...BENCH_SERVER_OPTIONS, ...(m.options ?? {}) });
     return { port: server.address().port };
   },
+  profile: async (m) => {
+    if (!profiler) {
+      profiler = new Session();
+      profiler.connect();
+      await profiler.post('Profiler.enable');
+      await profiler.post('Profiler.setSamplingInterval', { interval: 100 });
+    }
+    if (!m.file) return void (await profiler.post('Profiler.start'));
+    const { profile } = await profiler.post('Profiler.stop');
+    fs.writeFileSync(m.file, JSON.stringify(profile));
+  },
   stats: (m) => {
     if (m.gc) globalThis.gc?.();
     const mem = process.memoryUsage();
-    return { stats: server?.stats?.() ?? null, rss: mem.rss, heapUsed: mem.heapUsed, cpu: process.cpuUsage() };
+    return { stats: server?.stats?.() ?? null, rss: mem.rss, heapUsed: mem.heapUsed, cpu: process.cpuUsage(), threads: threadTicks() };
   },
 });
