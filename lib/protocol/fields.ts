@@ -286,6 +286,13 @@ export function readField(r: BodyReader, spec: FieldSpec, what: string): unknown
   }
 }
 
+/** True when `s` is well-formed (no lone surrogate) and at most `max` bytes of UTF-8. */
+function fitsUtf8(s: string, max: number): boolean {
+  const n = Buffer.byteLength(s);
+  // As many bytes as UTF-16 units: all ASCII, so no surrogate to look for (ids, codes, most texts).
+  return n <= max && (n === s.length || !LONE_SURROGATE.test(s));
+}
+
 function checkInt(v: unknown, max: number, what: string): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max)
     throw malformed(`${what} must be an integer in 0..${max}`, { field: what });
@@ -314,7 +321,7 @@ export function writeField(w: BodyWriter, spec: FieldSpec, value: unknown, what:
       w.u8(value.length);
       return w.bytes(value);
     case 'string':
-      if (typeof value !== 'string' || Buffer.byteLength(value) > spec.max || LONE_SURROGATE.test(value))
+      if (typeof value !== 'string' || !fitsUtf8(value, spec.max))
         throw malformed(`${what} must be a string of at most ${spec.max} bytes`, { field: what });
       if (spec.pattern && !spec.pattern.test(value)) throw malformed(`${what} has an invalid format`, { field: what });
       return w.string(value);

@@ -30,6 +30,11 @@ export function dialTimeout(msg: Msg<'connect'>, limits: CoordLimits): number {
   return msg.timeoutMs === 0 ? limits.defaultDialTimeoutMs : Math.min(msg.timeoutMs, limits.maxDialTimeoutMs);
 }
 
+/** The key a coordination is found by: its coordId in hex (read through a view: no copy of the id). */
+export function coordKey(coordId: Uint8Array): string {
+  return Buffer.from(coordId.buffer, coordId.byteOffset, coordId.byteLength).toString('hex');
+}
+
 /** A new coordination of `msg` from `from` (the initiator) to `target`, before its first attempt. */
 export function newCoordination(from: CoordPeer, target: CoordPeer, msg: Msg<'connect'>, timeoutMs: number): Coordination {
   const id = random(16);
@@ -37,7 +42,7 @@ export function newCoordination(from: CoordPeer, target: CoordPeer, msg: Msg<'co
     peer, role, token: random(16), port: 'fresh', observed: undefined, outcome: undefined, committed: false, detail: '',
   });
   return {
-    key: id.toString('hex'),
+    key: coordKey(id),
     id,
     sides: [side(from, 'initiator'), side(target, 'responder')],
     path: msg.path,
