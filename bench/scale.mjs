@@ -290,11 +290,7 @@ async function rendezvousScale(opts) {
     if (profile) await request(server, 'profile', { file: path.resolve(profile) });
     const cpuMs = (c1.cpu.user + c1.cpu.system - c0.cpu.user - c0.cpu.system) / 1000;
     const sysMs = (c1.cpu.system - c0.cpu.system) / 1000;
-    /** @type {Record<string, number>} CPU ms per coordination by thread name (Linux clock ticks: 10 ms) */
-    const threads = {};
-    for (const [k, v] of Object.entries(c1.threads ?? {})) threads[k] = (((v - (c0.threads?.[k] ?? 0)) * 10) / Math.max(1, dials.ok));
     // The window also holds the registered peers' background cost (keepalives, timers) at the idle rate.
-    log(`scale: server CPU ms per coordination by thread: ${JSON.stringify(Object.fromEntries(Object.entries(threads).filter(([, v]) => v > 0).map(([k, v]) => [k, +v.toFixed(3)])))}`);
     const idleMsInBatch = idle.cpuMsPerSecond * dials.seconds;
     await Promise.all(swarms.map((w) => request(w, 'close', {}, 60_000).catch(() => null)));
     return {
@@ -314,7 +310,6 @@ async function rendezvousScale(opts) {
       coordinationCodes: codesOrNone(dials.codes),
       coordinationsPerSecond: dials.ok / dials.seconds,
       serverCpuMsPerCoordination: dials.ok ? cpuMs / dials.ok : null,
-      serverThreadCpuMsPerCoordination: threads,
       serverSystemCpuMsPerCoordination: dials.ok ? sysMs / dials.ok : null,
       serverCpuMsPerCoordinationNet: dials.ok ? (cpuMs - idleMsInBatch) / dials.ok : null,
       serverIdleCpuMsPerSecond: idle.cpuMsPerSecond,
@@ -329,8 +324,8 @@ async function rendezvousScale(opts) {
 }
 
 /**
- * The server's CPU with its peers registered and no dial in flight, over about as long as the timed batch takes
- * (estimated from the warm-up batch): keepalive pings, idle timers, what any registered peer costs.
+ * The server's CPU rate (ms per s) with its peers registered and no dial in flight, over `ms`: keepalive pings, idle
+ * timers, what any registered peer costs.
  * @param {import('node:child_process').ChildProcess} server @param {number} ms
  */
 async function idleCpu(server, ms) {

@@ -36,23 +36,6 @@ let server = null;
 /** @type {Session | null} */
 let profiler = null;
 
-/** CPU clock ticks (user + system) per thread name, from /proc (Linux; empty elsewhere). */
-function threadTicks() {
-  /** @type {Record<string, number>} */
-  const out = {};
-  try {
-    for (const t of fs.readdirSync('/proc/self/task')) {
-      const stat = fs.readFileSync(`/proc/self/task/${t}/stat`, 'utf8');
-      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      out[name] = (out[name] ?? 0) + Number(f[11]) + Number(f[12]);
-    }
-  } catch {
-    // not Linux
-  }
-  return out;
-}
-
 serve({
   start: async (m) => {
     const { startServer } = await importDist('index.js');
@@ -73,6 +56,6 @@ serve({
   stats: (m) => {
     if (m.gc) globalThis.gc?.();
     const mem = process.memoryUsage();
-    return { stats: server?.stats?.() ?? null, rss: mem.rss, heapUsed: mem.heapUsed, cpu: process.cpuUsage(), threads: threadTicks() };
+    return { stats: server?.stats?.() ?? null, rss: mem.rss, heapUsed: mem.heapUsed, cpu: process.cpuUsage() };
   },
 });
