@@ -8,6 +8,8 @@
  * fd plan at 9,000 sessions (hard limit 20,000 per process): relay 18,000 sockets + its pool's pipes
  * (≤ 2 × max pipes); load process 9,000; sink process 9,000.
  */
+import { execFileSync } from 'node:child_process';
+import os from 'node:os';
 import path from 'node:path';
 import {
   BENCH_DIR,
@@ -25,6 +27,7 @@ import {
   fmtSummary,
   table as textTable,
   tcpSockMem,
+  which,
 } from './lib/common.mjs';
 import { num, strList } from './lib/cli.mjs';
 import { FD_HARD_LIMIT, RELAY_LABELS, startRelay } from './lib/relays.mjs';
@@ -44,6 +47,7 @@ const SECRET = 'tcp-punch-bench-secret';
  * @property {number} peers peers registered on one rendezvous server
  * @property {number} dials coordinations timed (after {@link WARMUP_DIALS} untimed ones)
  * @property {number} budgetSeconds wall-clock cap of each load phase
+ * @property {boolean} [pin] rendezvous: the server on CPU 0, the swarms on CPU 1 (needs taskset)
  */
 
 /** The peers' keepalive interval (the server's default, set explicitly: the idle baseline spans one). */
@@ -80,6 +84,7 @@ export function options(flags, full) {
     sessions: Math.round(num(flags.sessions, d.sessions, 9900, 0)),
     peers: Math.round(num(flags.peers, d.peers, 15_000, 0)),
     dials: Math.max(1, Math.round(num(flags.dials, d.dials, 100_000))),
+    pin: !!flags.pin,
   };
 }
 
@@ -248,6 +253,13 @@ async function rendezvousScale(opts) {
   // Each swarm process holds at most 9,000 control connections (plus observe and dial sockets).
   const nSwarms = Math.max(1, Math.ceil(opts.peers / 9000));
   const swarms = Array.from({ length: nSwarms }, () => forkChild(SWARM, [], { lifetimeMs }));
+  // Pinned, the server's CPU figures vary less from run to run on a shared 2-core machine (no migrations, no
+  // sharing a core with the swarm that loads it).
+  const pinned = opts.pin === true && os.cpus().length >= 2 && which('taskset') !== null;
+  if (pinned) {
+    execFileSync('taskset', ['-a', '-p', '-c', '0', String(server.pid)], { stdio: 'ignore' });
+    for (const w of swarms) execFileSync('taskset', ['-a', '-p', '-c', '1', String(w.pid)], { stdio: 'ignore' });
+  }
   try {
     // No NAT probe listeners: a registration then costs what it costs without the probe (four more connections per
     // peer with it).
@@ -294,6 +306,7 @@ async function rendezvousScale(opts) {
     const idleMsInBatch = idle.cpuMsPerSecond * dials.seconds;
     await Promise.all(swarms.map((w) => request(w, 'close', {}, 60_000).catch(() => null)));
     return {
+      pinned,
       peersAsked: opts.peers,
       registered,
       registerFailed: regs.reduce((a, r) => a + r.failed, 0),
@@ -393,7 +406,7 @@ export function report(section, table = textTable) {
     ),
   );
   const z = /** @type {any} */ (section.rendezvous);
-  out.push('', 'Rendezvous server');
+  out.push('', `Rendezvous server${z.pinned ? ' (pinned: server on CPU 0, swarms on CPU 1)' : ''}`);
   if (z.note) out.push(`  ${z.note}`);
   else {
     out.push(
