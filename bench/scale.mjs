@@ -8,6 +8,8 @@
  * fd plan at 9,000 sessions (hard limit 20,000 per process): relay 18,000 sockets + its pool's pipes
  * (≤ 2 × max pipes); load process 9,000; sink process 9,000.
  */
+import { execFileSync } from 'node:child_process';
+import os from 'node:os';
 import path from 'node:path';
 import {
   BENCH_DIR,
@@ -25,6 +27,7 @@ import {
   fmtSummary,
   table as textTable,
   tcpSockMem,
+  which,
 } from './lib/common.mjs';
 import { num, strList } from './lib/cli.mjs';
 import { FD_HARD_LIMIT, RELAY_LABELS, startRelay } from './lib/relays.mjs';
@@ -42,9 +45,13 @@ const SECRET = 'tcp-punch-bench-secret';
  * @property {number} concurrency sessions in flight during setup
  * @property {number} sessions idle sessions held at once
  * @property {number} peers peers registered on one rendezvous server
- * @property {number} dials coordinations timed
+ * @property {number} dials coordinations timed (after {@link WARMUP_DIALS} untimed ones)
  * @property {number} budgetSeconds wall-clock cap of each load phase
+ * @property {boolean} [pin] rendezvous: the server on CPU 0, the swarms on CPU 1 (needs taskset)
  */
+
+/** The peers' keepalive interval (the server's default, set explicitly: the idle baseline spans one). */
+const KEEPALIVE_MS = 20_000;
 
 /** Coordinations run, untimed, before the timed ones. */
 const WARMUP_DIALS = 300;
@@ -76,6 +83,8 @@ export function options(flags, full) {
     budgetSeconds: num(flags.budget, d.budgetSeconds, 3600),
     sessions: Math.round(num(flags.sessions, d.sessions, 9900, 0)),
     peers: Math.round(num(flags.peers, d.peers, 15_000, 0)),
+    dials: Math.max(1, Math.round(num(flags.dials, d.dials, 100_000))),
+    pin: !!flags.pin,
   };
 }
 
@@ -240,14 +249,23 @@ function idleSessions(kind, opts) {
 /** @param {ScaleOptions} opts */
 async function rendezvousScale(opts) {
   const lifetimeMs = (opts.budgetSeconds * 3 + 60) * 1000;
-  const server = forkChild(RENDEZVOUS, [], { lifetimeMs, execArgv: ['--expose-gc'] });
+  // BENCH_SERVER_NODE_FLAGS: more node flags for the server process (e.g. --perf-basic-prof for perf(1)).
+  const extra = (process.env.BENCH_SERVER_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+  const server = forkChild(RENDEZVOUS, [], { lifetimeMs, execArgv: ['--expose-gc', ...extra] });
   // Each swarm process holds at most 9,000 control connections (plus observe and dial sockets).
   const nSwarms = Math.max(1, Math.ceil(opts.peers / 9000));
   const swarms = Array.from({ length: nSwarms }, () => forkChild(SWARM, [], { lifetimeMs }));
+  // Pinned, the server's CPU figures vary less from run to run on a shared 2-core machine (no migrations, no
+  // sharing a core with the swarm that loads it).
+  const pinned = opts.pin === true && os.cpus().length >= 2 && which('taskset') !== null;
+  if (pinned) {
+    execFileSync('taskset', ['-a', '-p', '-c', '0', String(server.pid)], { stdio: 'ignore' });
+    for (const w of swarms) execFileSync('taskset', ['-a', '-p', '-c', '1', String(w.pid)], { stdio: 'ignore' });
+  }
   try {
     // No NAT probe listeners: a registration then costs what it costs without the probe (four more connections per
     // peer with it).
-    const { port } = await request(server, 'start', { host: '127.0.0.1', secret: SECRET, options: { natProbe: false } });
+    const { port } = await request(server, 'start', { host: '127.0.0.1', secret: SECRET, options: { natProbe: false, keepaliveMs: KEEPALIVE_MS } });
     const addr = `127.0.0.1:${port}`;
     const pid = /** @type {number} */ (server.pid);
     await sleep(300);
@@ -271,13 +289,26 @@ async function rendezvousScale(opts) {
     // Untimed first: the server's first few hundred coordinations run its code cold (interpreted, then compiled on
     // V8's background threads, which process.cpuUsage counts), about half the CPU figure of a 300-dial sample.
     log(`scale: ${WARMUP_DIALS} coordinations to warm up, then ${opts.dials} timed`);
-    await dialBatch(WARMUP_DIALS);
+    const warm = await dialBatch(WARMUP_DIALS);
+    // At least one keepalive interval: every peer pings once in it, so the rate is the steady background's even
+    // where registrations came in a burst (then so do their pings).
+    const batchMs = (warm.seconds * 1000 * opts.dials) / Math.max(1, warm.ok);
+    const idle = await idleCpu(server, Math.max(KEEPALIVE_MS, batchMs));
+    // BENCH_PROFILE=file.cpuprofile: the server's V8 CPU profile of the timed batch (it costs CPU: figures are higher).
+    const profile = process.env.BENCH_PROFILE;
+    if (profile) await request(server, 'profile');
+    log(`scale: idle ${fmt(idle.seconds, 1)} s measured; timed batch of ${opts.dials} coordinations`);
     const c0 = await request(server, 'stats');
     const dials = await dialBatch(opts.dials);
     const c1 = await request(server, 'stats');
+    if (profile) await request(server, 'profile', { file: path.resolve(profile) });
     const cpuMs = (c1.cpu.user + c1.cpu.system - c0.cpu.user - c0.cpu.system) / 1000;
+    const sysMs = (c1.cpu.system - c0.cpu.system) / 1000;
+    // The window also holds the registered peers' background cost (keepalives, timers) at the idle rate.
+    const idleMsInBatch = idle.cpuMsPerSecond * dials.seconds;
     await Promise.all(swarms.map((w) => request(w, 'close', {}, 60_000).catch(() => null)));
     return {
+      pinned,
       peersAsked: opts.peers,
       registered,
       registerFailed: regs.reduce((a, r) => a + r.failed, 0),
@@ -294,12 +325,31 @@ async function rendezvousScale(opts) {
       coordinationCodes: codesOrNone(dials.codes),
       coordinationsPerSecond: dials.ok / dials.seconds,
       serverCpuMsPerCoordination: dials.ok ? cpuMs / dials.ok : null,
+      serverSystemCpuMsPerCoordination: dials.ok ? sysMs / dials.ok : null,
+      serverCpuMsPerCoordinationNet: dials.ok ? (cpuMs - idleMsInBatch) / dials.ok : null,
+      serverIdleCpuMsPerSecond: idle.cpuMsPerSecond,
+      serverIdleWindowSeconds: idle.seconds,
+      serverIdleCpuUsPerPeerSecond: registered ? (idle.cpuMsPerSecond * 1000) / registered : null,
     };
   } catch (e) {
     return { note: `failed: ${/** @type {Error} */ (e).message.split('\n')[0]}` };
   } finally {
     await Promise.all([...swarms.map((w) => stopChild(w)), stopChild(server)]);
   }
+}
+
+/**
+ * The server's CPU rate (ms per s) with its peers registered and no dial in flight, over `ms`: keepalive pings, idle
+ * timers, what any registered peer costs.
+ * @param {import('node:child_process').ChildProcess} server @param {number} ms
+ */
+async function idleCpu(server, ms) {
+  const a = await request(server, 'stats');
+  const t0 = performance.now();
+  await sleep(ms);
+  const b = await request(server, 'stats');
+  const seconds = (performance.now() - t0) / 1000;
+  return { seconds, cpuMsPerSecond: (b.cpu.user + b.cpu.system - a.cpu.user - a.cpu.system) / 1000 / seconds };
 }
 
 // ------------------------------------------------------------------ report
@@ -359,7 +409,7 @@ export function report(section, table = textTable) {
     ),
   );
   const z = /** @type {any} */ (section.rendezvous);
-  out.push('', 'Rendezvous server');
+  out.push('', `Rendezvous server${z.pinned ? ' (pinned: server on CPU 0, swarms on CPU 1)' : ''}`);
   if (z.note) out.push(`  ${z.note}`);
   else {
     out.push(
@@ -373,7 +423,10 @@ export function report(section, table = textTable) {
           ['server JS heap per peer', `${kb(z.serverHeapBytesPerPeer)} KiB`],
           ['server fds', z.serverFds ? String(z.serverFds.total) : '—'],
           ['coordinations/s (Peer.dial, 20 at a time)', `${fmt(z.coordinationsPerSecond, 0)} (${z.coordinations} ok, ${z.coordinationsFailed} failed)`],
-          ['server CPU per coordination', `${fmt(z.serverCpuMsPerCoordination, 3)} ms`],
+          ['server CPU per coordination, raw (whole batch window)', `${fmt(z.serverCpuMsPerCoordination, 3)} ms (system ${fmt(z.serverSystemCpuMsPerCoordination, 3)})`],
+          ['server CPU per coordination, attributable (raw − idle baseline)', `${fmt(z.serverCpuMsPerCoordinationNet, 3)} ms`],
+          ['server idle CPU, peers registered, no dials', `${fmt(z.serverIdleCpuMsPerSecond, 2)} ms/s over ${fmt(z.serverIdleWindowSeconds, 1)} s`],
+          ['server idle CPU per registered peer', `${fmt(z.serverIdleCpuUsPerPeerSecond, 3)} µs/s`],
         ],
       ),
     );

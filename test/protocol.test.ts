@@ -278,4 +278,28 @@ describe('socket helpers', () => {
     expect(errors).toEqual(['ERR_UNSUPPORTED_VERSION']);
     a.destroy();
   });
+
+  it('FramedSocket.flow() switches to data events mid-stream: every message once, in order, errors as before', async () => {
+    const [a, b] = await socketPair();
+    const framed = new FramedSocket(b);
+    const seqs: number[] = [];
+    const errors: string[] = [];
+    framed.on('protocol-error', (e) => errors.push(e.code));
+    framed.on('message', (m) => {
+      if (m.type === 'ping') seqs.push(m.seq);
+      if (m.type === 'ping' && m.seq === 1) framed.flow(); // as the server does on `hello`, inside the first message
+    });
+    const ping = (seq: number): Buffer => encodeMessage({ type: 'ping', seq, rttUs: 0 });
+    a.write(Buffer.concat([ping(1), ping(2), ping(3).subarray(0, 4)]));
+    await new Promise((r) => setTimeout(r, 20));
+    a.write(Buffer.concat([ping(3).subarray(4), ping(4)]));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(seqs).toEqual([1, 2, 3, 4]);
+    a.write(Buffer.from([0x54, 0x50, 9, 0, 0, 0]));
+    const reply = await readMessage(a, { timeoutMs: 5000 });
+    expect(reply).toMatchObject({ type: 'error', code: 'ERR_UNSUPPORTED_VERSION' });
+    await once(framed, 'close');
+    expect(errors).toEqual(['ERR_UNSUPPORTED_VERSION']);
+    a.destroy();
+  });
 });

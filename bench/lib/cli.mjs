@@ -35,7 +35,8 @@ const HELP = `Usage: node bench/run.mjs [options]
   --directions LIST  throughput: fwd (dialing side sends), rev ({throughput.directions})
   --paths LIST       throughput: only these paths (node-plain, node-punched, direct, c-splice, native, js, pipe, socat,
                      haproxy-splice, haproxy-nosplice; native-copy only when named)
-  --pin              throughput: pin the two Node-socket ends to CPUs 0 and 1 (off by default)
+  --pin              throughput: pin the two Node-socket ends to CPUs 0 and 1; scale: the rendezvous server to CPU 0,
+                     its swarms to CPU 1 (off by default)
   --iterations N     connect: dials per figure ({connect.iterations})
   --lab              connect: also the NAT lab (root; default with --full)
   --rtts LIST        connect: lab RTTs in ms ({connect.rtts})
@@ -45,6 +46,7 @@ const HELP = `Usage: node bench/run.mjs [options]
   --churn N          scale: sessions opened and closed per setup-rate figure ({scale.churn})
   --sessions N       scale: idle relay sessions held at once ({scale.sessions}; 0 skips)
   --peers N          scale: peers registered on one rendezvous server ({scale.peers}; 0 skips)
+  --dials N          scale: coordinations timed on the rendezvous server ({scale.dials})
   --relays LIST      scale: relays to load ({scale.relays})
   --max-time S       micro: seconds per micro-benchmark ({micro.maxTime})
                      cluster (only when named: needs redis-server): --peers over its three nodes ({cluster.peers}),

@@ -6,10 +6,14 @@
  *   → { type: 'start', host, secret, options? }  ← { type: 'start:ok', port }
  *   → { type: 'stats', gc? }                     ← { type: 'stats:ok', stats, rss, heapUsed, cpu }
  *     (gc: collect garbage first, when started with --expose-gc)
+ *   → { type: 'profile', file? }  starts the V8 CPU profiler; with `file`, stops it and writes the profile there
  *
  * The server runs with BENCH_SERVER_OPTIONS (plus `options`, passed to startServer) and its built-in relay on
  * the same port.
  */
+import fs from 'node:fs';
+import { Session } from 'node:inspector/promises';
+
 import { importDist } from './common.mjs';
 import { serve } from './child.mjs';
 import { SERVICE_LIMITS } from './relays.mjs';
@@ -29,12 +33,25 @@ const BENCH_SERVER_OPTIONS = {
 
 /** @type {any} */
 let server = null;
+/** @type {Session | null} */
+let profiler = null;
 
 serve({
   start: async (m) => {
     const { startServer } = await importDist('index.js');
     server = await startServer({ host: m.host, port: 0, secret: m.secret, ...BENCH_SERVER_OPTIONS, ...(m.options ?? {}) });
     return { port: server.address().port };
+  },
+  profile: async (m) => {
+    if (!profiler) {
+      profiler = new Session();
+      profiler.connect();
+      await profiler.post('Profiler.enable');
+      await profiler.post('Profiler.setSamplingInterval', { interval: 100 });
+    }
+    if (!m.file) return void (await profiler.post('Profiler.start'));
+    const { profile } = await profiler.post('Profiler.stop');
+    fs.writeFileSync(m.file, JSON.stringify(profile));
   },
   stats: (m) => {
     if (m.gc) globalThis.gc?.();

@@ -16,9 +16,18 @@ import type { ROLES } from './messages.js';
 
 type Role = (typeof ROLES)[number];
 
+/** Each use's label prefix as bytes, made once: not a string built and converted to UTF-8 on every MAC. */
+const LABELS = new Map<string, Buffer>();
+
+function labelBytes(label: string): Buffer {
+  let bytes = LABELS.get(label);
+  if (!bytes) LABELS.set(label, (bytes = Buffer.from(`tcp-punch/1 ${label}\0`, 'utf8')));
+  return bytes;
+}
+
 function hmac(key: Uint8Array | string, label: string, ...parts: Uint8Array[]): Buffer {
   const h = createHmac('sha256', key);
-  h.update(`tcp-punch/1 ${label}\0`);
+  h.update(labelBytes(label));
   for (const p of parts) h.update(p);
   return h.digest();
 }

@@ -11,12 +11,12 @@ import { isIP } from 'node:net';
 
 import type { Endpoint } from '../endpoint.js';
 import { TcpPunchError } from '../errors.js';
+import { HEADER_SIZE, writeHeader } from './frame.js';
 
 /** On the wire an endpoint's host is always a numeric IPv4/IPv6 address. */
 export type { Endpoint } from '../endpoint.js';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
-const utf8Encoder = new TextEncoder();
 
 /** The error every body parser raises: code `ERR_MALFORMED_FRAME`. */
 export function malformed(message: string, details: Record<string, unknown> = {}): TcpPunchError {
@@ -75,9 +75,9 @@ export class BodyReader {
     return ((b[0]! << 24) >>> 0) + ((b[1]! << 16) | (b[2]! << 8) | b[3]!);
   }
 
-  /** A copy of exactly `n` bytes. */
+  /** A copy of exactly `n` bytes (a plain Uint8Array that owns its memory). */
   bytes(n: number, what: string): Uint8Array {
-    return Uint8Array.from(this.take(n, what));
+    return new Uint8Array(this.take(n, what));
   }
 
   /** A u16-length-prefixed UTF-8 string of at most `max` bytes. */
@@ -98,43 +98,83 @@ export class BodyReader {
   }
 }
 
-/** Appends typed fields to a growing body. */
+/**
+ * Appends typed fields to a growing body, written in place into one buffer (no part per field). With `headroom`,
+ * that many bytes stay free in front of the body: {@link BodyWriter.frame} fills them with the frame header, so a
+ * message is encoded with one allocation and no copy.
+ */
 export class BodyWriter {
-  private readonly parts: Uint8Array[] = [];
-  private size = 0;
+  private buf: Buffer;
+  private pos: number;
+  private readonly start: number;
 
-  private push(b: Uint8Array): void {
-    this.parts.push(b);
-    this.size += b.length;
+  constructor(headroom = 0) {
+    this.start = this.pos = headroom;
+    this.buf = Buffer.allocUnsafe(headroom + INITIAL_CAPACITY);
+  }
+
+  /** Bytes of body written so far. */
+  get size(): number {
+    return this.pos - this.start;
+  }
+
+  private room(n: number): void {
+    if (this.pos + n <= this.buf.length) return;
+    const grown = Buffer.allocUnsafe(Math.max(this.buf.length * 2, this.pos + n));
+    this.buf.copy(grown, 0, 0, this.pos);
+    this.buf = grown;
   }
 
   u8(v: number): void {
-    this.push(Uint8Array.of(v & 0xff));
+    this.room(1);
+    this.buf[this.pos++] = v & 0xff;
   }
 
   u16(v: number): void {
-    this.push(Uint8Array.of((v >>> 8) & 0xff, v & 0xff));
+    this.room(2);
+    this.buf[this.pos++] = (v >>> 8) & 0xff;
+    this.buf[this.pos++] = v & 0xff;
   }
 
   u32(v: number): void {
-    this.push(Uint8Array.of((v >>> 24) & 0xff, (v >>> 16) & 0xff, (v >>> 8) & 0xff, v & 0xff));
+    this.room(4);
+    this.buf[this.pos++] = (v >>> 24) & 0xff;
+    this.buf[this.pos++] = (v >>> 16) & 0xff;
+    this.buf[this.pos++] = (v >>> 8) & 0xff;
+    this.buf[this.pos++] = v & 0xff;
   }
 
   bytes(b: Uint8Array): void {
-    this.push(Uint8Array.from(b));
+    this.room(b.length);
+    this.buf.set(b, this.pos);
+    this.pos += b.length;
   }
 
   string(s: string): void {
-    const b = utf8Encoder.encode(s);
-    this.u16(b.length);
-    this.push(b);
+    const n = Buffer.byteLength(s); // lone surrogates count as U+FFFD (3 bytes), as they are written
+    this.u16(n);
+    this.room(n);
+    this.pos += this.buf.write(s, this.pos, n, 'utf8');
   }
 
-  /** The body written so far, as one Buffer. */
+  /** The body written so far (a view of the writer's buffer: write no more after taking it). */
   finish(): Buffer {
-    return Buffer.concat(this.parts, this.size);
+    return this.buf.subarray(this.start, this.pos);
+  }
+
+  /**
+   * The body as a complete frame: the header is written into the headroom (which must be {@link HEADER_SIZE}).
+   * Throws `ERR_FRAME_TOO_LARGE` as {@link encodeFrameAs} does.
+   */
+  frame(version: number, type: number): Buffer {
+    if (this.start !== HEADER_SIZE) throw new RangeError(`BodyWriter.frame needs a headroom of ${HEADER_SIZE} bytes`);
+    writeHeader(this.buf, version, type, this.pos - HEADER_SIZE);
+    return this.buf.subarray(0, this.pos);
   }
 }
+
+/** Enough for every control message but the largest (endpoint lists): a body rarely grows its buffer. */
+const INITIAL_CAPACITY = 250;
 
 /** One typed field of a message schema. */
 export type FieldSpec =
@@ -246,6 +286,13 @@ export function readField(r: BodyReader, spec: FieldSpec, what: string): unknown
   }
 }
 
+/** True when `s` is well-formed (no lone surrogate) and at most `max` bytes of UTF-8. */
+function fitsUtf8(s: string, max: number): boolean {
+  const n = Buffer.byteLength(s);
+  // As many bytes as UTF-16 units: all ASCII, so no surrogate to look for (ids, codes, most texts).
+  return n <= max && (n === s.length || !LONE_SURROGATE.test(s));
+}
+
 function checkInt(v: unknown, max: number, what: string): number {
   if (typeof v !== 'number' || !Number.isInteger(v) || v < 0 || v > max)
     throw malformed(`${what} must be an integer in 0..${max}`, { field: what });
@@ -274,7 +321,7 @@ export function writeField(w: BodyWriter, spec: FieldSpec, value: unknown, what:
       w.u8(value.length);
       return w.bytes(value);
     case 'string':
-      if (typeof value !== 'string' || Buffer.byteLength(value) > spec.max || LONE_SURROGATE.test(value))
+      if (typeof value !== 'string' || !fitsUtf8(value, spec.max))
         throw malformed(`${what} must be a string of at most ${spec.max} bytes`, { field: what });
       if (spec.pattern && !spec.pattern.test(value)) throw malformed(`${what} has an invalid format`, { field: what });
       return w.string(value);

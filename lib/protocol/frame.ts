@@ -47,20 +47,30 @@ export const FIRST_VERSION = 1;
 
 /** Encodes one frame with another version byte: only for the `error` frame answering a frame of that version. */
 export function encodeFrameAs(version: number, type: number, body: Uint8Array): Buffer {
-  if (!Number.isInteger(type) || type < 0 || type > 0xff) throw outOfRange('type', '0..255', type);
-  if (body.length > MAX_FRAME_SIZE) {
-    throw new TcpPunchError('ERR_FRAME_TOO_LARGE', `Frame body of ${body.length} bytes exceeds ${MAX_FRAME_SIZE}`, {
-      size: body.length,
-    });
-  }
+  checkHeader(type, body.length);
   const out = Buffer.allocUnsafe(HEADER_SIZE + body.length);
+  writeHeader(out, version, type, body.length);
+  out.set(body, HEADER_SIZE);
+  return out;
+}
+
+/** Throws unless `type` is a byte and a body of `length` bytes fits a frame (`ERR_FRAME_TOO_LARGE`). */
+function checkHeader(type: number, length: number): void {
+  if (!Number.isInteger(type) || type < 0 || type > 0xff) throw outOfRange('type', '0..255', type);
+  if (length > MAX_FRAME_SIZE) {
+    throw new TcpPunchError('ERR_FRAME_TOO_LARGE', `Frame body of ${length} bytes exceeds ${MAX_FRAME_SIZE}`, { size: length });
+  }
+}
+
+/** Writes a frame header into `out[0..HEADER_SIZE)` for a body of `length` bytes that follows it (checked as above). */
+export function writeHeader(out: Buffer, version: number, type: number, length: number): void {
+  checkHeader(type, length);
   out[0] = MAGIC0;
   out[1] = MAGIC1;
   out[2] = version;
   out[3] = type;
-  out.writeUInt16BE(body.length, 4);
-  out.set(body, HEADER_SIZE);
-  return out;
+  out[4] = length >>> 8;
+  out[5] = length & 0xff;
 }
 
 /** Options of a {@link FrameDecoder}. */

@@ -10,7 +10,7 @@
 import { TcpPunchError } from '../errors.js';
 import { BodyReader, BodyWriter, f, malformed, readField, writeField } from './fields.js';
 import type { FieldSpec, FieldValue } from './fields.js';
-import { encodeFrame, encodeFrameAs } from './frame.js';
+import { HEADER_SIZE, PROTOCOL_VERSION, encodeFrameAs } from './frame.js';
 import type { RawFrame } from './frame.js';
 
 /** Peer ids: 1..64 printable ASCII characters, no spaces. */
@@ -222,25 +222,41 @@ export function nameOfType(type: number): SchemaName | RelayName | undefined {
   return BY_TYPE.get(type) ?? RELAY_BY_TYPE.get(type);
 }
 
+/** Each schema's fields in wire order, listed once (not an Object.entries per message). */
+const FIELD_LISTS = new Map<SchemaName, readonly (readonly [string, FieldSpec])[]>();
+for (const name of Object.keys(SCHEMAS) as SchemaName[]) FIELD_LISTS.set(name, Object.entries(SCHEMAS[name].fields as Record<string, FieldSpec>));
+
+/** Writes the fields of a schema message; throws `ERR_MALFORMED_FRAME` if a field violates its schema. */
+function writeFields(w: BodyWriter, msg: Exclude<Message, RelayMsg>): void {
+  const fields = FIELD_LISTS.get(msg.type);
+  if (!fields) throw malformed(`Unknown message type ${String((msg as { type: unknown }).type)}`);
+  const values = msg as unknown as Record<string, unknown>;
+  for (const [name, spec] of fields) writeField(w, spec, values[name], name);
+}
+
 /** Encodes a message body (no frame header). Throws `ERR_MALFORMED_FRAME` if a field violates its schema. */
 export function encodeBody(msg: Message): Buffer {
   if (isRelayMsg(msg)) return Buffer.from(msg.body);
-  const schema = SCHEMAS[msg.type] as { fields: Record<string, FieldSpec> } | undefined;
-  if (!schema) throw malformed(`Unknown message type ${String((msg as { type: unknown }).type)}`);
   const w = new BodyWriter();
-  const values = msg as unknown as Record<string, unknown>;
-  for (const [name, spec] of Object.entries(schema.fields)) writeField(w, spec, values[name], name);
+  writeFields(w, msg);
   return w.finish();
 }
 
-/** Encodes a message as a complete frame. */
+/** Encodes a message as a complete frame: header and body in one buffer. */
 export function encodeMessage(msg: Message): Buffer {
-  return encodeFrame(isRelayMsg(msg) ? msg.typeByte : SCHEMAS[msg.type].type, encodeBody(msg));
+  return encodeAs(PROTOCOL_VERSION, msg);
 }
 
 /** Encodes an `error` frame in another protocol version (see {@link encodeFrameAs}). */
 export function encodeErrorAs(version: number, msg: Msg<'error'>): Buffer {
-  return encodeFrameAs(version, SCHEMAS.error.type, encodeBody(msg));
+  return encodeAs(version, msg);
+}
+
+function encodeAs(version: number, msg: Message): Buffer {
+  if (isRelayMsg(msg)) return encodeFrameAs(version, msg.typeByte, msg.body);
+  const w = new BodyWriter(HEADER_SIZE);
+  writeFields(w, msg);
+  return w.frame(version, SCHEMAS[msg.type].type);
 }
 
 function isRelayMsg(msg: Message): msg is RelayMsg {
@@ -263,8 +279,7 @@ export function decodeMessage(frame: RawFrame): Message {
   }
   const r = new BodyReader(frame.body);
   const out: Record<string, unknown> = { type: name };
-  const fields = SCHEMAS[name].fields as Record<string, FieldSpec>;
-  for (const [key, spec] of Object.entries(fields)) out[key] = readField(r, spec, key);
+  for (const [key, spec] of FIELD_LISTS.get(name)!) out[key] = readField(r, spec, key);
   r.end();
   return out as Message;
 }

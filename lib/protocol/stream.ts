@@ -44,6 +44,9 @@ export class FramedSocket extends EventEmitter<FramedSocketEvents> {
   private lastError: Error | undefined;
   private lingerTimer: NodeJS.Timeout | undefined;
   private readonly onReadable = (): void => this.pump();
+  private readonly onData = (chunk: Buffer): void => this.take(chunk);
+  /** Reading with 'data' events (see {@link FramedSocket.flow}) instead of 'readable' + read(). */
+  private flowing = false;
   private readonly onSocketError = (err: Error): void => {
     this.lastError ??= err;
   };
@@ -100,12 +103,26 @@ export class FramedSocket extends EventEmitter<FramedSocketEvents> {
   }
 
   /**
+   * Reads with 'data' events from now on: each chunk is decoded as it arrives, without the 'readable' event's
+   * deferral (a nextTick) and the read() calls around it, which cost more than the decoding of a small control
+   * message. For a connection that stays framed for good (a registered control connection): after flow(),
+   * {@link FramedSocket.detach} leaves the socket paused, not in its initial mode.
+   */
+  flow(): void {
+    if (this.flowing || this.state === 'detached') return;
+    this.flowing = true;
+    this.socket.removeListener('readable', this.onReadable);
+    this.socket.on('data', this.onData);
+  }
+
+  /**
    * Stops reading and lets go of the socket without closing it: returns the bytes received after the last
    * message (the caller decides whether to `unshift` them). No more events are emitted.
    */
   detach(): Buffer {
     this.state = 'detached';
     clearTimeout(this.lingerTimer);
+    if (this.flowing) this.socket.pause().removeListener('data', this.onData);
     this.socket.removeListener('readable', this.onReadable);
     this.socket.removeListener('error', this.onSocketError);
     this.socket.removeListener('close', this.onSocketClose);
@@ -122,14 +139,27 @@ export class FramedSocket extends EventEmitter<FramedSocketEvents> {
 
   private pump(): void {
     let chunk: Buffer | null;
-    while ((chunk = this.socket.read() as Buffer | null) !== null) {
-      if (this.state !== 'open') continue; // drain and discard while closing
-      try {
-        this.decoder.write(chunk);
-      } catch {
-        // already failed; discard
-      }
+    while ((chunk = this.socket.read() as Buffer | null) !== null) this.queue(chunk);
+    this.decode();
+  }
+
+  /** A chunk from a 'data' event. */
+  private take(chunk: Buffer): void {
+    this.queue(chunk);
+    this.decode();
+  }
+
+  private queue(chunk: Buffer): void {
+    if (this.state !== 'open') return; // drain and discard while closing
+    try {
+      this.decoder.write(chunk);
+    } catch {
+      // already failed; discard
     }
+  }
+
+  /** Emits every complete message buffered, until one fails or the connection starts closing. */
+  private decode(): void {
     while (this.state === 'open') {
       let msg: Message;
       try {

@@ -30,14 +30,25 @@ export function dialTimeout(msg: Msg<'connect'>, limits: CoordLimits): number {
   return msg.timeoutMs === 0 ? limits.defaultDialTimeoutMs : Math.min(msg.timeoutMs, limits.maxDialTimeoutMs);
 }
 
+/** The key a coordination is found by: its coordId in hex (read through a view: no copy of the id). */
+export function coordKey(coordId: Uint8Array): string {
+  return Buffer.from(coordId.buffer, coordId.byteOffset, coordId.byteLength).toString('hex');
+}
+
+/**
+ * A side's observe token before its first observe phase: every attempt that observes draws one (startAttempt), and a
+ * warm attempt folded into `coord` observes nothing. An empty token matches no 16-byte `observe.token`.
+ */
+const NO_TOKEN = Buffer.alloc(0);
+
 /** A new coordination of `msg` from `from` (the initiator) to `target`, before its first attempt. */
 export function newCoordination(from: CoordPeer, target: CoordPeer, msg: Msg<'connect'>, timeoutMs: number): Coordination {
   const id = random(16);
   const side = (peer: CoordPeer, role: Role): Side => ({
-    peer, role, token: random(16), port: 'fresh', observed: undefined, outcome: undefined, committed: false, detail: '',
+    peer, role, token: NO_TOKEN, port: 'fresh', observed: undefined, outcome: undefined, committed: false, detail: '',
   });
   return {
-    key: id.toString('hex'),
+    key: coordKey(id),
     id,
     sides: [side(from, 'initiator'), side(target, 'responder')],
     path: msg.path,

@@ -28,7 +28,7 @@ import { truncateUtf8 } from '../protocol/fields.js';
 import type { Endpoint } from '../endpoint.js';
 import type { Msg } from '../protocol/messages.js';
 import type { FramedSocket } from '../protocol/stream.js';
-import { coordDraft, dialTimeout, newCoordination, refusal } from './admission.js';
+import { coordDraft, coordKey, dialTimeout, newCoordination, refusal } from './admission.js';
 import type {
   Coordination, CoordinationEnd, CoordLimits, CoordPeer, CoordRequest, CoordStats, EndVerdict, PortKind, RelayGrantIssuer, Side,
 } from './coord-types.js';
@@ -81,7 +81,7 @@ export class Coordinator {
 
   /** An observe connection presented `msg`; returns false when its coordination, attempt or token is not valid. */
   observe(conn: FramedSocket, msg: Msg<'observe'>, remote: Endpoint): boolean {
-    const c = this.coords.get(Buffer.from(msg.coordId).toString('hex'));
+    const c = this.coords.get(coordKey(msg.coordId));
     if (!c || c.phase !== 'observe' || msg.attempt !== c.attempt) return false;
     const side = c.sides.find((s) => safeEqual(s.token, msg.token));
     if (!side || side.observed) return false;
@@ -180,7 +180,7 @@ export class Coordinator {
   }
 
   private cancel(from: CoordPeer, msg: Msg<'cancel'>): void {
-    const c = this.coords.get(Buffer.from(msg.coordId).toString('hex'));
+    const c = this.coords.get(coordKey(msg.coordId));
     if (!c || !this.sideOf(c, from)) return;
     this.end(c, { outcome: 'cancelled', code: msg.code, message: msg.message });
   }
@@ -205,7 +205,7 @@ export class Coordinator {
 
   /** A side closed a socket punched from its warm port. */
   private release(from: CoordPeer, msg: Msg<'release'>): void {
-    this.warm.release(Buffer.from(msg.coordId).toString('hex'), from);
+    this.warm.release(coordKey(msg.coordId), from);
   }
 
   private pendingOf(peer: CoordPeer): Set<Coordination> {
@@ -215,7 +215,7 @@ export class Coordinator {
   }
 
   private find(coordId: Uint8Array, attempt: number): Coordination | undefined {
-    const c = this.coords.get(Buffer.from(coordId).toString('hex'));
+    const c = this.coords.get(coordKey(coordId));
     return c && c.attempt === attempt ? c : undefined;
   }
 

@@ -365,6 +365,7 @@ export class RendezvousServer extends EventEmitter<RendezvousServerEvents> imple
     const { framed } = conn;
     if (msg.type === 'hello') {
       conn.kind = 'control';
+      framed.flow(); // a control connection stays framed: the cheaper way of reading
       conn.session = new ControlSession(framed, msg, conn.remote, this);
     } else if (msg.type === 'observe') {
       if (!this.coordinator.observe(framed, msg, conn.remote) && !this.cluster?.observe(framed, msg, conn.remote))

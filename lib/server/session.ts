@@ -155,12 +155,27 @@ export class ControlSession implements CoordPeer, FamilySession {
    * cut instead (`ERR_RATE_LIMITED`).
    */
   send(msg: Message): boolean {
-    if (this.conn.socket.writableLength > MAX_UNSENT_BYTES) {
-      this.fail('ERR_RATE_LIMITED', `Replies are not being read (${this.conn.socket.writableLength} bytes unsent)`);
+    const socket = this.conn.socket;
+    if (socket.writableLength > MAX_UNSENT_BYTES) {
+      this.fail('ERR_RATE_LIMITED', `Replies are not being read (${socket.writableLength} bytes unsent)`);
       return false;
+    }
+    // The frames sent to one peer in one tick (coord + prepare, coord + relay-token, end + the next coord...) leave
+    // in one write and one TCP segment: corked until the tick's end (end() and fail() flush at once).
+    if (!this.corked && this.conn.open) {
+      this.corked = true;
+      socket.cork();
+      process.nextTick(this.uncork);
     }
     return this.conn.send(msg);
   }
+
+  /** True while this tick's frames are held for one write (see send). */
+  private corked = false;
+  private readonly uncork = (): void => {
+    this.corked = false;
+    this.conn.socket.uncork();
+  };
 
   /** Sends an `error` frame and closes. */
   fail(code: string, message: string): void {
