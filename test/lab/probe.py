@@ -412,6 +412,14 @@ def cmd_punch(a):
     res = {"event": "result", "name": a.name, "lport": a.lport, "peer": fmt_ep(*peer), "observed": observed,
            "attempts": attempts, "errors": errors[:20]}
     if icmp is not None:
+        # The low-TTL SYN's ICMP and the peer's SYN can arrive in either order (here both take two link delays):
+        # when the punch won first, wait a little for the ICMP, so what is recorded does not depend on that race.
+        grace_end = time.monotonic() + 0.3
+        while True:
+            left = grace_end - time.monotonic() if not icmp_seen else 0
+            if not select.select([icmp], [], [], max(0, left))[0]:
+                break
+            read_icmp(family, icmp, a.lport, icmp_seen)
         icmp.close()
         res["icmp"] = icmp_seen[:20]
     if conn is None:
