@@ -44,9 +44,10 @@ export interface PunchOptions {
   /** Overall deadline in ms (default 10000). */
   timeoutMs?: number;
   /**
-   * Pause in ms before reconnecting to a target after an RST or ICMP error aborted the attempt (default 5). The
-   * next SYN has to follow within milliseconds while our NAT's entry is still open for it; after the first 2 s the
-   * pause is at least 100 ms.
+   * Least time in ms from one connect to a target to the next after an RST or ICMP error aborted the attempt
+   * (default 5; after the first 2 s at least 100). Paced start to start, so an abort that took a round trip is
+   * followed by the next SYN at once: our NAT's entry is still open for it, and a peer SYN that finds no connector
+   * meets only the listener, whose answer our NAT's conntrack drops.
    */
   retryDelayMs?: number;
   /** Hop limit of each target's first SYN (1..255): it opens the local NAT mapping without reaching the peer's. */

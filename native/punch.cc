@@ -17,6 +17,7 @@ typedef struct {
 typedef struct {
   tp_sock_t* sock;  // the connector in flight, NULL while waiting to retry
   uint64_t retry_at;
+  uint64_t started_at;  // loop time of the last connect()
   int attempts;
 } tp_target_state_t;
 
@@ -44,6 +45,7 @@ struct tp_punch_s {
 static void tp__punch_finish(tp_punch_t* p, int status, const char* syscall, tp_sock_t* winner);
 static void tp__punch_arm(tp_punch_t* p);
 static void tp__punch_connected(tp_punch_t* p, tp_sock_t* s);
+static void tp__target_connect(tp_punch_t* p, int target);
 
 static void tp__punch_release(tp_punch_t* p) {
   if (--p->handles > 0) return;
@@ -110,14 +112,22 @@ static int tp__retryable(int err) {
 
 static void tp__connector_on_io(uv_poll_t* handle, int status, int events);
 
-// The next SYN must follow an RST or ICMP abort within milliseconds: our NAT's entry is still open for it, and
-// the peer's SYN may arrive at any moment. After the first seconds the peer is unlikely to be merely late, so
-// the pace drops to spare the network.
+// The next SYN must follow an RST or ICMP abort at once: our NAT's entry is still open for it, and the peer's SYN
+// may arrive at any moment. While no connector is open, that SYN meets only the listener, whose SYN-ACK carries a
+// new sequence number that our NAT's conntrack (which saw the aborted SYN) drops; the dead-end request then holds
+// the 4-tuple (EADDRNOTAVAIL) until the punch times out. So retries are paced start to start, and an abort that
+// came a round trip after its SYN is followed by the next SYN in the same callback. After the first seconds the
+// peer is unlikely to be merely late, so the pace drops to spare the network.
 static void tp__target_retry(tp_punch_t* p, int target) {
+  tp_target_state_t* t = &p->targets[target];
   uint64_t now = uv_now(p->loop);
   uint64_t gap = static_cast<uint64_t>(p->opts.retry_ms);
   if (now - p->started >= TP_PUNCH_FAST_RETRY_MS && gap < TP_PUNCH_SLOW_RETRY_MS) gap = TP_PUNCH_SLOW_RETRY_MS;
-  p->targets[target].retry_at = now + gap;
+  if (now > t->started_at && now - t->started_at >= gap) {
+    tp__target_connect(p, target);  // no recursion: a connect() that fails at once has started_at == now
+    return;
+  }
+  t->retry_at = t->started_at + gap;
   tp__punch_arm(p);
 }
 
@@ -160,6 +170,7 @@ static void tp__target_connect(tp_punch_t* p, int target) {
   }
 
   t->attempts++;
+  t->started_at = uv_now(p->loop);
   p->result.attempts++;
   int err = tp_socket_connect(fd, reinterpret_cast<struct sockaddr*>(&p->opts.targets[target]));
   if (restore > 0) tp_socket_set_ttl(fd, p->family, restore);

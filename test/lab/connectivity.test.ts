@@ -3,8 +3,9 @@
 // MASQUERADE --random-fully and a peer behind a full-cone NAT or a port-forwarding (DMZ) router, dialled both
 // ways. The symmetric side's SYN towards the peer leaves from a port the server never saw, but the other side's NAT
 // forwards it anyway; the punch has to accept it (from the peer's host, on any port) and let direct-auth decide.
-// Then the raw punch() over IPv6 between two hosts whose IPv4 is behind symmetric NATs and whose IPv6 sits behind
-// stateful firewalls (RFC 6092: no translation, crossing SYNs allowed), bound to the exact global address.
+// Then the raw punch() between two ICMP-answering NATs with one side late, swept over one retry round, and over
+// IPv6 between two hosts whose IPv4 is behind symmetric NATs and whose IPv6 sits behind stateful firewalls
+// (RFC 6092: no translation, crossing SYNs allowed), bound to the exact global address.
 //
 // Root only; one topology per describe. Rows and times: docs/LAB.md ("Open filtering and IPv6").
 //   npx vitest run test/lab/connectivity.test.ts
@@ -88,6 +89,42 @@ async function labPunch(lab: Lab, node: 'a' | 'b', args: Record<string, unknown>
     throw new Error(`punch-child on ${node}: no result (${out}${err})`);
   }
 }
+
+// Both NATs answer an early SYN with ICMP (port-unreachable on a's, admin-prohibited on b's), so the early side's
+// connect is aborted a round trip after each SYN and retried until the late side's SYN has opened the other NAT.
+// Whether a retry pause leaves a hole depends on where in that round the late SYN arrives, so the start is swept
+// over one round (about 45 ms on 20 ms links) in 3 ms steps, with the NATs' ICMP rate limit off (else the limiter,
+// not the phase, decides which SYNs get their ICMP). A 5 ms pause after each abort failed several of these
+// phases: the late SYN met only the listener, and its dead-end request held the 4-tuple until the punch timed out.
+describe.skipIf(!pre.ok)('ICMP-answering NATs, the peer late by any part of a retry round', () => {
+  let lab: Lab | undefined;
+  beforeAll(async () => {
+    lab = await createLab({ a: { nat: 'cone-icmp', icmp: 'port', delayMs: 20 }, b: { nat: 'cone-icmp', icmp: 'admin', delayMs: 20 } });
+    for (const nat of ['nat-a', 'nat-b']) await lab.exec(nat, ['sysctl', '-qw', 'net.ipv4.icmp_ratelimit=0'], { check: true });
+  }, 60_000);
+  afterAll(async () => {
+    await lab?.destroy();
+  });
+
+  it('punch() connects both sides at every phase, the early side after ICMP aborts', async () => {
+    const L = lab!;
+    const failed: string[] = [];
+    let refused = 0;
+    for (let i = 0; i < 16; i++) {
+      const lateMs = 200 + 3 * i;
+      const [pa, pb] = [42000 + 2 * i, 42001 + 2 * i];
+      const startAt = Date.now() + 800; // both children up before the early side's first SYN
+      const [a, b] = await Promise.all([
+        labPunch(L, 'a', { localPort: pa, family: 4, remote: { host: L.peers.b.publicIp, port: pb }, timeoutMs: 4000, startAt }),
+        labPunch(L, 'b', { localPort: pb, family: 4, remote: { host: L.peers.a.publicIp, port: pa }, timeoutMs: 4000, startAt: startAt + lateMs }),
+      ]);
+      if (!(a.ok && b.ok && a.got === 'hello\n' && b.got === 'hello\n')) failed.push(`${lateMs} ms late: ${JSON.stringify({ a, b })}`);
+      if (a.ok && a.attempts > 1) refused++;
+    }
+    expect(failed).toEqual([]);
+    expect(refused).toBe(16); // every early first SYN was answered by ICMP and retried
+  }, 120_000);
+});
 
 describe.skipIf(!pre.ok)('IPv6 behind stateful firewalls, IPv4 behind symmetric NATs', () => {
   let lab: Lab | undefined;

@@ -213,7 +213,7 @@ describe.skipIf(!pre.ok)('NAT lab', labSkipNote(pre.missing), () => {
     it('punches when both SYNs leave together (they cross in flight)', async () => {
       const L = lab();
       const r = await rawPunch(L, { lportA: 40210, lportB: 40211, timeoutS: 5 });
-      expect(r.a.ok && r.b.ok).toBe(true);
+      expect(r.a.ok && r.b.ok, JSON.stringify(r)).toBe(true);
     });
 
     it('refuses an early SYN: the RST comes back through the own NAT (plain dial, peer 250 ms late)', async () => {
@@ -232,7 +232,7 @@ describe.skipIf(!pre.ok)('NAT lab', labSkipNote(pre.missing), () => {
         // machine), Linux only notes a soft error and the SYN's retransmission, at full TTL, makes the punch.
         expect(['EHOSTUNREACH', undefined]).toContain(side.errors[0]);
       }
-      expect(r.a.ok && r.b.ok).toBe(true);
+      expect(r.a.ok && r.b.ok, JSON.stringify(r)).toBe(true);
       expect(await L.leaks()).toBe(0);
     });
   });
@@ -255,14 +255,14 @@ describe.skipIf(!pre.ok)('NAT lab', labSkipNote(pre.missing), () => {
     it('punches when both SYNs leave together', async () => {
       const L = lab();
       const r = await rawPunch(L, { lportA: 40310, lportB: 40311, timeoutS: 5 });
-      expect(r.a.ok && r.b.ok).toBe(true);
+      expect(r.a.ok && r.b.ok, JSON.stringify(r)).toBe(true);
     });
 
     it('with a late peer: the ICMP reaches the early side through its NAT and aborts its connect; quick retries get through', async () => {
       const L = lab();
       const r = await rawPunch(L, { lportA: 40312, lportB: 40313, skewMs: 250, retryGapS: 0.005, timeoutS: 5 });
       expect(r.a.errors[0]).toBe('EHOSTUNREACH'); // admin-prohibited from b's NAT
-      expect(r.a.ok && r.b.ok).toBe(true);
+      expect(r.a.ok && r.b.ok, JSON.stringify(r)).toBe(true);
     });
   });
 
@@ -354,7 +354,7 @@ describe.skipIf(!pre.ok)('NAT lab', labSkipNote(pre.missing), () => {
     it('lets crossing SYNs through (its outbound SYN created the state)', async () => {
       const L = lab();
       const r = await rawPunch(L, { lportA: 40510, lportB: 40511, timeoutS: 5 });
-      expect(r.a.ok && r.b.ok).toBe(true);
+      expect(r.a.ok && r.b.ok, JSON.stringify(r)).toBe(true);
     });
   });
 
@@ -385,7 +385,7 @@ describe.skipIf(!pre.ok)('NAT lab', labSkipNote(pre.missing), () => {
     it('punches through both NATs', async () => {
       const L = lab();
       const r = await rawPunch(L, { lportA: 40610, lportB: 40611, timeoutS: 5 });
-      expect(r.a.ok && r.b.ok).toBe(true);
+      expect(r.a.ok && r.b.ok, JSON.stringify(r)).toBe(true);
       expect(await L.leaks()).toBe(0);
     });
   });
@@ -407,14 +407,14 @@ describe.skipIf(!pre.ok)('NAT lab', labSkipNote(pre.missing), () => {
     it('punches via the public mappings (the peer is seen at its public address)', async () => {
       const L = lab();
       const r = await rawPunch(L, { lportA: 40710, lportB: 40711, timeoutS: 5 });
-      expect(r.a.ok && r.b.ok).toBe(true);
+      expect(r.a.ok && r.b.ok, JSON.stringify(r)).toBe(true);
       expect(r.a.remote).toBe(ep(L.peers.a.publicIp, 40711));
     });
 
     it('and via the private addresses', async () => {
       const L = lab();
       const r = await rawPunch(L, { lportA: 40712, lportB: 40713, target: 'private', timeoutS: 5 });
-      expect(r.a.ok && r.b.ok).toBe(true);
+      expect(r.a.ok && r.b.ok, JSON.stringify(r)).toBe(true);
       expect(r.a.remote).toBe(ep(L.peers.b.ip, 40713));
     });
   });
@@ -432,7 +432,7 @@ describe.skipIf(!pre.ok)('NAT lab', labSkipNote(pre.missing), () => {
     it('the private addresses work', async () => {
       const L = lab();
       const r = await rawPunch(L, { lportA: 40722, lportB: 40723, target: 'private', timeoutS: 5 });
-      expect(r.a.ok && r.b.ok).toBe(true);
+      expect(r.a.ok && r.b.ok, JSON.stringify(r)).toBe(true);
     });
   });
 
@@ -472,7 +472,7 @@ describe.skipIf(!pre.ok)('NAT lab', labSkipNote(pre.missing), () => {
     it('still lets a simultaneous open through', async () => {
       const L = lab();
       const r = await rawPunch(L, { lportA: 40810, lportB: 40811, timeoutS: 10 });
-      expect(r.a.ok && r.b.ok).toBe(true);
+      expect(r.a.ok && r.b.ok, JSON.stringify(r)).toBe(true);
     });
   });
 
@@ -517,7 +517,7 @@ describe.skipIf(!pre.ok)('NAT lab', labSkipNote(pre.missing), () => {
     it('punches over IPv6', async () => {
       const L = lab();
       const r = await rawPunch(L, { lportA: 40910, lportB: 40911, ipv6: true, timeoutS: 5 });
-      expect(r.a.ok && r.b.ok).toBe(true);
+      expect(r.a.ok && r.b.ok, JSON.stringify(r)).toBe(true);
       expect(r.a.remote).toBe(ep(L.peers.b.ip6!, 40911));
     });
   });

@@ -330,6 +330,12 @@ def cmd_punch(a):
             else:
                 s.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, a.ttl)
         s.setblocking(False)
+        started = time.monotonic()
+        # Retries are paced start to start, not by a pause after each failure: an ICMP error takes a round trip to
+        # abort the attempt, and while no connector is open the peer's SYN meets only the listener, whose SYN-ACK
+        # carries a new sequence number that our NAT's conntrack (which saw the aborted SYN) drops. The 4-tuple then
+        # stays taken by that dead-end request (EADDRNOTAVAIL) until the punch times out.
+        next_start = lambda: max(time.monotonic(), started + a.retry_gap)
         rc = s.connect_ex(peer)
         low_ttl = bool(a.ttl) and attempts == 1
         watch = None
@@ -378,7 +384,7 @@ def cmd_punch(a):
                 if st not in (TCP_SYN_SENT, TCP_SYN_RECV):
                     errors.append("closed")
                     watch = None
-                    attempt_end = min(attempt_end, time.monotonic() + a.retry_gap)
+                    attempt_end = min(attempt_end, next_start())
             if lst in r:
                 c, addr = lst.accept()
                 if addr[0] == peer_host:
@@ -405,8 +411,8 @@ def cmd_punch(a):
                     continue
                 errors.append(errname(err) if err else "closed")
                 wlist = []
-                # hard failure (RST: the socket is closed): back off a little, still watching the listener
-                attempt_end = min(attempt_end, time.monotonic() + a.retry_gap)
+                # hard failure (RST or ICMP: the socket is closed): the next SYN, still watching the listener
+                attempt_end = min(attempt_end, next_start())
         if conn is not s:
             s.close()
     res = {"event": "result", "name": a.name, "lport": a.lport, "peer": fmt_ep(*peer), "observed": observed,
@@ -548,7 +554,7 @@ def main():
     o.add_argument("--wait", type=float, default=10)
     o.add_argument("--timeout", type=float, default=8)
     o.add_argument("--attempt-timeout", type=float, default=2.5)
-    o.add_argument("--retry-gap", type=float, default=0.2)
+    o.add_argument("--retry-gap", type=float, default=0.2, help="least time from one attempt's start to the next")
     o.add_argument("--max-attempts", type=int, default=20)
     o.add_argument("--ttl", type=int, default=0, help="IP TTL of the first attempt's SYN (0: default)")
     o.add_argument("--ttl-wait", type=float, default=0,
