@@ -44,6 +44,7 @@ const SECRET = 'tcp-punch-bench-secret';
  * @property {number} churn sessions opened and closed per setup-rate figure
  * @property {number} concurrency sessions in flight during setup
  * @property {number} sessions idle sessions held at once
+ * @property {number} settleSeconds how long the idle sessions are held before the settled RSS figure
  * @property {number} peers peers registered on one rendezvous server
  * @property {number} dials coordinations timed (after {@link WARMUP_DIALS} untimed ones)
  * @property {number} budgetSeconds wall-clock cap of each load phase
@@ -63,6 +64,7 @@ export const DEFAULTS = {
   churn: 3000,
   concurrency: 50,
   sessions: 2000,
+  settleSeconds: 30,
   peers: 2000,
   dials: 300,
   budgetSeconds: 60,
@@ -82,6 +84,7 @@ export function options(flags, full) {
     churn: Math.max(1, Math.round(num(flags.churn, d.churn, 1_000_000))),
     budgetSeconds: num(flags.budget, d.budgetSeconds, 3600),
     sessions: Math.round(num(flags.sessions, d.sessions, 9900, 0)),
+    settleSeconds: num(flags.settle, d.settleSeconds, 600, 0),
     peers: Math.round(num(flags.peers, d.peers, 15_000, 0)),
     dials: Math.max(1, Math.round(num(flags.dials, d.dials, 100_000))),
     pin: !!flags.pin,
@@ -215,7 +218,7 @@ function idleSessions(kind, opts) {
     const note = `skipped: ${opts.sessions} sessions need ${2 * opts.sessions} relay fds (limit ${FD_HARD_LIMIT})`;
     return Promise.resolve({ kind, label: RELAY_LABELS[kind], note });
   }
-  return withRelay(kind, (opts.budgetSeconds * 2 + 60) * 1000, { maxconn: opts.sessions + 100 }, async (relay, sessions) => {
+  return withRelay(kind, (opts.budgetSeconds * 2 + opts.settleSeconds + 60) * 1000, { maxconn: opts.sessions + 100 }, async (relay, sessions) => {
     await sleep(300);
     const heap0 = relay.stats ? (await relay.stats(true)).heapUsed : null;
     const before = snapshot(relay.pid);
@@ -223,6 +226,11 @@ function idleSessions(kind, opts) {
     await sleep(1000);
     const inside = relay.stats ? await relay.stats(true) : null;
     const after = snapshot(relay.pid);
+    // Held idle for a while: a Node relay's heap keeps the pages its setup burst grew into (mostly V8's young
+    // generation) until V8's memory reducer gives them back, which it did 10-20 s after the burst here. The settled
+    // figure is what an idle relay holds; the first is the peak right after the burst. Same wait for every relay.
+    await sleep(opts.settleSeconds * 1000);
+    const settled = opts.settleSeconds > 0 ? snapshot(relay.pid) : null;
     const n = r.ok;
     const per = (/** @type {number | null} */ a, /** @type {number | null} */ b) => (a !== null && b !== null && n > 0 ? (b - a) / n : null);
     return {
@@ -232,6 +240,8 @@ function idleSessions(kind, opts) {
       setupSeconds: r.seconds,
       setupPerSecond: n / r.seconds,
       relayRssBytesPerSession: per(before.rss, after.rss),
+      relayRssSettledBytesPerSession: settled ? per(before.rss, settled.rss) : null,
+      settleSeconds: opts.settleSeconds,
       // The part of it that is JavaScript objects (after a full GC), the rest being the addon's and the allocator's.
       relayHeapBytesPerSession: per(heap0 ?? null, inside?.heapUsed ?? null),
       relayRssMiB: after.rss !== null ? after.rss / 2 ** 20 : null,
@@ -384,14 +394,15 @@ export function report(section, table = textTable) {
       ]),
     ),
   );
-  out.push('', `Idle relay sessions held at once (asked ${o.sessions}); per session, KiB`);
+  out.push('', `Idle relay sessions held at once (asked ${o.sessions}); per session, KiB; relay RSS 1 s after the setup burst and after ${o.settleSeconds ?? 0} s idle`);
   out.push(
     table(
-      ['relay', 'held', 'relay RSS', 'of it JS heap', 'system', 'slab', 'TCP buf', 'relay fds (sock/pipe)', 'relay RSS MiB', 'note'],
+      ['relay', 'held', 'relay RSS at 1 s', 'relay RSS settled', 'of it JS heap', 'system', 'slab', 'TCP buf', 'relay fds (sock/pipe)', 'relay RSS MiB', 'note'],
       section.idle.map((/** @type {any} */ r) => [
         r.label,
         r.held !== undefined ? String(r.held) : '—',
         kb(r.relayRssBytesPerSession),
+        r.relayRssSettledBytesPerSession === undefined || r.relayRssSettledBytesPerSession === null ? '—' : kb(r.relayRssSettledBytesPerSession),
         r.relayHeapBytesPerSession === undefined || r.relayHeapBytesPerSession === null ? '—' : kb(r.relayHeapBytesPerSession),
         kbSystem(r.systemBytesPerSession),
         kbSystem(r.slabBytesPerSession),

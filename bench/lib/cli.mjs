@@ -45,6 +45,7 @@ const HELP = `Usage: node bench/run.mjs [options]
   --budget S         scale: wall-clock cap of each load phase in seconds ({scale.budgetSeconds})
   --churn N          scale: sessions opened and closed per setup-rate figure ({scale.churn})
   --sessions N       scale: idle relay sessions held at once ({scale.sessions}; 0 skips)
+  --settle S         scale: seconds the idle sessions are held before the settled RSS figure ({scale.settleSeconds})
   --peers N          scale: peers registered on one rendezvous server ({scale.peers}; 0 skips)
   --dials N          scale: coordinations timed on the rendezvous server ({scale.dials})
   --relays LIST      scale: relays to load ({scale.relays})

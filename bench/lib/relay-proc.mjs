@@ -66,6 +66,7 @@ serve({
       cpu: process.cpuUsage(),
       rss: process.memoryUsage.rss(),
       heapUsed: process.memoryUsage().heapUsed,
+      heapTotal: process.memoryUsage().heapTotal,
       open: st ? st.pending + st.active : open,
       pump: st ? st.pump : (pump?.stats() ?? null),
     };
