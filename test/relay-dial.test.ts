@@ -70,6 +70,30 @@ describe('relay dials', () => {
     expect(end).toMatchObject({ reason: 'eof', code: '', bytesSent: total, bytesReceived: total });
   });
 
+  it("hands the responder its stream before the relay pairs (relay-join-early): what it writes at once reaches the dialer first", async () => {
+    const s = await server({ ...LOOSE });
+    cleanup.push(() => s.close());
+    const a = await peer(s, 'alice');
+    const b = await peer(s, 'bob');
+    cleanup.push(() => a.close(), () => b.close());
+    const seen: { started: number }[] = [];
+    b.on('connection', (socket) => {
+      socket.on('error', () => {});
+      // The responder's join is written, not yet read by the relay: nothing is paired or even waiting for this dial.
+      seen.push({ started: s.relay!.stats().started });
+      socket.end('hello from bob, sent before the relay paired');
+    });
+    const r = await a.dial('bob', { strategy: 'relay' });
+    expect(seen).toHaveLength(1);
+    expect(seen[0]!.started).toBe(0); // without the early join the responder's connection comes after pairing: 1
+    const chunks: Buffer[] = [];
+    r.socket.on('data', (d: Buffer) => chunks.push(d));
+    r.socket.end();
+    await once(r.socket, 'end');
+    expect(Buffer.concat(chunks).toString()).toBe('hello from bob, sent before the relay paired');
+    expect(await r.relayEnd).toMatchObject({ reason: 'eof', bytesSent: 0, bytesReceived: 44 });
+  });
+
   it('propagates a half-close: one side ends, the other still sends and is heard', async () => {
     const { a, accepted } = await pair();
     const r = await a.dial('bob', { strategy: 'relay' });

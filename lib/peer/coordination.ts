@@ -123,6 +123,11 @@ export class PeerCoordination {
   /**
    * A relayed dial's grant: join the relay session with it and report the outcome like a punch attempt. The
    * session is named after this coordination, so the grant is matched by its `sessionId`.
+   *
+   * The responder joins early (protocol v3): it has accepted the dial by now, so its stream is handed over as soon
+   * as its join is written, and what it writes first reaches the dialer right behind the dialer's `relay-paired`
+   * (the dialer's stream is usable 3 RTT after `dial()`, the responder's first byte arrives then too, not a round
+   * trip later). The dialer waits for `relay-paired`: that frame is what tells it the responder accepted and came.
    */
   relayGrant(grant: RelayTokenGrant): void {
     if (this.settled || this.path === 'direct' || this.relayAc) return;
@@ -134,6 +139,7 @@ export class PeerCoordination {
       server,
       token: grant.token,
       signal: ac.signal,
+      early: this.role === 'responder',
       ...(this.env.localAddress ? { localAddress: this.env.localAddress } : {}),
     }).then(
       (conn) => {

@@ -178,6 +178,7 @@ export const RELAY_TYPES = {
   'relay-token-request': 0x42,
   'relay-token': 0x43,
   'relay-end': 0x44,
+  'relay-join-early': 0x45,
 } as const;
 
 /** Lowest and highest type byte of the range reserved for the relay. */
