@@ -78,10 +78,12 @@ export async function joinRelay(options: JoinRelayOptions): Promise<RelayConnect
   throwIfAborted(signal);
 
   const deadline = Date.now() + timeoutMs;
+  // No Nagle: an early joiner's first write would otherwise wait for the relay's ACK of the join, a round trip.
   const socket = options.socket ?? connect({
       host: server!.host,
       port: server!.port,
       allowHalfOpen: true,
+      noDelay: true,
       ...(options.localAddress ? { localAddress: options.localAddress } : {}),
     });
   socket.allowHalfOpen = true;
