@@ -94,6 +94,23 @@ describe('relay dials', () => {
     expect(await r.relayEnd).toMatchObject({ reason: 'eof', bytesSent: 0, bytesReceived: 44 });
   });
 
+  it('a refused relayed dial rejects with ERR_PEER_REFUSED and hands out no stream; the relay drops the early join at once', async () => {
+    const s = await server({ ...LOOSE });
+    cleanup.push(() => s.close());
+    const a = await peer(s, 'alice');
+    // The decision takes a while, so the dialer's early join is at the relay, waiting, when the refusal comes.
+    const picky = await peer(s, 'picky', { accept: () => new Promise<boolean>((r) => setTimeout(() => r(false), 100)) });
+    cleanup.push(() => a.close(), () => picky.close());
+    const streams: unknown[] = [];
+    picky.on('connection', (socket) => streams.push(socket));
+    const before = await stableFdCount();
+    await expect(a.dial('picky', { strategy: 'relay' })).rejects.toMatchObject({ code: 'ERR_PEER_REFUSED' });
+    expect(streams).toEqual([]);
+    // The dialer reset its leg, so the relay ends the session now (not at its 30 s join deadline).
+    expect(await until(() => s.relay!.stats().pending === 0 && (s.relay!.stats().ended['peer-gone'] ?? 0) === 1, 3000)).toBe(true);
+    expect(await settleFds(before)).toBe(before);
+  });
+
   it('propagates a half-close: one side ends, the other still sends and is heard', async () => {
     const { a, accepted } = await pair();
     const r = await a.dial('bob', { strategy: 'relay' });

@@ -108,9 +108,9 @@ interface Joiner {
   socket: Socket;
   claims: RelayTokenClaims;
   ip: string;
-  /** Joined with `relay-join-early`: gets no `relay-paired`, and `rest` holds its first bytes for the other side. */
+  /** Joined with `relay-join-early`: gets no `relay-paired`, and `held` keeps its first bytes for the other side. */
   early: boolean;
-  rest: Buffer;
+  held: Buffer[];
 }
 
 interface Pending extends Joiner {
@@ -136,6 +136,12 @@ interface Active {
 const EMPTY = Buffer.alloc(0);
 const JOIN_TYPE = typeByteOf('relay-join');
 const EARLY_JOIN_TYPE = typeByteOf('relay-join-early');
+/**
+ * What the relay reads of a waiting early joiner before it stops reading. Node reads on a little after that (a
+ * chunk of up to 64 KiB, then its buffer fills to the high-water mark plus one more chunk), so a head stays well
+ * under MAX_HEAD.
+ */
+const EARLY_HOLD = 32 * 1024;
 const noop = (): void => {};
 const CODE_OF: Partial<Record<RelayEndReason, string>> = {
   'limit-bytes': 'ERR_RELAY_LIMIT_BYTES',
@@ -274,7 +280,7 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     }
     this.perPeer.add(claims.peer);
     this.perIp.add(ip);
-    const joiner: Joiner = { socket, claims, ip, early, rest };
+    const joiner: Joiner = { socket, claims, ip, early, held: rest.length > 0 ? [rest] : [] };
     if (this.admission) {
       // Burnt and counted before asking, so a copy of this join arriving meanwhile is refused as reused.
       const side = { sessionId: sid, side: claims.side, peerId: claims.peer, ip };
@@ -350,14 +356,22 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
   private wait(joiner: Joiner): void {
     const { socket, claims } = joiner;
     const onGone = (): void => this.dropPending(pending, 'ERR_RELAY_PEER_GONE', 'peer-gone');
-    // Reading only to notice a close: a well-behaved first side sends nothing until relay-paired. An early joiner
-    // is not read at all (its bytes are the other side's), so its leaving shows only at pairing or the deadline.
-    const onData = (): void => this.dropPending(pending, 'ERR_RELAY_PROTOCOL', 'rejected', 'Data arrived before relay-paired');
+    // Reading only to notice a close: a well-behaved first side sends nothing until relay-paired. An early joiner's
+    // bytes are kept for the other side instead (EARLY_HOLD; then the rest waits in the kernel), and its
+    // FIN is its end of stream, carried on at pairing; a reset (a dialer that gave up) drops the session at once.
+    let held = joiner.held.reduce((n, b) => n + b.length, 0);
+    const onData = joiner.early
+      ? (chunk: Buffer): void => {
+          joiner.held.push(chunk);
+          if ((held += chunk.length) >= EARLY_HOLD) socket.pause();
+        }
+      : (): void => this.dropPending(pending, 'ERR_RELAY_PROTOCOL', 'rejected', 'Data arrived before relay-paired');
     const pending: Pending = {
       ...joiner,
       deadline: this.joinDeadlines.add(() => this.dropPending(pending, 'ERR_RELAY_JOIN_TIMEOUT', 'join-timeout')),
       detach: () => {
         this.joinDeadlines.cancel(pending.deadline);
+        if (joiner.early) socket.pause(); // what comes from now on is the pump's to read
         socket.off('data', onData);
         socket.off('end', onGone);
         socket.off('close', onGone);
@@ -365,9 +379,9 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     };
     this.pending.set(claims.sid, pending);
     socket.on('close', onGone);
-    if (joiner.early) return;
     socket.on('data', onData);
-    socket.on('end', onGone);
+    if (joiner.early && held < EARLY_HOLD) socket.resume();
+    else socket.on('end', onGone);
   }
 
   private pair(first: Pending, second: Joiner): void {
@@ -500,9 +514,9 @@ function decodeJoin(join: RelayMsg | RawFrame): string {
   return decoded.token;
 }
 
-/** An early joiner's first bytes: what followed its join frame and what Node has read since (it is paused). */
+/** An early joiner's first bytes: what followed its join frame, what it sent while waiting, and what Node holds. */
 function takeBuffered(j: Joiner): Buffer {
-  const chunks = j.rest.length > 0 ? [j.rest] : [];
+  const chunks = j.held;
   for (let c: Buffer | null; (c = j.socket.read() as Buffer | null) !== null; ) chunks.push(c);
   return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
 }
