@@ -175,6 +175,22 @@ describe.each<PumpKind>(['native', 'js'])('early joins (relay-join-early) with t
     expect(bob).toMatchObject({ reason: 'eof', bytesSent: 3 * MB, bytesReceived: 2 * MB });
   });
 
+  it('carries an early side that wrote and ended before the other joined: its bytes, then its FIN; it still reads', async () => {
+    const relay = await startRelay({}, pump);
+    const issued = relay.service.issueTokens({ a: 'alice', b: 'bob' });
+    const cb = await joinRelay({ server: relay.server, token: issued.b, early: true });
+    const gotB = collect(cb.socket);
+    cb.socket.end('said and done');
+    await until(() => relay.service.stats().pending === 1);
+    await new Promise((r) => setTimeout(r, 50)); // the FIN is in at the relay before the other side comes
+    const ca = await joinRelay({ server: relay.server, token: issued.a });
+    const gotA = collect(ca.socket);
+    ca.socket.end('heard you');
+    expect(await gotA).toEqual({ data: Buffer.from('said and done') });
+    expect(await gotB).toEqual({ data: Buffer.from('heard you') });
+    expect((await relay.noticesFor('bob'))[0]).toMatchObject({ reason: 'eof', bytesSent: 13, bytesReceived: 9 });
+  });
+
   it('resets a refused early joiner (never a frame) and tells its peer why', async () => {
     const relay = await startRelay({ joinTimeoutMs: 150 }, pump);
     const issued = relay.service.issueTokens({ a: 'alice', b: 'bob' });

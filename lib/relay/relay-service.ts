@@ -18,8 +18,8 @@
  * - `ERR_RELAY_BUSY` (token memory full), `ERR_RELAY_CLOSED` (shutting down), `ERR_RELAY_INTERNAL` (pump failed).
  *
  * An early joiner (`relay-join-early`, protocol v3) does not wait for `relay-paired`: its bytes may follow the join
- * at once. The relay stops reading it (what Node had already read is kept), sends it no frame, and at pairing hands
- * what it holds to the other side ahead of the relayed bytes. It cannot be refused with a frame (its peer would
+ * at once. While it waits the relay keeps what it sends (up to EARLY_HOLD, then it stops reading), sends it no
+ * frame, and at pairing hands what it holds to the other side ahead of the relayed bytes. It cannot be refused with a frame (its peer would
  * take one for data), so it is reset instead, and its peer is told why with `relay-end` (reason `rejected`, or the
  * session's reason) whenever the token names it.
  *
@@ -223,9 +223,9 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
   handleJoin(socket: Socket, join: RelayMsg | RawFrame | RelayJoin, rest: Buffer = EMPTY, info: { remote?: Endpoint } = {}): void {
     socket.on('error', () => {}); // failures are handled where they matter; never an unhandled 'error'
     const early = !('token' in join) && ('typeByte' in join ? join.typeByte : join.type) === EARLY_JOIN_TYPE;
-    // Stops the flow at once: an early joiner's bytes stay in Node's buffer (at most its high-water mark and one
-    // read) and then in the kernel, until the pump takes them.
-    // Its FIN may already be in (it wrote, ended, and went on): the relay must not answer it with its own FIN.
+    // Stops the flow at once: until the joiner waits (wait() reads it on) or is paired, its bytes stay in Node's
+    // buffer (at most its high-water mark and one read) and then in the kernel. Its FIN may already be in (it wrote,
+    // ended, and went on): the relay must not answer it with its own FIN.
     if (early) {
       socket.pause();
       socket.allowHalfOpen = true;
@@ -380,8 +380,8 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     this.pending.set(claims.sid, pending);
     socket.on('close', onGone);
     socket.on('data', onData);
-    if (joiner.early && held < EARLY_HOLD) socket.resume();
-    else socket.on('end', onGone);
+    if (!joiner.early) socket.on('end', onGone);
+    else if (held < EARLY_HOLD) socket.resume();
   }
 
   private pair(first: Pending, second: Joiner): void {
