@@ -93,15 +93,14 @@ static void tp_napi_pump_finalize(napi_env, void* data, void*) {
   delete penv;
 }
 
-// A head: bytes the pump sends to one side before relaying (the relay's "paired" frame, an early joiner's first
-// bytes). The bound is MAX_HEAD of lib/relay/pump-types.ts.
+// A head: bytes the pump sends to one side before relaying (the relay's "paired" frame).
 static void tp_napi_read_head(Napi::Object o, const char* key, const char** bytes, size_t* len) {
   Napi::Value v = o.Get(key);
   if (v.IsUndefined()) return;
   if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array)
     throw tp_napi_arg_error(o.Env(), true, std::string(key) + " must be a Buffer or Uint8Array");
   Napi::Uint8Array a = v.As<Napi::Uint8Array>();
-  if (a.ByteLength() > 262144) throw tp_napi_arg_error(o.Env(), false, std::string(key) + " must be at most 256 KiB");
+  if (a.ByteLength() > 65536) throw tp_napi_arg_error(o.Env(), false, std::string(key) + " must be at most 64 KiB");
   *bytes = reinterpret_cast<const char*>(a.Data());
   *len = a.ByteLength();
 }

@@ -167,9 +167,9 @@ static int tp__dup_socket(int fd) {
 #endif
 
 // Sends what the socket takes of a direction's head now, on the calling thread, once the session can no longer
-// fail to start: a head is mostly a few dozen bytes (an early joiner's first bytes can make it more) on a socket
-// that has sent nothing yet, so it usually goes whole, and the peer learns it is paired without waiting for the
-// I/O thread to be scheduled (on a busy machine that wait is most of a session's setup time). The I/O thread sends whatever is left, or meets the same error and ends the
+// fail to start: a head is a few dozen bytes on a socket that has sent nothing yet, so it goes whole, and the
+// peer learns it is paired without waiting for the I/O thread to be scheduled (on a busy machine that wait is
+// most of a session's setup time). The I/O thread sends whatever is left, or meets the same error and ends the
 // session as it would have; nothing is relayed before the head is gone either way.
 static void tp__send_head(tp_dir_t* d) {
   while (d->head != NULL && d->head_off < d->head_len) {

@@ -145,7 +145,7 @@ describe.runIf(nativePump !== undefined)('native pump', skipNote('the addon did 
     expect(() => binding.pumpStart(fd, fd, {})).toThrow(RangeError);
     expect(() => binding.pumpStart(-1, fd, {})).toThrow(RangeError);
     expect(() => binding.pumpStart(fd, 1e9, {})).toThrow(expect.objectContaining({ code: 'EBADF' }));
-    expect(() => binding.pumpStart(fd, fd + 1, { headA: Buffer.alloc(256 * 1024 + 1) })).toThrow(RangeError);
+    expect(() => binding.pumpStart(fd, fd + 1, { headA: Buffer.alloc(70_000) })).toThrow(RangeError);
     expect(() => binding.pumpStart(fd, fd + 1, { maxBytes: -1 })).toThrow(RangeError);
     expect(() => binding.pumpStart(fd, fd + 1, { idleTimeoutMs: -1 })).toThrow(RangeError);
     expect(() => binding.pumpStop(123456, 'whatever' as never)).toThrow(RangeError);

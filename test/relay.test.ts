@@ -152,66 +152,6 @@ describe.each<PumpKind>(['native', 'js'])('relay with the %s pump', (pump) => {
   });
 });
 
-describe.each<PumpKind>(['native', 'js'])('early joins (relay-join-early) with the %s pump', (pump) => {
-  // b joins early and writes at once; a joins a moment later (its usual relay-join, or early too). What b wrote
-  // before a came is delivered first and intact, a gets its relay-paired (unless early), b never gets a frame.
-  it.each([false, true])('delivers what the early side wrote before the other joined, then relays both ways (other side early: %s)', async (aEarly) => {
-    const relay = await startRelay({ maxBytesPerSession: 0 }, pump);
-    const issued = relay.service.issueTokens({ a: 'alice', b: 'bob' });
-    const cb = await joinRelay({ server: relay.server, token: issued.b, early: true });
-    expect(cb).toMatchObject({ sessionId: issued.sessionId, side: 'b', peer: 'alice', maxBytes: 0, maxDurationMs: 0 });
-    const sentB = sendRandom(cb.socket, 3 * MB); // more than the relay holds in Node's buffer and the kernel's
-    await until(() => relay.service.stats().pending === 1);
-    await new Promise((r) => setTimeout(r, 100));
-    const ca = await joinRelay({ server: relay.server, token: issued.a, early: aEarly });
-    if (!aEarly) expect(ca).toMatchObject({ sessionId: issued.sessionId, side: 'a', peer: 'bob', maxBytes: 0 });
-    const [gotA, sentA, gotB] = await Promise.all([drainHash(ca.socket), sendRandom(ca.socket, 2 * MB), drainHash(cb.socket)]);
-    expect(gotA).toEqual({ hash: await sentB, bytes: 3 * MB });
-    expect(gotB).toEqual({ hash: sentA, bytes: 2 * MB });
-    const [alice] = await relay.noticesFor('alice');
-    const [bob] = await relay.noticesFor('bob');
-    // The counts include what the relay handed over at pairing.
-    expect(alice).toEqual({ sessionId: issued.sessionId, reason: 'eof', code: '', bytesSent: 2 * MB, bytesReceived: 3 * MB });
-    expect(bob).toMatchObject({ reason: 'eof', bytesSent: 3 * MB, bytesReceived: 2 * MB });
-  });
-
-  it('carries an early side that wrote and ended before the other joined: its bytes, then its FIN; it still reads', async () => {
-    const relay = await startRelay({}, pump);
-    const issued = relay.service.issueTokens({ a: 'alice', b: 'bob' });
-    const cb = await joinRelay({ server: relay.server, token: issued.b, early: true });
-    const gotB = collect(cb.socket);
-    cb.socket.end('said and done');
-    await until(() => relay.service.stats().pending === 1);
-    await new Promise((r) => setTimeout(r, 50)); // the FIN is in at the relay before the other side comes
-    const ca = await joinRelay({ server: relay.server, token: issued.a });
-    const gotA = collect(ca.socket);
-    ca.socket.end('heard you');
-    expect(await gotA).toEqual({ data: Buffer.from('said and done') });
-    expect(await gotB).toEqual({ data: Buffer.from('heard you') });
-    expect((await relay.noticesFor('bob'))[0]).toMatchObject({ reason: 'eof', bytesSent: 13, bytesReceived: 9 });
-  });
-
-  it('resets a refused early joiner (never a frame) and tells its peer why', async () => {
-    const relay = await startRelay({ joinTimeoutMs: 150 }, pump);
-    const issued = relay.service.issueTokens({ a: 'alice', b: 'bob' });
-    // The other side never comes: the early first side is reset at the deadline, both peers are told.
-    const first = await joinRelay({ server: relay.server, token: issued.b, early: true });
-    first.socket.write('hello?');
-    expect(await collect(first.socket)).toEqual({ data: Buffer.alloc(0), error: 'ECONNRESET' });
-    for (const peer of ['alice', 'bob']) expect((await relay.noticesFor(peer))[0]).toMatchObject({ sessionId: issued.sessionId, reason: 'join-timeout', code: 'ERR_RELAY_JOIN_TIMEOUT' });
-    // Its token again (reused): reset, and bob hears why.
-    const again = await joinRelay({ server: relay.server, token: issued.b, early: true });
-    expect(await collect(again.socket)).toEqual({ data: Buffer.alloc(0), error: 'ECONNRESET' });
-    expect((await relay.noticesFor('bob', 2))[1]).toMatchObject({ sessionId: issued.sessionId, reason: 'rejected', code: 'ERR_RELAY_TOKEN_REUSED' });
-    // A token the relay cannot read names nobody: a reset and nothing else.
-    const forged = `tp1.${Buffer.from(JSON.stringify({ sid: 's', side: 'a', peer: 'alice', other: 'bob', exp: Date.now() + 60_000, jti: 'j' })).toString('base64url')}.AAAA`;
-    const bad = await joinRelay({ server: relay.server, token: forged, early: true });
-    expect(await collect(bad.socket)).toEqual({ data: Buffer.alloc(0), error: 'ECONNRESET' });
-    expect(relay.service.stats().rejected).toMatchObject({ ERR_RELAY_JOIN_TIMEOUT: 1, ERR_RELAY_TOKEN_REUSED: 1, ERR_RELAY_TOKEN_INVALID: 1 });
-    expect(relay.notices.get('alice')).toHaveLength(1);
-  });
-});
-
 describe('relay pairing and limits', () => {
   it('delivers bytes that arrive in the same read as relay-paired', async () => {
     // A fake relay that answers the join with relay-paired and payload in one write.
@@ -357,9 +297,6 @@ describe('relay token abuse: never an open proxy', () => {
     expect(await code({ server, token: '' })).toBe('ERR_INVALID_ARG_TYPE');
     expect(await code({ server, token: 't', localAddress: 'not-an-ip' })).toBe('ERR_INVALID_ARG_VALUE');
     expect(await code({ server, token: 't', timeoutMs: 0 })).toBe('ERR_OUT_OF_RANGE');
-    expect(await code({ server, token: 't', early: 'yes' })).toBe('ERR_INVALID_ARG_TYPE');
-    // An early join names its session from the token, so a token it cannot read fails before any connection.
-    expect(await code({ server, token: 'not-a-token', early: true })).toBe('ERR_RELAY_TOKEN_INVALID');
   });
 
   it('refuses a first side that sends data before it is paired', async () => {

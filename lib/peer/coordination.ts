@@ -16,10 +16,7 @@ import type { Message, Msg } from '../protocol/messages.js';
 import { AttemptRunner, outcomeOf } from './attempt.js';
 import type { AttemptEnv, AttemptStart, AttemptSuccess } from './attempt.js';
 import type { AttemptEvent, AttemptOutcome, DialResult, RelayEndInfo, Role } from './types.js';
-import type { Socket } from 'node:net';
-
-import type { Endpoint } from '../endpoint.js';
-import { joinRelay, type RelayConnection } from '../relay/relay-client.js';
+import { joinRelay } from '../relay/relay-client.js';
 import type { RelayTokenGrant } from '../relay/frames.js';
 
 /** How a coordination talks to the rest of the peer. */
@@ -30,14 +27,9 @@ export interface CoordinationHooks {
   attempt(event: AttemptEvent): void;
   /** Relayed dials: the promise of the relay's `relay-end` notice for session `sessionId`. */
   relayEnd(sessionId: string): Promise<RelayEndInfo | undefined>;
-  /**
-   * A relayed stream handed over before the server's `end` (an early join): the peer fails it with the end's code
-   * if the dial failed after all (the other side's join did not succeed).
-   */
-  unconfirmed(key: string, socket: Socket): void;
 }
 
-type Step = AttemptStart | Msg<'prepare'> | Msg<'prepare-family'> | Msg<'punch'> | Msg<'end'> | Msg<'accepted'>;
+type Step = AttemptStart | Msg<'prepare'> | Msg<'prepare-family'> | Msg<'punch'> | Msg<'end'>;
 
 export class PeerCoordination {
   readonly key: string;
@@ -62,11 +54,6 @@ export class PeerCoordination {
   private settled = false;
   private held: (Step | RelayTokenGrant)[] | undefined;
   private relayAc: AbortController | undefined;
-  /** A relayed dial's joined connection, until it is handed over (the initiator waits for `accepted`). */
-  private relayConn: RelayConnection | undefined;
-  private relayServer: Endpoint | undefined;
-  /** The responder accepted this relayed dial (`accepted`, initiator side). */
-  private peerAccepted = false;
   private resolveFn!: (r: DialResult) => void;
   private rejectFn!: (e: Error) => void;
   private readonly timer: NodeJS.Timeout;
@@ -136,31 +123,37 @@ export class PeerCoordination {
   /**
    * A relayed dial's grant: join the relay session with it and report the outcome like a punch attempt. The
    * session is named after this coordination, so the grant is matched by its `sessionId`.
-   *
-   * Both sides join early (protocol v3): neither waits for `relay-paired`. The responder has accepted the dial by
-   * now: it says so (`accepted`, passed on to the initiator by the server) and hands its stream over as soon as its
-   * join is written. The initiator hands its stream over once its join is written and the responder's `accepted`
-   * has come (both about 2 RTT after `dial()`); what either writes waits at the relay for the other's join. A dial
-   * that fails after that (the other side's join did not succeed) fails the stream with the server's code.
    */
   relayGrant(grant: RelayTokenGrant): void {
     if (this.settled || this.path === 'direct' || this.relayAc) return;
     if (this.held) return void this.held.push(grant);
     const ac = (this.relayAc = new AbortController());
     this.preparedAt = performance.now();
-    const server = (this.relayServer = grant.relay[0] ?? this.env.server);
-    if (this.role === 'responder') this.hooks.send({ type: 'accepted', coordId: this.coordId });
+    const server = grant.relay[0] ?? this.env.server;
     joinRelay({
       server,
       token: grant.token,
       signal: ac.signal,
-      early: true,
       ...(this.env.localAddress ? { localAddress: this.env.localAddress } : {}),
     }).then(
       (conn) => {
-        if (this.settled) return void conn.socket.resetAndDestroy();
-        this.relayConn = conn;
-        if (this.role === 'responder' || this.peerAccepted) this.relayReady();
+        if (this.settled) return void conn.socket.destroy();
+        this.hooks.send({ type: 'result', coordId: this.coordId, attempt: 1, outcome: 'ok', detail: '', committed: false });
+        this.report(1, 'ok', undefined, 'Connected through the relay');
+        this.settle();
+        const joinMs = performance.now() - this.preparedAt;
+        this.resolveFn({
+          socket: conn.socket,
+          path: 'relay',
+          role: this.role,
+          peerId: this.peerId,
+          remote: server,
+          attempt: 1,
+          mode: 'relay',
+          family: familyOf(unmapAddress(conn.socket.remoteAddress)) === 6 ? 6 : 4,
+          timings: { totalMs: performance.now() - this.startedAt, observeMs: 0, delayMs: 0, punchMs: 0, handshakeMs: joinMs },
+          relayEnd: this.hooks.relayEnd(conn.sessionId),
+        });
       },
       (err: unknown) => {
         if (this.settled) return;
@@ -175,37 +168,9 @@ export class PeerCoordination {
     );
   }
 
-  /** Hands the joined relay stream over: reports the attempt, resolves the dial (or the incoming connection). */
-  private relayReady(): void {
-    const conn = this.relayConn!;
-    this.relayConn = undefined;
-    this.hooks.send({ type: 'result', coordId: this.coordId, attempt: 1, outcome: 'ok', detail: '', committed: false });
-    this.report(1, 'ok', undefined, 'Connected through the relay');
-    this.settle();
-    this.hooks.unconfirmed(this.key, conn.socket);
-    const joinMs = performance.now() - this.preparedAt;
-    this.resolveFn({
-      socket: conn.socket,
-      path: 'relay',
-      role: this.role,
-      peerId: this.peerId,
-      remote: this.relayServer!,
-      attempt: 1,
-      mode: 'relay',
-      family: familyOf(unmapAddress(conn.socket.remoteAddress)) === 6 ? 6 : 4,
-      timings: { totalMs: performance.now() - this.startedAt, observeMs: 0, delayMs: 0, punchMs: 0, handshakeMs: joinMs },
-      relayEnd: this.hooks.relayEnd(conn.sessionId),
-    });
-  }
-
   /** Handles a server message addressed to this coordination. */
   handle(msg: Step): void {
     if (this.settled) return;
-    if ('type' in msg && msg.type === 'accepted') {
-      this.peerAccepted = true;
-      if (this.relayConn) this.relayReady();
-      return;
-    }
     if (!('type' in msg) || msg.type === 'prepare' || msg.type === 'prepare-family') {
       if (this.held) return void this.held.push(msg);
       return this.prepare(msg);
@@ -360,10 +325,6 @@ export class PeerCoordination {
     if (this.settled) return;
     this.dropWon();
     this.relayAc?.abort(err);
-    // A joined relay leg not handed over: a reset, which the relay takes for the side giving up (a FIN would be the
-    // end of an early joiner's stream).
-    this.relayConn?.socket.resetAndDestroy();
-    this.relayConn = undefined;
     this.runner?.dispose();
     this.runner = undefined;
     this.settle();

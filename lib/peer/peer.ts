@@ -30,7 +30,7 @@ import type { UpgradableStream } from '../upgrade.js';
 import { decodeRelay } from '../relay/frames.js';
 import { Incoming } from './incoming.js';
 import { NatReport } from './nat-report.js';
-import { RelayEnds, UnconfirmedStreams } from './relay-ends.js';
+import { RelayEnds } from './relay-ends.js';
 import { ConnectRequests } from './requests.js';
 
 /** Events of a {@link Peer}. */
@@ -74,7 +74,6 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
   private readonly requests: ConnectRequests;
   private readonly coords = new Map<string, PeerCoordination>();
   private readonly relayEnds = new RelayEnds();
-  private readonly unconfirmed = new UnconfirmedStreams();
   private readonly incoming: Incoming;
   private readonly natReport: NatReport;
   private onlineWaiters = new Set<() => void>();
@@ -238,7 +237,6 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
     this.failAll(new TcpPunchError('ERR_PEER_CLOSED', 'The peer was closed'), false);
     for (const w of this.onlineWaiters) w();
     this.relayEnds.settle();
-    this.unconfirmed.clear();
     const conn = this.conn;
     this.conn = undefined;
     await conn?.close();
@@ -300,7 +298,6 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
     this.conn = undefined;
     // Relay notices travel on this connection: with it gone, none will come for the sessions we know of.
     this.relayEnds.settle();
-    this.unconfirmed.clear();
     this.failAll(new TcpPunchError('ERR_SERVER_DISCONNECTED', 'Lost the connection to the server', { cause: err }), false);
     if (this.closed) return;
     this.emit('offline', err);
@@ -350,15 +347,10 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
         const r = this.requests.get(msg.reqId);
         return r?.onReject(new TcpPunchError(msg.code, msg.message));
       }
-      case 'end': {
-        const key = Buffer.from(msg.coordId).toString('hex');
-        const pc = this.coords.get(key);
-        return pc && !pc.done ? pc.handle(msg) : this.unconfirmed.end(key, msg);
-      }
       case 'prepare':
       case 'prepare-family':
       case 'punch':
-      case 'accepted':
+      case 'end':
         return this.coords.get(Buffer.from(msg.coordId).toString('hex'))?.handle(msg);
       case 'goaway':
         this.draining = true;
@@ -393,12 +385,7 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
       msg,
       wrapPairKey(conn.sessionKey, msg.coordId, msg.pairKey),
       this.env!,
-      {
-        send: (m) => conn.send(m),
-        attempt: (ev) => this.emit('attempt', ev),
-        relayEnd: (sid) => this.relayEnds.of(sid),
-        unconfirmed: (key, socket) => this.unconfirmed.hold(key, socket),
-      },
+      { send: (m) => conn.send(m), attempt: (ev) => this.emit('attempt', ev), relayEnd: (sid) => this.relayEnds.of(sid) },
       request?.startedAt ?? performance.now(),
     );
     this.coords.set(pc.key, pc);

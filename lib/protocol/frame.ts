@@ -17,7 +17,7 @@
 import { TcpPunchError, invalidArgType, outOfRange } from '../errors.js';
 
 /** The protocol version this implementation speaks (byte 2 of every frame). */
-export const PROTOCOL_VERSION = 3;
+export const PROTOCOL_VERSION = 2;
 /** Size of the fixed frame header in bytes. */
 export const HEADER_SIZE = 6;
 /** The hard upper bound of a frame body (the u16 length field). */

@@ -117,9 +117,6 @@ export const SCHEMAS = {
     },
   },
   cancel: { type: 0x13, fields: { coordId: coordId(), code: code(), message: text() } },
-  // Relayed dials (v3): the responder accepted coordination coordId and is joining the relay (responder → server),
-  // passed on to the initiator (server → initiator), whose stream is then usable once its own join is written.
-  accepted: { type: 0x1b, fields: { coordId: coordId() } },
   // port: `fresh` binds a new port and observes it (observe connection); `warm` punches from the control
   // connection's port, whose mapping the server knows. 0x15 and 0x16 (version 1's sync round) are retired.
   prepare: {
@@ -181,7 +178,6 @@ export const RELAY_TYPES = {
   'relay-token-request': 0x42,
   'relay-token': 0x43,
   'relay-end': 0x44,
-  'relay-join-early': 0x45,
 } as const;
 
 /** Lowest and highest type byte of the range reserved for the relay. */

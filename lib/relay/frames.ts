@@ -9,7 +9,6 @@
  * | 0x42 | relay-token-request | peer -> server, control   | reqId, target (peer id)                                 |
  * | 0x43 | relay-token         | server -> peer, control   | reqId, sessionId, side, peer, token, expiresInMs, relay |
  * | 0x44 | relay-end           | server -> peer, control   | sessionId, reason, code, bytesSent, bytesReceived       |
- * | 0x45 | relay-join-early    | first frame, relay socket | token (no relay-paired; bytes may follow at once)      |
  *
  * Refusals on a relay socket are the protocol's ordinary `error` frame (0x07) with an `ERR_RELAY_*` code.
  * 64-bit counts travel as two u32 (high, low); `relay: []` in relay-token means "this server's own port".
@@ -42,13 +41,6 @@ export const RELAY_END_REASONS = [
 export interface RelayJoin {
   token: string;
 }
-
-/**
- * `relay-join-early` (protocol v3): a join whose holder does not wait for `relay-paired`. Its bytes may follow the
- * frame at once; the relay holds them until the other side joins and sends this side nothing but the other side's
- * bytes. A refusal is a reset, with the reason as `relay-end` on the control connection.
- */
-export type RelayJoinEarly = RelayJoin;
 
 export interface RelayPaired {
   sessionId: string;
@@ -96,7 +88,6 @@ interface Bodies {
   'relay-token-request': RelayTokenRequest;
   'relay-token': RelayTokenGrant;
   'relay-end': RelayEnd;
-  'relay-join-early': RelayJoinEarly;
 }
 
 /** Name of a relay message with a body defined here. */
@@ -137,7 +128,6 @@ const SCHEMAS: { [N in RelayBodyName]: { type: number; fields: Record<keyof Bodi
       bytesReceived: u64,
     },
   },
-  'relay-join-early': { type: 0x45, fields: { token: f.string(MAX_TOKEN_LENGTH) } },
 };
 
 const NAMES = new Map<number, RelayBodyName>(

@@ -13,8 +13,8 @@ import type { Deadlines } from './deadlines.js';
 
 /** What {@link readFirstFrame} expects. */
 export interface FirstFrame {
-  /** The type byte the frame must have (or one of these), and the message's name for the error otherwise. */
-  type: number | readonly number[];
+  /** The type byte the frame must have, and the message's name for the error otherwise. */
+  type: number;
   name: string;
   maxFrameSize: number;
   /** The handshake window (its length is the deadline). */
@@ -55,7 +55,7 @@ export function readFirstFrame(
     }
     if (!frame) return;
     release();
-    if (typeof want.type === 'number' ? frame.type === want.type : want.type.includes(frame.type)) return onFrame(frame, decoder.takeRest());
+    if (frame.type === want.type) return onFrame(frame, decoder.takeRest());
     // Any other message is named as the protocol's decoder names it (or refused with the decoder's code).
     let type: string;
     try {

@@ -52,12 +52,6 @@ class JsPumpSession implements PumpSession {
     if (options.headB?.length) b.write(options.headB);
     this.wire(0);
     this.wire(1);
-    // A side whose FIN came before the handover has no 'end' left to emit: carry it on now.
-    for (const i of [0, 1]) {
-      if (!this.sockets[i]!.readableEnded) continue;
-      this.ended[i] = true;
-      this.sockets[1 - i]!.end();
-    }
     // A caller may have paused a socket explicitly (so nothing is read before the handover): 'data' listeners
     // alone do not restart such a stream.
     a.resume();

@@ -49,7 +49,7 @@ export interface PumpOptions {
   maxDurationMs?: number;
   /** Longest the session may go without moving a byte either way, in ms; 0 or absent: no limit. */
   idleTimeoutMs?: number;
-  /** Bytes sent to A before anything relayed (`relay-paired`, an early joiner's first bytes); not counted. At most {@link MAX_HEAD}. */
+  /** Bytes sent to A before anything relayed (the relay's `relay-paired` frame); not counted. At most 64 KiB. */
   headA?: Uint8Array;
   /** Bytes sent to B before anything relayed. */
   headB?: Uint8Array;
@@ -95,12 +95,7 @@ export interface Pump {
   stats(): PumpStats;
 }
 
-/**
- * The most a head may hold: a `relay-paired` frame and what an early joiner sent before pairing (Node's buffer of a
- * paused socket, at most its high-water mark plus one read, and the bytes read with the join). native/binding_pump.cc
- * checks the same bound.
- */
-export const MAX_HEAD = 256 * 1024;
+const MAX_HEAD = 65536;
 
 /** @internal Validates options; returns them with defaults. */
 export function checkPumpOptions(options: PumpOptions): Required<Omit<PumpOptions, 'headA' | 'headB' | 'onEnd'>> & PumpOptions {
@@ -122,9 +117,7 @@ export function checkPumpOptions(options: PumpOptions): Required<Omit<PumpOption
 export function checkPumpSockets(a: unknown, b: unknown): asserts a is Socket {
   for (const [name, s] of [['a', a], ['b', b]] as const) {
     if (!(s instanceof Socket)) throw invalidArgType(name, 'a net.Socket', s);
-    // A socket whose peer has already sent its FIN (readable side ended, an early relay joiner that wrote and
-    // ended) is still pumped: the pump carries that end on to the other side.
-    if (s.destroyed || s.connecting || s.pending || (!s.readable && !s.readableEnded) || !s.writable) {
+    if (s.destroyed || s.connecting || s.pending || !s.readable || !s.writable) {
       throw new TcpPunchError('ERR_PUMP_SOCKET', `socket ${name} is not an open, connected socket`);
     }
     if (s.readableLength > 0) {

@@ -3,12 +3,6 @@
  * `relay-join` frame with the token the rendezvous server issued, and resolves once `relay-paired` arrives, with a
  * socket that carries nothing but the other peer's bytes from then on.
  *
- * With `early` it sends `relay-join-early` (protocol v3) instead and resolves as soon as the frame is written, a
- * round trip sooner: bytes may be written at once, and the relay holds them until the other side joins. No frame
- * ever comes back; a refusal, or another side that never comes, resets the connection, and the reason arrives as
- * `relay-end` on the control connection. The session's names come from the token itself; its limits are not
- * announced (0).
- *
  * No byte is lost at the switch: the paired frame is read with the protocol's one-message reader, which puts any
  * bytes that followed it in the same read back into the socket (`unshift`), so the first `data` event or `read()`
  * of the caller sees them. The socket is switched to `allowHalfOpen`, so the other peer's FIN ends only the
@@ -25,7 +19,7 @@ import { AbortError, TcpPunchError, invalidArgType, invalidArgValue, throwIfAbor
 import { readMessage } from '../protocol/stream.js';
 import type { RelayMsg } from '../protocol/messages.js';
 import { decodeRelay, encodeRelayFrame } from './frames.js';
-import { MAX_TOKEN_LENGTH, readTokenClaims } from './tokens.js';
+import { MAX_TOKEN_LENGTH } from './tokens.js';
 
 /** Options of {@link joinRelay}. */
 export interface JoinRelayOptions {
@@ -39,8 +33,6 @@ export interface JoinRelayOptions {
   token: string;
   /** Deadline for connecting and pairing, in ms; default 35000 (the relay's default join window is 30 s). */
   timeoutMs?: number;
-  /** Resolve once the join is written, without waiting for `relay-paired` (see the module comment); default false. */
-  early?: boolean;
   signal?: AbortSignal;
 }
 
@@ -53,7 +45,7 @@ export interface RelayConnection {
   side: 'a' | 'b';
   /** The other peer's id. */
   peer: string;
-  /** The session's limits as the relay announced them (0: none, or an early join): bytes both ways together, and duration. */
+  /** The session's limits as the relay announced them (0: none): bytes both ways together, and duration. */
   maxBytes: number;
   maxDurationMs: number;
 }
@@ -66,8 +58,6 @@ export async function joinRelay(options: JoinRelayOptions): Promise<RelayConnect
     throw invalidArgType('options.token', `a string of 1..${MAX_TOKEN_LENGTH} characters`, token);
   validateInteger(timeoutMs, 'options.timeoutMs', 1, 2 ** 31 - 1);
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgType('options.signal', 'an AbortSignal', signal);
-  if (options.early !== undefined && typeof options.early !== 'boolean') throw invalidArgType('options.early', 'a boolean', options.early);
-  const claims = options.early ? readTokenClaims(token) : undefined;
   if (options.socket !== undefined) {
     if (!(options.socket instanceof Socket)) throw invalidArgType('options.socket', 'a net.Socket', options.socket);
   } else {
@@ -78,7 +68,7 @@ export async function joinRelay(options: JoinRelayOptions): Promise<RelayConnect
   throwIfAborted(signal);
 
   const deadline = Date.now() + timeoutMs;
-  // No Nagle: an early joiner's first write would otherwise wait for the relay's ACK of the join, a round trip.
+  // No Nagle on a relay leg, as on the relay's own side: a small write (a request, a keystroke) leaves at once.
   const socket = options.socket ?? connect({
       host: server!.host,
       port: server!.port,
@@ -89,10 +79,6 @@ export async function joinRelay(options: JoinRelayOptions): Promise<RelayConnect
   socket.allowHalfOpen = true;
   try {
     if (socket.connecting) await connected(socket, timeoutMs, signal);
-    if (claims) {
-      socket.write(encodeRelayFrame('relay-join-early', { token }));
-      return { socket, sessionId: claims.sid, side: claims.side, peer: claims.other, maxBytes: 0, maxDurationMs: 0 };
-    }
     socket.write(encodeRelayFrame('relay-join', { token }));
     const msg = await readMessage(socket, { timeoutMs: Math.max(1, deadline - Date.now()), signal, maxFrameSize: 4096 });
     if (msg.type === 'error') throw new TcpPunchError(msg.code, `relay refused: ${msg.message}`);

@@ -17,12 +17,6 @@
  * - `ERR_RELAY_PEER_GONE`: the first side left before the second came; `ERR_RELAY_SESSION_ENDED`: too late;
  * - `ERR_RELAY_BUSY` (token memory full), `ERR_RELAY_CLOSED` (shutting down), `ERR_RELAY_INTERNAL` (pump failed).
  *
- * An early joiner (`relay-join-early`, protocol v3) does not wait for `relay-paired`: its bytes may follow the join
- * at once. While it waits the relay keeps what it sends (up to EARLY_HOLD, then it stops reading), sends it no
- * frame, and at pairing hands what it holds to the other side ahead of the relayed bytes. It cannot be refused with a frame (its peer would
- * take one for data), so it is reset instead, and its peer is told why with `relay-end` (reason `rejected`, or the
- * session's reason) whenever the token names it.
- *
  * How a limit reaches both peers: once the pump owns the bytes no frame can be added to the stream, so the relay
  * (1) ends the session with a RST on both sockets rather than a FIN, so a reader never takes a cut stream for a
  * complete one (Node may still report a RST that arrives behind unread data as a plain 'end': libuv treats
@@ -46,7 +40,7 @@ import { type RelayEndReason, type RelayJoin, decodeRelay, encodePairedFrames, r
 import { readFirstFrame } from './join-reader.js';
 import { Counter, type RelayLimits, Tombstones, resolveLimits } from './limits.js';
 import { type PumpKind, choosePump } from './pump.js';
-import { MAX_HEAD, type Pump, type PumpResult, type PumpSession, type PumpStats } from './pump-types.js';
+import type { Pump, PumpResult, PumpSession, PumpStats } from './pump-types.js';
 import { type RelayTokenClaims, type RelayTokenPair, RelayTokens } from './tokens.js';
 
 /** Options of a {@link RelayService}. */
@@ -108,9 +102,6 @@ interface Joiner {
   socket: Socket;
   claims: RelayTokenClaims;
   ip: string;
-  /** Joined with `relay-join-early`: gets no `relay-paired`, and `held` keeps its first bytes for the other side. */
-  early: boolean;
-  held: Buffer[];
 }
 
 interface Pending extends Joiner {
@@ -128,20 +119,10 @@ interface Active {
   ipA: string;
   ipB: string;
   session: PumpSession;
-  /** Early joiners' bytes handed over in the heads, per direction (the pump counts only what it relays). */
-  earlyAToB: number;
-  earlyBToA: number;
 }
 
 const EMPTY = Buffer.alloc(0);
 const JOIN_TYPE = typeByteOf('relay-join');
-const EARLY_JOIN_TYPE = typeByteOf('relay-join-early');
-/**
- * What the relay reads of a waiting early joiner before it stops reading. Node reads on a little after that (a
- * chunk of up to 64 KiB, then its buffer fills to the high-water mark plus one more chunk), so a head stays well
- * under MAX_HEAD.
- */
-const EARLY_HOLD = 32 * 1024;
 const noop = (): void => {};
 const CODE_OF: Partial<Record<RelayEndReason, string>> = {
   'limit-bytes': 'ERR_RELAY_LIMIT_BYTES',
@@ -216,47 +197,37 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
   }
 
   /**
-   * Takes over a connection whose first frame was `relay-join` or `relay-join-early`. `rest` holds bytes the caller
-   * read after that frame (for `relay-join` there must be none: a client waits for `relay-paired`). The relay owns
-   * the socket from now on.
+   * Takes over a connection whose first frame was `relay-join`. `rest` holds bytes the caller read after that frame
+   * (there must be none: a client waits for `relay-paired`). The relay owns the socket from now on.
    */
   handleJoin(socket: Socket, join: RelayMsg | RawFrame | RelayJoin, rest: Buffer = EMPTY, info: { remote?: Endpoint } = {}): void {
     socket.on('error', () => {}); // failures are handled where they matter; never an unhandled 'error'
-    const early = !('token' in join) && ('typeByte' in join ? join.typeByte : join.type) === EARLY_JOIN_TYPE;
-    // Stops the flow at once: until the joiner waits (wait() reads it on) or is paired, its bytes stay in Node's
-    // buffer (at most its high-water mark and one read) and then in the kernel. Its FIN may already be in (it wrote,
-    // ended, and went on): the relay must not answer it with its own FIN.
-    if (early) {
-      socket.pause();
-      socket.allowHalfOpen = true;
-    }
     const ip = unmapAddress(info.remote?.host ?? socket.remoteAddress);
-    const no = (code: string, message: string, claims?: RelayTokenClaims): void => this.refuse(socket, ip, code, message, claims?.sid, early ? (claims ?? true) : undefined);
-    if (this.closing) return no('ERR_RELAY_CLOSED', 'The relay is shutting down');
+    if (this.closing) return this.refuse(socket, ip, 'ERR_RELAY_CLOSED', 'The relay is shutting down');
     let token: string;
     try {
       token = 'token' in join ? join.token : decodeJoin(join);
     } catch (err) {
-      return no('ERR_MALFORMED_FRAME', (err as Error).message);
+      return this.refuse(socket, ip, 'ERR_MALFORMED_FRAME', (err as Error).message);
     }
     let claims: RelayTokenClaims;
     try {
       claims = this.tokens.verify(token);
     } catch (err) {
-      return no((err as TcpPunchError).code, (err as Error).message);
+      return this.refuse(socket, ip, (err as TcpPunchError).code, (err as Error).message);
     }
     const now = Date.now();
     const sid = claims.sid;
-    if (this.tokens.isUsed(claims)) return no('ERR_RELAY_TOKEN_REUSED', 'The relay token was already used', claims);
+    if (this.tokens.isUsed(claims)) return this.refuse(socket, ip, 'ERR_RELAY_TOKEN_REUSED', 'The relay token was already used', sid);
     const dead = this.tombstones.get(sid, now);
-    if (dead) return no(dead, 'This relay session is over', claims);
-    if (this.active.has(sid)) return no('ERR_RELAY_TOKEN_MISMATCH', 'This relay session is already paired', claims);
+    if (dead) return this.refuse(socket, ip, dead, 'This relay session is over', sid);
+    if (this.active.has(sid)) return this.refuse(socket, ip, 'ERR_RELAY_TOKEN_MISMATCH', 'This relay session is already paired', sid);
 
     const first = this.pending.get(sid);
     if (first && (first.claims.side === claims.side || first.claims.peer !== claims.other || first.claims.other !== claims.peer))
-      return no('ERR_RELAY_TOKEN_MISMATCH', 'The token does not complete this relay session', claims);
+      return this.refuse(socket, ip, 'ERR_RELAY_TOKEN_MISMATCH', 'The token does not complete this relay session', sid);
     const limit =
-      !early && (rest.length > 0 || socket.readableLength > 0)
+      rest.length > 0 || socket.readableLength > 0
         ? 'ERR_RELAY_PROTOCOL'
         : !first && this.pending.size + this.active.size >= this.limits.maxSessions
         ? 'ERR_RELAY_LIMIT_SESSIONS'
@@ -268,7 +239,7 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     if (limit) {
       // Ends the session for both sides: the one waiting (if any) is refused too, a late one finds the tombstone.
       const why = limit === 'ERR_RELAY_PROTOCOL' ? 'Data arrived before relay-paired' : 'Relay limit reached';
-      this.refuse(socket, ip, limit, why, sid, early || undefined); // ended() below tells both peers
+      this.refuse(socket, ip, limit, why, sid);
       if (first) this.dropPending(first, limit, 'rejected');
       else this.ended(claims, limit, 'rejected');
       return;
@@ -276,11 +247,11 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     try {
       this.tokens.consume(claims);
     } catch (err) {
-      return no((err as TcpPunchError).code, (err as Error).message, claims);
+      return this.refuse(socket, ip, (err as TcpPunchError).code, (err as Error).message, sid);
     }
     this.perPeer.add(claims.peer);
     this.perIp.add(ip);
-    const joiner: Joiner = { socket, claims, ip, early, held: rest.length > 0 ? [rest] : [] };
+    const joiner: Joiner = { socket, claims, ip };
     if (this.admission) {
       // Burnt and counted before asking, so a copy of this join arriving meanwhile is refused as reused.
       const side = { sessionId: sid, side: claims.side, peerId: claims.peer, ip };
@@ -300,7 +271,7 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
       : r === 'ip' ? 'ERR_RELAY_LIMIT_IP'
       : this.closing ? 'ERR_RELAY_CLOSED'
       : socket.destroyed ? 'ERR_RELAY_PEER_GONE'
-      : !joiner.early && socket.readableLength > 0 ? 'ERR_RELAY_PROTOCOL'
+      : socket.readableLength > 0 ? 'ERR_RELAY_PROTOCOL'
       : !over && !first && this.pending.size + this.active.size >= this.limits.maxSessions ? 'ERR_RELAY_LIMIT_SESSIONS' // others placed meanwhile
       : over ?? (first && (first.claims.side === claims.side || first.claims.peer !== claims.other || first.claims.other !== claims.peer)
           ? 'ERR_RELAY_TOKEN_MISMATCH' // the other side arrived while we waited: the check handleJoin could not make
@@ -310,11 +281,8 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
       this.perPeer.remove(claims.peer); // a refusal holds nothing in the hook: give back only the relay's own count
       this.perIp.remove(ip);
     } else this.release(sid, claims.side, claims.peer, ip);
-    // Only these two leave the session as it is, so only then is an early joiner's peer not told by ended() below.
-    const quiet = !!over || code === 'ERR_RELAY_TOKEN_MISMATCH';
-    const why = r === 'peer' || r === 'ip' ? 'Relay limit reached (cluster-wide)' : 'The relay session could not start';
-    this.refuse(socket, ip, code, why, sid, joiner.early ? (quiet ? claims : true) : undefined);
-    if (quiet) return; // the session already ended, or is someone else's
+    this.refuse(socket, ip, code, r === 'peer' || r === 'ip' ? 'Relay limit reached (cluster-wide)' : 'The relay session could not start', sid);
+    if (over || code === 'ERR_RELAY_TOKEN_MISMATCH') return; // the session already ended, or is someone else's
     // Ends the session for both sides, as the relay's own refusals do.
     const reason: RelayEndReason = code === 'ERR_RELAY_CLOSED' ? 'stopped' : code === 'ERR_RELAY_PEER_GONE' ? 'peer-gone' : 'rejected';
     if (first) this.dropPending(first, code, reason);
@@ -333,7 +301,7 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     if (!deadlines) this.handshakeDeadlines.set(timeoutMs, (deadlines = new Deadlines(timeoutMs)));
     readFirstFrame(
       socket,
-      { type: [JOIN_TYPE, EARLY_JOIN_TYPE], name: 'relay-join', maxFrameSize: 2048, deadlines },
+      { type: JOIN_TYPE, name: 'relay-join', maxFrameSize: 2048, deadlines },
       (frame, rest) => this.handleJoin(socket, frame, rest),
       (code, message) => this.refuse(socket, ip, code, message),
     );
@@ -355,33 +323,23 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
 
   private wait(joiner: Joiner): void {
     const { socket, claims } = joiner;
+    const onData = (): void => this.dropPending(pending, 'ERR_RELAY_PROTOCOL', 'rejected', 'Data arrived before relay-paired');
     const onGone = (): void => this.dropPending(pending, 'ERR_RELAY_PEER_GONE', 'peer-gone');
-    // Reading only to notice a close: a well-behaved first side sends nothing until relay-paired. An early joiner's
-    // bytes are kept for the other side instead (EARLY_HOLD; then the rest waits in the kernel), and its
-    // FIN is its end of stream, carried on at pairing; a reset (a dialer that gave up) drops the session at once.
-    let held = joiner.held.reduce((n, b) => n + b.length, 0);
-    const onData = joiner.early
-      ? (chunk: Buffer): void => {
-          joiner.held.push(chunk);
-          if ((held += chunk.length) >= EARLY_HOLD) socket.pause();
-        }
-      : (): void => this.dropPending(pending, 'ERR_RELAY_PROTOCOL', 'rejected', 'Data arrived before relay-paired');
     const pending: Pending = {
       ...joiner,
       deadline: this.joinDeadlines.add(() => this.dropPending(pending, 'ERR_RELAY_JOIN_TIMEOUT', 'join-timeout')),
       detach: () => {
         this.joinDeadlines.cancel(pending.deadline);
-        if (joiner.early) socket.pause(); // what comes from now on is the pump's to read
         socket.off('data', onData);
         socket.off('end', onGone);
         socket.off('close', onGone);
       },
     };
     this.pending.set(claims.sid, pending);
-    socket.on('close', onGone);
+    // Reading only to notice a close: a well-behaved first side sends nothing until relay-paired.
     socket.on('data', onData);
-    if (!joiner.early) socket.on('end', onGone);
-    else if (held < EARLY_HOLD) socket.resume();
+    socket.on('end', onGone);
+    socket.on('close', onGone);
   }
 
   private pair(first: Pending, second: Joiner): void {
@@ -391,21 +349,12 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     const sid = a.claims.sid;
     const info: RelaySessionInfo = { sessionId: sid, a: a.claims.peer, b: b.claims.peer };
     const { maxBytesPerSession: maxBytes, maxDurationMs, idleTimeoutMs } = this.limits;
-    const [pairedA, pairedB] = encodePairedFrames(sid, a.claims.peer, b.claims.peer, maxBytes, maxDurationMs);
-    // Each side's head: its relay-paired frame unless it joined early, then what the other side sent early.
-    const fromA = a.early ? takeBuffered(a) : EMPTY;
-    const fromB = b.early ? takeBuffered(b) : EMPTY;
-    const headA = concatHead(a.early ? EMPTY : pairedA, fromB);
-    const headB = concatHead(b.early ? EMPTY : pairedB, fromA);
-    const early = fromA.length + fromB.length;
+    const [headA, headB] = encodePairedFrames(sid, a.claims.peer, b.claims.peer, maxBytes, maxDurationMs);
     let session: PumpSession;
     let active: Active | undefined;
     try {
-      if (headA.length > MAX_HEAD || headB.length > MAX_HEAD)
-        throw new TcpPunchError('ERR_RELAY_PROTOCOL', `More than ${MAX_HEAD} bytes arrived before the other side joined`);
       session = this.pump.start(a.socket, b.socket, {
-        // The bytes handed over in the heads count against the session's limit.
-        maxBytes: maxBytes > 0 ? Math.max(1, maxBytes - early) : 0,
+        maxBytes,
         maxDurationMs,
         idleTimeoutMs,
         headA,
@@ -413,15 +362,14 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
         onEnd: (r) => this.finish(active!, r), // never synchronous: a session ends on a later turn
       });
     } catch (err) {
-      const was = (err as TcpPunchError).code;
-      const code = was === 'ERR_PUMP_SOCKET' ? 'ERR_RELAY_PEER_GONE' : was === 'ERR_RELAY_PROTOCOL' ? was : 'ERR_RELAY_INTERNAL';
+      const code = (err as TcpPunchError).code === 'ERR_PUMP_SOCKET' ? 'ERR_RELAY_PEER_GONE' : 'ERR_RELAY_INTERNAL';
       for (const j of [a, b]) this.release(sid, j.claims.side, j.claims.peer, j.ip);
-      for (const j of [a, b]) this.refuse(j.socket, j.ip, code, `The relay could not start: ${(err as Error).message}`, sid, j.early || undefined);
-      this.ended(a.claims, code, code === 'ERR_RELAY_PEER_GONE' ? 'peer-gone' : code === 'ERR_RELAY_PROTOCOL' ? 'rejected' : 'error');
+      for (const j of [a, b]) this.refuse(j.socket, j.ip, code, `The relay could not start: ${(err as Error).message}`, sid);
+      this.ended(a.claims, code, code === 'ERR_RELAY_PEER_GONE' ? 'peer-gone' : 'error');
       return;
     }
     this.counts.started++;
-    active = { claims: a.claims, ipA: a.ip, ipB: b.ip, session, earlyAToB: fromA.length, earlyBToA: fromB.length };
+    active = { claims: a.claims, ipA: a.ip, ipB: b.ip, session };
     this.active.set(sid, active);
     this.emit('session', info);
   }
@@ -432,8 +380,7 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     this.release(claims.sid, 'a', claims.peer, active.ipA); // active.claims are side a's
     this.release(claims.sid, 'b', claims.other, active.ipB);
     const code = r.reason === 'eof' ? '' : (CODE_OF[r.reason] ?? r.error ?? 'ERR_RELAY_INTERNAL');
-    const counted = active.earlyAToB + active.earlyBToA > 0 ? { ...r, bytesAToB: r.bytesAToB + active.earlyAToB, bytesBToA: r.bytesBToA + active.earlyBToA } : r;
-    this.ended(claims, code, r.reason, counted);
+    this.ended(claims, code, r.reason, r);
   }
 
   /** Removes a waiting first side, refuses its connection with `code` and reports the end to both peers. */
@@ -442,7 +389,7 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     p.detach();
     this.pending.delete(p.claims.sid);
     this.release(p.claims.sid, p.claims.side, p.claims.peer, p.ip);
-    this.refuse(p.socket, p.ip, code, code === 'ERR_RELAY_JOIN_TIMEOUT' ? 'The other side did not join in time' : message, p.claims.sid, p.early || undefined);
+    this.refuse(p.socket, p.ip, code, code === 'ERR_RELAY_JOIN_TIMEOUT' ? 'The other side did not join in time' : message, p.claims.sid);
     this.ended(p.claims, code, reason);
   }
 
@@ -473,32 +420,22 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     this.tombstones.set(claims.sid, code || 'ERR_RELAY_SESSION_ENDED', claims.exp, Date.now());
     this.counts.ended[reason] = (this.counts.ended[reason] ?? 0) + 1;
     this.emit('session-end', end);
-    this.tell(a, claims.sid, reason, code, end.bytesAToB, end.bytesBToA);
-    this.tell(b, claims.sid, reason, code, end.bytesBToA, end.bytesAToB);
-  }
-
-  /** Sends one peer its `relay-end` notice. */
-  private tell(peer: string, sessionId: string, reason: RelayEndReason, code: string, sent: number, received: number): void {
     if (!this.notify) return;
-    try {
-      this.notify(peer, relayMessage('relay-end', { sessionId, reason, code, bytesSent: sent, bytesReceived: received }));
-    } catch {
-      // the server's problem (peer offline, connection closing): the relay's state is already consistent
-    }
+    const send = (peer: string, sent: number, received: number): void => {
+      try {
+        this.notify!(peer, relayMessage('relay-end', { sessionId: claims.sid, reason, code, bytesSent: sent, bytesReceived: received }));
+      } catch {
+        // the server's problem (peer offline, connection closing): the relay's state is already consistent
+      }
+    };
+    send(a, end.bytesAToB, end.bytesBToA);
+    send(b, end.bytesBToA, end.bytesAToB);
   }
 
-  /**
-   * Sends an `error` frame and closes the connection once it is flushed (or after `lingerMs`). An early joiner
-   * (`early` set) is reset instead; given its claims, its peer also gets `relay-end` (where ended() will not say it).
-   */
-  private refuse(socket: Socket, ip: string, code: string, message: string, sessionId?: string, early?: RelayTokenClaims | true): void {
+  /** Sends an `error` frame and closes the connection once it is flushed (or after `lingerMs`). */
+  private refuse(socket: Socket, ip: string, code: string, message: string, sessionId?: string): void {
     this.counts.rejected[code] = (this.counts.rejected[code] ?? 0) + 1;
     this.emit('rejected', sessionId === undefined ? { code, remote: ip } : { code, remote: ip, sessionId });
-    if (early) {
-      if (early !== true) this.tell(early.peer, early.sid, 'rejected', code, 0, 0);
-      if (!socket.destroyed) socket.resetAndDestroy();
-      return;
-    }
     if (socket.destroyed) return;
     socket.on('error', () => {});
     socket.resume(); // discard input, so the peer's FIN is seen
@@ -509,18 +446,6 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
 
 function decodeJoin(join: RelayMsg | RawFrame): string {
   const decoded = decodeRelay(join);
-  if (decoded.name !== 'relay-join' && decoded.name !== 'relay-join-early')
-    throw new TcpPunchError('ERR_UNEXPECTED_MESSAGE', `Expected relay-join, got ${decoded.name}`);
+  if (decoded.name !== 'relay-join') throw new TcpPunchError('ERR_UNEXPECTED_MESSAGE', `Expected relay-join, got ${decoded.name}`);
   return decoded.token;
-}
-
-/** An early joiner's first bytes: what followed its join frame, what it sent while waiting, and what Node holds. */
-function takeBuffered(j: Joiner): Buffer {
-  const chunks = j.held;
-  for (let c: Buffer | null; (c = j.socket.read() as Buffer | null) !== null; ) chunks.push(c);
-  return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
-}
-
-function concatHead(frame: Buffer, data: Buffer): Buffer {
-  return data.length === 0 ? frame : frame.length === 0 ? data : Buffer.concat([frame, data]);
 }

@@ -132,11 +132,14 @@ export class RelayTokens {
    * @throws TcpPunchError `ERR_RELAY_TOKEN_INVALID` or `ERR_RELAY_TOKEN_EXPIRED`.
    */
   verify(token: unknown): RelayTokenClaims {
-    const [payload, signature] = splitToken(token);
-    const mac = Buffer.from(signature, 'base64url');
-    const expected = this.mac(payload);
+    if (typeof token !== 'string' || token.length > MAX_TOKEN_LENGTH) throw invalid('not a relay token');
+    const parts = token.split('.');
+    if (parts.length !== 3 || parts[0] !== PREFIX || !B64URL.test(parts[1]!) || !B64URL.test(parts[2]!))
+      throw invalid('not a relay token');
+    const mac = Buffer.from(parts[2]!, 'base64url');
+    const expected = this.mac(parts[1]!);
     if (mac.length !== expected.length || !timingSafeEqual(mac, expected)) throw invalid('bad signature');
-    const claims = parseClaims(Buffer.from(payload, 'base64url').toString('utf8'));
+    const claims = parseClaims(Buffer.from(parts[1]!, 'base64url').toString('utf8'));
     if (claims.exp <= this.now()) {
       throw new TcpPunchError('ERR_RELAY_TOKEN_EXPIRED', 'the relay token has expired', { sessionId: claims.sid });
     }
@@ -181,23 +184,6 @@ export class RelayTokens {
     // One update: LABEL and the payload are ASCII, so their UTF-8 concatenation is the bytes signed.
     return createHmac('sha256', this.key).update(LABEL + payload).digest();
   }
-}
-
-/**
- * The claims of a token, read without checking its signature or expiry: its holder's view of its own token (an
- * early join names its session from it). Throws `ERR_RELAY_TOKEN_INVALID` for anything that is not a relay token.
- */
-export function readTokenClaims(token: unknown): RelayTokenClaims {
-  return parseClaims(Buffer.from(splitToken(token)[0], 'base64url').toString('utf8'));
-}
-
-/** A token's payload and signature (base64url), or `ERR_RELAY_TOKEN_INVALID`. */
-function splitToken(token: unknown): [string, string] {
-  if (typeof token !== 'string' || token.length > MAX_TOKEN_LENGTH) throw invalid('not a relay token');
-  const parts = token.split('.');
-  if (parts.length !== 3 || parts[0] !== PREFIX || !B64URL.test(parts[1]!) || !B64URL.test(parts[2]!))
-    throw invalid('not a relay token');
-  return [parts[1]!, parts[2]!];
 }
 
 function invalid(why: string): TcpPunchError {

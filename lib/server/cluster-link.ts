@@ -263,7 +263,7 @@ export class ClusterLink {
       return;
     }
     if (msg.type === 'result' && msg.detail === STALE_CARD) this.cluster.forgetCard(from.id);
-    if (msg.type === 'result' || msg.type === 'cancel' || msg.type === 'release' || msg.type === 'accepted')
+    if (msg.type === 'result' || msg.type === 'cancel' || msg.type === 'release')
       this.server.coordinator.handle(peer, msg as CoordRequest);
   }
 

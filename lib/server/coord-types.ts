@@ -37,7 +37,7 @@ export interface CoordPeer extends Partial<FamilyPeer> {
 }
 
 /** The messages a peer sends to the coordinator. */
-export type CoordRequest = Msg<'connect'> | Msg<'cancel'> | Msg<'result'> | Msg<'release'> | Msg<'accepted'>;
+export type CoordRequest = Msg<'connect'> | Msg<'cancel'> | Msg<'result'> | Msg<'release'>;
 
 /** How a coordinated dial ended: its path, outcome, code, and the time from the request to the end. */
 export interface CoordinationEnd {

@@ -76,8 +76,6 @@ export class Coordinator {
         return this.result(from, msg);
       case 'release':
         return this.release(from, msg);
-      case 'accepted':
-        return this.accepted(from, msg);
     }
   }
 
@@ -203,16 +201,6 @@ export class Coordinator {
     // now instead of waiting out the other side's attemptTimeoutMs.
     if (msg.outcome !== 'ok') return this.attemptFailed(c);
     if (c.sides.every((s) => s.outcome !== undefined)) this.conclude(c);
-  }
-
-  /**
-   * The responder of a relayed dial accepted it and is joining the relay: the initiator, whose own join is on its
-   * way, may hand its stream over (the pairing follows at the relay). Anything else is ignored.
-   */
-  private accepted(from: CoordPeer, msg: Msg<'accepted'>): void {
-    const c = this.coords.get(coordKey(msg.coordId));
-    if (!c || c.path === 'direct' || c.sides[1].peer !== from) return;
-    c.sides[0].peer.send({ type: 'accepted', coordId: c.id });
   }
 
   /** A side closed a socket punched from its warm port. */

@@ -46,7 +46,7 @@ export interface ControlContext {
 /** Hooks through which the relay plugs into the server's port. */
 export interface RelayHooks {
   /**
-   * A connection's first frame was `relay-join` (type 0x40) or `relay-join-early` (0x45). The server has stopped reading the socket and
+   * A connection's first frame was `relay-join` (type 0x40). The server has stopped reading the socket and
    * forgotten it (it still counts it towards the per-IP connection limit until it closes): `rest` holds any bytes
    * that arrived after the join frame. The handler owns the socket from now on.
    */

@@ -376,14 +376,14 @@ export class RendezvousServer extends EventEmitter<RendezvousServerEvents> imple
       clearTimeout(conn.handshakeTimer);
       conn.kind = 'observe';
       registerFamily(framed, msg, conn.remote, this.current(msg.id));
-    } else if ((msg.type === 'relay-join' || msg.type === 'relay-join-early') && this.options.relay.onRelayJoin) {
+    } else if (msg.type === 'relay-join' && this.options.relay.onRelayJoin) {
       conn.kind = 'relay';
       clearTimeout(conn.handshakeTimer);
       this.conns.delete(framed);
       this.sockets.delete(framed.socket); // the relay owns it now; it still counts for its IP until it closes
       const rest = framed.detach();
       this.options.relay.onRelayJoin(framed.socket, msg as RelayMsg, rest, { remote: conn.remote });
-    } else if (msg.type === 'relay-join' || msg.type === 'relay-join-early') {
+    } else if (msg.type === 'relay-join') {
       framed.fail('ERR_RELAY_UNAVAILABLE', 'This server does not relay');
     } else {
       framed.fail('ERR_UNEXPECTED_MESSAGE', `A connection cannot start with ${msg.type}`);

@@ -213,7 +213,6 @@ export class ControlSession implements CoordPeer, FamilySession {
       case 'cancel':
       case 'result':
       case 'release':
-      case 'accepted':
         if (this.host.cluster?.fromLocalPeer(this.id, msg)) return;
         return coord.handle(this, msg);
       case 'connect':

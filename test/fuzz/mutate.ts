@@ -74,7 +74,6 @@ export const RELAY_SCHEMAS = {
       bytesReceived: u64,
     },
   },
-  'relay-join-early': { type: RELAY_TYPES['relay-join-early'], fields: { token: f.string(MAX_TOKEN_LENGTH) } },
 } as const;
 
 export type RelayBodyName = keyof typeof RELAY_SCHEMAS;
