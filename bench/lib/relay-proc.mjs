@@ -66,7 +66,6 @@ serve({
       cpu: process.cpuUsage(),
       rss: process.memoryUsage.rss(),
       heapUsed: process.memoryUsage().heapUsed,
-      heapTotal: process.memoryUsage().heapTotal,
       open: st ? st.pending + st.active : open,
       pump: st ? st.pump : (pump?.stats() ?? null),
     };
