@@ -73,17 +73,21 @@ function run(dir: string, file: string, source: string): Record<string, unknown>
   return JSON.parse(r.stdout) as Record<string, unknown>;
 }
 
+// Ports the kernel picks: a fixed one can be held by another socket's ephemeral port (the earlier tiers leave
+// thousands of loopback connections closing), and then the bind fails with EADDRINUSE.
 const PUNCH = `
-import { punch } from 'tcp-punch';
-const [a, b] = [42001 + (process.pid % 1000) * 2, 42002 + (process.pid % 1000) * 2];
+import { bindReusable, punch } from 'tcp-punch';
+const [pa, pb] = await Promise.all([bindReusable({ address: '127.0.0.1' }), bindReusable({ address: '127.0.0.1' })]);
 const ends = await Promise.all([
-  punch({ localAddress: '127.0.0.1', localPort: a, remote: { host: '127.0.0.1', port: b } }),
-  punch({ localAddress: '127.0.0.1', localPort: b, remote: { host: '127.0.0.1', port: a } }),
+  punch({ port: pa, remote: { host: '127.0.0.1', port: pb.port } }),
+  punch({ port: pb, remote: { host: '127.0.0.1', port: pa.port } }),
 ]);
 const got = new Promise((r) => ends[1].once('data', (d) => r(d.toString())));
 ends[0].write('through the prebuild');
 console.log(JSON.stringify({ got: await got }));
 for (const s of ends) s.destroy();
+pa.close();
+pb.close();
 `;
 
 const UNAVAILABLE = `
