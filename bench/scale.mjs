@@ -159,7 +159,9 @@ function summarizeSetup(kind, runs) {
 async function withRelay(kind, lifetimeMs, relayOpts, fn) {
   const label = RELAY_LABELS[kind];
   const sink = forkChild(LOAD, [], { lifetimeMs });
-  const load = forkChild(LOAD, [], { lifetimeMs });
+  // BENCH_LOAD_NODE_FLAGS: more node flags for the load process (e.g. --cpu-prof).
+  const loadFlags = (process.env.BENCH_LOAD_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+  const load = forkChild(LOAD, [], { lifetimeMs, execArgv: loadFlags });
   try {
     const { port: sinkPort } = await request(sink, 'echo');
     const relay = await startRelay(kind, sinkPort, { lifetimeMs, ...relayOpts });

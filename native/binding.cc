@@ -76,6 +76,8 @@ static Napi::Object tp_napi_init(Napi::Env env, Napi::Object exports) {
       {"socketBind", tp_napi_socket_bind},
       {"socketClose", tp_napi_socket_close},
       {"socketRtt", tp_napi_socket_rtt},
+      {"socketFastOpenConnect", tp_napi_socket_fast_open_connect},
+      {"socketSetFastOpen", tp_napi_socket_set_fast_open},
       {"punchStart", tp_napi_punch_start},
       {"punchAbort", tp_napi_punch_abort},
       {"pumpOnDone", tp_napi_pump_on_done_set},

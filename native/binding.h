@@ -38,6 +38,8 @@ tp_napi_state_t* tp_napi_state(Napi::Env env);
 Napi::Value tp_napi_socket_bind(const Napi::CallbackInfo& info);
 Napi::Value tp_napi_socket_close(const Napi::CallbackInfo& info);
 Napi::Value tp_napi_socket_rtt(const Napi::CallbackInfo& info);
+Napi::Value tp_napi_socket_fast_open_connect(const Napi::CallbackInfo& info);
+Napi::Value tp_napi_socket_set_fast_open(const Napi::CallbackInfo& info);
 Napi::Value tp_napi_punch_start(const Napi::CallbackInfo& info);
 Napi::Value tp_napi_punch_abort(const Napi::CallbackInfo& info);
 void tp_napi_punch_init(Napi::Env env, tp_napi_state_t* state);

@@ -62,6 +62,29 @@ Napi::Value tp_napi_socket_close(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
+// socketFastOpenConnect({ host, port }[, { host, port }]) -> fd: a Fast Open socket for net.Socket({ fd }).
+Napi::Value tp_napi_socket_fast_open_connect(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  struct sockaddr_storage remote, local;
+  tp_napi_read_endpoint(env, info[0], "remote", &remote);
+  bool bind_local = info.Length() > 1 && !info[1].IsUndefined();
+  if (bind_local) tp_napi_read_endpoint(env, info[1], "local", &local);
+  int fd = tp_socket_fast_open_connect(reinterpret_cast<struct sockaddr*>(&remote),
+                                       bind_local ? reinterpret_cast<struct sockaddr*>(&local) : NULL);
+  if (fd < 0) throw tp_napi_errno_error(env, fd, "connect", "TCP_FASTOPEN_CONNECT");
+  return Napi::Number::New(env, fd);
+}
+
+// socketSetFastOpen(fd, qlen): on a listening socket Node owns.
+Napi::Value tp_napi_socket_set_fast_open(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = tp_napi_read_fd(env, info[0], "fd");
+  int qlen = tp_napi_read_fd(env, info[1], "qlen");
+  int err = tp_socket_set_fast_open(fd, qlen);
+  if (err != 0) throw tp_napi_errno_error(env, err, "setsockopt", "TCP_FASTOPEN");
+  return env.Undefined();
+}
+
 Napi::Value tp_napi_socket_rtt(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   unsigned us = 0;

@@ -37,6 +37,16 @@ int tp_socket_listen(int fd, int backlog);
 // Starts a nonblocking connect. Returns 0 when already connected, -EINPROGRESS while the handshake runs.
 int tp_socket_connect(int fd, const struct sockaddr* addr);
 
+// A nonblocking, close-on-exec TCP socket towards `remote` whose first write rides in the SYN (TCP Fast Open,
+// Linux's TCP_FASTOPEN_CONNECT), bound to `local` first when it is not NULL. Returns the fd; the connect itself
+// is deferred to that write, or (no cookie for `remote` yet) runs as an ordinary handshake that also fetches one.
+// -ENOTSUP where the platform has no TCP_FASTOPEN_CONNECT.
+int tp_socket_fast_open_connect(const struct sockaddr* remote, const struct sockaddr* local);
+
+// Lets a listening socket accept data in SYNs (TCP_FASTOPEN) with at most `qlen` such connections not yet
+// accepted. -ENOTSUP where the platform has no server-side Fast Open.
+int tp_socket_set_fast_open(int fd, int qlen);
+
 // The pending error of a socket (SO_ERROR) as a negative errno, 0 when there is none.
 int tp_socket_error(int fd);
 

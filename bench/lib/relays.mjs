@@ -75,7 +75,9 @@ function missing(kind, note) {
  * @returns {Promise<Relay>}
  */
 async function startNodeRelay(kind, upstreamPort, opts) {
-  const child = forkChild(path.join(BENCH_DIR, 'lib', 'relay-proc.mjs'), [], { lifetimeMs: opts.lifetimeMs, execArgv: ['--expose-gc'] });
+  // BENCH_RELAY_NODE_FLAGS: more node flags for the relay process (e.g. --cpu-prof, --perf-basic-prof).
+  const extra = (process.env.BENCH_RELAY_NODE_FLAGS ?? '').split(' ').filter(Boolean);
+  const child = forkChild(path.join(BENCH_DIR, 'lib', 'relay-proc.mjs'), [], { lifetimeMs: opts.lifetimeMs, execArgv: ['--expose-gc', ...extra] });
   const pid = /** @type {number} */ (child.pid);
   const service = kind.startsWith('service-');
   const secret = service ? randomBytes(32).toString('base64url') : undefined;

@@ -3,6 +3,7 @@
  * optionally Prometheus metrics. The limit flags are a table over the library's own defaults and ranges, so the
  * help shows the defaults as they are.
  */
+import { fastOpenServerState } from '../fast-open.js';
 import { METRICS_DEFAULT_HOST, createMetricsRegistry, serverMetrics, startMetricsServer } from '../metrics.js';
 import { RELAY_RANGES, relayDefaults, type RelayLimits } from '../relay/limits.js';
 import type { RelaySessionEnd } from '../relay/relay-service.js';
@@ -186,11 +187,14 @@ export const serve: Command = {
       }
       const shown = addr.address === '::' || addr.address === '0.0.0.0' ? 'all addresses' : addr.address;
       const relay = server.relay?.limits;
+      // Whether relay joins can ride in their SYN (lib/fast-open.ts): the kernel's setting, not ours to change.
+      const fastOpen = fastOpenServerState();
+      const fastOpenNote = fastOpen === 'off' ? '; relay joins take an extra round trip (sysctl -w net.ipv4.tcp_fastopen=3 saves it)' : '';
       log.info(
         'listening',
-        { address: addr.address, port: addr.port, auth: secret ? 'secret' : 'open', relay: relay ?? false },
+        { address: addr.address, port: addr.port, auth: secret ? 'secret' : 'open', relay: relay ?? false, fastOpen },
         `tcp-punch server listening on ${shown}, port ${addr.port} (${secret ? 'shared secret required' : 'open: no secret'}); ` +
-          `${relay ? `relay on (${describeRelayLimits(relay)})` : 'relay off'}; ${probeNote}\n` +
+          `${relay ? `relay on (${describeRelayLimits(relay)})${fastOpenNote}` : 'relay off'}; ${probeNote}\n` +
           `  peers: tcp-punch expose --server <this-host>:${addr.port} --id NAME --to HOST:PORT${secret ? ' --secret-file FILE' : ''}\n` +
           `         tcp-punch connect --server <this-host>:${addr.port} --peer NAME --listen 127.0.0.1:PORT${secret ? ' --secret-file FILE' : ''}`,
       );

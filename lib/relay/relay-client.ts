@@ -16,6 +16,7 @@ import { connect, isIP, Socket } from 'node:net';
 
 import { validateEndpoint, validateInteger, type Endpoint } from '../endpoint.js';
 import { AbortError, TcpPunchError, invalidArgType, invalidArgValue, throwIfAborted } from '../errors.js';
+import { fastOpenSocket } from '../fast-open.js';
 import { readMessage } from '../protocol/stream.js';
 import type { RelayMsg } from '../protocol/messages.js';
 import { decodeRelay, encodeRelayFrame } from './frames.js';
@@ -68,15 +69,13 @@ export async function joinRelay(options: JoinRelayOptions): Promise<RelayConnect
   throwIfAborted(signal);
 
   const deadline = Date.now() + timeoutMs;
+  const local = options.localAddress ? { localAddress: options.localAddress } : {};
+  // The join rides in the SYN where the relay takes Fast Open: pairing then needs no round trip of handshake first.
+  const fast = options.socket ? undefined : fastOpenSocket(server!, { ...local, allowHalfOpen: true });
   // No Nagle on a relay leg, as on the relay's own side: a small write (a request, a keystroke) leaves at once.
-  const socket = options.socket ?? connect({
-      host: server!.host,
-      port: server!.port,
-      allowHalfOpen: true,
-      noDelay: true,
-      ...(options.localAddress ? { localAddress: options.localAddress } : {}),
-    });
+  const socket = options.socket ?? fast ?? connect({ host: server!.host, port: server!.port, allowHalfOpen: true, noDelay: true, ...local });
   socket.allowHalfOpen = true;
+  if (fast) fast.setNoDelay(true);
   try {
     if (socket.connecting) await connected(socket, timeoutMs, signal);
     socket.write(encodeRelayFrame('relay-join', { token }));
@@ -89,8 +88,15 @@ export async function joinRelay(options: JoinRelayOptions): Promise<RelayConnect
     return { socket, sessionId, side, peer, maxBytes, maxDurationMs };
   } catch (err) {
     socket.destroy();
-    throw err;
+    throw coded(err);
   }
+}
+
+/** A socket error (a Fast Open leg learns of a refused connect only here) as a TcpPunchError naming the relay. */
+function coded(err: unknown): unknown {
+  if (err instanceof TcpPunchError || !(err instanceof Error) || err.name === 'AbortError') return err;
+  const code = (err as NodeJS.ErrnoException).code ?? 'ECONNRESET';
+  return new TcpPunchError(code, `cannot reach the relay: ${err.message}`, { cause: err });
 }
 
 function connected(socket: Socket, timeoutMs: number, signal: AbortSignal | undefined): Promise<void> {

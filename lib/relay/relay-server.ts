@@ -8,6 +8,7 @@ import { once } from 'node:events';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 
 import { validateInteger, validatePort } from '../endpoint.js';
+import { enableFastOpen } from '../fast-open.js';
 import type { RelayService } from './relay-service.js';
 
 /** Options of {@link listenRelay}. */
@@ -37,6 +38,7 @@ export async function listenRelay(relay: RelayService, options: ListenRelayOptio
   const server = createServer({ noDelay: true }, (socket) => relay.accept(socket, { timeoutMs: handshakeTimeoutMs }));
   server.listen(port, host);
   await once(server, 'listening');
+  enableFastOpen(server); // joins may ride in their SYN (see fast-open.ts)
   return {
     server,
     address() {

@@ -18,10 +18,11 @@
  * Error codes (TcpPunchError): `ERR_RELAY_TOKEN_INVALID` (malformed or bad signature), `ERR_RELAY_TOKEN_EXPIRED`,
  * `ERR_RELAY_TOKEN_REUSED`, `ERR_RELAY_BUSY`.
  */
-import { type KeyObject, createHmac, createSecretKey, randomBytes, timingSafeEqual } from 'node:crypto';
+import { type KeyObject, createHmac, createSecretKey, timingSafeEqual } from 'node:crypto';
 
 import { validateInteger } from '../endpoint.js';
 import { TcpPunchError, invalidArgType, invalidArgValue } from '../errors.js';
+import { random } from '../protocol/crypto.js';
 
 /** What a token grants. */
 export interface RelayTokenClaims {
@@ -111,13 +112,15 @@ export class RelayTokens {
     // The rendezvous server names the session after its coordination, so peers can match grants and notices to it.
     if (pair.sessionId !== undefined && (typeof pair.sessionId !== 'string' || !ID_PATTERN.test(pair.sessionId)))
       throw invalidArgValue('pair.sessionId', 'must be 1..64 printable characters', pair.sessionId);
-    const sid = pair.sessionId ?? randomBytes(16).toString('base64url');
+    // One pooled draw for the three ids: a CSPRNG call costs about 6 µs, a third of an issue when made per id.
+    const ids = random(40);
+    const sid = pair.sessionId ?? ids.toString('base64url', 0, 16);
     const exp = this.now() + ttlMs;
     return {
       sessionId: sid,
       expiresAt: exp,
-      a: this.sign({ sid, side: 'a', peer: a, other: b, exp, jti: randomBytes(12).toString('base64url') }),
-      b: this.sign({ sid, side: 'b', peer: b, other: a, exp, jti: randomBytes(12).toString('base64url') }),
+      a: this.sign({ sid, side: 'a', peer: a, other: b, exp, jti: ids.toString('base64url', 16, 28) }),
+      b: this.sign({ sid, side: 'b', peer: b, other: a, exp, jti: ids.toString('base64url', 28, 40) }),
     };
   }
 

@@ -11,6 +11,7 @@ import { createServer } from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
 
 import { TcpPunchError } from '../errors.js';
+import { enableFastOpen } from '../fast-open.js';
 import { unmapAddress } from '../protocol/fields.js';
 import { registerFamily } from './families.js';
 import type { Endpoint } from '../endpoint.js';
@@ -217,6 +218,7 @@ export class RendezvousServer extends EventEmitter<RendezvousServerEvents> imple
       this.server.once('error', onError);
       this.server.listen(this.options.port, this.options.host, () => {
         this.server.removeListener('error', onError);
+        enableFastOpen(this.server); // relay joins on this port may ride in their SYN (see fast-open.ts)
         this.server.on('error', () => undefined); // accept errors (EMFILE...) must not crash the process
         resolve();
       });

@@ -61,6 +61,8 @@ export interface LabSpec {
   seed?: number;
   /** max packets each delay program holds (default 4096) */
   delayMax?: number;
+  /** the server's kernel takes data in SYNs (net.ipv4.tcp_fastopen=3), as docs/DEPLOY.md asks; default true */
+  fastOpen?: boolean;
 }
 
 export type NodeName = 'inet' | 'server' | 'a' | 'b' | 'nat-a' | 'nat-b' | 'cgn-a' | 'cgn-b' | 'nat' | (string & {});

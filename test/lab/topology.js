@@ -267,7 +267,7 @@ function installExitHandlers() {
  * @typedef {LinkShape & { nat: Behaviour, icmp?: 'port'|'admin', cgn?: 'cone'|'symmetric', home?: Behaviour,
  *   ipv6?: boolean }} PeerSpec
  * @typedef {{ a: Behaviour | PeerSpec, b?: Behaviour | PeerSpec, sameNat?: boolean, hairpin?: boolean,
- *   server?: LinkShape, ipv6?: boolean, seed?: number, delayMax?: number }} LabSpec
+ *   server?: LinkShape, ipv6?: boolean, seed?: number, delayMax?: number, fastOpen?: boolean }} LabSpec
  */
 
 /** @param {Behaviour | PeerSpec | undefined} p @param {string} who */
@@ -900,6 +900,8 @@ export async function createLab(spec) {
           sysctls.push('net.ipv6.conf.default.accept_dad=0', 'net.ipv6.conf.all.accept_dad=0', 'net.ipv6.conf.default.dad_transmits=0');
           sysctls.push('net.ipv6.conf.default.accept_ra=0', 'net.ipv6.conf.all.accept_ra=0');
         }
+        // The server takes data in SYNs, as docs/DEPLOY.md asks of a relay (a relay join then rides in its SYN).
+        if (n.key === 'server' && spec.fastOpen !== false) sysctls.push('net.ipv4.tcp_fastopen=3');
         if (n.router) {
           sysctls.push('net.ipv4.ip_forward=1');
           if (plan.ipv6) sysctls.push('net.ipv6.conf.all.forwarding=1');
