@@ -11,6 +11,6 @@ export TCP_PUNCH_ADDON="$PWD/build-asan/Release/tcp_punch.node"
 export LD_PRELOAD="$asan:$ubsan"
 export ASAN_OPTIONS="detect_leaks=0:abort_on_error=1:halt_on_error=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
-files=(test/punch.test.ts test/native*.test.ts)
+files=(test/punch.test.ts test/native*.test.ts test/fast-open.test.ts)
 [ -n "$(ls test/pump*.test.ts 2>/dev/null)" ] && files+=(test/pump*.test.ts)
 exec npx vitest run "${files[@]}" "$@"

@@ -5,6 +5,7 @@
  * it sets the server namespace's sysctl).
  */
 import { once } from 'node:events';
+import { closeSync, openSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 
@@ -45,6 +46,25 @@ describe.skipIf(!native)('relay legs with TCP Fast Open', () => {
     expect(s).toBeDefined();
     expect(s!.allowHalfOpen).toBe(true);
     s!.destroy();
+  });
+
+  it("rejects bad arguments at the addon's boundary with coded errors, and reports the OS's refusal by errno name", () => {
+    const b = native as unknown as {
+      socketFastOpenConnect(remote: unknown, local?: unknown): number;
+      socketSetFastOpen(fd: unknown, qlen: unknown): void;
+    };
+    expect(() => b.socketFastOpenConnect({ host: 'example.com', port: 80 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    expect(() => b.socketFastOpenConnect({ host: '127.0.0.1', port: 70000 })).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    expect(() => b.socketFastOpenConnect('127.0.0.1:80')).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    expect(() => b.socketSetFastOpen(-1, 16)).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_VALUE' }));
+    expect(() => b.socketSetFastOpen(0, 'many')).toThrow(expect.objectContaining({ code: 'ERR_INVALID_ARG_TYPE' }));
+    // An fd that is no socket (/dev/null): the kernel's own answer, named.
+    const fd = openSync('/dev/null', 'r');
+    try {
+      expect(() => b.socketSetFastOpen(fd, 16)).toThrow(expect.objectContaining({ code: 'ENOTSOCK', syscall: 'setsockopt' }));
+    } finally {
+      closeSync(fd);
+    }
   });
 
   it('reads the kernel setting that decides whether a listener takes data in SYNs', () => {
