@@ -94,13 +94,27 @@ describe.skipIf(!native)('relay legs with TCP Fast Open', () => {
     expect(await settledFds(baseline)).toBe(baseline);
   });
 
-  it('reports a refused relay as ECONNREFUSED naming the relay, and closes the leg', async () => {
+  it('reports a refused relay as ECONNREFUSED naming the relay, and closes the leg, with Fast Open or without', async () => {
     const port = await closedPort();
     const baseline = openFds();
-    const err = await joinRelay({ server: { host: '127.0.0.1', port }, token: 'tp1.x.y', timeoutMs: 5000 }).catch((e: unknown) => e);
-    expect(err).toMatchObject({ name: 'TcpPunchError', code: 'ECONNREFUSED' });
-    expect((err as Error).message).toMatch(/cannot reach the relay/);
+    for (const fastOpen of [true, false]) {
+      const err = await joinRelay({ server: { host: '127.0.0.1', port }, token: 'tp1.x.y', timeoutMs: 5000, fastOpen }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ name: 'TcpPunchError', code: 'ECONNREFUSED' });
+      expect((err as Error).message).toMatch(/cannot reach the relay/);
+    }
     expect(await settledFds(baseline)).toBe(baseline);
+  });
+
+  it('joins without Fast Open when asked, and refuses a fastOpen that is not a boolean', async () => {
+    const { service, server } = await relay();
+    const t = service.issueTokens({ a: 'a', b: 'b' });
+    const [a, b] = await Promise.all([joinRelay({ server, token: t.a, fastOpen: false }), joinRelay({ server, token: t.b })]);
+    const got = once(b.socket, 'data');
+    a.socket.write('over a plain handshake');
+    expect(String((await got)[0])).toBe('over a plain handshake');
+    a.socket.destroy();
+    b.socket.destroy();
+    await expect(joinRelay({ server, token: 'x', fastOpen: 'yes' as unknown as boolean })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
   });
 
   it("passes the relay's refusal code through (a bad token)", async () => {

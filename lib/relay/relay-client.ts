@@ -32,6 +32,12 @@ export interface JoinRelayOptions {
   localAddress?: string;
   /** The token from the server's `relay-token` message. */
   token: string;
+  /**
+   * Send the join in the SYN (TCP Fast Open, with `server` given as an IP address; see lib/fast-open.ts); default
+   * true. Off, the join follows an ordinary handshake. Linux itself stops using it towards a relay whose path
+   * dropped a SYN with data.
+   */
+  fastOpen?: boolean;
   /** Deadline for connecting and pairing, in ms; default 35000 (the relay's default join window is 30 s). */
   timeoutMs?: number;
   signal?: AbortSignal;
@@ -54,11 +60,12 @@ export interface RelayConnection {
 /** Joins a relay session and resolves once it is paired. */
 export async function joinRelay(options: JoinRelayOptions): Promise<RelayConnection> {
   if (typeof options !== 'object' || options === null) throw invalidArgType('options', 'an object', options);
-  const { server, token, timeoutMs = 35_000, signal } = options;
+  const { server, token, timeoutMs = 35_000, signal, fastOpen = true } = options;
   if (typeof token !== 'string' || token.length === 0 || token.length > MAX_TOKEN_LENGTH)
     throw invalidArgType('options.token', `a string of 1..${MAX_TOKEN_LENGTH} characters`, token);
   validateInteger(timeoutMs, 'options.timeoutMs', 1, 2 ** 31 - 1);
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw invalidArgType('options.signal', 'an AbortSignal', signal);
+  if (typeof fastOpen !== 'boolean') throw invalidArgType('options.fastOpen', 'a boolean', fastOpen);
   if (options.socket !== undefined) {
     if (!(options.socket instanceof Socket)) throw invalidArgType('options.socket', 'a net.Socket', options.socket);
   } else {
@@ -71,7 +78,7 @@ export async function joinRelay(options: JoinRelayOptions): Promise<RelayConnect
   const deadline = Date.now() + timeoutMs;
   const local = options.localAddress ? { localAddress: options.localAddress } : {};
   // The join rides in the SYN where the relay takes Fast Open: pairing then needs no round trip of handshake first.
-  const fast = options.socket ? undefined : fastOpenSocket(server!, { ...local, allowHalfOpen: true });
+  const fast = options.socket || !fastOpen ? undefined : fastOpenSocket(server!, { ...local, allowHalfOpen: true });
   // No Nagle on a relay leg, as on the relay's own side: a small write (a request, a keystroke) leaves at once.
   const socket = options.socket ?? fast ?? connect({ host: server!.host, port: server!.port, allowHalfOpen: true, noDelay: true, ...local });
   socket.allowHalfOpen = true;
