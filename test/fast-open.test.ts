@@ -7,6 +7,7 @@
 import { once } from 'node:events';
 import { closeSync, openSync } from 'node:fs';
 import { createServer, type AddressInfo } from 'node:net';
+import { networkInterfaces } from 'node:os';
 import { afterEach, describe, expect, it } from 'vitest';
 
 import { enableFastOpen, fastOpenServerState, fastOpenSocket } from '../lib/fast-open.js';
@@ -15,8 +16,10 @@ import { joinRelay } from '../lib/relay/relay-client.js';
 import { listenRelay, type RelayListener } from '../lib/relay/relay-server.js';
 import { RelayService } from '../lib/relay/relay-service.js';
 import { openFds, settledFds } from './helpers/fds.js';
+import { skipNote } from './helpers/skip-note.js';
 
 const SECRET = 'fast-open-test-secret-0123456789';
+const hasIPv6 = Object.values(networkInterfaces()).some((l) => l?.some((i) => i.address === '::1'));
 const listeners: RelayListener[] = [];
 afterEach(async () => {
   for (const l of listeners.splice(0)) await l.close();
@@ -115,6 +118,21 @@ describe.skipIf(!native)('relay legs with TCP Fast Open', () => {
     a.socket.destroy();
     b.socket.destroy();
     await expect(joinRelay({ server, token: 'x', fastOpen: 'yes' as unknown as boolean })).rejects.toMatchObject({ code: 'ERR_INVALID_ARG_TYPE' });
+  });
+
+  it.skipIf(!hasIPv6)('pairs over IPv6 too', skipNote('no ::1 on loopback', 'sysctl -w net.ipv6.conf.lo.disable_ipv6=0 && npx vitest run test/fast-open.test.ts'), async () => {
+    const service = new RelayService({ secret: SECRET });
+    const listener = await listenRelay(service, { host: '::1' });
+    listeners.push(listener);
+    const server = { host: '::1', port: listener.address().port };
+    const t = service.issueTokens({ a: 'a6', b: 'b6' });
+    const [a, b] = await Promise.all([joinRelay({ server, token: t.a }), joinRelay({ server, token: t.b, localAddress: '::1' })]);
+    const got = once(a.socket, 'data');
+    b.socket.write('over ::1');
+    expect(String((await got)[0])).toBe('over ::1');
+    expect(a.socket.remoteAddress).toBe('::1');
+    a.socket.destroy();
+    b.socket.destroy();
   });
 
   it("passes the relay's refusal code through (a bad token)", async () => {
