@@ -17,7 +17,7 @@ import { readFileSync } from 'node:fs';
 import { type Server, Socket, isIP } from 'node:net';
 
 import type { Endpoint } from './endpoint.js';
-import { native } from './native.js';
+import { handleFd, native } from './native.js';
 
 /** Connections a listener may hold that sent data in their SYN and are not accepted yet (the kernel's TFO queue). */
 export const FAST_OPEN_QUEUE = 1024;
@@ -63,8 +63,8 @@ export function fastOpenSocket(remote: Endpoint, options: { localAddress?: strin
  * server then works as before. Whether the kernel honours it is {@link fastOpenServerState}'s to say.
  */
 export function enableFastOpen(server: Server): boolean {
-  const fd = (server as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
-  if (!binding || typeof fd !== 'number' || fd < 0) return false;
+  const fd = handleFd(server);
+  if (!binding || fd === undefined) return false;
   try {
     binding.socketSetFastOpen(fd, FAST_OPEN_QUEUE);
     return true;
@@ -74,10 +74,12 @@ export function enableFastOpen(server: Server): boolean {
 }
 
 /**
- * Whether this network namespace's kernel accepts data in SYNs on a listener that asked for it: `on`, `off` (Linux
- * with bit 2 of `net.ipv4.tcp_fastopen` clear; `sysctl -w net.ipv4.tcp_fastopen=3` turns it on) or `unknown`.
+ * Whether a listener of this process takes data in SYNs: `on`, `off` (Linux with bit 2 of `net.ipv4.tcp_fastopen`
+ * clear in this network namespace; `sysctl -w net.ipv4.tcp_fastopen=3` turns it on), `unavailable` (no addon, or
+ * one that predates Fast Open: listeners never ask for it) or `unknown` (the setting cannot be read).
  */
-export function fastOpenServerState(): 'on' | 'off' | 'unknown' {
+export function fastOpenServerState(): 'on' | 'off' | 'unavailable' | 'unknown' {
+  if (!binding) return 'unavailable';
   try {
     const v = Number.parseInt(readFileSync('/proc/sys/net/ipv4/tcp_fastopen', 'utf8'), 10);
     return Number.isInteger(v) ? ((v & 2) !== 0 ? 'on' : 'off') : 'unknown';

@@ -7,7 +7,7 @@
  * @internal
  */
 import { createRequire } from 'node:module';
-import type { Socket } from 'node:net';
+import type { Server, Socket } from 'node:net';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TcpPunchError } from './errors.js';
@@ -124,8 +124,11 @@ export function fdOf(socket: Socket, name: string, code: string): number {
   return fd;
 }
 
-/** Node keeps a TCP socket's descriptor on its handle; a TLS socket's handle, or a closed socket, has none. */
-function handleFd(socket: Socket): number | undefined {
+/**
+ * Node keeps a TCP socket's (or a listening server's) descriptor on its handle; a TLS socket's handle, a closed
+ * socket or a server not yet listening has none.
+ */
+export function handleFd(socket: Socket | Server): number | undefined {
   const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
   return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }

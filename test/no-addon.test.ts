@@ -17,6 +17,7 @@ const MISSING = '/nonexistent/tcp_punch.node';
 process.env.TCP_PUNCH_ADDON = MISSING;
 const lib = await import('../lib/index.js');
 const { native, nativeLoadError } = await import('../lib/native.js');
+const fastOpen = await import('../lib/fast-open.js');
 
 const cleanup: (() => Promise<unknown> | unknown)[] = [];
 afterEach(async () => {
@@ -43,6 +44,9 @@ describe('without the addon', () => {
     expect(native).toBeUndefined();
     expect(nativeLoadError).toBeInstanceOf(Error);
     expect(lib.nativePump).toBeUndefined();
+    // Relay legs connect as usual (the relayed-stream test below joins that way); listeners never ask for Fast Open.
+    expect(fastOpen.fastOpenSocket({ host: '127.0.0.1', port: 9 })).toBeUndefined();
+    expect(fastOpen.fastOpenServerState()).toBe('unavailable');
   });
 
   it('punch(), bindReusable() and the native pump throw ERR_NATIVE_UNAVAILABLE', async () => {
