@@ -18,6 +18,7 @@ import {
   isMain,
   log,
   memInfo,
+  nodeFlagsFrom,
   procFds,
   procRss,
   request,
@@ -159,9 +160,7 @@ function summarizeSetup(kind, runs) {
 async function withRelay(kind, lifetimeMs, relayOpts, fn) {
   const label = RELAY_LABELS[kind];
   const sink = forkChild(LOAD, [], { lifetimeMs });
-  // BENCH_LOAD_NODE_FLAGS: more node flags for the load process (e.g. --cpu-prof).
-  const loadFlags = (process.env.BENCH_LOAD_NODE_FLAGS ?? '').split(' ').filter(Boolean);
-  const load = forkChild(LOAD, [], { lifetimeMs, execArgv: loadFlags });
+  const load = forkChild(LOAD, [], { lifetimeMs, execArgv: nodeFlagsFrom('BENCH_LOAD_NODE_FLAGS') });
   try {
     const { port: sinkPort } = await request(sink, 'echo');
     const relay = await startRelay(kind, sinkPort, { lifetimeMs, ...relayOpts });
@@ -261,9 +260,7 @@ function idleSessions(kind, opts) {
 /** @param {ScaleOptions} opts */
 async function rendezvousScale(opts) {
   const lifetimeMs = (opts.budgetSeconds * 3 + 60) * 1000;
-  // BENCH_SERVER_NODE_FLAGS: more node flags for the server process (e.g. --perf-basic-prof for perf(1)).
-  const extra = (process.env.BENCH_SERVER_NODE_FLAGS ?? '').split(' ').filter(Boolean);
-  const server = forkChild(RENDEZVOUS, [], { lifetimeMs, execArgv: ['--expose-gc', ...extra] });
+  const server = forkChild(RENDEZVOUS, [], { lifetimeMs, execArgv: ['--expose-gc', ...nodeFlagsFrom('BENCH_SERVER_NODE_FLAGS')] });
   // Each swarm process holds at most 9,000 control connections (plus observe and dial sockets).
   const nSwarms = Math.max(1, Math.ceil(opts.peers / 9000));
   const swarms = Array.from({ length: nSwarms }, () => forkChild(SWARM, [], { lifetimeMs }));

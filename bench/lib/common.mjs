@@ -277,6 +277,15 @@ for (const sig of /** @type {const} */ (['SIGINT', 'SIGTERM'])) {
 }
 
 /**
+ * More node flags for a benchmark process, from the environment variable `name` (space-separated), e.g.
+ * BENCH_SERVER_NODE_FLAGS="--cpu-prof --cpu-prof-dir=/tmp/prof" or "--perf-basic-prof" for perf(1).
+ * @param {string} name @returns {string[]}
+ */
+export function nodeFlagsFrom(name) {
+  return (process.env[name] ?? '').split(' ').filter(Boolean);
+}
+
+/**
  * Forks a Node script with an IPC channel and a hard lifetime, after which it is killed.
  * @param {string} script @param {string[]} args
  * @param {{ lifetimeMs: number, execArgv?: string[], env?: NodeJS.ProcessEnv }} opts

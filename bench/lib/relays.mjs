@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
-import { BENCH_DIR, forkChild, procChildren, request, sleep, spawnTool, stopChild, tempDir, treeCpuSeconds, waitUntil, which } from './common.mjs';
+import { BENCH_DIR, forkChild, nodeFlagsFrom, procChildren, request, sleep, spawnTool, stopChild, tempDir, treeCpuSeconds, waitUntil, which } from './common.mjs';
 
 /** Open files hard limit of one process on this machine: not raisable, even as root. */
 export const FD_HARD_LIMIT = 20_000;
@@ -75,9 +75,8 @@ function missing(kind, note) {
  * @returns {Promise<Relay>}
  */
 async function startNodeRelay(kind, upstreamPort, opts) {
-  // BENCH_RELAY_NODE_FLAGS: more node flags for the relay process (e.g. --cpu-prof, --perf-basic-prof).
-  const extra = (process.env.BENCH_RELAY_NODE_FLAGS ?? '').split(' ').filter(Boolean);
-  const child = forkChild(path.join(BENCH_DIR, 'lib', 'relay-proc.mjs'), [], { lifetimeMs: opts.lifetimeMs, execArgv: ['--expose-gc', ...extra] });
+  const execArgv = ['--expose-gc', ...nodeFlagsFrom('BENCH_RELAY_NODE_FLAGS')];
+  const child = forkChild(path.join(BENCH_DIR, 'lib', 'relay-proc.mjs'), [], { lifetimeMs: opts.lifetimeMs, execArgv });
   const pid = /** @type {number} */ (child.pid);
   const service = kind.startsWith('service-');
   const secret = service ? randomBytes(32).toString('base64url') : undefined;
