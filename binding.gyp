@@ -6,6 +6,8 @@
         "native/binding.cc",
         "native/binding_punch.cc",
         "native/binding_pump.cc",
+        "native/binding_accept.cc",
+        "native/acceptor.cc",
         "native/socket.cc",
         "native/socket_rtt.cc",
         "native/punch.cc",

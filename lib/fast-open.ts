@@ -59,11 +59,11 @@ export function fastOpenSocket(remote: Endpoint, options: { localAddress?: strin
 }
 
 /**
- * Lets a listening server take data in SYNs. False where it cannot (no addon, no descriptor, the platform); the
+ * Lets a listening server (or a listening socket's fd) take data in SYNs. False where it cannot (no addon, no descriptor, the platform); the
  * server then works as before. Whether the kernel honours it is {@link fastOpenServerState}'s to say.
  */
-export function enableFastOpen(server: Server): boolean {
-  const fd = handleFd(server);
+export function enableFastOpen(server: Server | number): boolean {
+  const fd = typeof server === 'number' ? server : handleFd(server);
   if (!binding || fd === undefined) return false;
   try {
     binding.socketSetFastOpen(fd, FAST_OPEN_QUEUE);

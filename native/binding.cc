@@ -1,5 +1,6 @@
 // The N-API surface of tcp-punch: one flat table of tp_napi_* functions, written per job in binding_punch.cc
-// (sockets, punches) and binding_pump.cc (the relay pump), plus the helpers they share.
+// (sockets, punches), binding_pump.cc (the relay pump) and binding_accept.cc (connections held natively), plus the
+// helpers they share.
 //
 // Errors from the OS become JS Errors whose `code` is the errno name (EADDRINUSE, ETIMEDOUT...), with `errno`
 // (negative, as in libuv) and `syscall`; bad arguments become TypeError/RangeError with an ERR_* code. Nothing
@@ -7,6 +8,7 @@
 #include <uv.h>
 
 #include "binding.h"
+#include "socket.h"
 
 Napi::Error tp_napi_errno_error(Napi::Env env, int err, const char* syscall, const std::string& detail) {
   std::string msg = std::string(syscall) + " " + uv_err_name(err) + ": " + uv_strerror(err);
@@ -46,6 +48,32 @@ int tp_napi_read_fd(Napi::Env env, Napi::Value v, const char* name) {
   return static_cast<int>(d);
 }
 
+Napi::Object tp_napi_endpoint(Napi::Env env, const struct sockaddr_storage* ss) {
+  char ip[TP_IP_MAX] = "";
+  int port = 0;
+  tp_sockaddr_format(reinterpret_cast<const struct sockaddr*>(ss), ip, &port);
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("host", Napi::String::New(env, ip));
+  o.Set("port", Napi::Number::New(env, port));
+  return o;
+}
+
+// Reads { host, port } into a sockaddr; throws on anything that is not a numeric IP and a port in 0..65535.
+void tp_napi_read_endpoint(Napi::Env env, Napi::Value v, const char* name, struct sockaddr_storage* out) {
+  if (!v.IsObject()) throw tp_napi_arg_error(env, true, std::string(name) + " must be an object { host, port }");
+  Napi::Object o = v.As<Napi::Object>();
+  Napi::Value host = o.Get("host");
+  Napi::Value port = o.Get("port");
+  if (!host.IsString()) throw tp_napi_arg_error(env, true, std::string(name) + ".host must be a string");
+  if (!port.IsNumber()) throw tp_napi_arg_error(env, true, std::string(name) + ".port must be a number");
+  double p = port.As<Napi::Number>().DoubleValue();
+  if (!(p >= 0 && p <= 65535) || p != static_cast<int>(p))
+    throw tp_napi_arg_error(env, false, std::string(name) + ".port must be an integer in 0..65535");
+  std::string ip = host.As<Napi::String>().Utf8Value();
+  if (tp_sockaddr_parse(ip.c_str(), static_cast<int>(p), out) < 0)
+    throw tp_napi_arg_error(env, false, std::string(name) + ".host must be a numeric IPv4 or IPv6 address");
+}
+
 void tp_napi_call(Napi::Env env, const Napi::FunctionReference& fn, const std::initializer_list<napi_value>& args,
                   const Napi::AsyncContext& context) {
   try {
@@ -61,6 +89,7 @@ tp_napi_state_t* tp_napi_state(Napi::Env env) {
 
 static void tp_napi_state_free(Napi::Env, tp_napi_state_t* state) {
   tp_napi_punch_cleanup(state);
+  tp_napi_accept_free(state);
   delete state;
 }
 
@@ -69,6 +98,7 @@ static Napi::Object tp_napi_init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData<tp_napi_state_t, tp_napi_state_free>(state);
   tp_napi_punch_init(env, state);
   tp_napi_pump_init(env, state);
+  tp_napi_accept_init(env, state);
   static const struct {
     const char* name;
     Napi::Function::Callback fn;
@@ -85,6 +115,13 @@ static Napi::Object tp_napi_init(Napi::Env env, Napi::Object exports) {
       {"pumpStop", tp_napi_pump_stop},
       {"pumpStats", tp_napi_pump_stats},
       {"pumpConfigure", tp_napi_pump_configure},
+      {"acceptOnEvent", tp_napi_accept_on_event},
+      {"acceptListen", tp_napi_accept_listen},
+      {"acceptClose", tp_napi_accept_close},
+      {"acceptStats", tp_napi_accept_stats},
+      {"connRefuse", tp_napi_conn_refuse},
+      {"connRelease", tp_napi_conn_release},
+      {"connDestroy", tp_napi_conn_destroy},
   };
   for (const auto& entry : table) exports.Set(entry.name, Napi::Function::New(env, entry.fn, entry.name));
   return exports;

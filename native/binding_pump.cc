@@ -115,8 +115,9 @@ Napi::Value tp_napi_pump_on_done_set(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-// pumpStart(fdA, fdB, { maxBytes, maxDurationMs, idleTimeoutMs, headA, headB, splice }) -> id
-// The pump works on duplicates: the caller closes its own fds (destroys its sockets) right after.
+// pumpStart(fdA, fdB, { maxBytes, maxDurationMs, idleTimeoutMs, headA, headB, splice, adopt }) -> id
+// The pump works on duplicates: the caller closes its own fds (destroys its sockets) right after. With `adopt` it
+// takes the fds themselves (released held connections, acceptor.h), which stay the caller's if it throws.
 Napi::Value tp_napi_pump_start(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   tp_napi_pump_env_t* penv = tp_napi_pump_env(env);
@@ -140,6 +141,7 @@ Napi::Value tp_napi_pump_start(const Napi::CallbackInfo& info) {
   tp_napi_read_head(o, "headB", &opts.head_b, &opts.head_b_len);
   Napi::Value splice = o.Get("splice");
   opts.no_splice = !splice.IsUndefined() && !splice.ToBoolean().Value();
+  opts.adopt = o.Get("adopt").ToBoolean().Value();
 
   if (penv->engine == NULL) {
     int err = tp_pump_engine_new(&penv->engine, &penv->config);

@@ -9,32 +9,6 @@
 #include "punch.h"
 #include "socket.h"
 
-static Napi::Object tp_napi_endpoint(Napi::Env env, const struct sockaddr_storage* ss) {
-  char ip[TP_IP_MAX] = "";
-  int port = 0;
-  tp_sockaddr_format(reinterpret_cast<const struct sockaddr*>(ss), ip, &port);
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("host", Napi::String::New(env, ip));
-  o.Set("port", Napi::Number::New(env, port));
-  return o;
-}
-
-// Reads { host, port } into a sockaddr; throws on anything that is not a numeric IP and a port in 0..65535.
-static void tp_napi_read_endpoint(Napi::Env env, Napi::Value v, const char* name, struct sockaddr_storage* out) {
-  if (!v.IsObject()) throw tp_napi_arg_error(env, true, std::string(name) + " must be an object { host, port }");
-  Napi::Object o = v.As<Napi::Object>();
-  Napi::Value host = o.Get("host");
-  Napi::Value port = o.Get("port");
-  if (!host.IsString()) throw tp_napi_arg_error(env, true, std::string(name) + ".host must be a string");
-  if (!port.IsNumber()) throw tp_napi_arg_error(env, true, std::string(name) + ".port must be a number");
-  double p = port.As<Napi::Number>().DoubleValue();
-  if (!(p >= 0 && p <= 65535) || p != static_cast<int>(p))
-    throw tp_napi_arg_error(env, false, std::string(name) + ".port must be an integer in 0..65535");
-  std::string ip = host.As<Napi::String>().Utf8Value();
-  if (tp_sockaddr_parse(ip.c_str(), static_cast<int>(p), out) < 0)
-    throw tp_napi_arg_error(env, false, std::string(name) + ".host must be a numeric IPv4 or IPv6 address");
-}
-
 // socketBind({ host, port }, listen: boolean) -> { fd, host, port }
 Napi::Value tp_napi_socket_bind(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();

@@ -197,8 +197,8 @@ int tp_pump_start(tp_pump_engine_t* e, const tp_pump_opts_t* opts, tp_pump_done_
   tp_cmd_t* cmd = static_cast<tp_cmd_t*>(calloc(1, sizeof(*cmd)));
   int err = s == NULL || cmd == NULL ? -ENOMEM : 0;
   int fa = -1, fb = -1;
-  if (err == 0) err = fa = tp__dup_socket(opts->fd_a);
-  if (err >= 0) err = fb = tp__dup_socket(opts->fd_b);
+  if (err == 0) err = fa = opts->adopt ? opts->fd_a : tp__dup_socket(opts->fd_a);
+  if (err >= 0) err = fb = opts->adopt ? opts->fd_b : tp__dup_socket(opts->fd_b);
   if (err >= 0) err = tp__copy_head(&s->dirs[1], opts->head_a, opts->head_a_len);  // B to A carries A's head
   if (err >= 0) err = tp__copy_head(&s->dirs[0], opts->head_b, opts->head_b_len);
   if (err >= 0 && !e->thread_started) {
@@ -206,8 +206,8 @@ int tp_pump_start(tp_pump_engine_t* e, const tp_pump_opts_t* opts, tp_pump_done_
     if (err == 0) e->thread_started = 1;
   }
   if (err < 0) {
-    if (fa >= 0) tp_socket_close(fa);
-    if (fb >= 0) tp_socket_close(fb);
+    if (fa >= 0 && !opts->adopt) tp_socket_close(fa);
+    if (fb >= 0 && !opts->adopt) tp_socket_close(fb);
     if (s != NULL) {
       free(s->dirs[0].head);
       free(s->dirs[1].head);

@@ -38,7 +38,7 @@ typedef enum {
 } tp_pump_reason_t;
 
 typedef struct {
-  int fd_a;                    // borrowed: the pump works on its own duplicates (F_DUPFD_CLOEXEC)
+  int fd_a;                    // borrowed unless `adopt`: the pump works on its own duplicates (F_DUPFD_CLOEXEC)
   int fd_b;
   uint64_t max_bytes;          // 0: none. The sum of both directions: what the session costs the relay.
   uint64_t max_duration_ms;    // 0: none
@@ -48,6 +48,8 @@ typedef struct {
   const char* head_b;
   size_t head_b_len;
   int no_splice;               // 1: always copy through a buffer
+  int adopt;                   // 1: the pump takes fd_a and fd_b themselves, nonblocking stream sockets nobody
+                               // else holds (a released held connection); on failure they stay the caller's
 } tp_pump_opts_t;
 
 typedef struct {

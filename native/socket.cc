@@ -170,6 +170,26 @@ int tp_socket_reusable(const struct sockaddr* addr) {
   return fd;
 }
 
+int tp_socket_listener(const struct sockaddr* addr, int backlog) {
+  int fd = tp__socket(addr->sa_family);
+  if (fd < 0) return fd;
+  int on = 1, off = 0;
+  int err = 0;
+  if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) == -1) err = -errno;
+  // Some distributions default net.ipv6.bindv6only to 1; `::` means both families here, as it does in Node.
+  if (err == 0 && addr->sa_family == AF_INET6 &&
+      IN6_IS_ADDR_UNSPECIFIED(&reinterpret_cast<const struct sockaddr_in6*>(addr)->sin6_addr) &&
+      setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &off, sizeof(off)) == -1)
+    err = -errno;
+  if (err == 0 && bind(fd, addr, tp_sockaddr_len(addr)) == -1) err = -errno;
+  if (err == 0) err = tp_socket_listen(fd, backlog);
+  if (err != 0) {
+    tp_socket_close(fd);
+    return err;
+  }
+  return fd;
+}
+
 int tp_socket_fast_open_connect(const struct sockaddr* remote, const struct sockaddr* local) {
 #if defined(TCP_FASTOPEN_CONNECT)
   if (local != NULL && local->sa_family != remote->sa_family) return -EAFNOSUPPORT;

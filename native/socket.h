@@ -34,6 +34,11 @@ int tp_socket_reusable(const struct sockaddr* addr);
 
 int tp_socket_listen(int fd, int backlog);
 
+// A nonblocking, close-on-exec listening TCP socket on `addr` with SO_REUSEADDR only (as Node's net.Server: no
+// SO_REUSEPORT, so no other process can share the port), dual-stack when `addr` is the IPv6 any-address.
+// Returns the fd.
+int tp_socket_listener(const struct sockaddr* addr, int backlog);
+
 // Starts a nonblocking connect. Returns 0 when already connected, -EINPROGRESS while the handshake runs.
 int tp_socket_connect(int fd, const struct sockaddr* addr);
 

@@ -57,9 +57,17 @@ describe('without the addon', () => {
     expect(() => configureNativePump({ maxPipes: 1 })).toThrow(unavailable('the native relay pump'));
   });
 
-  it("the relay's 'auto' pump is the JS one", () => {
+  it("the relay's 'auto' pump is the JS one, and listenRelay accepts through Node", async () => {
     expect(lib.choosePump('auto')).toBe(lib.jsPump);
     expect(lib.choosePump()).toBe(lib.jsPump);
+    const service = new lib.RelayService({ secret: 'no-addon-relay-secret-0123456789' });
+    const listener = await lib.listenRelay(service, { host: '127.0.0.1' });
+    cleanup.push(() => listener.close());
+    expect(listener.accept).toBe('node');
+    expect(listener.server).toBeDefined();
+    await expect(lib.listenRelay(service, { host: '127.0.0.1', accept: 'native' })).rejects.toEqual(
+      unavailable('listenRelay({ accept: "native" })'),
+    );
   });
 
   it('a direct dial fails with the coded error; direct-first falls back to the relay', async () => {

@@ -33,8 +33,9 @@ interface Relay {
 }
 
 const open: Relay[] = [];
+type Accept = 'auto' | 'native' | 'node';
 
-async function startRelay(limits: Partial<RelayLimits> = {}, pump: PumpKind = 'auto'): Promise<Relay> {
+async function startRelay(limits: Partial<RelayLimits> = {}, pump: PumpKind = 'auto', accept: Accept = 'auto'): Promise<Relay> {
   const notices = new Map<string, RelayEnd[]>();
   const waiters: (() => void)[] = [];
   const service = new RelayService({
@@ -51,7 +52,7 @@ async function startRelay(limits: Partial<RelayLimits> = {}, pump: PumpKind = 'a
   });
   const ends: RelaySessionEnd[] = [];
   service.on('session-end', (e) => ends.push(e));
-  const listener = await listenRelay(service, { host: '127.0.0.1' });
+  const listener = await listenRelay(service, { host: '127.0.0.1', accept });
   const relay: Relay = {
     service,
     listener,
@@ -230,9 +231,11 @@ describe('relay pairing and limits', () => {
   });
 });
 
-describe('relay token abuse: never an open proxy', () => {
+// The refusals come from the relay service whoever accepted the connection: the addon (the default with the
+// native pump) or a net.Server (the JS pump's, and the rendezvous server's port).
+describe.each<Accept>(['auto', 'node'])('relay token abuse, accepted by %s: never an open proxy', (accept) => {
   it('refuses a connection that sends no join frame, or junk', async () => {
-    const relay = await startRelay();
+    const relay = await startRelay({}, 'auto', accept);
     const raw = async (bytes: Buffer): Promise<string> => {
       const s = connect(relay.server);
       await once(s, 'connect');
@@ -247,7 +250,7 @@ describe('relay token abuse: never an open proxy', () => {
   });
 
   it('refuses forged, expired and reused tokens', async () => {
-    const relay = await startRelay();
+    const relay = await startRelay({}, 'auto', accept);
     const forger = new RelayService({ secret: 'not-the-relay-secret-0123456789' });
     expect(await joinError(relay, forger.issueTokens({ a: 'alice', b: 'bob' }).a)).toBe('ERR_RELAY_TOKEN_INVALID');
     const expired = relay.service.issueTokens({ a: 'alice', b: 'bob', ttlMs: 1 });
@@ -265,7 +268,7 @@ describe('relay token abuse: never an open proxy', () => {
   });
 
   it('refuses a second holder of the same side while the first waits, and mismatched sides', async () => {
-    const relay = await startRelay();
+    const relay = await startRelay({}, 'auto', accept);
     const tokens = relay.service.tokens;
     const issued = relay.service.issueTokens({ a: 'alice', b: 'bob' });
     const first = joinRelay({ server: relay.server, token: issued.a });
@@ -300,7 +303,7 @@ describe('relay token abuse: never an open proxy', () => {
   });
 
   it('refuses a first side that sends data before it is paired', async () => {
-    const relay = await startRelay();
+    const relay = await startRelay({}, 'auto', accept);
     const issued = relay.service.issueTokens({ a: 'alice', b: 'bob' });
     const s = connect(relay.server);
     await once(s, 'connect');

@@ -245,3 +245,6 @@ export function encodePairedFrames(sessionId: string, peerA: string, peerB: stri
   return [out.subarray(0, sizeA), out.subarray(sizeA)];
 }
 
+
+/** The first frame of a connection to a relay: its type, its name for errors, and the largest accepted. */
+export const JOIN_FIRST_FRAME = { type: relayTypeOf('relay-join'), name: 'relay-join', maxFrameSize: 2048 } as const;

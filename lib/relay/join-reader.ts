@@ -21,6 +21,39 @@ export interface FirstFrame {
   deadlines: Deadlines;
 }
 
+/** A first frame of the wanted type and the bytes after it, or why the connection is refused. */
+export type FirstFrameResult = { frame: RawFrame; rest: Buffer } | { code: string; message: string };
+
+/**
+ * Feeds a chunk to the decoder of a connection's first frame: undefined while the frame is incomplete, else the
+ * frame of `want.type`, or the decoder's code (a malformed frame), or `ERR_UNEXPECTED_MESSAGE` (another message,
+ * named as the protocol's decoder names it). Shared by {@link readFirstFrame} and the native listener.
+ */
+export function feedFirstFrame(decoder: FrameDecoder, chunk: Buffer, want: Pick<FirstFrame, 'type' | 'name'>): FirstFrameResult | undefined {
+  let frame: RawFrame | undefined;
+  try {
+    decoder.write(chunk);
+    frame = decoder.read();
+  } catch (err) {
+    return failure(err);
+  }
+  if (!frame) return undefined;
+  if (frame.type === want.type) return { frame, rest: decoder.takeRest() };
+  try {
+    return { code: 'ERR_UNEXPECTED_MESSAGE', message: `Expected ${want.name}, got ${decodeMessage(frame).type}` };
+  } catch (err) {
+    return failure(err);
+  }
+}
+
+/** The refusals' messages for a connection that closed, or stayed silent, before its first frame was complete. */
+export const CLOSED_EARLY = 'The connection closed before a complete message arrived';
+export const timedOut = (d: Deadlines): string => `No complete message within ${d.durationMs} ms`;
+
+function failure(err: unknown): { code: string; message: string } {
+  return { code: (err as TcpPunchError).code ?? 'ERR_MALFORMED_FRAME', message: (err as Error).message };
+}
+
 /**
  * Waits for one frame of `want.type` on `socket`: `onFrame` gets it and the bytes that followed it; `onFail` gets
  * the decoder's code (a malformed frame), `ERR_UNEXPECTED_MESSAGE` (another message), `ETIMEDOUT` or
@@ -44,30 +77,16 @@ export function readFirstFrame(
     release();
     onFail(code, message);
   };
-  const failWith = (err: unknown): void => fail((err as TcpPunchError).code ?? 'ERR_MALFORMED_FRAME', (err as Error).message);
   const onData = (chunk: Buffer): void => {
-    let frame: RawFrame | undefined;
-    try {
-      decoder.write(chunk);
-      frame = decoder.read();
-    } catch (err) {
-      return failWith(err);
-    }
-    if (!frame) return;
+    const r = feedFirstFrame(decoder, chunk, want);
+    if (r === undefined) return;
     release();
-    if (frame.type === want.type) return onFrame(frame, decoder.takeRest());
-    // Any other message is named as the protocol's decoder names it (or refused with the decoder's code).
-    let type: string;
-    try {
-      type = decodeMessage(frame).type;
-    } catch (err) {
-      return onFail((err as TcpPunchError).code ?? 'ERR_MALFORMED_FRAME', (err as Error).message);
-    }
-    onFail('ERR_UNEXPECTED_MESSAGE', `Expected ${want.name}, got ${type}`);
+    if ('frame' in r) onFrame(r.frame, r.rest);
+    else onFail(r.code, r.message);
   };
-  const onClose = (): void => fail('ECONNRESET', 'The connection closed before a complete message arrived');
+  const onClose = (): void => fail('ECONNRESET', CLOSED_EARLY);
   const onError = (err: NodeJS.ErrnoException): void => fail(err.code ?? 'ECONNRESET', err.message);
-  const deadline = want.deadlines.add(() => fail('ETIMEDOUT', `No complete message within ${want.deadlines.durationMs} ms`));
+  const deadline = want.deadlines.add(() => fail('ETIMEDOUT', timedOut(want.deadlines)));
   if (socket.destroyed || socket.readableEnded) return onClose();
   socket.on('data', onData);
   socket.on('end', onClose);

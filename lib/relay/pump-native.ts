@@ -67,6 +67,8 @@ export interface NativePumpConfig {
 export interface NativePumpOptions extends PumpOptions {
   /** false: copy through a buffer even where splice works. */
   splice?: boolean;
+  /** The pump takes the fds themselves (startAdopted). */
+  adopt?: boolean;
 }
 
 /** The addon's pump, unless the addon is absent or predates it. */
@@ -99,7 +101,16 @@ class NativeSession implements PumpSession {
   }
 }
 
-function createNativePump(n: NativePumpBinding): Pump {
+/** The native pump, and {@link NativePumpFds.startAdopted} for fds nobody else holds. */
+interface NativePumpFds extends Pump {
+  /**
+   * Starts a session on two connected stream sockets' fds that the pump takes over (released held connections,
+   * native-legs.ts). If it throws, the fds are still the caller's.
+   */
+  startAdopted(fdA: number, fdB: number, options?: PumpOptions): PumpSession;
+}
+
+function createNativePump(n: NativePumpBinding): NativePumpFds {
   const live = new Map<number, NativeSession>();
   n.pumpOnDone((id, bytesAToB, bytesBToA, reason, error, side, durationMs) => {
     const s = live.get(id);
@@ -110,29 +121,35 @@ function createNativePump(n: NativePumpBinding): Pump {
     if (side !== undefined) r.side = side;
     s.end(r);
   });
+  const begin = (fdA: number, fdB: number, options: NativePumpOptions, adopt: boolean): PumpSession => {
+    const { maxBytes, maxDurationMs, idleTimeoutMs, headA, headB, onEnd } = checkPumpOptions(options);
+    let id: number;
+    try {
+      const opts: Parameters<NativePumpBinding['pumpStart']>[2] = { maxBytes, maxDurationMs, idleTimeoutMs };
+      if (headA) opts.headA = headA;
+      if (headB) opts.headB = headB;
+      if (options.splice === false) opts.splice = false;
+      if (adopt) opts.adopt = true;
+      id = n.pumpStart(fdA, fdB, opts);
+    } catch (err) {
+      throw fromNative(err);
+    }
+    const session = new NativeSession(n, id, onEnd);
+    live.set(id, session);
+    return session;
+  };
   return {
     kind: 'native',
     start(a: Socket, b: Socket, options: NativePumpOptions = {}): PumpSession {
       checkPumpSockets(a, b);
-      const { maxBytes, maxDurationMs, idleTimeoutMs, headA, headB, onEnd } = checkPumpOptions(options);
-      const fdA = fdOf(a, 'a', 'ERR_PUMP_SOCKET');
-      const fdB = fdOf(b, 'b', 'ERR_PUMP_SOCKET');
-      let id: number;
-      try {
-        const opts: Parameters<NativePumpBinding['pumpStart']>[2] = { maxBytes, maxDurationMs, idleTimeoutMs };
-        if (headA) opts.headA = headA;
-        if (headB) opts.headB = headB;
-        if (options.splice === false) opts.splice = false;
-        id = n.pumpStart(fdA, fdB, opts);
-      } catch (err) {
-        throw fromNative(err);
-      }
+      const session = begin(fdOf(a, 'a', 'ERR_PUMP_SOCKET'), fdOf(b, 'b', 'ERR_PUMP_SOCKET'), options, false);
       // Same tick as the dup: Node never reads these sockets again. Their 'close' events still fire.
       a.destroy();
       b.destroy();
-      const session = new NativeSession(n, id, onEnd);
-      live.set(id, session);
       return session;
+    },
+    startAdopted(fdA: number, fdB: number, options: NativePumpOptions = {}): PumpSession {
+      return begin(fdA, fdB, options, true);
     },
     stats(): PumpStats {
       const s = n.pumpStats();
@@ -150,7 +167,7 @@ function createNativePump(n: NativePumpBinding): Pump {
 }
 
 /** The native pump, or undefined where the addon is unavailable. */
-export const nativePump: Pump | undefined = native ? createNativePump(native) : undefined;
+export const nativePump: NativePumpFds | undefined = native ? createNativePump(native) : undefined;
 
 /**
  * Sets the native pump's pool sizes (process-wide for this thread's addon instance).

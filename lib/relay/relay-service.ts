@@ -32,22 +32,24 @@ import { TcpPunchError, invalidArgType } from '../errors.js';
 import { unmapAddress } from '../protocol/fields.js';
 import type { Endpoint } from '../protocol/fields.js';
 import type { RawFrame } from '../protocol/frame.js';
-import { encodeMessage, typeByteOf } from '../protocol/messages.js';
+import { encodeMessage } from '../protocol/messages.js';
 import type { RelayMsg } from '../protocol/messages.js';
 import type { RelayAdmissionHook, RelayAdmissionResult } from './admission.js';
 import { type Deadline, Deadlines } from './deadlines.js';
-import { type RelayEndReason, type RelayJoin, decodeRelay, encodePairedFrames, relayMessage } from './frames.js';
-import { readFirstFrame } from './join-reader.js';
+import { JOIN_FIRST_FRAME, type RelayEndReason, type RelayJoin, decodeRelay, encodePairedFrames, relayMessage } from './frames.js';
+import { type FirstFrameResult, readFirstFrame } from './join-reader.js';
+import { type JoinLeg, SocketLeg } from './legs.js';
+import { NativeLeg } from './native-legs.js';
 import { Counter, type RelayLimits, Tombstones, resolveLimits } from './limits.js';
 import type { RelayServiceEvents, RelayServiceOptions, RelaySessionEnd, RelaySessionInfo, RelayStats } from './service-types.js';
-import { choosePump } from './pump.js';
-import type { Pump, PumpResult, PumpSession } from './pump-types.js';
+import { choosePump, nativePump } from './pump.js';
+import type { Pump, PumpOptions, PumpResult, PumpSession } from './pump-types.js';
 import { type RelayTokenClaims, type RelayTokenPair, RelayTokens } from './tokens.js';
 
 export type { RelayServiceEvents, RelayServiceOptions, RelaySessionEnd, RelaySessionInfo, RelayStats } from './service-types.js';
 
 interface Joiner {
-  socket: Socket;
+  leg: JoinLeg;
   claims: RelayTokenClaims;
   ip: string;
 }
@@ -70,7 +72,6 @@ interface Active {
 }
 
 const EMPTY = Buffer.alloc(0);
-const JOIN_TYPE = typeByteOf('relay-join');
 const noop = (): void => {};
 const CODE_OF: Partial<Record<RelayEndReason, string>> = {
   'limit-bytes': 'ERR_RELAY_LIMIT_BYTES',
@@ -149,33 +150,45 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
    * (there must be none: a client waits for `relay-paired`). The relay owns the socket from now on.
    */
   handleJoin(socket: Socket, join: RelayMsg | RawFrame | RelayJoin, rest: Buffer = EMPTY, info: { remote?: Endpoint } = {}): void {
-    socket.on('error', () => {}); // failures are handled where they matter; never an unhandled 'error'
-    const ip = unmapAddress(info.remote?.host ?? socket.remoteAddress);
-    if (this.closing) return this.refuse(socket, ip, 'ERR_RELAY_CLOSED', 'The relay is shutting down');
+    this.join(new SocketLeg(socket, unmapAddress(info.remote?.host ?? socket.remoteAddress)), join, rest);
+  }
+
+  /**
+   * @internal A connection's first frame, read by whoever accepted it (listenRelay's native listener): the join,
+   * or why there is none (the connection is then refused with that code).
+   */
+  handleFirst(leg: JoinLeg, r: FirstFrameResult): void {
+    if ('frame' in r) this.join(leg, r.frame, r.rest);
+    else this.refuse(leg, r.code, r.message);
+  }
+
+  private join(leg: JoinLeg, join: RelayMsg | RawFrame | RelayJoin, rest: Buffer): void {
+    if (this.closing) return this.refuse(leg, 'ERR_RELAY_CLOSED', 'The relay is shutting down');
     let token: string;
     try {
       token = 'token' in join ? join.token : decodeJoin(join);
     } catch (err) {
-      return this.refuse(socket, ip, 'ERR_MALFORMED_FRAME', (err as Error).message);
+      return this.refuse(leg, 'ERR_MALFORMED_FRAME', (err as Error).message);
     }
     let claims: RelayTokenClaims;
     try {
       claims = this.tokens.verify(token);
     } catch (err) {
-      return this.refuse(socket, ip, (err as TcpPunchError).code, (err as Error).message);
+      return this.refuse(leg, (err as TcpPunchError).code, (err as Error).message);
     }
     const now = Date.now();
     const sid = claims.sid;
-    if (this.tokens.isUsed(claims)) return this.refuse(socket, ip, 'ERR_RELAY_TOKEN_REUSED', 'The relay token was already used', sid);
+    const ip = leg.ip;
+    if (this.tokens.isUsed(claims)) return this.refuse(leg, 'ERR_RELAY_TOKEN_REUSED', 'The relay token was already used', sid);
     const dead = this.tombstones.get(sid, now);
-    if (dead) return this.refuse(socket, ip, dead, 'This relay session is over', sid);
-    if (this.active.has(sid)) return this.refuse(socket, ip, 'ERR_RELAY_TOKEN_MISMATCH', 'This relay session is already paired', sid);
+    if (dead) return this.refuse(leg, dead, 'This relay session is over', sid);
+    if (this.active.has(sid)) return this.refuse(leg, 'ERR_RELAY_TOKEN_MISMATCH', 'This relay session is already paired', sid);
 
     const first = this.pending.get(sid);
     if (first && (first.claims.side === claims.side || first.claims.peer !== claims.other || first.claims.other !== claims.peer))
-      return this.refuse(socket, ip, 'ERR_RELAY_TOKEN_MISMATCH', 'The token does not complete this relay session', sid);
+      return this.refuse(leg, 'ERR_RELAY_TOKEN_MISMATCH', 'The token does not complete this relay session', sid);
     const limit =
-      rest.length > 0 || socket.readableLength > 0
+      rest.length > 0 || leg.sentData
         ? 'ERR_RELAY_PROTOCOL'
         : !first && this.pending.size + this.active.size >= this.limits.maxSessions
         ? 'ERR_RELAY_LIMIT_SESSIONS'
@@ -187,7 +200,7 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     if (limit) {
       // Ends the session for both sides: the one waiting (if any) is refused too, a late one finds the tombstone.
       const why = limit === 'ERR_RELAY_PROTOCOL' ? 'Data arrived before relay-paired' : 'Relay limit reached';
-      this.refuse(socket, ip, limit, why, sid);
+      this.refuse(leg, limit, why, sid);
       if (first) this.dropPending(first, limit, 'rejected');
       else this.ended(claims, limit, 'rejected');
       return;
@@ -195,11 +208,11 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     try {
       this.tokens.consume(claims);
     } catch (err) {
-      return this.refuse(socket, ip, (err as TcpPunchError).code, (err as Error).message, sid);
+      return this.refuse(leg, (err as TcpPunchError).code, (err as Error).message, sid);
     }
     this.perPeer.add(claims.peer);
     this.perIp.add(ip);
-    const joiner: Joiner = { socket, claims, ip };
+    const joiner: Joiner = { leg, claims, ip };
     if (this.admission) {
       // Burnt and counted before asking, so a copy of this join arriving meanwhile is refused as reused.
       const side = { sessionId: sid, side: claims.side, peerId: claims.peer, ip };
@@ -210,7 +223,7 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
 
   /** The admission hook's answer for a side that passed the relay's own checks; the world may have moved since. */
   private admitted(joiner: Joiner, r: RelayAdmissionResult): void {
-    const { socket, claims, ip } = joiner;
+    const { leg, claims, ip } = joiner;
     const sid = claims.sid;
     const first = this.pending.get(sid);
     const over = this.tombstones.get(sid, Date.now());
@@ -218,8 +231,8 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
       r === 'peer' ? 'ERR_RELAY_LIMIT_PEER'
       : r === 'ip' ? 'ERR_RELAY_LIMIT_IP'
       : this.closing ? 'ERR_RELAY_CLOSED'
-      : socket.destroyed ? 'ERR_RELAY_PEER_GONE'
-      : socket.readableLength > 0 ? 'ERR_RELAY_PROTOCOL'
+      : leg.gone ? 'ERR_RELAY_PEER_GONE'
+      : leg.sentData ? 'ERR_RELAY_PROTOCOL'
       : !over && !first && this.pending.size + this.active.size >= this.limits.maxSessions ? 'ERR_RELAY_LIMIT_SESSIONS' // others placed meanwhile
       : over ?? (first && (first.claims.side === claims.side || first.claims.peer !== claims.other || first.claims.other !== claims.peer)
           ? 'ERR_RELAY_TOKEN_MISMATCH' // the other side arrived while we waited: the check handleJoin could not make
@@ -229,7 +242,7 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
       this.perPeer.remove(claims.peer); // a refusal holds nothing in the hook: give back only the relay's own count
       this.perIp.remove(ip);
     } else this.release(sid, claims.side, claims.peer, ip);
-    this.refuse(socket, ip, code, r === 'peer' || r === 'ip' ? 'Relay limit reached (cluster-wide)' : 'The relay session could not start', sid);
+    this.refuse(leg, code, r === 'peer' || r === 'ip' ? 'Relay limit reached (cluster-wide)' : 'The relay session could not start', sid);
     if (over || code === 'ERR_RELAY_TOKEN_MISMATCH') return; // the session already ended, or is someone else's
     // Ends the session for both sides, as the relay's own refusals do.
     const reason: RelayEndReason = code === 'ERR_RELAY_CLOSED' ? 'stopped' : code === 'ERR_RELAY_PEER_GONE' ? 'peer-gone' : 'rejected';
@@ -243,15 +256,15 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
    */
   accept(socket: Socket, options: { timeoutMs?: number } = {}): void {
     socket.on('error', noop);
-    const ip = unmapAddress(socket.remoteAddress);
+    const leg = new SocketLeg(socket, unmapAddress(socket.remoteAddress));
     const timeoutMs = options.timeoutMs ?? 5000;
     let deadlines = this.handshakeDeadlines.get(timeoutMs);
     if (!deadlines) this.handshakeDeadlines.set(timeoutMs, (deadlines = new Deadlines(timeoutMs)));
     readFirstFrame(
       socket,
-      { type: JOIN_TYPE, name: 'relay-join', maxFrameSize: 2048, deadlines },
-      (frame, rest) => this.handleJoin(socket, frame, rest),
-      (code, message) => this.refuse(socket, ip, code, message),
+      { ...JOIN_FIRST_FRAME, deadlines },
+      (frame, rest) => this.join(leg, frame, rest),
+      (code, message) => this.refuse(leg, code, message),
     );
   }
 
@@ -270,24 +283,21 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
   }
 
   private wait(joiner: Joiner): void {
-    const { socket, claims } = joiner;
-    const onData = (): void => this.dropPending(pending, 'ERR_RELAY_PROTOCOL', 'rejected', 'Data arrived before relay-paired');
-    const onGone = (): void => this.dropPending(pending, 'ERR_RELAY_PEER_GONE', 'peer-gone');
     const pending: Pending = {
       ...joiner,
       deadline: this.joinDeadlines.add(() => this.dropPending(pending, 'ERR_RELAY_JOIN_TIMEOUT', 'join-timeout')),
-      detach: () => {
-        this.joinDeadlines.cancel(pending.deadline);
-        socket.off('data', onData);
-        socket.off('end', onGone);
-        socket.off('close', onGone);
-      },
+      detach: noop,
     };
-    this.pending.set(claims.sid, pending);
-    // Reading only to notice a close: a well-behaved first side sends nothing until relay-paired.
-    socket.on('data', onData);
-    socket.on('end', onGone);
-    socket.on('close', onGone);
+    // Watching only to notice a close: a well-behaved first side sends nothing until relay-paired.
+    const unwatch = joiner.leg.watch(
+      () => this.dropPending(pending, 'ERR_RELAY_PROTOCOL', 'rejected', 'Data arrived before relay-paired'),
+      () => this.dropPending(pending, 'ERR_RELAY_PEER_GONE', 'peer-gone'),
+    );
+    pending.detach = () => {
+      this.joinDeadlines.cancel(pending.deadline);
+      unwatch();
+    };
+    this.pending.set(joiner.claims.sid, pending);
   }
 
   private pair(first: Pending, second: Joiner): void {
@@ -301,7 +311,7 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     let session: PumpSession;
     let active: Active | undefined;
     try {
-      session = this.pump.start(a.socket, b.socket, {
+      session = this.startPump(a.leg, b.leg, {
         maxBytes,
         maxDurationMs,
         idleTimeoutMs,
@@ -312,7 +322,7 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     } catch (err) {
       const code = (err as TcpPunchError).code === 'ERR_PUMP_SOCKET' ? 'ERR_RELAY_PEER_GONE' : 'ERR_RELAY_INTERNAL';
       for (const j of [a, b]) this.release(sid, j.claims.side, j.claims.peer, j.ip);
-      for (const j of [a, b]) this.refuse(j.socket, j.ip, code, `The relay could not start: ${(err as Error).message}`, sid);
+      for (const j of [a, b]) this.refuse(j.leg, code, `The relay could not start: ${(err as Error).message}`, sid);
       this.ended(a.claims, code, code === 'ERR_RELAY_PEER_GONE' ? 'peer-gone' : 'error');
       return;
     }
@@ -320,6 +330,20 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     active = { claims: a.claims, ipA: a.ip, ipB: b.ip, session };
     this.active.set(sid, active);
     this.emit('session', info);
+  }
+
+  /**
+   * Two legs the addon holds go to the native pump as they are, fds and all: no net.Socket is ever made for them.
+   * Anything else becomes sockets for the pump's start().
+   */
+  private startPump(a: JoinLeg, b: JoinLeg, options: PumpOptions): PumpSession {
+    if (a instanceof NativeLeg && b instanceof NativeLeg && this.pump === nativePump) {
+      const session = nativePump.startAdopted(a.release(), b.release(), options);
+      a.adopted();
+      b.adopted();
+      return session;
+    }
+    return this.pump.start(a.socket(), b.socket(), options);
   }
 
   private finish(active: Active, r: PumpResult): void {
@@ -337,7 +361,7 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
     p.detach();
     this.pending.delete(p.claims.sid);
     this.release(p.claims.sid, p.claims.side, p.claims.peer, p.ip);
-    this.refuse(p.socket, p.ip, code, code === 'ERR_RELAY_JOIN_TIMEOUT' ? 'The other side did not join in time' : message, p.claims.sid);
+    this.refuse(p.leg, code, code === 'ERR_RELAY_JOIN_TIMEOUT' ? 'The other side did not join in time' : message, p.claims.sid);
     this.ended(p.claims, code, reason);
   }
 
@@ -381,14 +405,11 @@ export class RelayService extends EventEmitter<RelayServiceEvents> {
   }
 
   /** Sends an `error` frame and closes the connection once it is flushed (or after `lingerMs`). */
-  private refuse(socket: Socket, ip: string, code: string, message: string, sessionId?: string): void {
+  private refuse(leg: JoinLeg, code: string, message: string, sessionId?: string): void {
     this.counts.rejected[code] = (this.counts.rejected[code] ?? 0) + 1;
-    this.emit('rejected', sessionId === undefined ? { code, remote: ip } : { code, remote: ip, sessionId });
-    if (socket.destroyed) return;
-    socket.on('error', () => {});
-    socket.resume(); // discard input, so the peer's FIN is seen
-    if (socket.writable) socket.end(encodeMessage({ type: 'error', code, message: message.slice(0, 200) }));
-    setTimeout(() => socket.destroy(), this.lingerMs).unref();
+    const remote = leg.ip;
+    this.emit('rejected', sessionId === undefined ? { code, remote } : { code, remote, sessionId });
+    if (!leg.gone) leg.refuse(encodeMessage({ type: 'error', code, message: message.slice(0, 200) }), this.lingerMs);
   }
 }
 
