@@ -117,7 +117,7 @@ export async function run(opts) {
     idle.push(await idleSessions(kind, opts));
   }
   notes.push(
-    'relay service rows: tcp-punch RelayService + listenRelay; a session = two clients joining with a token pair, one byte each way; other relay rows: accept, connect upstream, pump',
+    'relay service rows: tcp-punch RelayService + listenRelay (native pump: the addon holds the joins; JS pump: a net.Server); a session = two clients joining with a token pair, one byte each way; other relay rows: accept, connect upstream, pump',
   );
   log('scale: rendezvous server');
   const rendezvous = opts.peers > 0 ? await rendezvousScale(opts) : { note: 'skipped (--peers 0)' };

@@ -35,7 +35,7 @@ typedef struct conn {
 // Both fds of a connection may be in one epoll batch: a closed one is freed only after the batch.
 static conn_t* dead = NULL;
 
-static int pipe_bytes = 256 * 1024;
+static int pipe_bytes = 1024 * 1024;
 
 static struct sockaddr_in loopback(int port) {
   struct sockaddr_in a;

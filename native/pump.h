@@ -77,7 +77,7 @@ typedef struct {
   int thread_running;
 } tp_pump_stats_t;
 
-// The defaults: 64 pipes of 256 KiB (none outside Linux), 256 buffers of 64 KiB, 16 idle of each kind kept.
+// The defaults: 64 pipes of 1 MiB (none outside Linux), 256 buffers of 64 KiB, 16 idle of each kind kept.
 void tp_pump_config_default(tp_pump_config_t* config);
 
 // Makes an engine with these pool sizes. Its thread starts with the first session.

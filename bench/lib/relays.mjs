@@ -174,6 +174,9 @@ async function spawnRelay(kind, bin, args, port, note, opts) {
   };
 }
 
+/** The limit relay's pipes are as large as the native pump's by default (pipeSize, native/pump.cc). */
+const C_PIPE_BYTES = 1 << 20;
+
 /** The compiled bench/splice-relay.c, built once per benchmark process (null without a C compiler). */
 let spliceRelayBin = /** @type {string | null | undefined} */ (undefined);
 
@@ -186,8 +189,8 @@ async function startSpliceRelay(upstreamPort, opts) {
   }
   if (!spliceRelayBin) return missing('c-splice', 'no C compiler (cc) to build bench/splice-relay.c');
   const port = await freePort();
-  const note = 'one thread, epoll edge-triggered, two 256 KiB pipes per connection';
-  return spawnRelay('c-splice', spliceRelayBin, [String(port), String(upstreamPort)], port, note, opts);
+  const note = `one thread, epoll edge-triggered, two ${C_PIPE_BYTES >> 10} KiB pipes per connection`;
+  return spawnRelay('c-splice', spliceRelayBin, [String(port), String(upstreamPort), String(C_PIPE_BYTES)], port, note, opts);
 }
 
 /** @param {number} upstreamPort @param {{ lifetimeMs: number }} opts @returns {Promise<Relay>} */

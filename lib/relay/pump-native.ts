@@ -53,7 +53,7 @@ interface NativePumpBinding {
 export interface NativePumpConfig {
   /** Pipes in all, idle or in use (Linux; default 64). 0 disables splice. Each costs 2 fds. */
   maxPipes?: number;
-  /** Size asked of each pipe with F_SETPIPE_SZ (default 256 KiB). */
+  /** Size asked of each pipe with F_SETPIPE_SZ (default 1 MiB). */
   pipeSize?: number;
   /** Copy buffers in all (default 256), used where splice is unavailable or all pipes are busy. */
   maxBuffers?: number;
