@@ -258,7 +258,7 @@ function idleSessions(kind, opts) {
 // ------------------------------------------------------------------ rendezvous
 
 /** @param {ScaleOptions} opts */
-async function rendezvousScale(opts) {
+export async function rendezvousScale(opts) {
   const lifetimeMs = (opts.budgetSeconds * 3 + 60) * 1000;
   const server = forkChild(RENDEZVOUS, [], { lifetimeMs, execArgv: ['--expose-gc', ...nodeFlagsFrom('BENCH_SERVER_NODE_FLAGS')] });
   // Each swarm process holds at most 9,000 control connections (plus observe and dial sockets).

@@ -18,6 +18,7 @@ import type { Message, SchemaName } from '../lib/protocol/messages.js';
 import { FramedSocket, readMessage } from '../lib/protocol/stream.js';
 import { clientProof, deriveIdKey, directMac, safeEqual, wrapPairKey } from '../lib/protocol/crypto.js';
 import { anyMessage, messageArb } from './helpers/rendezvous-arbitraries.js';
+import { until } from './helpers/poll.js';
 
 const CODES = new Set([
   'ERR_BAD_MAGIC',
@@ -277,6 +278,34 @@ describe('socket helpers', () => {
     await once(framed, 'close');
     expect(errors).toEqual(['ERR_UNSUPPORTED_VERSION']);
     a.destroy();
+  });
+
+  it('FramedSocket.report() holds reports for the next write, in order; alone they go out on their timer; end() flushes them', async () => {
+    const [a, b] = await socketPair();
+    const framed = new FramedSocket(b);
+    const writes: Buffer[] = [];
+    const write = b.write.bind(b);
+    b.write = ((chunk: Buffer) => (writes.push(chunk), write(chunk))) as typeof b.write;
+    const got: Message[] = [];
+    const far = new FramedSocket(a);
+    far.on('message', (m) => got.push(m));
+    const release = (n: number): Message => ({ type: 'release', coordId: Buffer.alloc(16, n) });
+    const ping = { type: 'ping', seq: 9, rttUs: 0 } as const;
+    expect(framed.report(release(1))).toBe(true);
+    expect(framed.report(release(2))).toBe(true);
+    expect(writes).toHaveLength(0); // held
+    framed.send(ping);
+    expect(writes).toHaveLength(1); // the reports went with the message, in one write
+    expect(decodeAll(writes[0]!).msgs.map((m) => m.type)).toEqual(['release', 'release', 'ping']);
+    framed.report(release(3)); // alone: its timer sends it
+    expect(await until(() => got.length === 4)).toBe(true);
+    expect(writes).toHaveLength(2);
+    framed.report(release(4));
+    framed.end();
+    await once(far, 'close');
+    expect(got.map((m) => (m.type === 'release' ? m.coordId[0] : m.type))).toEqual([1, 2, 'ping', 3, 4]);
+    expect(framed.report(release(5))).toBe(false); // closing: nothing is queued
+    b.destroy();
   });
 
   it('FramedSocket.flow() switches to data events mid-stream: every message once, in order, errors as before', async () => {

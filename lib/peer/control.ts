@@ -192,6 +192,11 @@ export class ControlConnection extends EventEmitter<ControlEvents> {
     return this.framed.send(msg);
   }
 
+  /** Sends a report: a message nobody waits for, coalesced with the next ones (see FramedSocket.report). */
+  report(msg: Message): boolean {
+    return this.framed.report(msg);
+  }
+
   /** Closes the connection; resolves once the socket is closed. */
   close(): Promise<void> {
     const s = this.framed.socket;

@@ -23,6 +23,8 @@ import type { RelayTokenGrant } from '../relay/frames.js';
 export interface CoordinationHooks {
   /** Sends on the control connection. */
   send(msg: Message): boolean;
+  /** Sends on the control connection a message nobody waits for; it may share a segment with the next ones. */
+  report(msg: Message): boolean;
   /** Emits an `attempt` event. */
   attempt(event: AttemptEvent): void;
   /** Relayed dials: the promise of the relay's `relay-end` notice for session `sessionId`. */
@@ -225,7 +227,11 @@ export class PeerCoordination {
     runner.punch(msg, { pairKey: this.pairKey, role: this.role }).then(
       (ok) => {
         if (this.settled || this.runner !== runner) return void ok.socket.destroy();
-        this.hooks.send({ type: 'result', coordId: this.coordId, attempt: msg.attempt, outcome: 'ok', detail: '', committed: ok.clean });
+        // A committed result only informs the server (nobody waits for it); an uncommitted one decides the `end ok`
+        // both sides wait for.
+        const result = { type: 'result', coordId: this.coordId, attempt: msg.attempt, outcome: 'ok', detail: '', committed: ok.clean } as const;
+        if (ok.clean) this.hooks.report(result);
+        else this.hooks.send(result);
         // Receiving the other side's frame proves only the inbound direction: our own frame may be black-holed (a
         // NAT that drops our side of a half-broken simultaneous open as INVALID, seen only after a refused or
         // replaced SYN). A clean punch is handed over at once; otherwise the server's `end ok` says the other side
@@ -258,7 +264,7 @@ export class PeerCoordination {
 
   /** Tells the server when a socket punched from the warm port closes: the pair's 4-tuples are free again. */
   private releaseOnClose(ok: AttemptSuccess): void {
-    ok.socket.once('close', () => void this.hooks.send({ type: 'release', coordId: this.coordId }));
+    ok.socket.once('close', () => void this.hooks.report({ type: 'release', coordId: this.coordId }));
   }
 
   /** The server confirmed both sides: hand the held socket over. */

@@ -385,7 +385,7 @@ export class Peer<S extends string = never> extends EventEmitter<PeerEvents> {
       msg,
       wrapPairKey(conn.sessionKey, msg.coordId, msg.pairKey),
       this.env!,
-      { send: (m) => conn.send(m), attempt: (ev) => this.emit('attempt', ev), relayEnd: (sid) => this.relayEnds.of(sid) },
+      { send: (m) => conn.send(m), report: (m) => conn.report(m), attempt: (ev) => this.emit('attempt', ev), relayEnd: (sid) => this.relayEnds.of(sid) },
       request?.startedAt ?? performance.now(),
     );
     this.coords.set(pc.key, pc);

@@ -10,6 +10,7 @@ import type { Socket } from 'node:net';
 
 import { TcpPunchError, AbortError } from '../errors.js';
 import { truncateUtf8 } from './fields.js';
+import { REPORT_COALESCE_MS } from './constants.js';
 import { FIRST_VERSION, FrameDecoder, PROTOCOL_VERSION } from './frame.js';
 import { decodeMessage, encodeErrorAs, encodeMessage } from './messages.js';
 import type { Message } from './messages.js';
@@ -43,6 +44,13 @@ export class FramedSocket extends EventEmitter<FramedSocketEvents> {
   private state: 'open' | 'closing' | 'closed' | 'detached' = 'open';
   private lastError: Error | undefined;
   private lingerTimer: NodeJS.Timeout | undefined;
+  /** Frames of {@link FramedSocket.report}, written with the next message or when {@link reportTimer} fires. */
+  private reports: Buffer[] = [];
+  private reportTimer: NodeJS.Timeout | undefined;
+  private readonly flushReports = (): void => {
+    this.reportTimer = undefined;
+    if (this.state === 'open' && this.reports.length > 0) this.socket.write(this.takeReports());
+  };
   private readonly onReadable = (): void => this.pump();
   private readonly onData = (chunk: Buffer): void => this.take(chunk);
   /** Reading with 'data' events (see {@link FramedSocket.flow}) instead of 'readable' + read(). */
@@ -71,7 +79,24 @@ export class FramedSocket extends EventEmitter<FramedSocketEvents> {
   /** Sends one message; returns false (and sends nothing) once the connection is closing. */
   send(msg: Message): boolean {
     if (this.state !== 'open') return false;
-    this.socket.write(encodeMessage(msg));
+    const frame = encodeMessage(msg);
+    this.socket.write(this.reports.length > 0 ? this.takeReports(frame) : frame);
+    return true;
+  }
+
+  /**
+   * Sends a message nobody waits for (an outcome reported after the fact): it is held for up to
+   * {@link REPORT_COALESCE_MS} and written together with whatever is sent meanwhile, in order. Several reports of
+   * one moment (a dial's result, then the release of its socket, closed at once) then reach the far side in one
+   * segment and cost it one read instead of several. False (nothing queued) once the connection is closing.
+   */
+  report(msg: Message): boolean {
+    if (this.state !== 'open') return false;
+    this.reports.push(encodeMessage(msg));
+    if (!this.reportTimer) {
+      this.reportTimer = setTimeout(this.flushReports, REPORT_COALESCE_MS);
+      this.reportTimer.unref();
+    }
     return true;
   }
 
@@ -84,6 +109,7 @@ export class FramedSocket extends EventEmitter<FramedSocketEvents> {
     const error = { type: 'error', code, message: truncateUtf8(message, 256) } as const;
     const frame = version === undefined ? safeEncode(error) : encodeErrorAs(version, error);
     this.state = 'closing';
+    this.dropReports(); // the connection failed: nobody will act on them
     this.lastError ??= new TcpPunchError(code, message);
     this.finish(frame);
   }
@@ -92,7 +118,8 @@ export class FramedSocket extends EventEmitter<FramedSocketEvents> {
   end(last?: Message): void {
     if (this.state !== 'open') return;
     this.state = 'closing';
-    this.finish(last ? safeEncode(last) : undefined);
+    const frame = last ? safeEncode(last) : undefined;
+    this.finish(this.reports.length > 0 ? this.takeReports(frame) : frame);
   }
 
   /** Destroys the socket at once. */
@@ -120,6 +147,9 @@ export class FramedSocket extends EventEmitter<FramedSocketEvents> {
    * message (the caller decides whether to `unshift` them). No more events are emitted.
    */
   detach(): Buffer {
+    // Queued reports precede whatever the next owner writes.
+    if (this.state === 'open' && this.reports.length > 0) this.socket.write(this.takeReports());
+    this.dropReports();
     this.state = 'detached';
     clearTimeout(this.lingerTimer);
     if (this.flowing) this.socket.pause().removeListener('data', this.onData);
@@ -127,6 +157,22 @@ export class FramedSocket extends EventEmitter<FramedSocketEvents> {
     this.socket.removeListener('error', this.onSocketError);
     this.socket.removeListener('close', this.onSocketClose);
     return this.decoder.error ? Buffer.alloc(0) : this.decoder.takeRest();
+  }
+
+  private dropReports(): void {
+    clearTimeout(this.reportTimer);
+    this.reportTimer = undefined;
+    this.reports = [];
+  }
+
+  /** The queued reports (then `frame`, if any) as one buffer; the queue is left empty. */
+  private takeReports(frame?: Buffer): Buffer {
+    clearTimeout(this.reportTimer);
+    this.reportTimer = undefined;
+    const frames = this.reports;
+    this.reports = [];
+    if (frame) frames.push(frame);
+    return frames.length === 1 ? frames[0]! : Buffer.concat(frames);
   }
 
   private finish(frame: Buffer | undefined): void {
@@ -182,6 +228,7 @@ export class FramedSocket extends EventEmitter<FramedSocketEvents> {
     if (this.state === 'closed' || this.state === 'detached') return;
     this.state = 'closed';
     clearTimeout(this.lingerTimer);
+    this.dropReports();
     this.emit('close', this.lastError);
   }
 }
