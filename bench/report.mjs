@@ -22,14 +22,15 @@ const END = '<!-- latest:end -->';
 export async function markdown(result) {
   const m = result.machine ?? {};
   const out = [
-    `Machine: ${m.cpuModel} × ${m.cores} cores, ${m.memTotalMiB} MiB, ${m.distro ?? m.os}, Linux ${m.kernel}, Node ${m.node}; ` +
+    `Machine of the newest run: ${m.cpuModel} × ${m.cores} cores, ${m.memTotalMiB} MiB, ${m.distro ?? m.os}, Linux ${m.kernel}, Node ${m.node}; ` +
       `iperf3 ${m.tools?.iperf3?.replace(/^iperf /, '') ?? 'missing'}, socat ${m.tools?.socat ?? 'missing'}, ` +
       `${m.tools?.haproxy?.replace(/ - https.*$/, '') ?? 'haproxy missing'}.`,
   ];
   for (const [name, rel] of Object.entries(SECTIONS)) {
     const section = result.sections?.[name];
     if (!section) continue;
-    const when = `measured ${section.measuredAt ?? '?'} at commit ${(section.commit ?? '?').slice(0, 8)}` +
+    const on = section.machine ? `, on ${section.machine.cpuModel} × ${section.machine.cores}, Linux ${section.machine.kernel}` : '';
+    const when = `measured ${section.measuredAt ?? '?'} at commit ${(section.commit ?? '?').slice(0, 8)}${on}` +
       (section.loadavg ? `, load average before ${section.loadavg.before[0]}` : '');
     out.push('', `### ${name} (${when})`, '');
     if (section.error) {

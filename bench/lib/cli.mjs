@@ -133,6 +133,8 @@ export async function main(argv) {
       const section = await mod.run(opts);
       section.measuredAt = new Date().toISOString();
       section.commit = machine.git.commit;
+      // latest.json mixes sections of several runs, and the runs do not always land on the same hardware.
+      section.machine = { cpuModel: machine.cpuModel, cores: machine.cores, kernel: machine.kernel };
       section.wallSeconds = (Date.now() - t0) / 1000;
       // 1/5/15-minute load averages: the benchmark's own load shows up too, but a high figure before it started
       // means another program competed for the 2 cores.
