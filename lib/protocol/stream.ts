@@ -79,8 +79,7 @@ export class FramedSocket extends EventEmitter<FramedSocketEvents> {
   /** Sends one message; returns false (and sends nothing) once the connection is closing. */
   send(msg: Message): boolean {
     if (this.state !== 'open') return false;
-    const frame = encodeMessage(msg);
-    this.socket.write(this.reports.length > 0 ? this.takeReports(frame) : frame);
+    this.socket.write(this.withReports(encodeMessage(msg)));
     return true;
   }
 
@@ -118,8 +117,7 @@ export class FramedSocket extends EventEmitter<FramedSocketEvents> {
   end(last?: Message): void {
     if (this.state !== 'open') return;
     this.state = 'closing';
-    const frame = last ? safeEncode(last) : undefined;
-    this.finish(this.reports.length > 0 ? this.takeReports(frame) : frame);
+    this.finish(this.withReports(last ? safeEncode(last) : undefined));
   }
 
   /** Destroys the socket at once. */
@@ -163,6 +161,11 @@ export class FramedSocket extends EventEmitter<FramedSocketEvents> {
     clearTimeout(this.reportTimer);
     this.reportTimer = undefined;
     this.reports = [];
+  }
+
+  /** `frame` with the queued reports before it, in one buffer (undefined when there is neither). */
+  private withReports<F extends Buffer | undefined>(frame: F): Buffer | F {
+    return this.reports.length > 0 ? this.takeReports(frame) : frame;
   }
 
   /** The queued reports (then `frame`, if any) as one buffer; the queue is left empty. */
