@@ -170,10 +170,8 @@ export class FramedSocket extends EventEmitter<FramedSocketEvents> {
 
   /** The queued reports (then `frame`, if any) as one buffer; the queue is left empty. */
   private takeReports(frame?: Buffer): Buffer {
-    clearTimeout(this.reportTimer);
-    this.reportTimer = undefined;
     const frames = this.reports;
-    this.reports = [];
+    this.dropReports();
     if (frame) frames.push(frame);
     return frames.length === 1 ? frames[0]! : Buffer.concat(frames);
   }
